@@ -1,0 +1,328 @@
+/**
+ * A single-node Apache Kafka (KRaft, combined broker + controller) run as a child JVM from the jars
+ * in the cache, with its configuration and data in a fresh temporary directory.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Kafka, logLevel } from 'kafkajs';
+import type { Logger } from 'pino';
+
+import { OncelyError, isOncelyError } from '../errors.js';
+import { brokerProperties, randomClusterId, renderLog4jProperties, renderProperties } from './kafka-properties.js';
+import {
+  freePorts,
+  openLogFile,
+  runCommand,
+  signalProcess,
+  sleep,
+  tailFile,
+  waitForChildExit,
+  type ExitInfo,
+} from './processes.js';
+import { watchdog } from './watchdog.js';
+
+export interface LocalKafkaOptions {
+  readonly javaPath: string;
+  readonly libsDir: string;
+  readonly version: string;
+  /** Tunables already merged over the defaults. */
+  readonly tunables: Readonly<Record<string, string>>;
+  readonly logger: Logger;
+  /** Default 90 s. */
+  readonly readyTimeoutMs?: number;
+}
+
+const HEAP = ['-Xms256m', '-Xmx512m'];
+const JVM_FLAGS = [
+  '-XX:+UseG1GC',
+  '-XX:MaxGCPauseMillis=20',
+  '-XX:+ExitOnOutOfMemoryError',
+  '-Djava.awt.headless=true',
+];
+const STOP_TIMEOUT_MS = 30_000;
+const MAX_ATTEMPTS = 3;
+
+interface Layout {
+  readonly root: string;
+  readonly port: number;
+  readonly serverProperties: string;
+  readonly log4jProperties: string;
+  readonly serverLog: string;
+  readonly stdoutLog: string;
+}
+
+/** True when a failed start looks like a lost race for a port another process took meanwhile. */
+export function lostPortRace(text: string): boolean {
+  return /Address already in use|BindException/.test(text);
+}
+
+/** Lists topics once with a throwaway admin client; throws while the broker is not serving. */
+async function probeBroker(brokers: string[]): Promise<void> {
+  const kafka = new Kafka({
+    clientId: 'oncely-dev-ready',
+    brokers,
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 2_000,
+    requestTimeout: 5_000,
+    retry: { retries: 0 },
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    await admin.listTopics();
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+export class LocalKafka {
+  private child: ChildProcess | undefined;
+  private expectingExit = false;
+  private stopping: Promise<void> | undefined;
+  private restarting: Promise<void> | undefined;
+
+  private constructor(
+    private readonly options: LocalKafkaOptions,
+    private readonly layout: Layout,
+    private readonly entryId: number,
+  ) {}
+
+  get brokers(): string[] {
+    return [`127.0.0.1:${this.layout.port}`];
+  }
+
+  /** The broker JVM's pid while it runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get dataDir(): string {
+    return this.layout.root;
+  }
+
+  static async start(options: LocalKafkaOptions): Promise<LocalKafka> {
+    for (let attempt = 1; ; attempt++) {
+      const root = await mkdtemp(path.join(tmpdir(), 'oncely-kafka-'));
+      // Registered before anything runs in it: a parent killed from here on leaves nothing behind.
+      const entryId = watchdog.add({
+        stopSignal: 'SIGTERM',
+        exitSignal: 'SIGKILL', // at exit there is no time for a clean shutdown; the data is throwaway
+        marker: root,
+        dirs: [root],
+      });
+      let layout: Layout;
+      try {
+        layout = await LocalKafka.prepare(root, options);
+      } catch (error) {
+        await rm(root, { recursive: true, force: true });
+        watchdog.remove(entryId);
+        throw error;
+      }
+      const kafka = new LocalKafka(options, layout, entryId);
+      try {
+        await kafka.format();
+        await kafka.launch();
+        return kafka;
+      } catch (error) {
+        await kafka.stop();
+        const retry = attempt < MAX_ATTEMPTS && isOncelyError(error) && lostPortRace(error.message);
+        if (!retry) throw error;
+        options.logger.debug({ attempt }, 'oncely dev: Kafka lost a port race, retrying with new ports');
+      }
+    }
+  }
+
+  private static async prepare(root: string, options: LocalKafkaOptions): Promise<Layout> {
+    const [port, controllerPort] = await freePorts(2);
+    if (port === undefined || controllerPort === undefined) throw new Error('no ports allocated');
+    const logsDir = path.join(root, 'logs');
+    await mkdir(logsDir);
+    const layout: Layout = {
+      root,
+      port,
+      serverProperties: path.join(root, 'server.properties'),
+      log4jProperties: path.join(root, 'log4j.properties'),
+      serverLog: path.join(logsDir, 'server.log'),
+      stdoutLog: path.join(logsDir, 'stdout.log'),
+    };
+    const properties = brokerProperties({ port, controllerPort, logDir: path.join(root, 'data') }, options.tunables);
+    await writeFile(layout.serverProperties, renderProperties(properties));
+    await writeFile(layout.log4jProperties, renderLog4jProperties(layout.serverLog));
+    return layout;
+  }
+
+  private javaArgs(heap: readonly string[], mainClass: string, args: readonly string[]): string[] {
+    return [
+      ...heap,
+      ...JVM_FLAGS,
+      `-Dlog4j.configuration=${pathToFileURL(this.layout.log4jProperties).href}`,
+      '-cp',
+      // A classpath wildcard, expanded by the JVM itself (no shell involved).
+      path.join(this.options.libsDir, '*'),
+      mainClass,
+      ...args,
+    ];
+  }
+
+  /** `kafka-storage format` with a random cluster id; static voters, so no --standalone. */
+  private async format(): Promise<void> {
+    const started = Date.now();
+    const clusterId = randomClusterId(randomBytes);
+    const result = await runCommand(
+      this.options.javaPath,
+      this.javaArgs(['-Xmx256m'], 'kafka.tools.StorageTool', [
+        'format',
+        '-t',
+        clusterId,
+        '-c',
+        this.layout.serverProperties,
+      ]),
+      {
+        detached: true,
+        timeoutMs: 120_000,
+        onSpawn: (child) => watchdog.update(this.entryId, { pid: child.pid, group: true }),
+      },
+    );
+    watchdog.update(this.entryId, { pid: undefined });
+    if (result.code !== 0) {
+      throw this.failure(`formatting the Kafka storage failed (exit ${result.code ?? result.signal})`, result.output);
+    }
+    this.options.logger.debug({ ms: Date.now() - started }, 'oncely dev: Kafka storage formatted');
+  }
+
+  /** Starts the broker JVM and waits until it serves metadata requests. */
+  private async launch(): Promise<void> {
+    const { logger } = this.options;
+    const started = Date.now();
+    const out = await openLogFile(this.layout.stdoutLog);
+    let child: ChildProcess;
+    try {
+      child = spawn(this.options.javaPath, this.javaArgs(HEAP, 'kafka.Kafka', [this.layout.serverProperties]), {
+        // Own process group, so stop() and the watchdog can signal everything the JVM started,
+        // and a Ctrl-C aimed at the parent's group does not half-kill the broker.
+        detached: true,
+        // Straight into a file: no pipe that could fill up or tie the JVM to our lifetime.
+        stdio: ['ignore', out.fd, out.fd],
+      });
+    } finally {
+      await out.close(); // the child holds its own copy of the descriptor
+    }
+    this.child = child;
+    this.expectingExit = false;
+    const pid = child.pid;
+    if (pid === undefined) {
+      const error = await new Promise<unknown>((resolve) => child.once('error', resolve));
+      throw new OncelyError('ONCELY_DEV_SERVICES_FAILED', `Could not start ${this.options.javaPath}.`, {
+        cause: error,
+      });
+    }
+    watchdog.update(this.entryId, { pid, group: true });
+    // A broker that dies by itself is worth a warning; one we stopped is not.
+    child.once('exit', (code, signal) => {
+      if (this.expectingExit) return;
+      void tailFile(this.layout.serverLog, 20).then((tail) =>
+        logger.warn({ pid, code, signal, tail }, 'oncely dev: the local Kafka broker exited unexpectedly'),
+      );
+    });
+    child.unref(); // a script that forgets stop() may still exit; the exit handler kills the JVM
+
+    const exited = new Promise<ExitInfo>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const readyTimeoutMs = this.options.readyTimeoutMs ?? 90_000;
+    const deadline = Date.now() + readyTimeoutMs;
+    for (;;) {
+      const outcome = await Promise.race([
+        probeBroker(this.brokers).then(
+          () => 'ready' as const,
+          () => 'not-ready' as const,
+        ),
+        exited,
+      ]);
+      if (outcome === 'ready') break;
+      if (outcome !== 'not-ready') {
+        throw this.failure(
+          `the Kafka broker exited during start-up (exit ${outcome.code ?? outcome.signal})`,
+          await this.logTails(),
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw this.failure(`the Kafka broker was not ready within ${readyTimeoutMs / 1000} s`, await this.logTails());
+      }
+      await sleep(250);
+    }
+    logger.info(
+      { brokers: this.brokers, pid, ms: Date.now() - started, dataDir: this.layout.root },
+      `oncely dev: local Apache Kafka ${this.options.version} ready`,
+    );
+  }
+
+  private async logTails(): Promise<string> {
+    const [server, stdout] = await Promise.all([
+      tailFile(this.layout.serverLog, 25),
+      tailFile(this.layout.stdoutLog, 15),
+    ]);
+    return [server, stdout].filter((text) => text !== '').join('\n--- stdout ---\n');
+  }
+
+  private failure(what: string, output: string): OncelyError {
+    return new OncelyError(
+      'ONCELY_DEV_SERVICES_FAILED',
+      `Local Kafka ${this.options.version}: ${what}. Java: ${this.options.javaPath}; data and logs: ` +
+        `${this.layout.root}. Last log lines:\n${output.trim() || '(empty)'}`,
+      { retriable: true, context: { dataDir: this.layout.root, port: this.layout.port } },
+    );
+  }
+
+  /** SIGTERM (a clean shutdown), SIGKILL if it takes longer than 30 s; resolves once it is gone. */
+  private async terminate(): Promise<void> {
+    const child = this.child;
+    if (child?.pid === undefined) return;
+    const pid = child.pid;
+    this.expectingExit = true;
+    // A broker that already died (and was reaped) is not signalled: its pid may belong to another
+    // process by now.
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = waitForChildExit(child);
+      signalProcess(pid, 'SIGTERM', true);
+      const timer = setTimeout(() => signalProcess(pid, 'SIGKILL', true), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    this.child = undefined;
+    watchdog.update(this.entryId, { pid: undefined });
+  }
+
+  /**
+   * Stops the broker and starts it again with the same port, configuration and data directory —
+   * what a broker restart in production looks like to clients, for fault-injection tests.
+   */
+  restart(): Promise<void> {
+    if (this.stopping !== undefined) {
+      return Promise.reject(new OncelyError('ONCELY_DEV_SERVICES_FAILED', 'kafka.restart() was called after stop().'));
+    }
+    // Concurrent callers share one restart.
+    this.restarting ??= (async () => {
+      const started = Date.now();
+      await this.terminate();
+      await this.launch();
+      this.options.logger.info({ ms: Date.now() - started }, 'oncely dev: local Kafka restarted');
+    })().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
+  }
+
+  /** Idempotent: terminates the JVM, awaits it, removes the data directory. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.restarting?.catch(() => undefined);
+      await this.terminate();
+      await rm(this.layout.root, { recursive: true, force: true, maxRetries: 3 });
+      watchdog.remove(this.entryId);
+    })();
+    return this.stopping;
+  }
+}
