@@ -1,0 +1,58 @@
+import type pg from 'pg';
+
+/** What one consumer group has recorded, per topic. */
+export interface GroupStatus {
+  readonly groupId: string;
+  readonly topic: string;
+  /** Next offset to read, per partition, as recorded with the last outcome. */
+  readonly partitions: readonly { readonly partition: number; readonly nextOffset: string; readonly updatedAt: Date }[];
+  readonly processed: number;
+  readonly deadLettered: number;
+  readonly openDeadLetters: number;
+}
+
+/** A summary of the inbox per group and topic, for `oncely status`. */
+export async function readGroupStatus(pool: pg.Pool): Promise<GroupStatus[]> {
+  const [offsets, inbox, letters] = await Promise.all([
+    pool.query<{ consumer_group: string; topic: string; partition: number; next_offset: string; updated_at: Date }>(
+      'SELECT consumer_group, topic, partition, next_offset, updated_at FROM oncely.offsets ORDER BY 1, 2, 3',
+    ),
+    pool.query<{ consumer_group: string; topic: string; processed: string; dead_lettered: string }>(
+      `SELECT consumer_group, topic,
+              count(*) FILTER (WHERE status = 'processed') AS processed,
+              count(*) FILTER (WHERE status = 'dead_lettered') AS dead_lettered
+         FROM oncely.inbox GROUP BY 1, 2`,
+    ),
+    pool.query<{ consumer_group: string; topic: string; open: string }>(
+      "SELECT consumer_group, topic, count(*) AS open FROM oncely.dead_letters WHERE status = 'open' GROUP BY 1, 2",
+    ),
+  ]);
+  const key = (group: string, topic: string): string => JSON.stringify([group, topic]);
+  type Entry = {
+    -readonly [K in keyof GroupStatus]: K extends 'partitions' ? GroupStatus['partitions'][number][] : GroupStatus[K];
+  };
+  const groups = new Map<string, Entry>();
+  const entry = (groupId: string, topic: string): Entry => {
+    let found = groups.get(key(groupId, topic));
+    if (found === undefined) {
+      found = { groupId, topic, partitions: [], processed: 0, deadLettered: 0, openDeadLetters: 0 };
+      groups.set(key(groupId, topic), found);
+    }
+    return found;
+  };
+  for (const row of offsets.rows) {
+    entry(row.consumer_group, row.topic).partitions.push({
+      partition: row.partition,
+      nextOffset: row.next_offset,
+      updatedAt: row.updated_at,
+    });
+  }
+  for (const row of inbox.rows) {
+    Object.assign(entry(row.consumer_group, row.topic), {
+      processed: Number(row.processed),
+      deadLettered: Number(row.dead_lettered),
+    });
+  }
+  for (const row of letters.rows) entry(row.consumer_group, row.topic).openDeadLetters = Number(row.open);
+  return [...groups.values()].sort((a, b) => a.groupId.localeCompare(b.groupId) || a.topic.localeCompare(b.topic));
+}

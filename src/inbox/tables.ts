@@ -1,0 +1,86 @@
+import {
+  bigint,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgSchema,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+} from 'drizzle-orm/pg-core';
+
+import type { DeadLetterReason, StoredError, StoredHeader } from './dead-letters.js';
+import type { InboxStatus } from './claims.js';
+
+/**
+ * drizzle table objects for oncely's own tables, so applications can query and join them
+ * (`db.select().from(inboxTable)`). They mirror `migrations/`; the migrations are the source of
+ * truth and a test checks the two agree.
+ */
+export const oncelySchema = pgSchema('oncely');
+
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
+export const inboxTable = oncelySchema.table(
+  'inbox',
+  {
+    consumerGroup: text('consumer_group').notNull(),
+    messageId: text('message_id').notNull(),
+    topic: text('topic').notNull(),
+    partition: integer('partition').notNull(),
+    offset: bigint('offset', { mode: 'bigint' }).notNull(),
+    payloadHash: bytea('payload_hash').notNull(),
+    status: text('status').$type<InboxStatus>().notNull(),
+    attempts: integer('attempts').notNull(),
+    firstSeenAt: timestamp('first_seen_at', { withTimezone: true }).notNull(),
+    processedAt: timestamp('processed_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.consumerGroup, t.messageId] }), index('inbox_processed_at_idx').on(t.processedAt)],
+);
+
+export const offsetsTable = oncelySchema.table(
+  'offsets',
+  {
+    consumerGroup: text('consumer_group').notNull(),
+    topic: text('topic').notNull(),
+    partition: integer('partition').notNull(),
+    nextOffset: bigint('next_offset', { mode: 'bigint' }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.consumerGroup, t.topic, t.partition] })],
+);
+
+export const deadLettersTable = oncelySchema.table(
+  'dead_letters',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    consumerGroup: text('consumer_group').notNull(),
+    topic: text('topic').notNull(),
+    partition: integer('partition').notNull(),
+    offset: bigint('offset', { mode: 'bigint' }).notNull(),
+    messageId: text('message_id'),
+    key: bytea('key'),
+    value: bytea('value'),
+    headers: jsonb('headers').$type<StoredHeader[]>().notNull().default([]),
+    reason: text('reason').$type<DeadLetterReason>().notNull(),
+    error: jsonb('error').$type<StoredError>().notNull(),
+    attempts: integer('attempts').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    status: text('status').$type<'open' | 'retried' | 'discarded'>().notNull().default('open'),
+    resolvedAt: timestamp('resolved_at', { withTimezone: true }),
+    resolution: text('resolution'),
+    recordTimestamp: timestamp('record_timestamp', { withTimezone: true }),
+  },
+  (t) => [
+    unique('dead_letters_consumer_group_topic_partition_offset_key').on(
+      t.consumerGroup,
+      t.topic,
+      t.partition,
+      t.offset,
+    ),
+    index('dead_letters_open_idx').on(t.consumerGroup, t.status, t.createdAt),
+    index('dead_letters_topic_idx').on(t.consumerGroup, t.topic, t.reason, t.createdAt),
+  ],
+);

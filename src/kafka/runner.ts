@@ -1,0 +1,202 @@
+import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+
+import { isOncelyError, OncelyError } from '../errors.js';
+import type { IdentitySource } from './message-identity.js';
+
+/** One consumed record, free of kafkajs types. */
+export interface ConsumedRecord extends IdentitySource {
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  /** Milliseconds since the epoch, as a decimal string (Kafka's record timestamp). */
+  readonly timestamp: string;
+}
+
+/**
+ * A run of consecutive records of one partition, and the levers the pipeline needs. The runner
+ * never moves an offset by itself: only `resolve`, called by the pipeline once a record's outcome
+ * is committed in PostgreSQL, lets Kafka's committed offset pass a record.
+ */
+export interface PartitionBatch {
+  readonly topic: string;
+  readonly partition: number;
+  readonly records: readonly ConsumedRecord[];
+  /** Marks `offset` and everything before it in this partition as done; committed after the batch. */
+  resolve(offset: string): void;
+  /** Keeps the group membership alive; throws when the group is rebalancing. Cheap to call often. */
+  heartbeat(): Promise<void>;
+  /** False once the consumer is stopping or the batch went stale (a seek); stop taking records then. */
+  isActive(): boolean;
+  /** Continues the partition at `offset` after this batch (the batch goes stale). */
+  seek(offset: string): void;
+  /** Stops fetching this partition until `KafkaRunner.resume()`; unresolved records are fetched again then. */
+  pause(): void;
+}
+
+export interface KafkaRunnerOptions {
+  readonly kafka: Kafka;
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  /** Partitions processed at once; records of one partition are always processed in order. */
+  readonly concurrency: number;
+  readonly fromBeginning: boolean;
+  /** Passed to `kafka.consumer()`; `groupId` is oncely's. */
+  readonly consumerConfig: Omit<ConsumerConfig, 'groupId'>;
+  readonly onBatch: (batch: PartitionBatch) => Promise<void>;
+  /** The member (re)joined the group: partition ownership may have changed. */
+  readonly onGroupJoin: (assignment: Readonly<Record<string, readonly number[]>>) => void;
+  readonly onCrash: (error: unknown, restart: boolean) => void;
+  /** Starting failed on a broker that could not be reached; trying again after `delayMs`. */
+  readonly onStartRetry?: (error: unknown, delayMs: number) => void;
+}
+
+/** How long start() keeps trying to reach the broker. */
+const START_RETRY_MS = 60_000;
+
+/** Connection trouble and leader elections: kafkajs marks them retriable. */
+function isRetriableKafkaError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null || isOncelyError(error)) return false;
+  const { name, retriable } = error as { name?: unknown; retriable?: unknown };
+  return retriable === true || name === 'KafkaJSNumberOfRetriesExceeded' || name === 'KafkaJSConnectionError';
+}
+
+export interface KafkaRunner {
+  /**
+   * Connects, joins the group and starts fetching; resolves once the member has joined. Retries
+   * while the broker is unreachable (up to a minute), for as long as `wanted()` says so.
+   */
+  start(wanted?: () => boolean): Promise<void>;
+  /** Waits for the batches in flight, commits what they resolved, leaves the group, disconnects. */
+  stop(): Promise<void>;
+  /** stop(), reporting a broker it cannot reach to `onError` instead of failing. */
+  stopQuietly(onError: (error: unknown) => void): Promise<void>;
+  /** Fetches a paused partition again, from its first unresolved record. */
+  resume(topic: string, partition: number): void;
+}
+
+export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
+  let consumer: Consumer | undefined;
+
+  const startOnce = async (): Promise<void> => {
+    await assertTopicsExist(options.kafka, options.topics);
+    const created = options.kafka.consumer({ ...options.consumerConfig, groupId: options.groupId });
+    consumer = created;
+    created.on(created.events.GROUP_JOIN, (event) => {
+      options.onGroupJoin(event.payload.memberAssignment);
+    });
+    created.on(created.events.CRASH, (event) => {
+      options.onCrash(event.payload.error, event.payload.restart);
+    });
+    await created.connect();
+    await created.subscribe({ topics: [...options.topics], fromBeginning: options.fromBeginning });
+    await created.run({
+      // Offsets are resolved by the pipeline only, after the database commit (never auto-resolved
+      // at the end of a batch). kafkajs commits the resolved offsets after each batch, on a
+      // rebalance and when stopping; a resolved offset is already durable in PostgreSQL, so any of
+      // those commits is safe.
+      eachBatchAutoResolve: false,
+      autoCommit: true,
+      partitionsConsumedConcurrently: options.concurrency,
+      eachBatch: (payload) => options.onBatch(toPartitionBatch(created, payload)),
+    });
+  };
+
+  /**
+   * A broker that is restarting, or not elected a leader yet, must not keep a consumer from
+   * starting: retriable Kafka errors are retried with backoff for up to START_RETRY_MS (kafkajs
+   * retries some calls on its own, not all of them). Anything else — a missing topic — fails at once.
+   */
+  const start = async (wanted: () => boolean = () => true): Promise<void> => {
+    const giveUpAt = Date.now() + START_RETRY_MS;
+    for (let failures = 1; ; failures++) {
+      try {
+        await startOnce();
+        return;
+      } catch (error) {
+        const half = consumer;
+        consumer = undefined;
+        await half?.disconnect().catch(() => undefined);
+        if (!isRetriableKafkaError(error) || !wanted() || Date.now() >= giveUpAt) throw error;
+        const delayMs = Math.min(5_000, 250 * 2 ** (failures - 1));
+        options.onStartRetry?.(error, delayMs);
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  };
+
+  const stop = async (): Promise<void> => {
+    const current = consumer;
+    consumer = undefined;
+    // disconnect() stops the runner first: it waits for eachBatch calls in flight (they see
+    // isActive() turn false and return after their current record), commits the offsets they
+    // resolved, and leaves the group so the partitions are reassigned at once.
+    await current?.disconnect();
+  };
+
+  /**
+   * Like stop(), but a broker that cannot be reached does not make it fail: the records in
+   * flight are finished either way, and every recorded outcome's offset is durable in PostgreSQL,
+   * so a lost offset commit only means the next member passes over those records on assignment.
+   */
+  const stopQuietly = async (onError: (error: unknown) => void): Promise<void> => {
+    await stop().catch(onError);
+  };
+
+  const resume = (topic: string, partition: number): void => {
+    if (consumer === undefined) {
+      throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
+    }
+    consumer.resume([{ topic, partitions: [partition] }]);
+  };
+
+  return { start, stop, stopQuietly, resume };
+}
+
+function toPartitionBatch(consumer: Consumer, payload: EachBatchPayload): PartitionBatch {
+  const { batch } = payload;
+  const { topic, partition } = batch;
+  return {
+    topic,
+    partition,
+    records: batch.messages.map((message) => toRecord(topic, partition, message)),
+    resolve: (offset) => payload.resolveOffset(offset),
+    heartbeat: () => payload.heartbeat(),
+    isActive: () => payload.isRunning() && !payload.isStale(),
+    seek: (offset) => consumer.seek({ topic, partition, offset }),
+    pause: () => consumer.pause([{ topic, partitions: [partition] }]),
+  };
+}
+
+function toRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {
+  return {
+    topic,
+    partition,
+    offset: message.offset,
+    key: message.key ?? null,
+    value: message.value ?? null,
+    headers: message.headers ?? {},
+    timestamp: message.timestamp,
+  };
+}
+
+/**
+ * Subscribing to a topic that does not exist fails with an opaque protocol error on KRaft brokers
+ * (or silently creates it with default settings on others): check first and say what to do.
+ */
+async function assertTopicsExist(kafka: Kafka, topics: readonly string[]): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((topic) => !existing.has(topic));
+    if (missing.length > 0) {
+      throw new OncelyError(
+        'ONCELY_TOPIC_NOT_FOUND',
+        `Topic${missing.length > 1 ? 's' : ''} ${missing.map((t) => `"${t}"`).join(', ')} do${missing.length > 1 ? '' : 'es'} not exist on the broker. ` +
+          'Create them before starting the consumer (kafka-topics.sh --create, or admin.createTopics()).',
+        { context: { topics: missing } },
+      );
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
