@@ -1,0 +1,122 @@
+import { claimMessage, type ClaimRequest, recordOffset } from '../inbox/claims.js';
+import { type DeadLetterReason, insertDeadLetter, type StoredError, type StoredHeader } from '../inbox/dead-letters.js';
+import type { OpenTransaction } from '../inbox/transaction.js';
+import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
+import type { RecordHeaders } from '../kafka/message-identity.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+export interface DeadLetterTarget {
+  readonly groupId: string;
+  /** Where dead letters are also published, when configured. */
+  readonly deadLetterTopic?: DeadLetterTopic | undefined;
+}
+
+export interface DeadLetterInput {
+  readonly record: ConsumedRecord;
+  readonly messageId: string | null;
+  readonly reason: DeadLetterReason;
+  readonly error: StoredError;
+  readonly attempts: number;
+}
+
+/**
+ * Stores a dead letter and, when a dead-letter topic is configured, publishes it — inside the
+ * transaction that records the outcome, before its COMMIT. A publish that fails rolls the dead
+ * letter back and the whole outcome is recorded again: the topic gets every dead letter at least
+ * once, and never one whose outcome was not recorded.
+ */
+export async function recordDeadLetter(
+  target: DeadLetterTarget,
+  t: OpenTransaction,
+  letter: DeadLetterInput,
+): Promise<void> {
+  const { record } = letter;
+  const inserted = await insertDeadLetter(t.client, {
+    groupId: target.groupId,
+    topic: record.topic,
+    partition: record.partition,
+    offset: record.offset,
+    messageId: letter.messageId,
+    key: record.key,
+    value: record.value,
+    headers: storeHeaders(record.headers),
+    reason: letter.reason,
+    error: letter.error,
+    attempts: letter.attempts,
+    recordTimestamp: new Date(Number(record.timestamp)),
+  });
+  // Already stored for this record (a redelivery after a lost offset commit): published then too.
+  if (inserted === undefined) return;
+  await target.deadLetterTopic?.publish({ ...letter, groupId: target.groupId });
+}
+
+/**
+ * Dead-letters a record whose id is valid: the dead letter claims the id like a success would, so
+ * a record dead-lettered and then redelivered is a duplicate of its first outcome, not a second
+ * dead letter. Returns the holder when the id was already taken.
+ */
+export async function claimAndDeadLetter(
+  target: DeadLetterTarget,
+  t: OpenTransaction,
+  claim: Omit<ClaimRequest, 'status' | 'attempts'>,
+  letter: DeadLetterInput,
+): ReturnType<typeof claimMessage> {
+  const claimed = await claimMessage(t.client, { ...claim, status: 'dead_lettered', attempts: letter.attempts });
+  if (claimed.claimed) await recordDeadLetter(target, t, letter);
+  return claimed;
+}
+
+/** Dead-letters a record that has no valid id to claim; its partition offset moves on with it. */
+export async function deadLetterUnclaimable(
+  target: DeadLetterTarget,
+  t: OpenTransaction,
+  nextOffset: string,
+  letter: DeadLetterInput,
+): Promise<void> {
+  const { record } = letter;
+  await recordOffset(t.client, {
+    groupId: target.groupId,
+    topic: record.topic,
+    partition: record.partition,
+    nextOffset,
+  });
+  await recordDeadLetter(target, t, letter);
+}
+
+/** Headers as stored with a dead letter: text when it is clean UTF-8, base64 otherwise. Lossless. */
+export function storeHeaders(headers: RecordHeaders): StoredHeader[] {
+  const stored: StoredHeader[] = [];
+  for (const [key, raw] of Object.entries(headers)) {
+    if (raw === undefined) continue;
+    const values = Array.isArray(raw) ? (raw as ReadonlyArray<Buffer | string>) : [raw as Buffer | string];
+    for (const value of values) {
+      const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+      let text: string | undefined;
+      try {
+        text = strictUtf8.decode(bytes);
+      } catch {
+        text = undefined;
+      }
+      // jsonb cannot hold NUL: such values go as base64 too.
+      stored.push(
+        text === undefined || text.includes('\u0000')
+          ? { key, value: bytes.toString('base64'), encoding: 'base64' }
+          : { key, value: text, encoding: 'utf8' },
+      );
+    }
+  }
+  return stored;
+}
+
+/** The inverse of {@link storeHeaders}: the record's headers as bytes, repeated ones as arrays. */
+export function restoreHeaders(stored: readonly StoredHeader[]): Record<string, Buffer | Buffer[]> {
+  const headers: Record<string, Buffer | Buffer[]> = {};
+  for (const { key, value, encoding } of stored) {
+    const bytes = Buffer.from(value, encoding === 'base64' ? 'base64' : 'utf8');
+    const existing = headers[key];
+    headers[key] = existing === undefined ? bytes : Array.isArray(existing) ? [...existing, bytes] : [existing, bytes];
+  }
+  return headers;
+}

@@ -1,0 +1,61 @@
+import { OncelyError } from '../errors.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
+import type { AnyHandlerDefinition, MessageInfo } from './handler.js';
+
+export type Decoded = { readonly ok: true; readonly event: unknown } | { readonly ok: false; readonly error: unknown };
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The record as a handler sees it (`ctx.message`). */
+export function toMessageInfo(record: ConsumedRecord): MessageInfo {
+  return {
+    topic: record.topic,
+    partition: record.partition,
+    offset: record.offset,
+    key: record.key,
+    value: record.value,
+    headers: record.headers,
+    timestamp: new Date(Number(record.timestamp)),
+  };
+}
+
+/** Decodes (the handler's decoder, or strict UTF-8 JSON) and validates with the handler's schema. */
+export function decode(handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>, info: MessageInfo): Decoded {
+  let value: unknown;
+  try {
+    value = handler.decode !== undefined ? handler.decode(info.value, info) : decodeJson(info.value);
+  } catch (error) {
+    return { ok: false, error };
+  }
+  if (handler.schema === undefined) return { ok: true, event: value };
+  const parsed = handler.schema.safeParse(value);
+  return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
+}
+
+function decodeJson(value: Buffer | null): unknown {
+  if (value === null) {
+    throw new OncelyError(
+      'ONCELY_INVALID_PAYLOAD',
+      "The message has no value (a tombstone). Set the handler's `tombstone` option to 'skip' them or to a function that handles them.",
+    );
+  }
+  let text: string;
+  try {
+    text = strictUtf8.decode(value);
+  } catch (error) {
+    throw new OncelyError('ONCELY_INVALID_PAYLOAD', 'The message value is not valid UTF-8, so it cannot be JSON.', {
+      cause: error,
+    });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    // V8's message quotes the start of the input ("card-41111"… is not valid JSON): payment data
+    // must not reach the logs through it, so only the position is kept, and not the cause.
+    const position = /at position (\d+)/.exec((error as Error).message)?.[1];
+    throw new OncelyError(
+      'ONCELY_INVALID_PAYLOAD',
+      `The message value is not valid JSON${position === undefined ? '' : ` (syntax error at position ${position})`}.`,
+    );
+  }
+}

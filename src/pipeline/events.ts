@@ -1,0 +1,96 @@
+import type { Logger } from 'pino';
+
+import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
+
+/** Where a message sits in the stream; every message event carries it. */
+export interface MessageCoordinates {
+  readonly groupId: string;
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly messageId: string | null;
+}
+
+export type DuplicateClass = 'redelivery' | 'republish';
+
+export interface ConsumerEvents {
+  /** The handler's writes committed together with the inbox row. */
+  'message:processed': MessageCoordinates & { readonly attempts: number; readonly durationMs: number };
+  /** The id was already recorded; the handler was skipped. */
+  'message:duplicate': MessageCoordinates & {
+    readonly duplicateClass: DuplicateClass;
+    readonly original: { readonly topic: string; readonly partition: number; readonly offset: string };
+  };
+  /** The message was stored in `oncely.dead_letters`; the partition moved on. */
+  'message:dead-lettered': MessageCoordinates & {
+    readonly reason: DeadLetterReason;
+    readonly error: StoredError;
+    readonly attempts: number;
+  };
+  /** A tombstone was recorded and skipped (the handler's `tombstone: 'skip'`). */
+  'message:skipped': MessageCoordinates & { readonly reason: 'tombstone' };
+  /** A handler attempt failed and will be retried after `delayMs`. */
+  'message:retrying': MessageCoordinates & {
+    readonly attempt: number;
+    readonly delayMs: number;
+    readonly error: unknown;
+  };
+  /**
+   * With `onExhausted: 'pause'`, a message ran out of attempts: its partition stopped at it and
+   * waits for `consumer.resume(topic, partition)`. Nothing was recorded for the message.
+   */
+  'partition:paused': MessageCoordinates & { readonly error: StoredError; readonly attempts: number };
+  /** A paused partition was resumed; its message is retried from attempt 1. */
+  'partition:resumed': { readonly groupId: string; readonly topic: string; readonly partition: number };
+  /** The Kafka consumer crashed; `restart` tells whether it restarts on its own. */
+  'consumer:crash': { readonly groupId: string; readonly error: unknown; readonly restart: boolean };
+}
+
+export type ConsumerEventName = keyof ConsumerEvents;
+export type ConsumerEventListener<E extends ConsumerEventName> = (payload: ConsumerEvents[E]) => unknown;
+
+/**
+ * Typed events whose payloads are built only when someone listens (the hot path pays nothing
+ * otherwise), and whose listeners cannot hurt the consumer: a listener that throws or rejects is
+ * logged and ignored.
+ */
+export class EventHub {
+  readonly #listeners = new Map<ConsumerEventName, Set<(payload: never) => unknown>>();
+  readonly #logger: Logger;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on<E extends ConsumerEventName>(event: E, listener: ConsumerEventListener<E>): () => void {
+    let set = this.#listeners.get(event);
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+    };
+  }
+
+  /** Calls the listeners of `event` with the payload `build()` makes — if there are any. */
+  emit<E extends ConsumerEventName>(event: E, build: () => ConsumerEvents[E]): void {
+    const set = this.#listeners.get(event);
+    if (set === undefined || set.size === 0) return;
+    const payload = build();
+    for (const listener of set) {
+      try {
+        const result = (listener as ConsumerEventListener<E>)(payload);
+        if (result instanceof Promise) result.catch((error: unknown) => this.#listenerFailed(event, error));
+      } catch (error) {
+        this.#listenerFailed(event, error);
+      }
+    }
+  }
+
+  #listenerFailed(event: ConsumerEventName, error: unknown): void {
+    this.#logger.error({ err: error, event }, `a listener of ${event} threw; the consumer carries on`);
+  }
+}

@@ -1,0 +1,198 @@
+import { performance } from 'node:perf_hooks';
+
+import { claimMessage, type ClaimRequest, reclassifyClaims } from '../inbox/claims.js';
+import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
+import { claimAndDeadLetter, deadLetterUnclaimable, recordDeadLetter } from './dead-letter.js';
+import { describeError } from './error-record.js';
+import type { HandlerContext, HandlerDefinition } from './handler.js';
+import {
+  announce,
+  HandlerFailure,
+  type Outcome,
+  type PartitionControl,
+  type PipelineContext,
+  resolveDuplicate,
+  untilCommitted,
+  waitHeartbeating,
+} from './outcomes.js';
+import { type PreparedRecord, prepareRecord } from './prepare.js';
+import { backoffDelay, classifyFailure } from './retry.js';
+import { messageContext, runBounded } from './run-handler.js';
+
+/**
+ * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
+ * decode and validate, claim the id, run the handler in the claim's transaction, commit — or
+ * classify the duplicate, or dead-letter. Returns once the outcome is committed; the caller may
+ * then let Kafka's offset pass the record. Returns `abandoned` when the consumer stops or loses the
+ * partition mid-way and `paused` when the partition must wait: nothing was committed for the
+ * record then, and it will be delivered again.
+ */
+export async function processRecord(
+  pipeline: PipelineContext,
+  handler: HandlerDefinition,
+  record: ConsumedRecord,
+  control: PartitionControl,
+): Promise<Outcome> {
+  const started = performance.now();
+  const prepared = prepareRecord(pipeline, handler, record);
+  const outcome = await recordOutcome(pipeline, handler, prepared, control);
+  announce(pipeline, prepared.where, outcome, performance.now() - started, record);
+  return outcome;
+}
+
+async function recordOutcome(
+  pipeline: PipelineContext,
+  handler: HandlerDefinition,
+  prepared: PreparedRecord,
+  control: PartitionControl,
+): Promise<Outcome> {
+  const { record, messageId, where } = prepared;
+  if (messageId === null) {
+    // Without a valid id there is nothing to claim: the dead letter (one per record, by its
+    // coordinates) is the recorded outcome, committed with the partition's next offset.
+    const verdict = prepared.verdict;
+    const error = verdict.kind === 'unclaimable' ? verdict.error : describeError(new Error('invalid message id'));
+    return untilCommitted(pipeline, control, where, async (t) => {
+      await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, {
+        record,
+        messageId: null,
+        reason: 'invalid_message_id',
+        error,
+        attempts: 0,
+      });
+      return { kind: 'dead_lettered', reason: 'invalid_message_id', error, attempts: 0 };
+    });
+  }
+  const claim = claimFor(pipeline, prepared, messageId);
+  if (prepared.decided && prepared.verdict.kind === 'invalid') {
+    // Known invalid without a claim (oversize, or undecodable for messageId(event)): decoding and
+    // validation are deterministic, retrying cannot make the payload valid.
+    return deadLetter(pipeline, control, prepared, messageId, claim, 'invalid_payload', prepared.verdict.error, 0);
+  }
+  const skipping = prepared.decided && prepared.verdict.kind === 'skip';
+
+  let attempts = 0;
+  let transientFailures = 0;
+  for (;;) {
+    const attempt = attempts + 1;
+    let failure: unknown;
+    try {
+      // Committed when this returns: the handler's writes, the inbox row and the partition's next
+      // offset are durable together.
+      return await control.transactions.run(async (t): Promise<Outcome> => {
+        const claimed = await claimMessage(t.client, {
+          ...claim,
+          status: 'processed',
+          attempts: skipping ? 0 : attempt,
+        });
+        if (!claimed.claimed)
+          return resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
+        // Claimed: only now is the message decoded and validated (a duplicate never is).
+        const verdict = prepared.verdict;
+        if (verdict.kind === 'invalid') {
+          // Deterministic: no retry. The claimed row becomes the dead letter's inbox row.
+          await reclassifyClaims(t.client, { deadLettered: [claimed.row], skipped: [] });
+          await recordDeadLetter(pipeline, t, {
+            record,
+            messageId,
+            reason: 'invalid_payload',
+            error: verdict.error,
+            attempts: 0,
+          });
+          return { kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 };
+        }
+        const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =
+          verdict.kind === 'apply'
+            ? (ctx) => handler.handle(verdict.event, ctx)
+            : verdict.kind === 'tombstone' && typeof handler.tombstone === 'function'
+              ? handler.tombstone
+              : undefined; // a tombstone to skip
+        if (apply === undefined) return { kind: 'skipped' };
+        try {
+          await runBounded(
+            { transaction: t, timeoutMs: pipeline.handlerTimeoutMs, heartbeat: () => control.heartbeat(), messageId },
+            (signal) => apply(messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal)),
+          );
+        } catch (error) {
+          throw new HandlerFailure(error, t);
+        }
+        return { kind: 'processed', attempts: attempt };
+      });
+    } catch (error) {
+      failure = error;
+    }
+
+    const handlerFailure = failure instanceof HandlerFailure ? failure : undefined;
+    const error = handlerFailure !== undefined ? handlerFailure.error : failure;
+    const kind = classifyFailure({
+      error,
+      inHandler: handlerFailure !== undefined,
+      connectionLost: handlerFailure?.transaction.connectionLost() ?? false,
+    });
+    if (kind === 'transient') {
+      // The database failed, not the message: the transaction rolled back (or died with its
+      // connection), so nothing of this attempt remains. Retry without using up an attempt.
+      transientFailures += 1;
+      const delayMs = backoffDelay(pipeline.retry, transientFailures);
+      pipeline.logger.warn({ ...where, err: error, delayMs }, 'database unavailable; retrying the message');
+      if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
+      continue;
+    }
+    attempts = attempt;
+    if (kind === 'non_retriable' || attempts >= pipeline.retry.attempts) {
+      const stored = describeError(error);
+      if (pipeline.onExhausted === 'pause') {
+        // Order matters more than progress here: record nothing, keep the offset where it is,
+        // and let the partition wait for resume() (the message is then retried from attempt 1).
+        return { kind: 'paused', messageId, error: stored, attempts };
+      }
+      // Out of attempts (or retrying cannot help): record the failure so the partition moves on.
+      // The handler's writes were rolled back with each attempt; only the dead letter remains.
+      return deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', stored, attempts);
+    }
+    const delayMs = backoffDelay(pipeline.retry, attempts);
+    pipeline.logger.warn({ ...where, err: error, attempt: attempts, delayMs }, 'handler failed; retrying');
+    pipeline.events.emit('message:retrying', () => ({ ...where, attempt: attempts, delayMs, error }));
+    // Waiting heartbeats the group: a long backoff must not get this member evicted and the
+    // partition handed to another member while this one still works on it.
+    if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
+  }
+}
+
+export function claimFor(
+  pipeline: PipelineContext,
+  prepared: PreparedRecord,
+  messageId: string,
+): Omit<ClaimRequest, 'status' | 'attempts'> {
+  return {
+    groupId: pipeline.groupId,
+    messageId,
+    topic: prepared.record.topic,
+    partition: prepared.record.partition,
+    offset: prepared.record.offset,
+    nextOffset: prepared.nextOffset,
+    payloadHash: prepared.payloadHash,
+    firstSeenAt: prepared.firstSeenAt,
+  };
+}
+
+/** Dead-letters a record with a valid id, in a transaction of its own retried until it commits. */
+export function deadLetter(
+  pipeline: PipelineContext,
+  control: PartitionControl,
+  prepared: PreparedRecord,
+  messageId: string,
+  claim: Omit<ClaimRequest, 'status' | 'attempts'>,
+  reason: DeadLetterReason,
+  error: StoredError,
+  attempts: number,
+): Promise<Outcome> {
+  return untilCommitted(pipeline, control, prepared.where, async (t): Promise<Outcome> => {
+    const letter = { record: prepared.record, messageId, reason, error, attempts };
+    const claimed = await claimAndDeadLetter(pipeline, t, claim, letter);
+    return claimed.claimed
+      ? { kind: 'dead_lettered', reason, error, attempts }
+      : resolveDuplicate(pipeline, t, prepared.record, messageId, prepared.payloadHash, claimed.existing);
+  });
+}

@@ -1,0 +1,142 @@
+import type { Logger } from 'pino';
+
+import { OncelyError } from '../errors.js';
+import type { OpenTransaction } from '../inbox/transaction.js';
+import type { AnyHandlerDefinition, BatchContext, BatchEvent, HandlerContext, MessageInfo } from './handler.js';
+
+export interface Bounds {
+  readonly transaction: OpenTransaction;
+  /** 0 disables the timeout. */
+  readonly timeoutMs: number;
+  /** Keeps the group membership alive while the handler runs; failures are ignored here. */
+  readonly heartbeat?: (() => Promise<void>) | undefined;
+  /** For the timeout error's context. */
+  readonly messageId?: string | undefined;
+}
+
+const HEARTBEAT_EVERY_MS = 1_000;
+
+/**
+ * Runs user code inside a message's (or chunk's) transaction, bounded by the handler timeout: when
+ * it fires, the signal aborts and the attempt fails with `ONCELY_HANDLER_TIMEOUT` (a failed,
+ * retriable attempt), so a hung call cannot hold a partition forever. A handler stuck in the
+ * database is cut off by PostgreSQL itself: the transaction runs with a statement_timeout of the
+ * same length. The group is heartbeated meanwhile, so a slow handler does not get its member
+ * evicted and the partition handed to another member while it still works on it.
+ */
+export async function runBounded(
+  bounds: Bounds,
+  apply: (signal: () => AbortSignal) => Promise<void> | void,
+): Promise<void> {
+  // Made only when the handler reads ctx.signal: most handlers never do, and it is per message.
+  let controller: AbortController | undefined;
+  let abortedWith: unknown;
+  const signal = (): AbortSignal => {
+    if (controller === undefined) {
+      controller = new AbortController();
+      // Read for the first time after the timeout: it must already be aborted.
+      if (abortedWith !== undefined) controller.abort(abortedWith);
+    }
+    return controller.signal;
+  };
+  const heartbeats =
+    bounds.heartbeat === undefined
+      ? undefined
+      : setInterval(() => void bounds.heartbeat?.().catch(() => undefined), HEARTBEAT_EVERY_MS);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut =
+    bounds.timeoutMs > 0
+      ? new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            const error = new OncelyError(
+              'ONCELY_HANDLER_TIMEOUT',
+              `The handler did not finish within ${bounds.timeoutMs} ms (handlerTimeoutMs); the attempt was rolled back. ` +
+                'Pass ctx.signal to slow calls so they stop too, or raise handlerTimeoutMs.',
+              { retriable: true, context: bounds.messageId === undefined ? {} : { messageId: bounds.messageId } },
+            );
+            abortedWith = error;
+            controller?.abort(error);
+            reject(error);
+          }, bounds.timeoutMs);
+        })
+      : undefined;
+  try {
+    const applied = Promise.resolve().then(() => apply(signal));
+    await (timedOut === undefined ? applied : Promise.race([applied, timedOut]));
+  } finally {
+    clearTimeout(timer);
+    clearInterval(heartbeats);
+    // Whatever the handler still has running may not touch the transaction any more.
+    bounds.transaction.closeTx();
+  }
+}
+
+export function messageContext(
+  transaction: OpenTransaction,
+  message: MessageInfo,
+  messageId: string,
+  attempt: number,
+  logger: Logger,
+  signal: () => AbortSignal,
+): HandlerContext {
+  let log: Logger | undefined;
+  return {
+    tx: transaction.tx,
+    message,
+    messageId,
+    attempt,
+    get signal() {
+      return signal();
+    },
+    // A child logger costs a serialisation of its bindings: made only for handlers that log.
+    get log() {
+      log ??= logger.child({ topic: message.topic, partition: message.partition, offset: message.offset, messageId });
+      return log;
+    },
+  };
+}
+
+export function batchContext(
+  transaction: OpenTransaction,
+  where: { readonly topic: string; readonly partition: number },
+  attempt: number,
+  logger: Logger,
+  signal: () => AbortSignal,
+): BatchContext {
+  let log: Logger | undefined;
+  return {
+    tx: transaction.tx,
+    topic: where.topic,
+    partition: where.partition,
+    attempt,
+    get signal() {
+      return signal();
+    },
+    get log() {
+      // Only the coordinates: `where` may be a whole record, whose value must not reach the logs.
+      log ??= logger.child({ topic: where.topic, partition: where.partition });
+      return log;
+    },
+  };
+}
+
+/**
+ * Applies one decoded event with either kind of handler (a batch handler gets a batch of one):
+ * what re-driving a dead letter needs.
+ */
+export function applyOne(
+  handler: AnyHandlerDefinition,
+  event: unknown,
+  transaction: OpenTransaction,
+  message: MessageInfo,
+  messageId: string,
+  attempt: number,
+  logger: Logger,
+  signal: () => AbortSignal,
+): Promise<void> | void {
+  if (handler.kind === 'message') {
+    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, signal));
+  }
+  const events: BatchEvent<unknown>[] = [{ event, messageId, message }];
+  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, signal));
+}
