@@ -1,0 +1,60 @@
+import pg from 'pg';
+
+import { readGroupStatus } from '../inbox/status.js';
+import { loadMigrations, migrate, migrationStatus } from '../migrate/migrate.js';
+
+export async function runMigrate(options: { databaseUrl: string; dryRun?: boolean }): Promise<void> {
+  if (options.dryRun === true) {
+    const { pending } = await migrationStatus(options.databaseUrl);
+    const files = new Map((await loadMigrations()).map((m) => [m.id, m]));
+    if (pending.length === 0) {
+      process.stdout.write('-- nothing to apply: the oncely schema is current\n');
+      return;
+    }
+    for (const { id, name } of pending) {
+      process.stdout.write(
+        `-- ${name}\nBEGIN;\n${files.get(id)?.sql.trim() ?? ''}\nINSERT INTO oncely.migrations (id, name) VALUES (${id}, '${name}');\nCOMMIT;\n\n`,
+      );
+    }
+    process.stdout.write(
+      '-- migrate() also creates schema oncely and table oncely.migrations first, under an advisory lock.\n',
+    );
+    return;
+  }
+  const { applied } = await migrate(options.databaseUrl);
+  process.stdout.write(
+    applied.length === 0 ? 'The oncely schema is current; nothing to apply.\n' : `Applied ${applied.join(', ')}.\n`,
+  );
+}
+
+export async function runStatus(options: { databaseUrl: string; json?: boolean }): Promise<void> {
+  const migrations = await migrationStatus(options.databaseUrl);
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 3 });
+  try {
+    const groups = migrations.pending.length === 0 || migrations.applied.length > 0 ? await readGroupStatus(pool) : [];
+    if (options.json === true) {
+      process.stdout.write(`${JSON.stringify({ migrations, groups }, null, 2)}\n`);
+      return;
+    }
+    const lines = [
+      `Migrations: ${migrations.applied.length} applied, ${migrations.pending.length} pending` +
+        (migrations.pending.length > 0
+          ? ` (${migrations.pending.map((m) => m.name).join(', ')}; run \`oncely migrate\`)`
+          : ''),
+    ];
+    if (groups.length === 0) lines.push('No consumer group has recorded anything yet.');
+    for (const group of groups) {
+      lines.push(
+        '',
+        `Group ${group.groupId} · topic ${group.topic}`,
+        `  processed ${group.processed}, dead-lettered ${group.deadLettered} (${group.openDeadLetters} open)`,
+        ...group.partitions.map(
+          (p) => `  partition ${p.partition}: next offset ${p.nextOffset} (updated ${p.updatedAt.toISOString()})`,
+        ),
+      );
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await pool.end();
+  }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+
+import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
+import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
+import { runDev } from './dev.js';
+import { runMigrate, runStatus } from './database.js';
+
+const program = new Command('oncely')
+  .description('Effectively-once Kafka consumers on PostgreSQL')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (text, write) => write(text) });
+
+const databaseUrl = (): Option =>
+  new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL').makeOptionMandatory();
+
+program
+  .command('migrate')
+  .description('apply the pending oncely migrations (safe to run from several processes at once)')
+  .addOption(databaseUrl())
+  .option('--dry-run', 'print the SQL of the pending migrations instead of applying it (for a DBA)')
+  .action(runMigrate);
+
+program
+  .command('status')
+  .description('show applied and pending migrations, and what each consumer group has recorded')
+  .addOption(databaseUrl())
+  .option('--json', 'print JSON for scripts')
+  .action(runStatus);
+
+const deadLetters = program.command('dead-letters').description('inspect, retry and discard dead letters');
+const reason = (): Option => new Option('--reason <reason>', 'only this reason').choices(DEAD_LETTER_REASONS);
+
+deadLetters
+  .command('list')
+  .description('list dead letters, oldest first')
+  .addOption(databaseUrl())
+  .option('--group <id>', 'only this consumer group')
+  .option('--topic <name>', 'only this source topic')
+  .addOption(reason())
+  .addOption(
+    new Option('--status <status>', 'which ones').choices(['open', 'retried', 'discarded', 'all']).default('open'),
+  )
+  .addOption(new Option('--limit <n>', 'at most this many').argParser((v) => Number.parseInt(v, 10)).default(100))
+  .option('--json', 'print JSON for scripts')
+  .action(runList);
+
+deadLetters
+  .command('show <id>')
+  .description('show one dead letter in full: record, headers, value and error')
+  .addOption(databaseUrl())
+  .option('--json', 'print JSON for scripts (bytes as base64)')
+  .action(runShow);
+
+deadLetters
+  .command('retry [id]')
+  .description('re-run the handler for a dead letter (or --all) in a fresh transaction')
+  .addOption(databaseUrl())
+  .requiredOption(
+    '--handlers <module>',
+    "a module exporting the consumer's handlers (and optionally its drizzle `schema`)",
+  )
+  .option('--all', 'retry every open dead letter (narrowed by --group, --topic, --reason)')
+  .option('--group <id>', 'with --all: only this consumer group')
+  .option('--topic <name>', 'with --all: only this source topic')
+  .addOption(reason())
+  .option('--json', 'print JSON for scripts')
+  .action(runRetry);
+
+deadLetters
+  .command('discard <id>')
+  .description('mark a dead letter discarded, keeping why (nothing is deleted)')
+  .addOption(databaseUrl())
+  .requiredOption('--reason <text>', 'why it is discarded')
+  .option('--json', 'print JSON for scripts')
+  .action(runDiscard);
+
+program
+  .command('dev')
+  .description('start Kafka and PostgreSQL for local work; print their addresses; stop them on Ctrl-C')
+  .action(runDev);
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  const code = (error as { code?: unknown }).code;
+  process.stderr.write(
+    `oncely: ${(error as Error).message}${typeof code === 'string' && code.startsWith('ONCELY_') ? ` (${code})` : ''}\n`,
+  );
+  process.exitCode = 1;
+}
