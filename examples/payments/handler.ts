@@ -1,0 +1,87 @@
+import { sql } from 'drizzle-orm';
+import { defineBatchHandler, defineHandler, NonRetriableError } from 'oncely';
+import { z } from 'zod';
+
+import { accounts, ledgerEntries } from './schema.js';
+
+/** The events the payments service publishes. Amounts are integer cents. */
+export const paymentEvent = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('payment.captured'),
+    paymentId: z.string().min(1),
+    accountId: z.string().min(1),
+    amountCents: z.int().positive(),
+    currency: z.string().length(3),
+  }),
+  z.object({
+    type: z.literal('payment.refunded'),
+    paymentId: z.string().min(1),
+    accountId: z.string().min(1),
+    amountCents: z.int().positive(),
+    currency: z.string().length(3),
+  }),
+]);
+
+export type PaymentEvent = z.infer<typeof paymentEvent>;
+
+/**
+ * Applies a payment event to the ledger: one ledger entry and the account's balance, both through
+ * ctx.tx, so they commit together with the inbox row or not at all.
+ */
+export function paymentsHandler(topic: string) {
+  return defineHandler({
+    topic,
+    schema: paymentEvent,
+    async handle(event, ctx) {
+      if (event.currency !== 'EUR') {
+        // Retrying cannot make the currency right: dead-letter it now.
+        throw new NonRetriableError(`unsupported currency ${event.currency}`);
+      }
+      const signed = event.type === 'payment.captured' ? event.amountCents : -event.amountCents;
+      await ctx.tx.insert(ledgerEntries).values({
+        paymentId: event.paymentId,
+        accountId: event.accountId,
+        kind: event.type === 'payment.captured' ? 'capture' : 'refund',
+        amountCents: signed,
+        messageId: ctx.messageId,
+      });
+      await ctx.tx
+        .insert(accounts)
+        .values({ accountId: event.accountId, balanceCents: signed })
+        .onConflictDoUpdate({
+          target: accounts.accountId,
+          set: { balanceCents: sql`${accounts.balanceCents} + ${signed}`, updatedAt: sql`now()` },
+        });
+    },
+  });
+}
+
+/**
+ * The same ledger in batch mode: one INSERT for a chunk's ledger entries and one upsert per
+ * account with the chunk's sum, all in the chunk's transaction. A chunk with an unsupported
+ * currency fails as a whole; oncely splits it until that event is alone and dead-letters it.
+ */
+export function paymentsBatchHandler(topic: string) {
+  return defineBatchHandler({
+    topic,
+    schema: paymentEvent,
+    async handleBatch(events, ctx) {
+      const entries = events.map(({ event, messageId }) => {
+        if (event.currency !== 'EUR') throw new NonRetriableError(`unsupported currency ${event.currency}`);
+        const signed = event.type === 'payment.captured' ? event.amountCents : -event.amountCents;
+        const kind = event.type === 'payment.captured' ? ('capture' as const) : ('refund' as const);
+        return { paymentId: event.paymentId, accountId: event.accountId, kind, amountCents: signed, messageId };
+      });
+      await ctx.tx.insert(ledgerEntries).values(entries);
+      const sums = new Map<string, number>();
+      for (const entry of entries) sums.set(entry.accountId, (sums.get(entry.accountId) ?? 0) + entry.amountCents);
+      await ctx.tx
+        .insert(accounts)
+        .values([...sums].map(([accountId, balanceCents]) => ({ accountId, balanceCents })))
+        .onConflictDoUpdate({
+          target: accounts.accountId,
+          set: { balanceCents: sql`${accounts.balanceCents} + excluded.balance_cents`, updatedAt: sql`now()` },
+        });
+    },
+  });
+}
