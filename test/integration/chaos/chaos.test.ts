@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+
+import { formatSummary, runChaos } from '../../../chaos/chaos.js';
+
+describe('chaos (reduced run)', () => {
+  it('G1 G2 G3 G5: 5,000 payment events through kills, a broker restart, cut connections and rebalances: zero lost, zero doubled', async () => {
+    const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1_000_000));
+    const lines: string[] = [];
+    const summary = await runChaos({
+      seed,
+      mode: 'message',
+      events: 5_000,
+      kills: 5,
+      killEveryMs: 2_500,
+      brokerRestarts: 1,
+      connectionKillRounds: 2,
+      timeoutMs: 170_000,
+      log: (line) => void lines.push(line),
+    });
+    const report = `${lines.join('\n')}\n${formatSummary(summary)}\n(replay with CHAOS_SEED=${seed})`;
+    expect(summary.violations, report).toEqual([]);
+    expect(summary.crashes, report).toEqual([]);
+    expect(summary.kills).toBeGreaterThanOrEqual(5);
+    expect(summary.brokerRestarts).toBe(1);
+    expect(summary.lost + summary.doubled + summary.unexpected).toBe(0);
+    expect(summary.applied).toBe(5_000);
+  }, 200_000);
+});

@@ -1,0 +1,238 @@
+import { describe, expect, it } from 'vitest';
+
+import pg from 'pg';
+
+import { spawnFixture } from '../../support/child.js';
+import { testPool } from '../../support/settings.js';
+import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
+
+const env = useTestEnvironment();
+
+describe('G1, G3, G5: crashes leave no partial effect and nothing applied twice', () => {
+  it('G1 G3 G5: a consumer SIGKILLed between the database commit and the Kafka offset commit applies nothing twice after restart', async () => {
+    const topic = await env.createTopic('crash-kill');
+    const groupId = env.groupId('kill');
+    const total = 300;
+    await env.produce(
+      topic,
+      Array.from({ length: total }, (_, i) => jsonMessage(`k-${i}`, { i })),
+    );
+
+    // ~10 ms per message: the first batch (all 300) takes seconds, and Kafka's offset is committed
+    // only after a batch, so a kill part-way lands after many database commits but before the
+    // Kafka commit that would cover them.
+    const child = spawnFixture('effect-consumer.ts', {
+      KAFKA_BROKERS: env.brokers.join(','),
+      DATABASE_URL: env.databaseUrl,
+      TOPIC: topic,
+      GROUP_ID: groupId,
+      HANDLER_DELAY_MS: '10',
+    });
+    await child.waitForLine((l) => l.event === 'processed' && Number(l.offset) >= 60);
+    await child.kill('SIGKILL');
+
+    const recorded = (await env.offsetsOf(groupId, topic)).get(0) ?? 0n;
+    const committed = (await env.committedOffsetsOf(groupId, topic)).get(0) ?? -1n;
+    const appliedBeforeRestart = (await env.effectsOf(topic)).length;
+    // The precondition this test is about: outcomes committed in PostgreSQL that Kafka never heard of.
+    expect(recorded).toBeGreaterThanOrEqual(60n);
+    expect(committed).toBeLessThan(recorded);
+    expect(BigInt(appliedBeforeRestart)).toBe(recorded);
+
+    const restarted = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const outcomes = recordOutcomes(restarted);
+    await restarted.start();
+    await waitFor(
+      'the partition recorded to its end',
+      async () => (await env.offsetsOf(groupId, topic)).get(0) === BigInt(total),
+    );
+
+    const rows = await env.effectsOf(topic);
+    expect(rows).toHaveLength(total);
+    expect(new Set(rows.map((r) => r.messageId)).size).toBe(total);
+    // Records below the database's resume point were passed over, not even claimed again.
+    expect(outcomes.duplicates).toEqual([]);
+    expect(outcomes.processed).toHaveLength(total - appliedBeforeRestart);
+  });
+
+  it('G5: a handler that writes and then throws leaves nothing behind, and the partition moves on', async () => {
+    const topic = await env.createTopic('crash-throw');
+    await env.produce(topic, [jsonMessage('bad', { poison: true }), jsonMessage('good', { poison: false })]);
+    let attempts = 0;
+    const handler = effectHandler(topic, (ctx, event) => {
+      if ((event as { poison: boolean }).poison) {
+        attempts = ctx.attempt;
+        throw new Error('ledger service rejected the entry');
+      }
+    });
+    const consumer = env.consumer({
+      groupId: env.groupId('throw'),
+      handlers: [handler],
+      retry: { attempts: 3, initialDelayMs: 10, maxDelayMs: 20 },
+    });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('both outcomes', () => outcomes.total === 2);
+
+    // The effect row written before each throw was rolled back with its attempt.
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['good']);
+    expect(attempts).toBe(3);
+    expect(outcomes.deadLettered).toEqual([
+      expect.objectContaining({ messageId: 'bad', reason: 'handler_failed', attempts: 3 }),
+    ]);
+    const { rows } = await env.pool.query<{ status: string; attempts: number }>(
+      "SELECT status, attempts FROM oncely.inbox WHERE message_id = 'bad'",
+    );
+    expect(rows).toEqual([{ status: 'dead_lettered', attempts: 3 }]);
+  });
+
+  it('G5: a handler that fails twice and then succeeds is applied once, on attempt 3', async () => {
+    const topic = await env.createTopic('crash-flaky');
+    await env.produce(topic, [jsonMessage('flaky', {})]);
+    const handler = effectHandler(topic, (ctx) => {
+      if (ctx.attempt < 3) throw new Error(`timeout on attempt ${ctx.attempt}`);
+    });
+    const consumer = env.consumer({
+      groupId: env.groupId('flaky'),
+      handlers: [handler],
+      retry: { initialDelayMs: 10, maxDelayMs: 20 },
+    });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('the outcome', () => outcomes.total === 1);
+    expect(outcomes.processed).toEqual([expect.objectContaining({ messageId: 'flaky', attempts: 3 })]);
+    expect(await env.effectsOf(topic)).toHaveLength(1);
+  });
+
+  it('G5: pg_terminate_backend on the consumer’s connection mid-transaction is retried, applied once, and leaks no pooled connection', async () => {
+    const topic = await env.createTopic('crash-terminate');
+    await env.produce(topic, [jsonMessage('victim', {}), jsonMessage('after', {})]);
+    const pool = testPool(env.databaseUrl, 4);
+    const { drizzle } = await import('drizzle-orm/node-postgres');
+    let terminated = false;
+    const handler = effectHandler(topic, async (ctx) => {
+      if (ctx.messageId !== 'victim' || terminated) return;
+      // Kill this transaction's own backend from outside, after the effect row was written.
+      const { rows } = await env.pool.query<{ pid: number }>(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%effects%'",
+      );
+      expect(rows).toHaveLength(1);
+      await env.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+      terminated = true;
+      await ctx.tx.execute('SELECT 1'); // fails: the connection is gone
+    });
+    const consumer = env.consumer({ groupId: env.groupId('term'), db: drizzle(pool), handlers: [handler] });
+    const outcomes = recordOutcomes(consumer);
+    try {
+      await consumer.start();
+      await waitFor('both outcomes', () => outcomes.total === 2);
+      await consumer.stop();
+      expect(terminated).toBe(true);
+      expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['victim', 'after']);
+      // A lost connection does not use up one of the message's attempts.
+      expect(outcomes.processed).toEqual([
+        expect.objectContaining({ messageId: 'victim', attempts: 1 }),
+        expect.objectContaining({ messageId: 'after', attempts: 1 }),
+      ]);
+      // Every connection is back in the pool (the dead one destroyed, not leaked or reused).
+      expect(pool.waitingCount).toBe(0);
+      expect(pool.idleCount).toBe(pool.totalCount);
+      const { rows } = await pool.query<{ one: number }>('SELECT 1 AS one');
+      expect(rows).toEqual([{ one: 1 }]);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('G3: commits the Kafka offset only after the inbox row commits', async () => {
+    const topic = await env.createTopic('g3-order');
+    const groupId = env.groupId('g3');
+    await env.produce(
+      topic,
+      Array.from({ length: 10 }, (_, i) => jsonMessage(`o-${i}`, { i })),
+    );
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let inside = false;
+    const handler = effectHandler(topic, async (ctx) => {
+      if (ctx.message.offset === '5') {
+        inside = true;
+        await released;
+      }
+    });
+    const consumer = env.consumer({ groupId, handlers: [handler] });
+    await consumer.start();
+    await waitFor('the handler to hold offset 5', () => inside);
+    // Offsets 0–4 are committed in PostgreSQL; 5 is in flight. Neither store may be past 5.
+    expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(5n);
+    expect((await env.committedOffsetsOf(groupId, topic)).get(0) ?? -1n).toBeLessThanOrEqual(5n);
+    release();
+    await waitFor('Kafka to commit the end', async () => (await env.committedOffsetsOf(groupId, topic)).get(0) === 10n);
+    expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(10n);
+  });
+
+  it('G3: a consumer stopped while a message waits for its retry does not commit past it, and the next consumer applies it', async () => {
+    const topic = await env.createTopic('g3-stop-retry');
+    const groupId = env.groupId('g3stop');
+    await env.produce(topic, [jsonMessage('before', {}), jsonMessage('stuck', {}), jsonMessage('after', {})]);
+    let failing = true;
+    const handler = effectHandler(topic, (ctx) => {
+      if (ctx.messageId === 'stuck' && failing) throw new Error('downstream unavailable');
+    });
+    const first = env.consumer({
+      groupId,
+      handlers: [handler],
+      retry: { attempts: 10, initialDelayMs: 60_000, maxDelayMs: 60_000 },
+    });
+    const retrying = new Promise<void>((resolve) => first.on('message:retrying', () => resolve()));
+    await first.start();
+    await retrying;
+    await first.stop();
+
+    // Only "before" has an outcome: neither store may have moved past "stuck".
+    expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(1n);
+    expect((await env.committedOffsetsOf(groupId, topic)).get(0)).toBe(1n);
+
+    failing = false;
+    const second = env.consumer({ groupId, handlers: [handler] });
+    await second.start();
+    await waitFor('the partition recorded to its end', async () => (await env.offsetsOf(groupId, topic)).get(0) === 3n);
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['before', 'stuck', 'after']);
+  });
+
+  it('G5: keeps consuming when its idle pooled connections are terminated (a database failover)', async () => {
+    const topic = await env.createTopic('crash-idle');
+    // Deliberately no pool.on('error'): many applications have none, and pg re-emits an idle
+    // connection's death on the pool, which would end the process if nobody listened.
+    const pool = new pg.Pool({ connectionString: env.databaseUrl, max: 4, application_name: 'oncely-idle-victim' });
+    const { drizzle } = await import('drizzle-orm/node-postgres');
+    const consumer = env.consumer({
+      groupId: env.groupId('idle'),
+      db: drizzle(pool),
+      handlers: [effectHandler(topic)],
+    });
+    try {
+      await env.produce(topic, [jsonMessage('one', {})]);
+      await consumer.start();
+      await waitFor('the first effect', async () => (await env.effectsOf(topic)).length === 1);
+      const { rows } = await env.pool.query<{ killed: boolean }>(
+        "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity WHERE application_name = 'oncely-idle-victim' AND state = 'idle'",
+      );
+      expect(rows.length).toBeGreaterThan(0);
+      await waitFor(
+        'the pool to drop the dead connections',
+        () => pool.totalCount < 4 && pool.idleCount === pool.totalCount,
+        {
+          timeoutMs: 5_000,
+        },
+      ).catch(() => undefined);
+      await env.produce(topic, [jsonMessage('two', {})]);
+      await waitFor('the second effect', async () => (await env.effectsOf(topic)).length === 2);
+      expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['one', 'two']);
+    } finally {
+      await consumer.stop();
+      pool.on('error', () => undefined);
+      await pool.end();
+    }
+  });
+});

@@ -1,0 +1,103 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
+
+function sourceFiles(dir: string = SRC): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(path);
+    return entry.name.endsWith('.ts') ? [path] : [];
+  });
+}
+
+/** Every module specifier a file imports or re-exports (static and dynamic). */
+function importsOf(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const found = [
+    ...text.matchAll(/(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g),
+  ];
+  return found.map((m) => m[1] ?? m[2] ?? '');
+}
+
+const files = sourceFiles();
+const rel = (file: string): string => relative(SRC, file);
+const localTarget = (file: string, specifier: string): string =>
+  resolve(dirname(file), specifier.replace(/\.js$/, '.ts'));
+
+describe('architecture', () => {
+  it('reads the imports it checks (the checks below are not vacuous)', () => {
+    expect(files.length).toBeGreaterThan(15);
+    expect(importsOf(join(SRC, 'kafka/runner.ts'))).toContain('kafkajs');
+    expect(importsOf(join(SRC, 'pipeline/consumer.ts'))).toContain('../kafka/runner.js');
+    expect(importsOf(join(SRC, 'inbox/claims.ts'))).toContain('pg');
+  });
+
+  it('keeps Kafka out of inbox/: it knows SQL, not Kafka', () => {
+    const offenders = files
+      .filter((f) => rel(f).startsWith('inbox/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s === 'kafkajs' || s.includes('/kafka/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(offenders).toEqual([]);
+  });
+
+  it('keeps SQL out of kafka/: it knows Kafka, not the database', () => {
+    const offenders = files
+      .filter((f) => rel(f).startsWith('kafka/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s === 'pg' || s.startsWith('drizzle-orm') || s.includes('/inbox/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(offenders).toEqual([]);
+  });
+
+  it('resolves Kafka offsets only in pipeline/', () => {
+    const offenders = files
+      .filter((f) => !rel(f).startsWith('pipeline/') && !rel(f).startsWith('kafka/'))
+      .filter((f) => /\.resolve\(\s*record\.offset|resolveOffset\(/.test(readFileSync(f, 'utf8')))
+      .map(rel);
+    expect(offenders).toEqual([]);
+  });
+
+  it('has no import cycles', () => {
+    const graph = new Map(
+      files.map(
+        (f) =>
+          [
+            f,
+            importsOf(f)
+              .filter((s) => s.startsWith('.'))
+              .map((s) => localTarget(f, s)),
+          ] as const,
+      ),
+    );
+    const cycles: string[] = [];
+    const state = new Map<string, 'visiting' | 'done'>();
+    const visit = (file: string, path: string[]): void => {
+      if (state.get(file) === 'done') return;
+      if (state.get(file) === 'visiting') {
+        cycles.push([...path.slice(path.indexOf(file)), file].map(rel).join(' → '));
+        return;
+      }
+      state.set(file, 'visiting');
+      for (const next of graph.get(file) ?? []) visit(next, [...path, file]);
+      state.set(file, 'done');
+    };
+    for (const file of files) visit(file, []);
+    expect(cycles).toEqual([]);
+  });
+
+  it('exports no name twice from the public entry points', async () => {
+    const index = await import('../../src/index.js');
+    const dev = await import('../../src/dev/index.js');
+    const shared = Object.keys(index).filter((name) => name in dev);
+    expect(shared).toEqual([]);
+  });
+});

@@ -1,0 +1,46 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+
+import { EventHub } from '../../../src/pipeline/events.js';
+
+const crash = { groupId: 'g', error: new Error('x'), restart: true };
+
+describe('EventHub', () => {
+  it('builds a payload only when someone listens', () => {
+    const hub = new EventHub(pino({ level: 'silent' }));
+    let built = 0;
+    hub.emit('consumer:crash', () => {
+      built += 1;
+      return crash;
+    });
+    expect(built).toBe(0);
+    const off = hub.on('consumer:crash', () => undefined);
+    hub.emit('consumer:crash', () => {
+      built += 1;
+      return crash;
+    });
+    expect(built).toBe(1);
+    off();
+    hub.emit('consumer:crash', () => {
+      built += 1;
+      return crash;
+    });
+    expect(built).toBe(1);
+  });
+
+  it('logs a listener that throws or rejects and still calls the others', async () => {
+    const lines: string[] = [];
+    const hub = new EventHub(pino({ level: 'error' }, { write: (line: string) => void lines.push(line) }));
+    const seen: string[] = [];
+    hub.on('consumer:crash', () => {
+      throw new Error('sync listener bug');
+    });
+    hub.on('consumer:crash', () => Promise.reject(new Error('async listener bug')));
+    hub.on('consumer:crash', (e) => void seen.push(e.groupId));
+    expect(() => hub.emit('consumer:crash', () => crash)).not.toThrow();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(seen).toEqual(['g']);
+    expect(lines.join('')).toContain('sync listener bug');
+    expect(lines.join('')).toContain('async listener bug');
+  });
+});

@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+
+import { NonRetriableError, OncelyError } from '../../../src/errors.js';
+import { backoffDelay, classifyFailure, DEFAULT_RETRY, type RetryPolicy } from '../../../src/pipeline/retry.js';
+
+const policy: RetryPolicy = { attempts: 5, initialDelayMs: 100, maxDelayMs: 1_000, multiplier: 2, jitter: 0.2 };
+
+describe('backoffDelay', () => {
+  it('doubles from the initial delay without jitter', () => {
+    const noJitter = { ...policy, jitter: 0 };
+    expect([1, 2, 3, 4, 5].map((n) => backoffDelay(noJitter, n))).toEqual([100, 200, 400, 800, 1_000]);
+  });
+
+  it('spreads by ±jitter around the base delay', () => {
+    expect(backoffDelay(policy, 2, () => 0)).toBe(160); // 200 × 0.8
+    expect(backoffDelay(policy, 2, () => 0.5)).toBe(200);
+    expect(backoffDelay(policy, 2, () => 1)).toBe(240); // 200 × 1.2
+  });
+
+  it('never exceeds maxDelayMs, jitter included', () => {
+    for (let n = 1; n < 60; n++) expect(backoffDelay(policy, n, () => 1)).toBeLessThanOrEqual(1_000);
+  });
+
+  it('has documented defaults', () => {
+    expect(DEFAULT_RETRY).toEqual({ attempts: 5, initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2, jitter: 0.2 });
+  });
+});
+
+describe('classifyFailure', () => {
+  const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code, severity: 'ERROR' });
+
+  it('retries a lost connection without using up attempts, wherever it surfaced', () => {
+    expect(classifyFailure({ error: new Error('boom'), inHandler: true, connectionLost: true })).toBe('transient');
+  });
+
+  it.each(['40001', '40P01', '57P01', '08006', '53300'])('treats SQLSTATE %s as transient', (code) => {
+    expect(classifyFailure({ error: pgError(code), inHandler: true, connectionLost: false })).toBe('transient');
+  });
+
+  it('finds the SQLSTATE behind a query error that drizzle wrapped', () => {
+    const wrapped = Object.assign(new Error('Failed query: update accounts …'), {
+      name: 'DrizzleQueryError',
+      cause: pgError('40P01'),
+    });
+    expect(classifyFailure({ error: wrapped, inHandler: true, connectionLost: false })).toBe('transient');
+    const nonRetriable = new Error('wrapper', { cause: new NonRetriableError('account closed') });
+    expect(classifyFailure({ error: nonRetriable, inHandler: true, connectionLost: false })).toBe('non_retriable');
+  });
+
+  it('treats failures of oncely’s own statements as transient', () => {
+    expect(classifyFailure({ error: new Error('connect ECONNREFUSED'), inHandler: false, connectionLost: false })).toBe(
+      'transient',
+    );
+  });
+
+  it('dead-letters NonRetriableError and validation errors at once', () => {
+    expect(
+      classifyFailure({ error: new NonRetriableError('card declined'), inHandler: true, connectionLost: false }),
+    ).toBe('non_retriable');
+    const zodLike = Object.assign(new Error('invalid'), { name: 'ZodError', issues: [] });
+    expect(classifyFailure({ error: zodLike, inHandler: true, connectionLost: false })).toBe('non_retriable');
+  });
+
+  it('counts a COMMIT turned into ROLLBACK against the handler', () => {
+    const error = new OncelyError('ONCELY_COMMIT_FAILED', 'rolled back');
+    expect(classifyFailure({ error, inHandler: false, connectionLost: false })).toBe('retriable');
+  });
+
+  it('retries anything else the handler throws per the policy', () => {
+    expect(classifyFailure({ error: new Error('http 503'), inHandler: true, connectionLost: false })).toBe('retriable');
+    expect(classifyFailure({ error: pgError('23505'), inHandler: true, connectionLost: false })).toBe('retriable');
+    // A handler's own HTTP call refused is the handler's failure, not the database's.
+    const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    expect(classifyFailure({ error: refused, inHandler: true, connectionLost: false })).toBe('retriable');
+  });
+});
