@@ -1,0 +1,451 @@
+/**
+ * The chaos run: a payments workload consumed by a group of consumer processes while they are
+ * killed, the broker is restarted, their database connections are cut and members come and go;
+ * then an invariant checker compares the database with what the topic holds.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { Kafka, logLevel, type Message } from 'kafkajs';
+import pg from 'pg';
+import { pino } from 'pino';
+
+import { PAYMENTS_DDL } from '../examples/payments/schema.js';
+import { startDevServices } from '../src/dev/index.js';
+import { migrate } from '../src/migrate/migrate.js';
+import { check, expectationFrom, type LoggedRecord } from './checker.js';
+import { buildWorkload, seededRandom } from './workload.js';
+
+export interface ChaosOptions {
+  /** Unique payment events (duplicates, key reuse and poison come on top). */
+  readonly events: number;
+  readonly seed: number;
+  readonly mode: 'message' | 'batch';
+  /** Consumer processes in the group. Default 3. */
+  readonly consumers?: number;
+  /** At least this many SIGKILLs, one every ~killEveryMs. */
+  readonly kills: number;
+  readonly killEveryMs: number;
+  readonly brokerRestarts: number;
+  readonly connectionKillRounds: number;
+  /** A fourth consumer joins and one leaves. Default true. */
+  readonly rebalances?: boolean;
+  /** The whole run must finish within this. */
+  readonly timeoutMs: number;
+  /** Progress lines. */
+  readonly log?: (line: string) => void;
+}
+
+export interface ChaosSummary {
+  readonly seed: number;
+  readonly mode: 'message' | 'batch';
+  readonly events: number;
+  readonly sent: number;
+  readonly duplicatesSent: number;
+  readonly keyReuseSent: number;
+  readonly poisonSent: number;
+  readonly inTopic: number;
+  readonly kills: number;
+  readonly brokerRestarts: number;
+  readonly connectionsKilled: number;
+  readonly connectionKillRounds: number;
+  readonly joins: number;
+  readonly leaves: number;
+  readonly duplicatesSkipped: { redelivery: number; republish: number };
+  readonly deadLetters: Record<string, number>;
+  readonly applied: number;
+  readonly lost: number;
+  readonly doubled: number;
+  readonly unexpected: number;
+  readonly violations: readonly string[];
+  /** Consumer processes that exited on their own (restarted, like a process manager would), with their last words. */
+  readonly crashes: readonly string[];
+  readonly wallSeconds: number;
+  /** Kept when the run failed, so it can be inspected. */
+  readonly databaseUrl?: string;
+}
+
+const PARTITIONS = 6;
+const APPLICATION_NAME = 'oncely-chaos-consumer';
+const CONSUMER_SCRIPT = fileURLToPath(new URL('../examples/payments/consumer.ts', import.meta.url));
+
+interface Member {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  /** Set before we kill or stop it: any other exit is a crash. */
+  expected: boolean;
+}
+
+export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
+  const log = options.log ?? ((line: string) => void process.stdout.write(`${line}\n`));
+  const started = Date.now();
+  const deadline = started + options.timeoutMs;
+  const random = seededRandom(options.seed);
+  const violations: string[] = [];
+  const run = `s${options.seed}`;
+  const topic = `payments-chaos-${run}-${Date.now().toString(36)}`;
+  const groupId = `ledger-chaos-${run}`;
+
+  // A broker of our own, run as a local process so it can be restarted (KAFKA_BROKERS is ignored
+  // on purpose); the database may be the configured one.
+  const services = await startDevServices({
+    env: { DATABASE_URL: process.env.DATABASE_URL },
+    logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }),
+  });
+  const admin = new pg.Client({ connectionString: services.postgres.url });
+  const database = `oncely_chaos_${run}_${Date.now().toString(36)}`;
+  const databaseUrl = withDatabase(services.postgres.url, database);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  pool.on('error', () => undefined);
+  const kafka = new Kafka({ clientId: 'oncely-chaos', brokers: services.kafka.brokers, logLevel: logLevel.NOTHING });
+  const kafkaAdmin = kafka.admin();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const members = new Set<Member>();
+  const tally = { redelivery: 0, republish: 0 };
+  const crashes: string[] = [];
+  let supervising = true;
+  const counters = { kills: 0, brokerRestarts: 0, connectionsKilled: 0, connectionKillRounds: 0, joins: 0, leaves: 0 };
+  let failed = true;
+
+  const env = {
+    KAFKA_BROKERS: services.kafka.brokers.join(','),
+    DATABASE_URL: databaseUrl,
+    TOPIC: topic,
+    GROUP_ID: groupId,
+    MODE: options.mode,
+    APPLICATION_NAME,
+    // Errors only, on the members' stderr: kept as a crashed member's last words in the summary.
+    ONCELY_LOG_LEVEL: process.env.ONCELY_LOG_LEVEL ?? 'error',
+  };
+  const startMember = (): Member => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CONSUMER_SCRIPT], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lastWords: string[] = [];
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      lastWords.push(line);
+      if (lastWords.length > 12) lastWords.shift();
+    });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      try {
+        const event = JSON.parse(line) as { outcome?: string; class?: 'redelivery' | 'republish' };
+        if (event.outcome === 'duplicate' && event.class !== undefined) tally[event.class] += 1;
+      } catch {
+        // not an outcome line
+      }
+    });
+    const member: Member = {
+      child,
+      exited: new Promise((resolve) => child.once('exit', () => resolve())),
+      expected: false,
+    };
+    members.add(member);
+    void member.exited.then(() => {
+      members.delete(member);
+      if (member.expected || !supervising) return;
+      // Not killed by us: a crash. Restart it, as a process manager would, and report it.
+      crashes.push(`exit ${child.exitCode ?? child.signalCode}: ${lastWords.join(' | ').slice(0, 600)}`);
+      startMember();
+    });
+    return member;
+  };
+  const pick = (): Member | undefined => {
+    const live = [...members];
+    return live[Math.floor(random() * live.length)];
+  };
+
+  try {
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${database}`);
+    await migrate(pool);
+    await pool.query(PAYMENTS_DDL);
+    await kafkaAdmin.connect();
+    await kafkaAdmin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true });
+    await producer.connect();
+
+    const workload = buildWorkload(options.events, random);
+    const window = Math.max(options.kills * options.killEveryMs + options.killEveryMs, 5_000);
+    log(
+      `chaos · seed ${options.seed} · ${options.mode} mode · ${workload.messages.length} messages over ~${Math.round(window / 1000)} s · ` +
+        `${options.consumers ?? 3} consumers · topic ${topic}`,
+    );
+    for (let i = 0; i < (options.consumers ?? 3); i++) startMember();
+
+    // The producer spreads the workload over the fault window, retrying through broker restarts.
+    const producing = produce(producer, topic, workload.messages, window * 0.8, deadline, log);
+
+    // The fault timeline, seeded.
+    type Step = { at: number; name: string; run: () => Promise<void> };
+    const steps: Step[] = [];
+    for (let k = 1; k <= options.kills; k++) {
+      const at = k * options.killEveryMs + (random() - 0.5) * options.killEveryMs * 0.5;
+      steps.push({
+        at,
+        name: 'kill',
+        run: async () => {
+          const victim = pick();
+          if (victim === undefined) return;
+          victim.expected = true;
+          victim.child.kill('SIGKILL');
+          await victim.exited;
+          counters.kills += 1;
+          startMember();
+        },
+      });
+    }
+    for (let r = 0; r < options.brokerRestarts; r++) {
+      steps.push({
+        at: window * ((r + 1) / (options.brokerRestarts + 1)) + 700,
+        name: 'broker restart',
+        run: async () => {
+          await services.kafka.restart();
+          counters.brokerRestarts += 1;
+        },
+      });
+    }
+    for (let c = 0; c < options.connectionKillRounds; c++) {
+      steps.push({
+        at: window * ((c + 0.5) / options.connectionKillRounds) + 300,
+        name: 'connection kill',
+        run: async () => {
+          const { rowCount } = await pool.query(
+            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2',
+            [database, APPLICATION_NAME],
+          );
+          counters.connectionsKilled += rowCount ?? 0;
+          counters.connectionKillRounds += 1;
+        },
+      });
+    }
+    if (options.rebalances ?? true) {
+      steps.push({
+        at: window * 0.4,
+        name: 'join',
+        run: () => {
+          startMember();
+          counters.joins += 1;
+          return Promise.resolve();
+        },
+      });
+      steps.push({
+        at: window * 0.7,
+        name: 'leave',
+        run: async () => {
+          const leaving = pick();
+          if (leaving === undefined) return;
+          leaving.expected = true;
+          leaving.child.kill('SIGTERM'); // graceful: drains, commits, leaves the group
+          await leaving.exited;
+          counters.leaves += 1;
+        },
+      });
+    }
+    steps.sort((a, b) => a.at - b.at);
+    for (const step of steps) {
+      const wait = started + step.at - Date.now();
+      if (wait > 0) await sleep(wait);
+      await step.run().catch((error: unknown) => violations.push(`fault step "${step.name}" failed: ${String(error)}`));
+    }
+    const sent = await producing;
+    log(
+      `faults done: ${counters.kills} kills, ${counters.brokerRestarts} broker restarts, ${counters.connectionsKilled} connections killed in ${counters.connectionKillRounds} rounds, ${counters.joins} joins, ${counters.leaves} leaves; ${sent} messages sent`,
+    );
+
+    // Let the group finish: every partition recorded to its end in PostgreSQL.
+    const ends = await kafkaAdmin.fetchTopicOffsets(topic);
+    const finished = await waitUntil(deadline, async () => {
+      const { rows } = await pool.query<{ partition: number; next_offset: string }>(
+        'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
+        [groupId, topic],
+      );
+      const recorded = new Map(rows.map((r) => [r.partition, r.next_offset]));
+      return ends.every((end) => recorded.get(end.partition) === end.high);
+    });
+    if (!finished) violations.push('the group did not record every partition to its end before the deadline');
+
+    // Graceful stop: each member commits its offsets and leaves.
+    supervising = false;
+    await Promise.all([...members].map((m) => ((m.expected = true), m.child.kill('SIGTERM'), m.exited)));
+    const [committed] = await kafkaAdmin.fetchOffsets({ groupId, topics: [topic] });
+    for (const end of ends) {
+      const at = committed?.partitions.find((p) => p.partition === end.partition)?.offset;
+      if (at !== end.high)
+        violations.push(`partition ${end.partition}: Kafka offset committed at ${at}, the end is ${end.high}`);
+    }
+
+    const records = await readTopic(kafka, topic, ends, deadline);
+    const expected = expectationFrom(records);
+    const verdict = await check(pool, groupId, expected);
+    violations.push(...verdict.violations);
+    failed = violations.length > 0;
+    return {
+      seed: options.seed,
+      mode: options.mode,
+      events: options.events,
+      sent,
+      duplicatesSent: workload.counts.duplicates,
+      keyReuseSent: workload.counts.keyReuse,
+      poisonSent: workload.counts.poison,
+      inTopic: records.length,
+      ...counters,
+      duplicatesSkipped: tally,
+      deadLetters: verdict.deadLettersByReason,
+      applied: verdict.applied,
+      lost: verdict.lost.length,
+      doubled: verdict.doubled.length,
+      unexpected: verdict.unexpected.length,
+      violations,
+      crashes,
+      wallSeconds: Math.round((Date.now() - started) / 100) / 10,
+      // A local throwaway server goes away with the run; a configured one keeps the evidence.
+      ...(failed && process.env.DATABASE_URL !== undefined ? { databaseUrl } : {}),
+    };
+  } finally {
+    supervising = false;
+    for (const member of members) member.child.kill('SIGKILL');
+    await Promise.all([...members].map((m) => m.exited));
+    await producer.disconnect().catch(() => undefined);
+    await kafkaAdmin.disconnect().catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    if (!failed) await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+    await admin.end().catch(() => undefined);
+    await services.stop();
+  }
+}
+
+async function produce(
+  producer: ReturnType<Kafka['producer']>,
+  topic: string,
+  messages: readonly { key: string; value: string; messageId: string }[],
+  overMs: number,
+  deadline: number,
+  log: (line: string) => void,
+): Promise<number> {
+  const chunk = 100;
+  const chunks = Math.ceil(messages.length / chunk);
+  const started = Date.now();
+  let sent = 0;
+  for (let i = 0; i < chunks; i++) {
+    const wait = started + (overMs * i) / chunks - Date.now();
+    if (wait > 0) await sleep(wait);
+    const batch: Message[] = messages
+      .slice(i * chunk, (i + 1) * chunk)
+      .map((m) => ({ key: m.key, value: m.value, headers: { 'message-id': m.messageId } }));
+    for (;;) {
+      try {
+        await producer.send({ topic, acks: -1, messages: batch });
+        break;
+      } catch (error) {
+        // The broker is restarting: retry the same records (the topic may then hold them twice,
+        // which the checker accounts for — it reads the topic back).
+        if (Date.now() > deadline) throw error;
+        await sleep(500);
+      }
+    }
+    sent += batch.length;
+  }
+  log(`produced ${sent} messages in ${Math.round((Date.now() - started) / 1000)} s`);
+  return sent;
+}
+
+/** Reads every record of the topic back, up to the end offsets taken after the run. */
+async function readTopic(
+  kafka: Kafka,
+  topic: string,
+  ends: readonly { partition: number; high: string }[],
+  deadline: number,
+): Promise<LoggedRecord[]> {
+  const records: LoggedRecord[] = [];
+  const reader = kafka.consumer({ groupId: `chaos-reader-${Date.now().toString(36)}`, maxWaitTimeInMs: 100 });
+  const seen = new Map<number, bigint>();
+  await reader.connect();
+  try {
+    await reader.subscribe({ topic, fromBeginning: true });
+    await reader.run({
+      eachBatch: ({ batch }) => {
+        for (const message of batch.messages) {
+          records.push({
+            partition: batch.partition,
+            offset: message.offset,
+            messageId: String(message.headers?.['message-id'] ?? ''),
+            value: message.value?.toString('utf8') ?? '',
+          });
+          seen.set(batch.partition, BigInt(message.offset) + 1n);
+        }
+        return Promise.resolve();
+      },
+    });
+    const done = await waitUntil(deadline, () =>
+      Promise.resolve(ends.every((end) => (seen.get(end.partition) ?? 0n) >= BigInt(end.high))),
+    );
+    if (!done) throw new Error('could not read the topic back before the deadline');
+  } finally {
+    await reader.disconnect();
+  }
+  return records;
+}
+
+async function waitUntil(deadline: number, check: () => Promise<boolean>): Promise<boolean> {
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(250);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+/** The summary as aligned lines. */
+export function formatSummary(summary: ChaosSummary): string {
+  const rows: [string, string][] = [
+    ['seed', String(summary.seed)],
+    ['mode', summary.mode],
+    ['events (unique)', String(summary.events)],
+    ['messages sent / in topic', `${summary.sent} / ${summary.inTopic}`],
+    [
+      '  duplicates / key reuse / poison sent',
+      `${summary.duplicatesSent} / ${summary.keyReuseSent} / ${summary.poisonSent}`,
+    ],
+    ['consumer kills (SIGKILL)', String(summary.kills)],
+    ['broker restarts', String(summary.brokerRestarts)],
+    ['connections killed (rounds)', `${summary.connectionsKilled} (${summary.connectionKillRounds})`],
+    ['rebalances: joins / leaves', `${summary.joins} / ${summary.leaves}`],
+    [
+      'duplicates skipped: republish / redelivery',
+      `${summary.duplicatesSkipped.republish} / ${summary.duplicatesSkipped.redelivery}`,
+    ],
+    [
+      'dead letters by reason',
+      Object.entries(summary.deadLetters)
+        .map(([r, n]) => `${r} ${n}`)
+        .join(', ') || 'none',
+    ],
+    ['applied', String(summary.applied)],
+    ['lost', String(summary.lost)],
+    ['doubled', String(summary.doubled)],
+    ['unexpected', String(summary.unexpected)],
+    ['consumer crashes (restarted)', String(summary.crashes.length)],
+    ['wall time', `${summary.wallSeconds} s`],
+    [
+      'verdict',
+      summary.violations.length === 0 ? 'PASS: zero lost, zero doubled, every partition committed to its end' : 'FAIL',
+    ],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length));
+  const lines = rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`);
+  for (const violation of summary.violations) lines.push(`  violation: ${violation}`);
+  for (const crash of summary.crashes) lines.push(`  crash: ${crash}`);
+  if (summary.databaseUrl !== undefined)
+    lines.push(`  the run's database is kept for inspection: ${summary.databaseUrl}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,39 @@
+/**
+ * `npm run chaos [-- --seed N] [--mode message|batch] [--events N] [--reduced]`
+ *
+ * The full run: 50,000 events, a group of 3 consumer processes, a SIGKILL every ~3 s (at least 15),
+ * 2 broker restarts, 5 rounds of pg_terminate_backend, a fourth consumer joining and one leaving.
+ * Prints a summary and exits 1 on any violation. The seed decides the workload and the faults'
+ * choices (which consumer dies, jitter); the moments faults land relative to the work depend on
+ * the machine's speed, so a replay repeats the scenario, not every interleaving.
+ */
+import { Command, Option } from 'commander';
+
+import { formatSummary, runChaos } from './chaos.js';
+
+const program = new Command('chaos')
+  .addOption(new Option('--seed <n>', 'replay a run').argParser((v) => Number.parseInt(v, 10)))
+  .addOption(new Option('--mode <mode>', 'consumer mode').choices(['message', 'batch']).default('message'))
+  .addOption(new Option('--events <n>', 'unique events').argParser((v) => Number.parseInt(v, 10)))
+  .option('--reduced', 'the short run of npm test: 5,000 events, 5 kills, 1 broker restart')
+  .parse();
+
+const options = program.opts<{ seed?: number; mode: 'message' | 'batch'; events?: number; reduced?: boolean }>();
+const seed = options.seed ?? Math.floor(Math.random() * 1_000_000);
+const reduced = options.reduced === true;
+console.log(
+  `seed ${seed} (replay with: npm run chaos -- --seed ${seed}${reduced ? ' --reduced' : ''} --mode ${options.mode})`,
+);
+
+const summary = await runChaos({
+  seed,
+  mode: options.mode,
+  events: options.events ?? (reduced ? 5_000 : 50_000),
+  kills: reduced ? 5 : 15,
+  killEveryMs: reduced ? 2_500 : 3_000,
+  brokerRestarts: reduced ? 1 : 2,
+  connectionKillRounds: reduced ? 2 : 5,
+  timeoutMs: (reduced ? 3 : 9) * 60_000,
+});
+console.log(`\n${formatSummary(summary)}`);
+process.exitCode = summary.violations.length === 0 ? 0 : 1;
