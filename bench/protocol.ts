@@ -1,0 +1,61 @@
+/**
+ * What the orchestrator (run.ts) tells a variant process (variant.ts), and what it reports back.
+ */
+import type { LedgerSummary } from './workload.js';
+import type { Measurement } from './meter.js';
+
+export const VARIANT_NAMES = ['R', 'B0', 'P0', 'P', 'B', 'D', 'B-full'] as const;
+export type VariantName = (typeof VARIANT_NAMES)[number];
+
+export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
+  R: 'raw kafkajs eachBatch, no database',
+  B0: 'hand-written: one transaction per 500-message chunk, one unnest INSERT',
+  P0: 'hand-written: one drizzle transaction per message',
+  P: 'oncely, per-message mode',
+  B: 'oncely, batch mode (batchSize 500)',
+  D: "oncely batch mode replaying B's range: every message a duplicate",
+  'B-full': 'oncely batch mode, inbox pre-filled with other groups’ rows',
+};
+
+export interface VariantConfig {
+  readonly variant: VariantName;
+  readonly brokers: string[];
+  readonly databaseUrl: string;
+  readonly topic: string;
+  readonly groupId: string;
+  /** `bench.<ledger>` receives this variant's writes. */
+  readonly ledger: string;
+  readonly events: number;
+  /** Sum of all amounts produced: each complete ledger must add up to it. */
+  readonly totalCents: number;
+  /** Per partition, the offset after its last message. */
+  readonly endOffsets: number[];
+  /** D only: the ledger as B left it; the replay must leave it exactly so. */
+  readonly ledgerBefore?: LedgerSummary;
+  /** Fail the variant when no outcome commits for this long. */
+  readonly idleTimeoutMs: number;
+}
+
+export interface OutcomeCounts {
+  processed: number;
+  duplicates: number;
+  redeliveries: number;
+  republishes: number;
+  deadLettered: number;
+}
+
+export interface VariantResult extends Measurement {
+  readonly variant: VariantName;
+  readonly counts: OutcomeCounts;
+  readonly ledger: LedgerSummary | undefined;
+  /** Empty when every correctness check held. */
+  readonly problems: string[];
+  /**
+   * Filled in by the orchestrator: the share of the machine (0–1) that processes outside this run
+   * used while the variant ran; undefined when it cannot be told.
+   */
+  readonly otherLoad?: number;
+}
+
+/** The child prints its result on one stdout line that starts with this. */
+export const RESULT_MARKER = 'BENCH_RESULT ';
