@@ -9,6 +9,8 @@ import type { Message, Producer } from 'kafkajs';
 import type pg from 'pg';
 import { z } from 'zod';
 
+import { seededRandom } from '../src/testing/seeded-random.js';
+
 export const PARTITIONS = 4;
 /** Target size of one event's JSON value, in bytes. */
 export const EVENT_BYTES = 200;
@@ -25,18 +27,6 @@ export const paymentCaptured = z.object({
 });
 
 export type PaymentCaptured = z.infer<typeof paymentCaptured>;
-
-/** A small seeded generator (mulberry32): every run produces the same amounts and accounts. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One event's JSON, padded through `reference` to exactly EVENT_BYTES (all characters are ASCII). */
 function eventJson(n: number, next: () => number): { value: string; amountCents: number } {
@@ -69,7 +59,7 @@ export interface Produced {
  * of them. Big sends and several in flight: producing is setup, not what is measured.
  */
 export async function produceEvents(producer: Producer, topic: string, events: number): Promise<Produced> {
-  const next = random(20261123);
+  const next = seededRandom(20261123);
   const started = performance.now();
   const perSend = 4_000;
   const inFlight = 4;

@@ -15,7 +15,8 @@ import { PAYMENTS_DDL } from '../examples/payments/schema.js';
 import { startDevServices } from '../src/dev/index.js';
 import { migrate } from '../src/migrate/migrate.js';
 import { check, expectationFrom, type LoggedRecord } from './checker.js';
-import { buildWorkload, seededRandom } from './workload.js';
+import { seededRandom } from '../src/testing/seeded-random.js';
+import { buildWorkload } from './workload.js';
 
 export interface ChaosOptions {
   /** Unique payment events (duplicates, key reuse and poison come on top). */

@@ -18,18 +18,6 @@ export interface ChaosWorkload {
   };
 }
 
-/** mulberry32: a small seeded generator, so a run can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * `unique` payment events, plus 10 % producer duplicates (same id and bytes, sent again later),
  * 1 % key reuse (same id, another amount, sent after the original) and 0.5 % poison (malformed

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel, type Message } from 'kafkajs';
 import { migrate } from 'oncely';
 import { startDevServices } from 'oncely/dev';
+import { seededRandom } from 'oncely/testing';
 import pg from 'pg';
 import { pino } from 'pino';
 
@@ -28,18 +29,6 @@ const KEY_REUSE = 5;
 const PARTITIONS = 4;
 const ACCOUNTS = 40;
 
-/** A small seeded generator (mulberry32): the same seed gives the same workload. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Workload {
   readonly messages: Message[];
   readonly duplicatesSent: number;
@@ -49,7 +38,7 @@ interface Workload {
 }
 
 function buildWorkload(run: string, seed: number): Workload {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const account = (): string => `${run}-acct-${Math.floor(next() * ACCOUNTS)}`;
   const originals: { id: string; event: PaymentEvent }[] = [];
   const captured: Extract<PaymentEvent, { type: 'payment.captured' }>[] = [];

@@ -15,7 +15,7 @@ import type { ConsumedRecord } from '../kafka/runner.js';
 import { recordDeadLetter } from './dead-letter.js';
 import { describeError } from './error-record.js';
 import type { DuplicateClass, EventHub, MessageCoordinates } from './events.js';
-import { backoffDelay, type RetryPolicy } from './retry.js';
+import { backoffDelay, classifyFailure, type FailureKind, type RetryPolicy } from './retry.js';
 
 /** What the pipeline needs from the consumer around it. */
 export interface PipelineContext {
@@ -72,6 +72,21 @@ export class HandlerFailure extends Error {
 }
 
 /**
+ * What made an attempt fail (unwrapped from {@link HandlerFailure}) and how to treat it: a failure
+ * inside the handler on a connection that died is the database's, not the message's.
+ */
+export function classifyAttemptFailure(failure: unknown): { readonly error: unknown; readonly kind: FailureKind } {
+  const handlerFailure = failure instanceof HandlerFailure ? failure : undefined;
+  const error = handlerFailure !== undefined ? handlerFailure.error : failure;
+  const kind = classifyFailure({
+    error,
+    inHandler: handlerFailure !== undefined,
+    connectionLost: handlerFailure?.transaction.connectionLost() ?? false,
+  });
+  return { error, kind };
+}
+
+/**
  * `SET LOCAL statement_timeout` with the handler timeout: a handler stuck in the database is cut
  * off by PostgreSQL at the same moment the JavaScript timer gives up on it, so the ROLLBACK that
  * follows is not queued behind a query that never ends.
@@ -123,7 +138,7 @@ export async function resolveDuplicate(
 }
 
 /** The error stored with a key-reuse dead letter: both fingerprints and where the id was first seen. */
-export function keyReuseError(messageId: string, payloadHash: Buffer, existing: InboxEntry): StoredError {
+function keyReuseError(messageId: string, payloadHash: Buffer, existing: InboxEntry): StoredError {
   return {
     ...describeError(
       new OncelyError(
@@ -138,7 +153,7 @@ export function keyReuseError(messageId: string, payloadHash: Buffer, existing: 
   };
 }
 
-export function classifyDuplicate(
+function classifyDuplicate(
   record: { readonly topic: string; readonly partition: number; readonly offset: string },
   payloadHash: Buffer,
   existing: InboxEntry,

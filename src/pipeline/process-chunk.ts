@@ -9,17 +9,17 @@ import { describeError } from './error-record.js';
 import type { BatchEvent, BatchHandlerDefinition } from './handler.js';
 import {
   announce,
-  classifyDuplicate,
+  classifyAttemptFailure,
   HandlerFailure,
-  keyReuseError,
   type Outcome,
   type PartitionControl,
   type PipelineContext,
+  resolveDuplicate,
   waitHeartbeating,
 } from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { claimFor, deadLetter } from './process-record.js';
-import { backoffDelay, classifyFailure } from './retry.js';
+import { backoffDelay } from './retry.js';
 import { batchContext, runBounded } from './run-handler.js';
 
 export type ChunkResult =
@@ -84,13 +84,7 @@ async function runChunk(
       failure = error;
     }
 
-    const handlerFailure = failure instanceof HandlerFailure ? failure : undefined;
-    const error = handlerFailure !== undefined ? handlerFailure.error : failure;
-    const kind = classifyFailure({
-      error,
-      inHandler: handlerFailure !== undefined,
-      connectionLost: handlerFailure?.transaction.connectionLost() ?? false,
-    });
+    const { error, kind } = classifyAttemptFailure(failure);
     const where = { ...last.where, chunk: chunk.length, firstOffset: chunk[0]?.record.offset };
     if (kind === 'transient') {
       // The database failed, not the chunk: nothing of the attempt remains. Retry it whole.
@@ -228,14 +222,7 @@ async function chunkTransaction(
       // Deleted between the conflict and the read (a retention purge): retry the whole chunk.
       if (existing === undefined)
         throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
-      const duplicateClass = classifyDuplicate(record, p.payloadHash, existing);
-      if (duplicateClass !== 'key_reuse') {
-        outcomes.push({ kind: 'duplicate', duplicateClass, original: existing });
-        continue;
-      }
-      const error = keyReuseError(messageId, p.payloadHash, existing);
-      await recordDeadLetter(pipeline, t, { record, messageId, reason: 'key_reuse', error, attempts: 0 });
-      outcomes.push({ kind: 'dead_lettered', reason: 'key_reuse', error, attempts: 0 });
+      outcomes.push(await resolveDuplicate(pipeline, t, record, messageId, p.payloadHash, existing));
       continue;
     }
     // Claimed: only now is the message decoded and validated.

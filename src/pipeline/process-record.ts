@@ -8,6 +8,7 @@ import { describeError } from './error-record.js';
 import type { HandlerContext, HandlerDefinition } from './handler.js';
 import {
   announce,
+  classifyAttemptFailure,
   HandlerFailure,
   type Outcome,
   type PartitionControl,
@@ -17,12 +18,12 @@ import {
   waitHeartbeating,
 } from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { backoffDelay, classifyFailure } from './retry.js';
+import { backoffDelay } from './retry.js';
 import { messageContext, runBounded } from './run-handler.js';
 
 /**
  * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
- * decode and validate, claim the id, run the handler in the claim's transaction, commit — or
+ * claim the id, decode and validate, run the handler in the claim's transaction, commit — or
  * classify the duplicate, or dead-letter. Returns once the outcome is committed; the caller may
  * then let Kafka's offset pass the record. Returns `abandoned` when the consumer stops or loses the
  * partition mid-way and `paused` when the partition must wait: nothing was committed for the
@@ -123,13 +124,7 @@ async function recordOutcome(
       failure = error;
     }
 
-    const handlerFailure = failure instanceof HandlerFailure ? failure : undefined;
-    const error = handlerFailure !== undefined ? handlerFailure.error : failure;
-    const kind = classifyFailure({
-      error,
-      inHandler: handlerFailure !== undefined,
-      connectionLost: handlerFailure?.transaction.connectionLost() ?? false,
-    });
+    const { error, kind } = classifyAttemptFailure(failure);
     if (kind === 'transient') {
       // The database failed, not the message: the transaction rolled back (or died with its
       // connection), so nothing of this attempt remains. Retry without using up an attempt.

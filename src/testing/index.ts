@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { Delivery, type DeliveryOptions, type DeliveryReport, type TestMessage } from './delivery.js';
+import { seededRandom } from './seeded-random.js';
 
 export { startDevServices, type DevServices, type DevServicesOptions } from '../dev/index.js';
+export { seededRandom };
 export type { DeliveryOptions, DeliveryReport, TestMessage };
 
 /**
@@ -127,7 +129,7 @@ function interleave<T extends { readonly topic: string; readonly partition: numb
     queue.push(item);
     queues.set(key, queue);
   }
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   const out: T[] = [];
   let open = [...queues.values()];
   while (open.length > 0) {
@@ -137,16 +139,4 @@ function interleave<T extends { readonly topic: string; readonly partition: numb
     open = open.filter((q) => q.length > 0);
   }
   return out;
-}
-
-/** A small seeded generator, so a failing shuffle can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -44,6 +44,8 @@ export interface TestEnvironment {
   effectsOf(topic: string): Promise<(typeof effects.$inferSelect)[]>;
   /** The database's recorded next offsets, per partition. */
   offsetsOf(groupId: string, topic: string): Promise<Map<number, bigint>>;
+  /** Rewinds a stopped group to the start of `topic` in both stores, Kafka's and oncely's, as a replay does. */
+  rewind(groupId: string, topic: string): Promise<void>;
   /** Kafka's committed offsets, per partition (-1 when none). */
   committedOffsetsOf(groupId: string, topic: string): Promise<Map<number, bigint>>;
 }
@@ -149,6 +151,13 @@ export function useTestEnvironment(): TestEnvironment {
       });
       consumers.push(consumer);
       return consumer;
+    },
+    async rewind(groupId, topic) {
+      await need('admin').resetOffsets({ groupId, topic, earliest: true });
+      await need('pool').query('UPDATE oncely.offsets SET next_offset = 0 WHERE consumer_group = $1 AND topic = $2', [
+        groupId,
+        topic,
+      ]);
     },
     async effectsOf(topic) {
       const { rows } = await need('pool').query<{

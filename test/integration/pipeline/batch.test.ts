@@ -100,6 +100,18 @@ describe('batch mode', () => {
       ['5', 'key_reuse'],
     ]);
     expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['a', 'b', 'c']);
+    // The undecodable message was claimed before it was decoded: its claim became the dead letter's
+    // inbox row in the same transaction, never a `processed` row. An invalid id has no inbox row.
+    const { rows } = await env.pool.query<{ message_id: string; status: string; offset: string }>(
+      'SELECT message_id, status, "offset" FROM oncely.inbox WHERE topic = $1 ORDER BY "offset"',
+      [topic],
+    );
+    expect(rows.map((r) => `${r.offset}:${r.message_id}:${r.status}`)).toEqual([
+      '0:a:processed',
+      '1:b:processed',
+      '2:broken:dead_lettered',
+      '6:c:processed',
+    ]);
   });
 
   it('G6: re-consuming a rewound range in batch mode skips every message as a duplicate and changes nothing', async () => {
@@ -116,15 +128,7 @@ describe('batch mode', () => {
     await first.stop();
     const before = await env.effectsOf(topic);
 
-    await env.admin.setOffsets({
-      groupId,
-      topic,
-      partitions: [
-        { partition: 0, offset: '0' },
-        { partition: 1, offset: '0' },
-      ],
-    });
-    await env.pool.query('UPDATE oncely.offsets SET next_offset = 0 WHERE consumer_group = $1', [groupId]);
+    await env.rewind(groupId, topic);
     let handlerCalls = 0;
     const replay = env.consumer({ groupId, handlers: [batchEffects(topic, () => void handlerCalls++)] });
     const replayed = recordOutcomes(replay);

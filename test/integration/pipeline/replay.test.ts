@@ -24,18 +24,7 @@ describe('G6: replaying a range still covered by the inbox changes nothing', () 
     const before = await env.effectsOf(topic);
 
     // Rewind the group to the start of the topic in both stores, as a replay does.
-    await env.admin.setOffsets({
-      groupId,
-      topic,
-      partitions: [
-        { partition: 0, offset: '0' },
-        { partition: 1, offset: '0' },
-      ],
-    });
-    await env.pool.query('UPDATE oncely.offsets SET next_offset = 0 WHERE consumer_group = $1 AND topic = $2', [
-      groupId,
-      topic,
-    ]);
+    await env.rewind(groupId, topic);
 
     const replay = env.consumer({ groupId, handlers: [effectHandler(topic)] });
     const replayed = recordOutcomes(replay);
