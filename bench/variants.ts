@@ -263,7 +263,7 @@ async function runOncely(context: VariantContext, handler: AnyHandlerDefinition)
     kafka: observingDeliveries(context.kafka, meter),
     db: drizzle(pool),
     groupId: config.groupId,
-    handlers: [handler],
+    handlers: handler.kind === 'batch' ? [handler] : [handler],
     mode: handler.kind,
     ...(handler.kind === 'batch' ? { batchSize: CHUNK } : {}),
     concurrency: CONCURRENCY,

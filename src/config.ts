@@ -11,7 +11,12 @@ import {
   resolvePool,
   type TransactionBinder,
 } from './inbox/database.js';
-import { type AnyHandlerDefinition, isHandlerDefinition } from './pipeline/handler.js';
+import {
+  type AnyHandlerDefinition,
+  type BatchHandlerDefinition,
+  type HandlerDefinition,
+  isHandlerDefinition,
+} from './pipeline/handler.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './pipeline/retry.js';
 
 /** Options of `createInboxConsumer()`. Only `kafka`, `db`, `groupId` and `handlers` are required. */
@@ -22,14 +27,21 @@ export interface InboxConsumerOptions {
   readonly db: OncelyDatabase;
   /** The Kafka consumer group. Message ids are deduplicated per group. */
   readonly groupId: string;
-  /** One handler per topic: `defineHandler()` in message mode, `defineBatchHandler()` in batch mode. */
-  readonly handlers: readonly AnyHandlerDefinition[];
+  /**
+   * One handler per topic: all made with `defineHandler()` (message mode) or all with
+   * `defineBatchHandler()` (batch mode); mixing the two is a type error.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly handlers: readonly HandlerDefinition<any>[] | readonly BatchHandlerDefinition<any>[];
   /**
    * `'message'`: one transaction per message. `'batch'`: one transaction (and one claim statement)
    * per chunk of a partition's messages. Default: what the handlers were made for.
    */
   readonly mode?: 'message' | 'batch';
-  /** Batch mode: the most messages in one chunk (bounded by what Kafka delivered). Default 500. */
+  /**
+   * Batch mode only: the most messages in one chunk (bounded by what Kafka delivered). Default 500.
+   * Refused in message mode, where it would do nothing.
+   */
   readonly batchSize?: number;
   /**
    * Partitions processed at once (records of one partition are always processed in order).
@@ -193,6 +205,16 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
   const o = parsed.data;
 
   const mode = o.mode ?? o.handlers[0]?.kind ?? 'message';
+  if (mode === 'message' && options.batchSize !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['batchSize'],
+        message:
+          'batchSize applies to batch mode only (handlers made with defineBatchHandler()); remove it, ' +
+          'or switch the handlers to defineBatchHandler() to apply a chunk per transaction',
+      },
+    ]);
+  }
   const handlers = new Map<string, AnyHandlerDefinition>();
   for (const handler of o.handlers) {
     if (handler.kind !== mode) {

@@ -36,6 +36,11 @@ export const ERROR_CODES = [
   'ONCELY_COMMIT_FAILED',
   /** The consumer is stopping; in-flight work was abandoned and will be redelivered. */
   'ONCELY_STOPPING',
+  /**
+   * A partition's resume point in `oncely.offsets` lies outside the log (topic re-created, log
+   * truncated, messages deleted before they were processed): the partition paused instead of skipping.
+   */
+  'ONCELY_OFFSETS_MISMATCH',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

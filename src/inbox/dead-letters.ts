@@ -8,6 +8,8 @@ export interface StoredHeader {
   readonly key: string;
   readonly value: string;
   readonly encoding: 'utf8' | 'base64';
+  /** Present when the key itself could not be stored as text (it held NUL). */
+  readonly keyEncoding?: 'base64';
 }
 
 /** The error stored in `dead_letters.error`. */
@@ -60,12 +62,37 @@ RETURNING id`,
       record.messageId,
       record.key,
       record.value,
-      JSON.stringify(record.headers),
+      storableJson(record.headers),
       record.reason,
-      JSON.stringify(record.error),
+      storableJson(record.error),
       record.attempts,
       record.recordTimestamp,
     ],
   });
   return rows[0]?.id;
+}
+
+/**
+ * JSON text that jsonb accepts whatever the input: jsonb rejects the NUL character and lone UTF-16
+ * surrogates (both reach us in header names, zod issue paths and error messages quoting bad input).
+ * In keys and strings alike, lone surrogates become U+FFFD and NUL is dropped, so that storing a
+ * dead letter can never fail on its content.
+ */
+export function storableJson(value: unknown): string {
+  return JSON.stringify(value, function (this: unknown, _key, item: unknown) {
+    if (typeof item === 'string') return storableText(item);
+    if (typeof item === 'bigint') return item.toString();
+    if (item !== null && typeof item === 'object' && !Array.isArray(item) && !(item instanceof Date)) {
+      const entries = Object.entries(item);
+      if (entries.some(([key]) => storableText(key) !== key)) {
+        return Object.fromEntries(entries.map(([key, inner]) => [storableText(key), inner]));
+      }
+    }
+    return item;
+  });
+}
+
+function storableText(text: string): string {
+  const wellFormed = text.isWellFormed() ? text : text.toWellFormed();
+  return wellFormed.includes('\u0000') ? wellFormed.replaceAll('\u0000', '') : wellFormed;
 }

@@ -19,6 +19,17 @@ export interface TransactionSettings {
   readonly statementTimeoutMs?: number;
 }
 
+/**
+ * A transaction failed on a connection that was lost meanwhile (the socket closed, the backend was
+ * terminated, the ROLLBACK could not be sent): whatever the error says, the database is the cause.
+ */
+export class ConnectionLostError extends Error {
+  override readonly name = 'ConnectionLostError';
+  constructor(cause: unknown) {
+    super('the database connection was lost during the transaction', { cause });
+  }
+}
+
 /** Something that runs work in a transaction: a one-off ({@link inTransaction}) or a chain. */
 export interface Transactions {
   run<T>(work: (transaction: OpenTransaction) => Promise<T>): Promise<T>;
@@ -125,7 +136,10 @@ export class TransactionChain implements Transactions {
           this.#lost ??= rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
         });
       }
-      if (this.#lost !== undefined) this.#release();
+      if (this.#lost !== undefined) {
+        this.#release();
+        throw new ConnectionLostError(error);
+      }
       throw error;
     } finally {
       transaction.closeTx();

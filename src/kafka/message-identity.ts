@@ -39,7 +39,12 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
  * 3. the `idempotency-key` header;
  * 4. the record's coordinates, `<topic>/<partition>/<offset>`.
  *
- * Header names are matched exactly (lowercase). A source that is present but invalid — empty,
+ * Header names are matched exactly (lowercase) first. Only when neither header is present under its
+ * exact name is each looked for in any case (`Idempotency-Key`, `Message-ID`, as HTTP-minded producers
+ * write them): every input that had an exact-case header gets the id it always got, and one that
+ * had only another case — deduplicated by its coordinates before, which is no deduplication against
+ * a re-publish — now gets its header's id. Several spellings of one header count as a repeated
+ * header. A source that is present but invalid — empty,
  * longer than 255 characters (Unicode code points), not valid UTF-8, containing NUL (which
  * PostgreSQL text cannot hold), or a header repeated with different values — is rejected, never
  * truncated, and never skipped in favour of the next source: falling through would silently give
@@ -71,6 +76,13 @@ export function deriveMessageId(source: IdentitySource, fromHandler?: () => unkn
     if (!decoded.ok) return { ok: false, source: header, problem: decoded.problem };
     return checked(decoded.value, header);
   }
+  for (const header of [MESSAGE_ID_HEADER, IDEMPOTENCY_KEY_HEADER] as const) {
+    const raw = headerInAnyCase(source.headers, header);
+    if (raw === undefined) continue;
+    const decoded = decodeHeader(raw);
+    if (!decoded.ok) return { ok: false, source: header, problem: decoded.problem };
+    return checked(decoded.value, header);
+  }
   return checked(`${source.topic}/${source.partition}/${source.offset}`, 'coordinates');
 }
 
@@ -90,6 +102,20 @@ function checked(id: string, source: MessageIdSource): MessageIdResult {
   if (id.includes('\u0000')) return { ok: false, source, problem: 'the id contains a NUL character' };
   if (hasLoneSurrogate(id)) return { ok: false, source, problem: 'the id is not valid UTF-8 (lone surrogate)' };
   return { ok: true, id, source };
+}
+
+/** The values of every header named `lowerName` in another case, or undefined when there is none. */
+function headerInAnyCase(headers: RecordHeaders, lowerName: string): NonNullable<RecordHeaderValue> | undefined {
+  let found: (Buffer | string)[] | undefined;
+  for (const name in headers) {
+    if (name.length !== lowerName.length || name.toLowerCase() !== lowerName) continue;
+    const raw = headers[name];
+    if (raw === undefined) continue;
+    found ??= [];
+    if (Array.isArray(raw)) found.push(...(raw as ReadonlyArray<Buffer | string>));
+    else found.push(raw as Buffer | string);
+  }
+  return found;
 }
 
 function decodeHeader(

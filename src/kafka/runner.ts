@@ -1,4 +1,4 @@
-import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Consumer, ConsumerConfig, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 
 import { isOncelyError, OncelyError } from '../errors.js';
 import type { IdentitySource } from './message-identity.js';
@@ -20,6 +20,8 @@ export interface PartitionBatch {
   readonly topic: string;
   readonly partition: number;
   readonly records: readonly ConsumedRecord[];
+  /** The offset the fetch asked for: where Kafka had the partition when the batch was fetched. */
+  readonly fetchedOffset: string;
   /** Marks `offset` and everything before it in this partition as done; committed after the batch. */
   resolve(offset: string): void;
   /** Keeps the group membership alive; throws when the group is rebalancing. Cheap to call often. */
@@ -71,6 +73,23 @@ export interface KafkaRunner {
   stopQuietly(onError: (error: unknown) => void): Promise<void>;
   /** Fetches a paused partition again, from its first unresolved record. */
   resume(topic: string, partition: number): void;
+  /** Stops fetching a partition until {@link resume}. */
+  pause(topic: string, partition: number): void;
+  /** Continues a partition at `offset` (batches fetched before become stale). */
+  seek(topic: string, partition: number, offset: string): void;
+  /**
+   * Makes kafkajs's pause state of the assigned partitions match `shouldPause`: kafkajs keeps a
+   * partition paused after it moved to another member and back, and forgets every pause when the
+   * consumer is re-created, so the state is set anew on each assignment.
+   */
+  reconcilePauses(
+    assignment: Readonly<Record<string, readonly number[]>>,
+    shouldPause: (topic: string, partition: number) => boolean,
+  ): void;
+  /** Per partition: the log's first offset and its end (high watermark). */
+  logBounds(topic: string): Promise<Map<number, { readonly start: bigint; readonly end: bigint }>>;
+  /** Per partition: the group's committed offset in Kafka; absent when none is committed. */
+  committedOffsets(topic: string): Promise<Map<number, bigint>>;
 }
 
 export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
@@ -132,15 +151,6 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     await current?.disconnect();
   };
 
-  /**
-   * Like stop(), but a broker that cannot be reached does not make it fail: the records in
-   * flight are finished either way, and every recorded outcome's offset is durable in PostgreSQL,
-   * so a lost offset commit only means the next member passes over those records on assignment.
-   */
-  const stopQuietly = async (onError: (error: unknown) => void): Promise<void> => {
-    await stop().catch(onError);
-  };
-
   const resume = (topic: string, partition: number): void => {
     if (consumer === undefined) {
       throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
@@ -148,7 +158,96 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     consumer.resume([{ topic, partitions: [partition] }]);
   };
 
-  return { start, stop, stopQuietly, resume };
+  const running = (): Consumer => {
+    if (consumer === undefined) {
+      throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running.');
+    }
+    return consumer;
+  };
+
+  const pause = (topic: string, partition: number): void => {
+    running().pause([{ topic, partitions: [partition] }]);
+  };
+
+  const seek = (topic: string, partition: number, offset: string): void => {
+    running().seek({ topic, partition, offset });
+  };
+
+  const reconcilePauses: KafkaRunner['reconcilePauses'] = (assignment, shouldPause) => {
+    const current = running();
+    const pausedNow = new Set(
+      current.paused().flatMap(({ topic, partitions }) => partitions.map((p) => `${topic}\u0000${p}`)),
+    );
+    for (const [topic, partitions] of Object.entries(assignment)) {
+      for (const partition of partitions) {
+        const wanted = shouldPause(topic, partition);
+        const paused = pausedNow.has(`${topic}\u0000${partition}`);
+        if (wanted && !paused) current.pause([{ topic, partitions: [partition] }]);
+        if (!wanted && paused) current.resume([{ topic, partitions: [partition] }]);
+      }
+    }
+  };
+
+  // One admin client, made on first use and closed with the runner: reading offsets is rare
+  // (once per partition per assignment), a connection per read would be wasteful.
+  let admin: Admin | undefined;
+  const withAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
+    if (admin === undefined) {
+      const created = options.kafka.admin();
+      await created.connect();
+      admin = created;
+    }
+    try {
+      return await read(admin);
+    } catch (error) {
+      const broken = admin;
+      admin = undefined;
+      await broken?.disconnect().catch(() => undefined);
+      throw error;
+    }
+  };
+
+  const logBounds: KafkaRunner['logBounds'] = (topic) =>
+    withAdmin(async (client) => {
+      const offsets = await client.fetchTopicOffsets(topic);
+      return new Map(offsets.map((o) => [o.partition, { start: BigInt(o.low), end: BigInt(o.high) }]));
+    });
+
+  const committedOffsets: KafkaRunner['committedOffsets'] = (topic) =>
+    withAdmin(async (client) => {
+      const [entry] = await client.fetchOffsets({ groupId: options.groupId, topics: [topic] });
+      const committed = new Map<number, bigint>();
+      // kafkajs answers "-1" for a partition with no committed offset.
+      for (const { partition, offset } of entry?.partitions ?? []) {
+        if (BigInt(offset) >= 0n) committed.set(partition, BigInt(offset));
+      }
+      return committed;
+    });
+
+  const stopAll = async (): Promise<void> => {
+    try {
+      await stop();
+    } finally {
+      const current = admin;
+      admin = undefined;
+      await current?.disconnect().catch(() => undefined);
+    }
+  };
+
+  return {
+    start,
+    stop: stopAll,
+    // A broker that cannot be reached does not make stopping fail: the records in flight are
+    // finished either way, and every recorded outcome's offset is durable in PostgreSQL, so a lost
+    // offset commit only means the next member passes over those records on assignment.
+    stopQuietly: (onError) => stopAll().catch(onError),
+    resume,
+    pause,
+    seek,
+    reconcilePauses,
+    logBounds,
+    committedOffsets,
+  };
 }
 
 function toPartitionBatch(consumer: Consumer, payload: EachBatchPayload): PartitionBatch {
@@ -158,12 +257,20 @@ function toPartitionBatch(consumer: Consumer, payload: EachBatchPayload): Partit
     topic,
     partition,
     records: batch.messages.map((message) => toRecord(topic, partition, message)),
+    // Not in kafkajs's types, but set on every batch it makes.
+    fetchedOffset: fetchedOffsetOf(batch),
     resolve: (offset) => payload.resolveOffset(offset),
     heartbeat: () => payload.heartbeat(),
     isActive: () => payload.isRunning() && !payload.isStale(),
     seek: (offset) => consumer.seek({ topic, partition, offset }),
     pause: () => consumer.pause([{ topic, partitions: [partition] }]),
   };
+}
+
+/** kafkajs sets `fetchedOffset` on every batch (not in its types); the first offset otherwise. */
+function fetchedOffsetOf(batch: EachBatchPayload['batch']): string {
+  const fetched = (batch as { fetchedOffset?: unknown }).fetchedOffset;
+  return typeof fetched === 'string' || typeof fetched === 'number' ? String(fetched) : (batch.firstOffset() ?? '0');
 }
 
 function toRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {

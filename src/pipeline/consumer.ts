@@ -8,7 +8,9 @@ import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type Partitio
 import { latestMigrationId } from '../migrate/migrate.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
-import { type PipelineContext, transactionSettings } from './outcomes.js';
+import { describeError, redactError } from './error-record.js';
+import type { PauseReason } from './events.js';
+import { type PipelineContext } from './outcomes.js';
 import { processChunk } from './process-chunk.js';
 import { processRecord } from './process-record.js';
 import { backoffDelay } from './retry.js';
@@ -16,9 +18,11 @@ import { backoffDelay } from './retry.js';
 export interface PausedPartition {
   readonly topic: string;
   readonly partition: number;
-  /** The message the partition stopped at. */
+  /** The message the partition stopped at (for an offsets mismatch: the recorded resume point). */
   readonly offset: string;
   readonly messageId: string | null;
+  /** Why: attempts ran out (`onExhausted: 'pause'`), its outcome could not be stored, or the offsets disagree. */
+  readonly reason: PauseReason;
   readonly error: StoredError;
   readonly pausedAt: Date;
 }
@@ -35,11 +39,12 @@ export interface InboxConsumer {
    */
   stop(): Promise<void>;
   /**
-   * Resumes a partition paused by `onExhausted: 'pause'`: its message is fetched again and retried
-   * from attempt 1. Throws when the partition is not paused.
+   * Resumes a paused partition: its message is fetched again and retried from attempt 1 (after an
+   * offsets mismatch: the offsets are checked again, so fix them first with `oncely offsets reset`).
+   * Throws when the partition is not paused.
    */
   resume(topic: string, partition: number): void;
-  /** The partitions paused by `onExhausted: 'pause'`, with the message each one waits at. */
+  /** The partitions this member owns that are paused, with the message each one waits at and why. */
   paused(): PausedPartition[];
   /** Listens to an event; returns a function that removes the listener. */
   on<E extends ConsumerEventName>(event: E, listener: ConsumerEventListener<E>): () => void;
@@ -72,10 +77,29 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     maxPayloadBytes: config.maxPayloadBytes,
     onExhausted: config.onExhausted,
     deadLetterTopic,
+    // From another pooled connection: the stuck one is busy with the statement to cancel.
+    cancelBackend: async (pid) => {
+      await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
+    },
   };
   const pausedPartitions = new Map<string, PausedPartition>();
   const partitionKey = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
-  const resumePoints = new ResumePoints(config);
+  let assignment: Readonly<Record<string, readonly number[]>> = {};
+  const resumePoints = new ResumePoints(
+    config,
+    {
+      assigned: (topic, partition) => assignment[topic]?.includes(partition) ?? false,
+      seek: (topic, partition, offset) => {
+        config.logger.info(
+          { topic, partition, offset },
+          'Kafka has no committed offset for this partition: continuing from the resume point recorded in PostgreSQL',
+        );
+        runner?.seek(topic, partition, offset);
+      },
+      mismatch: (topic, partition, found) => offsetsMismatch(topic, partition, found),
+    },
+    () => runner,
+  );
 
   let runner: KafkaRunner | undefined;
   let starting: Promise<void> | undefined;
@@ -92,14 +116,79 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   const partitionControl = (batch: PartitionBatch) => ({
     heartbeat: () => batch.heartbeat(),
     isActive: () => batch.isActive(),
-    transactions: new TransactionChain(config.pool, config.bind, transactionSettings(pipeline)),
+    transactions: new TransactionChain(config.pool, config.bind),
   });
 
   /** Nothing is resolved: the partition stays at this record, fetched again on resume(). */
-  const pausePartition = (batch: PartitionBatch, paused: PausedPartition, attempts: number): void => {
-    batch.pause();
-    pausedPartitions.set(partitionKey(paused.topic, paused.partition), paused);
+  const pausePartition = (
+    record: ConsumedRecord,
+    stopped: { messageId: string | null; reason: PauseReason; error: StoredError; attempts: number },
+  ): void => {
+    const { topic, partition, offset } = record;
+    const { attempts, ...why } = stopped;
+    const paused: PausedPartition = { topic, partition, offset, ...why, pausedAt: new Date() };
+    runner?.pause(topic, partition);
+    pausedPartitions.set(partitionKey(topic, partition), paused);
     events.emit('partition:paused', () => ({ ...paused, groupId: config.groupId, attempts }));
+  };
+
+  /**
+   * The recorded resume point and the log disagree: skipping to where Kafka is would lose messages
+   * silently, so the partition stops here until an operator decides (`oncely offsets show|reset`).
+   */
+  const offsetsMismatch = (topic: string, partition: number, found: OffsetsMismatch): void => {
+    if (pausedPartitions.has(partitionKey(topic, partition))) return;
+    const { resumeAt, logStart, logEnd, problem } = found;
+    const explanation =
+      problem === 'ahead-of-log'
+        ? `oncely.offsets says the next offset is ${resumeAt}, but the log ends at ${logEnd}: the topic was deleted and re-created, or its log truncated`
+        : `oncely.offsets says the next offset is ${resumeAt}, but the log starts at ${logStart}: messages were deleted before they were processed`;
+    const message =
+      `Partition ${topic}/${partition} paused: ${explanation}. Nothing was skipped. ` +
+      `Check with \`oncely offsets show --group ${config.groupId} --topic ${topic}\`, then move both offsets with ` +
+      `\`oncely offsets reset --group ${config.groupId} --topic ${topic} --partitions ${partition} --to <offset|earliest|latest>\` ` +
+      'while the group is stopped, and start the consumer again.';
+    const error = describeError(
+      new OncelyError('ONCELY_OFFSETS_MISMATCH', message, {
+        context: {
+          topic,
+          partition,
+          resumeOffset: resumeAt.toString(),
+          logStartOffset: logStart.toString(),
+          logEndOffset: logEnd.toString(),
+        },
+      }),
+    );
+    config.logger.error(
+      {
+        topic,
+        partition,
+        resumeOffset: resumeAt.toString(),
+        logStartOffset: logStart.toString(),
+        logEndOffset: logEnd.toString(),
+        problem,
+      },
+      message,
+    );
+    runner?.pause(topic, partition);
+    pausedPartitions.set(partitionKey(topic, partition), {
+      topic,
+      partition,
+      offset: resumeAt.toString(),
+      messageId: null,
+      reason: 'offsets-mismatch',
+      error,
+      pausedAt: new Date(),
+    });
+    events.emit('partition:offsets-mismatch', () => ({
+      groupId: config.groupId,
+      topic,
+      partition,
+      resumeOffset: resumeAt.toString(),
+      logStartOffset: logStart.toString(),
+      logEndOffset: logEnd.toString(),
+      problem,
+    }));
   };
 
   /** One record at a time, each in its own transaction. */
@@ -116,10 +205,10 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         control.transactions.expectMore(index < records.length - 1);
         const outcome = await processRecord(pipeline, handler, record, control);
         if (outcome.kind === 'abandoned') return;
-        if (outcome.kind === 'paused') {
+        if (outcome.kind === 'paused' || outcome.kind === 'unrecordable') {
           const { messageId, error, attempts } = outcome;
-          const at = { topic: record.topic, partition: record.partition, offset: record.offset };
-          pausePartition(batch, { ...at, messageId, error, pausedAt: new Date() }, attempts);
+          const reason = outcome.kind === 'paused' ? 'exhausted' : 'unrecordable';
+          pausePartition(record, { messageId, reason, error, attempts });
           return;
         }
         // The outcome (and the partition's next offset) is committed in PostgreSQL: Kafka may now
@@ -147,10 +236,10 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         // Called after each commit: the outcomes up to that offset are durable, so Kafka may pass them.
         const result = await processChunk(pipeline, handler, chunk, control, (offset) => batch.resolve(offset));
         if (result.kind === 'abandoned') return;
-        if (result.kind === 'paused') {
+        if (result.kind === 'paused' || result.kind === 'unrecordable') {
           const { record, messageId } = result.at;
-          const at = { topic: record.topic, partition: record.partition, offset: record.offset };
-          pausePartition(batch, { ...at, messageId, error: result.error, pausedAt: new Date() }, result.attempts);
+          const reason = result.kind === 'paused' ? 'exhausted' : 'unrecordable';
+          pausePartition(record, { messageId, reason, error: result.error, attempts: result.attempts });
           return;
         }
         await batch.heartbeat();
@@ -163,8 +252,13 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   const processBatch = async (batch: PartitionBatch): Promise<void> => {
     const handler = config.handlers.get(batch.topic);
     if (handler === undefined) return; // not subscribed by us; cannot happen with one subscription per handler
-    const resumeAt = await resumePoints.nextOffset(batch, pipeline);
-    if (resumeAt === undefined) return; // stopped while the database was unreachable
+    const start = await resumePoints.startOf(batch, pipeline);
+    if (start === undefined) return; // stopped while the database or the broker was unreachable
+    // Offsets that disagree with the log: paused, nothing processed (see offsetsMismatch).
+    if (start.mismatch !== undefined || pausedPartitions.has(partitionKey(batch.topic, batch.partition))) return;
+    // Fetched from where Kafka was before oncely moved the partition to its resume point: stale.
+    if (!batch.isActive() || (start.seekTo !== undefined && BigInt(batch.fetchedOffset) > start.seekTo)) return;
+    const resumeAt = start.resumeAt ?? 0n;
 
     // Below the resume point recorded in PostgreSQL: these records' outcomes committed before a
     // crash or rebalance lost Kafka's offset commit. Pass over them without claiming; resolving
@@ -203,10 +297,22 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         fromBeginning: config.fromBeginning,
         consumerConfig: config.consumerConfig,
         onBatch: processBatch,
-        onGroupJoin: (assignment) => {
-          // Ownership may have changed: read the resume points again for what is now ours.
+        onGroupJoin: (assigned) => {
+          // Ownership may have changed: read the resume points again for what is now ours, and
+          // forget the pauses of partitions that went elsewhere (their new owner decides afresh).
+          assignment = assigned;
           resumePoints.clear();
-          config.logger.info({ assignment }, 'joined the group');
+          for (const [key, paused] of pausedPartitions) {
+            if (!(assigned[paused.topic]?.includes(paused.partition) ?? false)) pausedPartitions.delete(key);
+          }
+          // kafkajs keeps a partition paused after it left and came back, and forgets every pause
+          // when the consumer is re-created: set the state anew, so an owned partition is either
+          // consumed or reported paused, never silently idle.
+          runner?.reconcilePauses(assigned, (topic, partition) => pausedPartitions.has(partitionKey(topic, partition)));
+          config.logger.info({ assignment: assigned }, 'joined the group');
+          // Check the offsets of what is now ours at once: a partition with nothing new to fetch
+          // must still be moved back to its resume point or stopped on a mismatch.
+          for (const topic of Object.keys(assigned)) resumePoints.check(topic, pipeline);
         },
         onCrash: (error, restart) => {
           config.logger.error({ err: error, restart }, 'the Kafka consumer crashed');
@@ -299,8 +405,10 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     }
     if (runner === undefined)
       throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
-    runner.resume(topic, partition);
     pausedPartitions.delete(key);
+    // After an offsets mismatch, read the offsets again: resuming checks them anew.
+    resumePoints.clear();
+    runner.resume(topic, partition);
     config.logger.info({ topic, partition }, 'partition resumed');
     events.emit('partition:resumed', () => ({ groupId: config.groupId, topic, partition }));
   };
@@ -315,42 +423,137 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   };
 }
 
+/** The recorded resume point disagrees with the log; see `partition:offsets-mismatch`. */
+interface OffsetsMismatch {
+  readonly resumeAt: bigint;
+  readonly logStart: bigint;
+  readonly logEnd: bigint;
+  readonly problem: 'ahead-of-log' | 'behind-log-start';
+}
+
+/** Where a partition starts in this group generation. */
+interface PartitionStart {
+  /** The next offset recorded in `oncely.offsets`; undefined when none is. */
+  readonly resumeAt: bigint | undefined;
+  /** Kafka had no committed offset (or an earlier one): the partition was moved to `resumeAt`. */
+  readonly seekTo?: bigint;
+  readonly mismatch?: OffsetsMismatch;
+}
+
+interface ResumeActions {
+  assigned(topic: string, partition: number): boolean;
+  seek(topic: string, partition: number, offset: string): void;
+  mismatch(topic: string, partition: number, found: OffsetsMismatch): void;
+}
+
 /**
- * Per partition, the next offset recorded in `oncely.offsets`, read once per group generation
- * (after each join) and per topic.
+ * Per partition, where to start: the next offset recorded in `oncely.offsets`, checked against
+ * the log's bounds and Kafka's committed offset, once per group generation (after each join) and
+ * per topic. Acts on what it finds for the partitions this member owns: moves a partition Kafka
+ * has no offset for back to its resume point (instead of the log's end, which would skip what was
+ * produced meanwhile), and stops one whose resume point is outside the log.
  */
 class ResumePoints {
   readonly #config: ResolvedConsumerConfig;
-  #byTopic = new Map<string, Promise<Map<number, bigint>>>();
+  readonly #actions: ResumeActions;
+  readonly #runner: () => KafkaRunner | undefined;
+  #byTopic = new Map<string, Promise<Map<number, PartitionStart>>>();
 
-  constructor(config: ResolvedConsumerConfig) {
+  constructor(config: ResolvedConsumerConfig, actions: ResumeActions, runner: () => KafkaRunner | undefined) {
     this.#config = config;
+    this.#actions = actions;
+    this.#runner = runner;
   }
 
   clear(): void {
     this.#byTopic = new Map();
   }
 
-  /** The resume point of the batch's partition (0 when none is recorded); undefined if stopped first. */
-  async nextOffset(batch: PartitionBatch, pipeline: PipelineContext): Promise<bigint | undefined> {
+  /** Starts reading a topic's starts now (after a join); problems are retried by the batches. */
+  check(topic: string, pipeline: PipelineContext): void {
+    this.#load(topic).catch((error: unknown) => {
+      pipeline.logger.warn(
+        { err: redactError(error), topic },
+        'could not check resume points yet; retrying with the next batch',
+      );
+    });
+  }
+
+  /** The batch's partition's start; undefined if the consumer stopped first. */
+  async startOf(batch: PartitionBatch, pipeline: PipelineContext): Promise<PartitionStart | undefined> {
     for (let failures = 1; ; failures++) {
-      let pending = this.#byTopic.get(batch.topic);
-      if (pending === undefined) {
-        pending = loadNextOffsets(this.#config.pool, this.#config.groupId, batch.topic);
-        this.#byTopic.set(batch.topic, pending);
-      }
       try {
-        return (await pending).get(batch.partition) ?? 0n;
+        return (await this.#load(batch.topic)).get(batch.partition) ?? { resumeAt: undefined };
       } catch (error) {
-        if (this.#byTopic.get(batch.topic) === pending) this.#byTopic.delete(batch.topic);
         const delayMs = backoffDelay(pipeline.retry, failures);
-        pipeline.logger.warn({ err: error, topic: batch.topic, delayMs }, 'could not read resume points; retrying');
+        pipeline.logger.warn(
+          { err: redactError(error), topic: batch.topic, delayMs },
+          'could not read resume points; retrying',
+        );
         if (!batch.isActive()) return undefined;
         await batch.heartbeat();
         await new Promise((resolve) => setTimeout(resolve, delayMs));
       }
     }
   }
+
+  #load(topic: string): Promise<Map<number, PartitionStart>> {
+    let pending = this.#byTopic.get(topic);
+    if (pending === undefined) {
+      pending = this.#read(topic);
+      this.#byTopic.set(topic, pending);
+      // A failed read is not kept: the next batch reads again.
+      pending.catch(() => {
+        if (this.#byTopic.get(topic) === pending) this.#byTopic.delete(topic);
+      });
+    }
+    return pending;
+  }
+
+  async #read(topic: string): Promise<Map<number, PartitionStart>> {
+    const runner = this.#runner();
+    // PostgreSQL first, the log after: the log's end only grows, so a resume point committed
+    // before this read can never look ahead of the end read after it.
+    const resumePoints = await loadNextOffsets(this.#config.pool, this.#config.groupId, topic);
+    const [bounds, committed] =
+      runner === undefined || resumePoints.size === 0
+        ? [new Map<number, { start: bigint; end: bigint }>(), new Map<number, bigint>()]
+        : await Promise.all([runner.logBounds(topic), runner.committedOffsets(topic)]);
+    const starts = new Map<number, PartitionStart>();
+    for (const [partition, resumeAt] of resumePoints) {
+      const start = decideStart(resumeAt, bounds.get(partition), committed.get(partition));
+      starts.set(partition, start);
+      if (!this.#actions.assigned(topic, partition)) continue;
+      if (start.mismatch !== undefined) this.#actions.mismatch(topic, partition, start.mismatch);
+      else if (start.seekTo !== undefined) this.#actions.seek(topic, partition, start.seekTo.toString());
+    }
+    return starts;
+  }
+}
+
+/**
+ * Where a partition with a recorded resume point starts. Kafka's committed offset wins when it is
+ * later (an operator moved it on purpose); a resume point past the log's end, or a start before the
+ * log's beginning, is a mismatch; no committed offset (or an earlier one) means: move to the resume point.
+ */
+export function decideStart(
+  resumeAt: bigint,
+  bounds: { readonly start: bigint; readonly end: bigint } | undefined,
+  committed: bigint | undefined,
+): PartitionStart {
+  if (bounds === undefined) return { resumeAt };
+  const effective = committed !== undefined && committed > resumeAt ? committed : resumeAt;
+  if (resumeAt > bounds.end) {
+    return { resumeAt, mismatch: { resumeAt, logStart: bounds.start, logEnd: bounds.end, problem: 'ahead-of-log' } };
+  }
+  if (effective < bounds.start) {
+    return {
+      resumeAt,
+      mismatch: { resumeAt, logStart: bounds.start, logEnd: bounds.end, problem: 'behind-log-start' },
+    };
+  }
+  if (committed === undefined || committed < resumeAt) return { resumeAt, seekTo: resumeAt };
+  return { resumeAt };
 }
 
 async function assertMigrated(config: ResolvedConsumerConfig): Promise<void> {

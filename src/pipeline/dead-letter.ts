@@ -19,6 +19,26 @@ export interface DeadLetterInput {
   readonly reason: DeadLetterReason;
   readonly error: StoredError;
   readonly attempts: number;
+  /** Store no headers: the fallback when the full dead letter could not be stored. */
+  readonly withoutHeaders?: boolean;
+}
+
+/**
+ * The same dead letter, cut to what can always be stored: the record's key and value (bytes), no
+ * headers, and the error's name, code and message only. Used when the database refused the full one.
+ */
+export function minimalLetter(letter: DeadLetterInput): DeadLetterInput {
+  const { name, message, code } = letter.error;
+  return {
+    ...letter,
+    withoutHeaders: true,
+    error: {
+      name,
+      message,
+      ...(code === undefined ? {} : { code }),
+      stored: 'shortened: the full error or the headers could not be stored',
+    },
+  };
 }
 
 /**
@@ -26,12 +46,15 @@ export interface DeadLetterInput {
  * transaction that records the outcome, before its COMMIT. A publish that fails rolls the dead
  * letter back and the whole outcome is recorded again: the topic gets every dead letter at least
  * once, and never one whose outcome was not recorded.
+ *
+ * Returns false when this record (same group and coordinates) was dead-lettered before: a
+ * redelivery or replay of an outcome already recorded, to be reported as a duplicate, not a new alert.
  */
 export async function recordDeadLetter(
   target: DeadLetterTarget,
   t: OpenTransaction,
   letter: DeadLetterInput,
-): Promise<void> {
+): Promise<boolean> {
   const { record } = letter;
   const inserted = await insertDeadLetter(t.client, {
     groupId: target.groupId,
@@ -41,15 +64,16 @@ export async function recordDeadLetter(
     messageId: letter.messageId,
     key: record.key,
     value: record.value,
-    headers: storeHeaders(record.headers),
+    headers: letter.withoutHeaders === true ? [] : storeHeaders(record.headers),
     reason: letter.reason,
     error: letter.error,
     attempts: letter.attempts,
     recordTimestamp: new Date(Number(record.timestamp)),
   });
   // Already stored for this record (a redelivery after a lost offset commit): published then too.
-  if (inserted === undefined) return;
+  if (inserted === undefined) return false;
   await target.deadLetterTopic?.publish({ ...letter, groupId: target.groupId });
+  return true;
 }
 
 /**
@@ -68,13 +92,16 @@ export async function claimAndDeadLetter(
   return claimed;
 }
 
-/** Dead-letters a record that has no valid id to claim; its partition offset moves on with it. */
+/**
+ * Dead-letters a record that has no valid id to claim; its partition offset moves on with it.
+ * False when the record's dead letter was stored before (see {@link recordDeadLetter}).
+ */
 export async function deadLetterUnclaimable(
   target: DeadLetterTarget,
   t: OpenTransaction,
   nextOffset: string,
   letter: DeadLetterInput,
-): Promise<void> {
+): Promise<boolean> {
   const { record } = letter;
   await recordOffset(t.client, {
     groupId: target.groupId,
@@ -82,7 +109,7 @@ export async function deadLetterUnclaimable(
     partition: record.partition,
     nextOffset,
   });
-  await recordDeadLetter(target, t, letter);
+  return recordDeadLetter(target, t, letter);
 }
 
 /** Headers as stored with a dead letter: text when it is clean UTF-8, base64 otherwise. Lossless. */
@@ -100,10 +127,15 @@ export function storeHeaders(headers: RecordHeaders): StoredHeader[] {
         text = undefined;
       }
       // jsonb cannot hold NUL: such values go as base64 too.
-      stored.push(
+      const header: StoredHeader =
         text === undefined || text.includes('\u0000')
           ? { key, value: bytes.toString('base64'), encoding: 'base64' }
-          : { key, value: text, encoding: 'utf8' },
+          : { key, value: text, encoding: 'utf8' };
+      // Nor can a key hold NUL (kafkajs decodes header names as text, so NUL is the one hazard).
+      stored.push(
+        key.includes('\u0000')
+          ? { ...header, key: Buffer.from(key).toString('base64'), keyEncoding: 'base64' }
+          : header,
       );
     }
   }
@@ -113,7 +145,8 @@ export function storeHeaders(headers: RecordHeaders): StoredHeader[] {
 /** The inverse of {@link storeHeaders}: the record's headers as bytes, repeated ones as arrays. */
 export function restoreHeaders(stored: readonly StoredHeader[]): Record<string, Buffer | Buffer[]> {
   const headers: Record<string, Buffer | Buffer[]> = {};
-  for (const { key, value, encoding } of stored) {
+  for (const { key: storedKey, keyEncoding, value, encoding } of stored) {
+    const key = keyEncoding === 'base64' ? Buffer.from(storedKey, 'base64').toString('utf8') : storedKey;
     const bytes = Buffer.from(value, encoding === 'base64' ? 'base64' : 'utf8');
     const existing = headers[key];
     headers[key] = existing === undefined ? bytes : Array.isArray(existing) ? [...existing, bytes] : [existing, bytes];

@@ -25,11 +25,32 @@ export function decode(handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
   try {
     value = handler.decode !== undefined ? handler.decode(info.value, info) : decodeJson(info.value);
   } catch (error) {
-    return { ok: false, error };
+    // A decoder that throws has judged the bytes: deterministic, never retried.
+    return {
+      ok: false,
+      error:
+        error instanceof Error
+          ? error
+          : new OncelyError('ONCELY_INVALID_PAYLOAD', 'The decoder threw a non-error value.', { cause: error }),
+    };
   }
   if (handler.schema === undefined) return { ok: true, event: value };
-  const parsed = handler.schema.safeParse(value);
-  return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
+  try {
+    const parsed = handler.schema.safeParse(value);
+    return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
+  } catch (error) {
+    // safeParse throws what a transform or refine throws (`z.string().transform(BigInt)` on "abc"):
+    // the schema's verdict on this payload, as deterministic as a failed check. Never an outage.
+    return {
+      ok: false,
+      error: new OncelyError(
+        'ONCELY_INVALID_PAYLOAD',
+        `The handler's schema threw while validating the message (${errorName(error)}): a transform or refine that throws ` +
+          'rejects the payload. Return z.NEVER after ctx.addIssue() in the transform to report it as a validation issue instead.',
+        { cause: error },
+      ),
+    };
+  }
 }
 
 function decodeJson(value: Buffer | null): unknown {
@@ -58,4 +79,8 @@ function decodeJson(value: Buffer | null): unknown {
       `The message value is not valid JSON${position === undefined ? '' : ` (syntax error at position ${position})`}.`,
     );
   }
+}
+
+function errorName(error: unknown): string {
+  return error instanceof Error ? error.name : typeof error;
 }

@@ -10,7 +10,8 @@ const MAX_CAUSES = 5;
  * to 8 KB, validation issues, database error fields and the chain of causes. NUL characters are
  * dropped because PostgreSQL's jsonb cannot hold them.
  */
-export function describeError(error: unknown): StoredError {
+export function describeError(raw: unknown): StoredError {
+  const error = redactError(raw);
   if (!(error instanceof Error)) {
     return { name: 'NonError', message: clean(safeString(error)) };
   }
@@ -22,7 +23,8 @@ export function describeError(error: unknown): StoredError {
   if (isOncelyError(error) && Object.keys(error.context).length > 0) {
     record.context = cleanJson(error.context);
   }
-  for (const field of ['detail', 'hint', 'constraint', 'table', 'column'] as const) {
+  // Not `detail`: PostgreSQL puts the offending values there ("Key (card)=(4111…) already exists").
+  for (const field of ['hint', 'constraint', 'table', 'column'] as const) {
     const value = (error as unknown as Record<string, unknown>)[field];
     if (typeof value === 'string') record[field] = clean(value);
   }
@@ -46,8 +48,39 @@ export function cutBytes(text: string, maxBytes: number): string {
   return bytes.subarray(0, end).toString('utf8');
 }
 
-function clean(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '') : text;
+/** Text jsonb can hold: lone surrogates become U+FFFD, NUL characters are dropped. */
+export function clean(text: string): string {
+  const wellFormed = text.isWellFormed() ? text : text.toWellFormed();
+  return wellFormed.includes('\u0000') ? wellFormed.replaceAll('\u0000', '') : wellFormed;
+}
+
+/** Fields of driver errors that carry the query's values: payment data that must not be logged or stored. */
+const VALUE_FIELDS = new Set(['params', 'parameters', 'values', 'detail', 'where']);
+/** drizzle's DrizzleQueryError message (and so its stack) ends its first lines with `params: <values>`. */
+const PARAMS_TEXT = /\nparams: [\s\S]*?(?=\n\s+at |$)/;
+
+/**
+ * The error without the values of the query that failed: drizzle's `DrizzleQueryError` lists the
+ * parameters in its message and stack, pg's errors in `detail`. Everything oncely logs or stores
+ * goes through here. Returns the error itself when there is nothing to remove.
+ */
+export function redactError(error: unknown, depth = 0): unknown {
+  if (!(error instanceof Error) || depth > MAX_CAUSES || !needsRedaction(error, depth)) return error;
+  const copy = new Error(error.message.replace(PARAMS_TEXT, ''));
+  copy.name = error.name;
+  if (error.stack !== undefined) copy.stack = error.stack.replace(PARAMS_TEXT, '');
+  for (const [key, value] of Object.entries(error)) {
+    if (!VALUE_FIELDS.has(key) && key !== 'cause') (copy as unknown as Record<string, unknown>)[key] = value;
+  }
+  if (error.cause !== undefined) copy.cause = redactError(error.cause, depth + 1);
+  return copy;
+}
+
+function needsRedaction(error: unknown, depth: number): boolean {
+  for (let current = error; current instanceof Error && depth <= MAX_CAUSES; current = current.cause, depth++) {
+    if (Object.keys(current).some((key) => VALUE_FIELDS.has(key)) || PARAMS_TEXT.test(current.message)) return true;
+  }
+  return false;
 }
 
 /** A JSON-safe deep copy with NUL characters removed from every string. */

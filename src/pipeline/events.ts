@@ -13,6 +13,9 @@ export interface MessageCoordinates {
 
 export type DuplicateClass = 'redelivery' | 'republish';
 
+/** Why a partition stopped at a message. */
+export type PauseReason = 'exhausted' | 'unrecordable' | 'offsets-mismatch';
+
 export interface ConsumerEvents {
   /** The handler's writes committed together with the inbox row. */
   'message:processed': MessageCoordinates & { readonly attempts: number; readonly durationMs: number };
@@ -29,17 +32,55 @@ export interface ConsumerEvents {
   };
   /** A tombstone was recorded and skipped (the handler's `tombstone: 'skip'`). */
   'message:skipped': MessageCoordinates & { readonly reason: 'tombstone' };
-  /** A handler attempt failed and will be retried after `delayMs`. */
+  /**
+   * Per-message mode: a handler attempt failed and will be retried after `delayMs`. Batch mode
+   * emits `chunk:retrying` instead (an attempt covers a chunk, not a message).
+   */
   'message:retrying': MessageCoordinates & {
     readonly attempt: number;
     readonly delayMs: number;
     readonly error: unknown;
   };
+  /** Batch mode: an attempt at a chunk of one partition's messages failed and will be retried. */
+  'chunk:retrying': {
+    readonly groupId: string;
+    readonly topic: string;
+    readonly partition: number;
+    readonly firstOffset: string;
+    readonly lastOffset: string;
+    readonly size: number;
+    readonly attempt: number;
+    readonly delayMs: number;
+    readonly error: unknown;
+  };
   /**
-   * With `onExhausted: 'pause'`, a message ran out of attempts: its partition stopped at it and
-   * waits for `consumer.resume(topic, partition)`. Nothing was recorded for the message.
+   * A partition stopped at a message and waits for `consumer.resume(topic, partition)`. Nothing
+   * was recorded for the message. `reason`: `exhausted` (its attempts ran out with
+   * `onExhausted: 'pause'`) or `unrecordable` (not even its dead letter could be stored).
    */
-  'partition:paused': MessageCoordinates & { readonly error: StoredError; readonly attempts: number };
+  'partition:paused': MessageCoordinates & {
+    readonly reason: PauseReason;
+    readonly error: StoredError;
+    readonly attempts: number;
+  };
+  /**
+   * The partition's resume point in `oncely.offsets` disagrees with the log: above its end (the
+   * topic was deleted and re-created, or the log truncated) or below its start (messages were
+   * deleted before they were processed). The partition is paused instead of skipping anything;
+   * see `oncely offsets show` and `oncely offsets reset`.
+   */
+  'partition:offsets-mismatch': {
+    readonly groupId: string;
+    readonly topic: string;
+    readonly partition: number;
+    /** The next offset recorded in `oncely.offsets`. */
+    readonly resumeOffset: string;
+    /** The first offset the log still holds. */
+    readonly logStartOffset: string;
+    /** The offset the next message written to the log gets. */
+    readonly logEndOffset: string;
+    readonly problem: 'ahead-of-log' | 'behind-log-start';
+  };
   /** A paused partition was resumed; its message is retried from attempt 1. */
   'partition:resumed': { readonly groupId: string; readonly topic: string; readonly partition: number };
   /** The Kafka consumer crashed; `restart` tells whether it restarts on its own. */

@@ -9,13 +9,13 @@ import { OncelyError } from '../errors.js';
 import type { InboxEntry } from '../inbox/claims.js';
 import type { TransactionBinder } from '../inbox/database.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
-import type { OpenTransaction, Transactions } from '../inbox/transaction.js';
+import { ConnectionLostError, type OpenTransaction, type Transactions } from '../inbox/transaction.js';
 import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { recordDeadLetter } from './dead-letter.js';
-import { describeError } from './error-record.js';
+import { describeError, redactError } from './error-record.js';
 import type { DuplicateClass, EventHub, MessageCoordinates } from './events.js';
-import { backoffDelay, classifyFailure, type FailureKind, type RetryPolicy } from './retry.js';
+import { backoffDelay, classifyFailure, type FailureKind, MAX_CONTENTION_RETRIES, type RetryPolicy } from './retry.js';
 
 /** What the pipeline needs from the consumer around it. */
 export interface PipelineContext {
@@ -35,6 +35,8 @@ export interface PipelineContext {
   /** When a handler's attempts run out: dead-letter the message, or pause its partition. */
   readonly onExhausted: 'dead-letter' | 'pause';
   readonly deadLetterTopic: DeadLetterTopic | undefined;
+  /** Cancels the statement a timed-out handler still runs, from another connection. */
+  readonly cancelBackend?: ((backendPid: number) => Promise<void>) | undefined;
 }
 
 /** The partition's levers the pipeline uses while a record is in flight. */
@@ -58,62 +60,119 @@ export type Outcome =
     }
   /** Attempts ran out with `onExhausted: 'pause'`: nothing recorded; the partition must pause here. */
   | { readonly kind: 'paused'; readonly messageId: string; readonly error: StoredError; readonly attempts: number }
+  /**
+   * Not even a dead letter of the record could be stored (a database that refuses it): nothing
+   * recorded; the partition must stop here with an alert rather than skip the record.
+   */
+  | {
+      readonly kind: 'unrecordable';
+      readonly messageId: string | null;
+      readonly error: StoredError;
+      readonly attempts: number;
+    }
   /** The consumer stopped (or lost the partition) before an outcome was recorded: redelivered later. */
   | { readonly kind: 'abandoned' };
 
-/** A failure of the user's handler, with the transaction it happened in (to ask about the connection). */
+/** A failure of the user's handler (as opposed to one of oncely's own statements). */
 export class HandlerFailure extends Error {
-  constructor(
-    readonly error: unknown,
-    readonly transaction: OpenTransaction,
-  ) {
+  constructor(readonly error: unknown) {
     super('the handler failed', { cause: error });
   }
 }
 
 /**
- * What made an attempt fail (unwrapped from {@link HandlerFailure}) and how to treat it: a failure
- * inside the handler on a connection that died is the database's, not the message's.
+ * What made an attempt fail (unwrapped from {@link HandlerFailure} and {@link ConnectionLostError})
+ * and how to treat it: any failure on a connection that died is the database's, not the message's.
  */
 export function classifyAttemptFailure(failure: unknown): { readonly error: unknown; readonly kind: FailureKind } {
-  const handlerFailure = failure instanceof HandlerFailure ? failure : undefined;
-  const error = handlerFailure !== undefined ? handlerFailure.error : failure;
-  const kind = classifyFailure({
-    error,
-    inHandler: handlerFailure !== undefined,
-    connectionLost: handlerFailure?.transaction.connectionLost() ?? false,
-  });
+  const connectionLost = failure instanceof ConnectionLostError;
+  const inner = connectionLost ? failure.cause : failure;
+  const handlerFailure = inner instanceof HandlerFailure ? inner : undefined;
+  const error = handlerFailure !== undefined ? handlerFailure.error : inner;
+  const kind = classifyFailure({ error, inHandler: handlerFailure !== undefined, connectionLost });
   return { error, kind };
 }
 
 /**
- * `SET LOCAL statement_timeout` with the handler timeout: a handler stuck in the database is cut
- * off by PostgreSQL at the same moment the JavaScript timer gives up on it, so the ROLLBACK that
- * follows is not queued behind a query that never ends.
+ * Counts an attempt's failures by kind and says how long to wait before the next try, or that
+ * the message's attempts are used up. Outages never use up attempts; contention does only past
+ * {@link MAX_CONTENTION_RETRIES}, so a handler that deadlocks with itself still ends.
  */
-export function transactionSettings(pipeline: PipelineContext): { statementTimeoutMs?: number } {
-  return pipeline.handlerTimeoutMs > 0 ? { statementTimeoutMs: pipeline.handlerTimeoutMs } : {};
+export class FailureBudget {
+  #outages = 0;
+  #contention = 0;
+  attempts = 0;
+
+  constructor(
+    private readonly policy: RetryPolicy,
+    private readonly attemptBudget: number = policy.attempts,
+  ) {}
+
+  /** `retry` with a delay (and whether an attempt was used), or `exhausted`. */
+  next(
+    kind: FailureKind,
+  ): { readonly retry: true; readonly delayMs: number; readonly counted: boolean } | { readonly retry: false } {
+    if (kind === 'transient') {
+      this.#outages += 1;
+      return { retry: true, delayMs: backoffDelay(this.policy, this.#outages), counted: false };
+    }
+    if (kind === 'contention' && this.#contention < MAX_CONTENTION_RETRIES) {
+      this.#contention += 1;
+      return { retry: true, delayMs: backoffDelay(this.policy, Math.min(this.#contention, 4)), counted: false };
+    }
+    this.attempts += 1;
+    if (kind === 'non_retriable' || this.attempts >= this.attemptBudget) return { retry: false };
+    return { retry: true, delayMs: backoffDelay(this.policy, this.attempts), counted: true };
+  }
 }
 
 /**
- * Runs an oncely-only transaction (dead-lettering) until it commits. Its statements cannot fail
- * because of the message, so every failure is the database's (or the dead-letter topic's): wait
- * and retry, for as long as the partition is ours. Giving up would lose the record's outcome.
+ * Runs an oncely-only transaction (dead-lettering) until it commits. An outage is waited out for
+ * as long as the partition is ours: giving up would lose the record's outcome. Any other failure
+ * is retried per the policy, then `fallback` (a smaller record of the same outcome) is tried the
+ * same way; if that cannot be stored either, the partition stops here with `unrecordable`, an
+ * alert — never a skip, never an endless loop.
  */
 export async function untilCommitted(
   pipeline: PipelineContext,
   control: PartitionControl,
   where: MessageCoordinates,
   work: (t: OpenTransaction) => Promise<Outcome>,
+  fallback?: (t: OpenTransaction) => Promise<Outcome>,
 ): Promise<Outcome> {
-  for (let failures = 1; ; failures++) {
+  let budget = new FailureBudget(pipeline.retry);
+  for (;;) {
+    let failure: unknown;
     try {
       return await control.transactions.run(work);
-    } catch (error) {
-      const delayMs = backoffDelay(pipeline.retry, failures);
-      pipeline.logger.warn({ ...where, err: error, delayMs }, 'could not record the outcome; retrying');
-      if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
+    } catch (caught) {
+      failure = caught;
     }
+    const { error, kind } = classifyAttemptFailure(failure);
+    const next = budget.next(kind);
+    if (!next.retry) {
+      if (fallback !== undefined) {
+        pipeline.logger.error(
+          { ...where, err: redactError(error) },
+          'the outcome could not be stored as it is; storing it without headers and with a shortened error',
+        );
+        work = fallback;
+        fallback = undefined;
+        budget = new FailureBudget(pipeline.retry);
+        continue;
+      }
+      const stored = describeError(error);
+      pipeline.logger.error(
+        { ...where, err: redactError(error) },
+        'the outcome of this message cannot be stored; stopping the partition here instead of skipping it',
+      );
+      return { kind: 'unrecordable', messageId: where.messageId, error: stored, attempts: budget.attempts };
+    }
+    pipeline.logger.warn(
+      { ...where, err: redactError(error), delayMs: next.delayMs },
+      'could not record the outcome; retrying',
+    );
+    if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
   }
 }
 
@@ -133,8 +192,23 @@ export async function resolveDuplicate(
   const duplicateClass = classifyDuplicate(record, payloadHash, existing);
   if (duplicateClass !== 'key_reuse') return { kind: 'duplicate', duplicateClass, original: existing };
   const error = keyReuseError(messageId, payloadHash, existing);
-  await recordDeadLetter(pipeline, t, { record, messageId, reason: 'key_reuse', error, attempts: 0 });
-  return { kind: 'dead_lettered', reason: 'key_reuse', error, attempts: 0 };
+  const stored = await recordDeadLetter(pipeline, t, { record, messageId, reason: 'key_reuse', error, attempts: 0 });
+  return stored
+    ? { kind: 'dead_lettered', reason: 'key_reuse', error, attempts: 0 }
+    : deadLetteredBefore(record, payloadHash);
+}
+
+/**
+ * The record's own dead letter was stored before (it was replayed or redelivered): the outcome is
+ * already recorded, so this is a duplicate of it — a redelivery — and not a second alert.
+ */
+export function deadLetteredBefore(record: ConsumedRecord, payloadHash: Buffer): Outcome {
+  const { topic, partition, offset } = record;
+  return {
+    kind: 'duplicate',
+    duplicateClass: 'redelivery',
+    original: { topic, partition, offset, payloadHash, status: 'dead_lettered' },
+  };
 }
 
 /** The error stored with a key-reuse dead letter: both fingerprints and where the id was first seen. */
@@ -234,6 +308,8 @@ export function announce(
         'attempts exhausted; pausing the partition until resume()',
       );
       return;
+    case 'unrecordable':
+      return; // logged where it was decided, with the database's error
     case 'abandoned':
       logger.info(
         { ...where, outcome: 'abandoned' },

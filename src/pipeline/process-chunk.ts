@@ -5,11 +5,13 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { recordDeadLetter } from './dead-letter.js';
-import { describeError } from './error-record.js';
+import { describeError, redactError } from './error-record.js';
 import type { BatchEvent, BatchHandlerDefinition } from './handler.js';
 import {
   announce,
   classifyAttemptFailure,
+  deadLetteredBefore,
+  FailureBudget,
   HandlerFailure,
   type Outcome,
   type PartitionControl,
@@ -18,8 +20,7 @@ import {
   waitHeartbeating,
 } from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { claimFor, deadLetter } from './process-record.js';
-import { backoffDelay } from './retry.js';
+import { deadLetter } from './process-record.js';
 import { batchContext, runBounded } from './run-handler.js';
 
 export type ChunkResult =
@@ -27,7 +28,14 @@ export type ChunkResult =
   /** Stopped (or lost the partition) first: the records after the last committed one are redelivered. */
   | { readonly kind: 'abandoned' }
   /** `onExhausted: 'pause'`: the partition must stop at this record. */
-  | { readonly kind: 'paused'; readonly at: PreparedRecord; readonly error: StoredError; readonly attempts: number };
+  | { readonly kind: 'paused'; readonly at: PreparedRecord; readonly error: StoredError; readonly attempts: number }
+  /** Not even the record's dead letter could be stored: the partition must stop at it, with an alert. */
+  | {
+      readonly kind: 'unrecordable';
+      readonly at: PreparedRecord;
+      readonly error: StoredError;
+      readonly attempts: number;
+    };
 
 /**
  * Takes a chunk of one partition's records (in offset order) to their recorded outcomes with as
@@ -61,10 +69,9 @@ async function runChunk(
 ): Promise<ChunkResult> {
   const last = chunk.at(-1);
   if (last === undefined) return { kind: 'done' };
-  let attempts = 0;
-  let transientFailures = 0;
+  const budget = new FailureBudget(pipeline.retry, attemptBudget);
   for (;;) {
-    const attempt = attempts + 1;
+    const attempt = budget.attempts + 1;
     const started = performance.now();
     let failure: unknown;
     try {
@@ -85,27 +92,38 @@ async function runChunk(
     }
 
     const { error, kind } = classifyAttemptFailure(failure);
-    const where = { ...last.where, chunk: chunk.length, firstOffset: chunk[0]?.record.offset };
-    if (kind === 'transient') {
-      // The database failed, not the chunk: nothing of the attempt remains. Retry it whole.
-      transientFailures += 1;
-      const delayMs = backoffDelay(pipeline.retry, transientFailures);
-      pipeline.logger.warn({ ...where, err: error, delayMs }, 'database unavailable; retrying the chunk');
-      if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
-      continue;
-    }
-    attempts = attempt;
-    if (kind === 'non_retriable' || attempts >= attemptBudget) {
+    const first = chunk[0] ?? last;
+    const where = { ...last.where, chunk: chunk.length, firstOffset: first.record.offset };
+    const next = budget.next(kind);
+    if (!next.retry) {
       if (chunk.length > 1) return bisect(pipeline, handler, chunk, control, committed, where, error);
-      return exhausted(pipeline, chunk[0] ?? last, control, committed, describeError(error), attempts);
+      return exhausted(pipeline, first, control, committed, describeError(error), budget.attempts);
     }
-    const delayMs = backoffDelay(pipeline.retry, attempts);
-    pipeline.logger.warn(
-      { ...where, err: error, attempt: attempts, delayMs },
-      'batch handler failed; retrying the chunk',
-    );
+    if (next.counted) {
+      pipeline.logger.warn(
+        { ...where, err: redactError(error), attempt: budget.attempts, delayMs: next.delayMs },
+        'batch handler failed; retrying the chunk',
+      );
+      pipeline.events.emit('chunk:retrying', () => ({
+        groupId: pipeline.groupId,
+        topic: first.record.topic,
+        partition: first.record.partition,
+        firstOffset: first.record.offset,
+        lastOffset: last.record.offset,
+        size: chunk.length,
+        attempt: budget.attempts,
+        delayMs: next.delayMs,
+        error,
+      }));
+    } else {
+      // The database failed (or lost a race), not the chunk: nothing of the attempt remains.
+      pipeline.logger.warn(
+        { ...where, err: redactError(error), delayMs: next.delayMs, failure: kind },
+        kind === 'transient' ? 'database unavailable; retrying the chunk' : 'transaction conflict; retrying the chunk',
+      );
+    }
     // Waiting heartbeats the group, so the member keeps its partitions while it backs off.
-    if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
+    if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
   }
 }
 
@@ -143,15 +161,20 @@ async function exhausted(
   attempts: number,
 ): Promise<ChunkResult> {
   const messageId = prepared.messageId;
-  if (messageId === null) throw new Error('a record without an id never reaches the handler');
-  if (pipeline.onExhausted === 'pause') {
+  if (pipeline.onExhausted === 'pause' && messageId !== null) {
     announce(pipeline, prepared.where, { kind: 'paused', messageId, error, attempts }, 0, prepared.record);
     return { kind: 'paused', at: prepared, error, attempts };
   }
   const started = performance.now();
-  const claim = claimFor(pipeline, prepared, messageId);
-  const outcome = await deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', error, attempts);
+  // A record without an id fails alone only when storing its own dead letter failed: try once more
+  // on its own, the same way, with the fallback.
+  const reason = messageId === null ? 'invalid_message_id' : 'handler_failed';
+  const outcome = await deadLetter(pipeline, control, prepared, reason, error, attempts);
   if (outcome.kind === 'abandoned') return { kind: 'abandoned' };
+  if (outcome.kind === 'unrecordable') {
+    announce(pipeline, prepared.where, outcome, performance.now() - started, prepared.record);
+    return { kind: 'unrecordable', at: prepared, error: outcome.error, attempts };
+  }
   // The dead letter and the partition's next offset committed together.
   committed(prepared.record.offset);
   announce(pipeline, prepared.where, outcome, performance.now() - started, prepared.record);
@@ -205,14 +228,18 @@ async function chunkTransaction(
     const { record, messageId } = p;
     if (messageId === null) {
       const error = p.verdict.kind === 'unclaimable' ? p.verdict.error : describeError(new Error('invalid message id'));
-      await recordDeadLetter(pipeline, t, {
+      const stored = await recordDeadLetter(pipeline, t, {
         record,
         messageId: null,
         reason: 'invalid_message_id',
         error,
         attempts: 0,
       });
-      outcomes.push({ kind: 'dead_lettered', reason: 'invalid_message_id', error, attempts: 0 });
+      outcomes.push(
+        stored
+          ? { kind: 'dead_lettered', reason: 'invalid_message_id', error, attempts: 0 }
+          : deadLetteredBefore(record, p.payloadHash),
+      );
       continue;
     }
     const row = claimed.get(record.offset);
@@ -250,11 +277,16 @@ async function chunkTransaction(
   if (events.length > 0) {
     try {
       await runBounded(
-        { transaction: t, timeoutMs: pipeline.handlerTimeoutMs, heartbeat: () => control.heartbeat() },
+        {
+          transaction: t,
+          timeoutMs: pipeline.handlerTimeoutMs,
+          heartbeat: () => control.heartbeat(),
+          cancel: pipeline.cancelBackend,
+        },
         (signal) => handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal)),
       );
     } catch (error) {
-      throw new HandlerFailure(error, t);
+      throw new HandlerFailure(error);
     }
   }
   return outcomes;

@@ -3,12 +3,21 @@ import { performance } from 'node:perf_hooks';
 import { claimMessage, type ClaimRequest, reclassifyClaims } from '../inbox/claims.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
-import { claimAndDeadLetter, deadLetterUnclaimable, recordDeadLetter } from './dead-letter.js';
-import { describeError } from './error-record.js';
+import type { OpenTransaction } from '../inbox/transaction.js';
+import {
+  claimAndDeadLetter,
+  type DeadLetterInput,
+  deadLetterUnclaimable,
+  minimalLetter,
+  recordDeadLetter,
+} from './dead-letter.js';
+import { describeError, redactError } from './error-record.js';
 import type { HandlerContext, HandlerDefinition } from './handler.js';
 import {
   announce,
   classifyAttemptFailure,
+  deadLetteredBefore,
+  FailureBudget,
   HandlerFailure,
   type Outcome,
   type PartitionControl,
@@ -18,7 +27,6 @@ import {
   waitHeartbeating,
 } from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { backoffDelay } from './retry.js';
 import { messageContext, runBounded } from './run-handler.js';
 
 /**
@@ -54,29 +62,19 @@ async function recordOutcome(
     // coordinates) is the recorded outcome, committed with the partition's next offset.
     const verdict = prepared.verdict;
     const error = verdict.kind === 'unclaimable' ? verdict.error : describeError(new Error('invalid message id'));
-    return untilCommitted(pipeline, control, where, async (t) => {
-      await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, {
-        record,
-        messageId: null,
-        reason: 'invalid_message_id',
-        error,
-        attempts: 0,
-      });
-      return { kind: 'dead_lettered', reason: 'invalid_message_id', error, attempts: 0 };
-    });
+    return deadLetter(pipeline, control, prepared, 'invalid_message_id', error, 0);
   }
   const claim = claimFor(pipeline, prepared, messageId);
   if (prepared.decided && prepared.verdict.kind === 'invalid') {
     // Known invalid without a claim (oversize, or undecodable for messageId(event)): decoding and
     // validation are deterministic, retrying cannot make the payload valid.
-    return deadLetter(pipeline, control, prepared, messageId, claim, 'invalid_payload', prepared.verdict.error, 0);
+    return deadLetter(pipeline, control, prepared, 'invalid_payload', prepared.verdict.error, 0);
   }
   const skipping = prepared.decided && prepared.verdict.kind === 'skip';
 
-  let attempts = 0;
-  let transientFailures = 0;
+  const budget = new FailureBudget(pipeline.retry);
   for (;;) {
-    const attempt = attempts + 1;
+    const attempt = budget.attempts + 1;
     let failure: unknown;
     try {
       // Committed when this returns: the handler's writes, the inbox row and the partition's next
@@ -112,11 +110,17 @@ async function recordOutcome(
         if (apply === undefined) return { kind: 'skipped' };
         try {
           await runBounded(
-            { transaction: t, timeoutMs: pipeline.handlerTimeoutMs, heartbeat: () => control.heartbeat(), messageId },
+            {
+              transaction: t,
+              timeoutMs: pipeline.handlerTimeoutMs,
+              heartbeat: () => control.heartbeat(),
+              cancel: pipeline.cancelBackend,
+              messageId,
+            },
             (signal) => apply(messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal)),
           );
         } catch (error) {
-          throw new HandlerFailure(error, t);
+          throw new HandlerFailure(error);
         }
         return { kind: 'processed', attempts: attempt };
       });
@@ -125,33 +129,42 @@ async function recordOutcome(
     }
 
     const { error, kind } = classifyAttemptFailure(failure);
-    if (kind === 'transient') {
-      // The database failed, not the message: the transaction rolled back (or died with its
-      // connection), so nothing of this attempt remains. Retry without using up an attempt.
-      transientFailures += 1;
-      const delayMs = backoffDelay(pipeline.retry, transientFailures);
-      pipeline.logger.warn({ ...where, err: error, delayMs }, 'database unavailable; retrying the message');
-      if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
-      continue;
-    }
-    attempts = attempt;
-    if (kind === 'non_retriable' || attempts >= pipeline.retry.attempts) {
+    const next = budget.next(kind);
+    if (!next.retry) {
       const stored = describeError(error);
       if (pipeline.onExhausted === 'pause') {
         // Order matters more than progress here: record nothing, keep the offset where it is,
         // and let the partition wait for resume() (the message is then retried from attempt 1).
-        return { kind: 'paused', messageId, error: stored, attempts };
+        return { kind: 'paused', messageId, error: stored, attempts: budget.attempts };
       }
       // Out of attempts (or retrying cannot help): record the failure so the partition moves on.
       // The handler's writes were rolled back with each attempt; only the dead letter remains.
-      return deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', stored, attempts);
+      return deadLetter(pipeline, control, prepared, 'handler_failed', stored, budget.attempts);
     }
-    const delayMs = backoffDelay(pipeline.retry, attempts);
-    pipeline.logger.warn({ ...where, err: error, attempt: attempts, delayMs }, 'handler failed; retrying');
-    pipeline.events.emit('message:retrying', () => ({ ...where, attempt: attempts, delayMs, error }));
+    if (next.counted) {
+      pipeline.logger.warn(
+        { ...where, err: redactError(error), attempt: budget.attempts, delayMs: next.delayMs },
+        'handler failed; retrying',
+      );
+      pipeline.events.emit('message:retrying', () => ({
+        ...where,
+        attempt: budget.attempts,
+        delayMs: next.delayMs,
+        error,
+      }));
+    } else {
+      // The database failed (or lost a race), not the message: the transaction rolled back (or
+      // died with its connection), so nothing of this attempt remains. No attempt is used up.
+      pipeline.logger.warn(
+        { ...where, err: redactError(error), delayMs: next.delayMs, failure: kind },
+        kind === 'transient'
+          ? 'database unavailable; retrying the message'
+          : 'transaction conflict; retrying the message',
+      );
+    }
     // Waiting heartbeats the group: a long backoff must not get this member evicted and the
     // partition handed to another member while this one still works on it.
-    if (!(await waitHeartbeating(delayMs, control))) return { kind: 'abandoned' };
+    if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
   }
 }
 
@@ -172,22 +185,34 @@ export function claimFor(
   };
 }
 
-/** Dead-letters a record with a valid id, in a transaction of its own retried until it commits. */
+/**
+ * Dead-letters a record in a transaction of its own, retried until it commits (see
+ * {@link untilCommitted}). A record with a valid id claims it, so a redelivery is a duplicate of
+ * this outcome; one without is stored by its coordinates with the partition's next offset.
+ */
 export function deadLetter(
   pipeline: PipelineContext,
   control: PartitionControl,
   prepared: PreparedRecord,
-  messageId: string,
-  claim: Omit<ClaimRequest, 'status' | 'attempts'>,
   reason: DeadLetterReason,
   error: StoredError,
   attempts: number,
 ): Promise<Outcome> {
-  return untilCommitted(pipeline, control, prepared.where, async (t): Promise<Outcome> => {
-    const letter = { record: prepared.record, messageId, reason, error, attempts };
-    const claimed = await claimAndDeadLetter(pipeline, t, claim, letter);
-    return claimed.claimed
-      ? { kind: 'dead_lettered', reason, error, attempts }
-      : resolveDuplicate(pipeline, t, prepared.record, messageId, prepared.payloadHash, claimed.existing);
-  });
+  const { messageId, record } = prepared;
+  const store =
+    (letter: DeadLetterInput) =>
+    async (t: OpenTransaction): Promise<Outcome> => {
+      if (messageId === null) {
+        const stored = await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, letter);
+        return stored
+          ? { kind: 'dead_lettered', reason, error: letter.error, attempts }
+          : deadLetteredBefore(record, prepared.payloadHash);
+      }
+      const claimed = await claimAndDeadLetter(pipeline, t, claimFor(pipeline, prepared, messageId), letter);
+      return claimed.claimed
+        ? { kind: 'dead_lettered', reason, error: letter.error, attempts }
+        : resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
+    };
+  const letter: DeadLetterInput = { record, messageId, reason, error, attempts };
+  return untilCommitted(pipeline, control, prepared.where, store(letter), store(minimalLetter(letter)));
 }

@@ -39,28 +39,60 @@ export function backoffDelay(policy: RetryPolicy, failures: number, random: () =
 }
 
 /**
- * - `transient`: the database, not the message, failed (connection lost, serialization failure,
- *   deadlock, too many connections). Retried for as long as it takes, without using up the
- *   message's attempts: a database outage must not dead-letter good messages.
+ * - `transient`: the database, not the message, failed: the connection was lost or could not be
+ *   made, or the server is shutting down, out of resources or failing I/O. Retried for as long as
+ *   it takes, without using up the message's attempts: an outage must not dead-letter good messages.
+ * - `contention`: a serialization failure, a deadlock or a lock not available. Usually another
+ *   transaction's doing, so retried without using up attempts — but a handler can cause them on its
+ *   own every time, so only up to {@link MAX_CONTENTION_RETRIES} per message; then they count.
  * - `non_retriable`: retrying cannot help (`NonRetriableError`, validation errors). Dead-lettered now.
- * - `retriable`: anything else. Retried per the policy, then dead-lettered.
+ * - `retriable`: anything else — a handler that throws, a constraint that fails (also at COMMIT),
+ *   a statement of oncely's that the message's content makes fail. The message's fault until
+ *   proven otherwise: retried per the policy, then dead-lettered. Never retried without bound.
  */
-export type FailureKind = 'transient' | 'non_retriable' | 'retriable';
+export type FailureKind = 'transient' | 'contention' | 'non_retriable' | 'retriable';
 
-/** SQLSTATEs that say "try the same transaction again". */
-const TRANSIENT_SQLSTATES = new Set([
+/** Contention failures a message may cause before they start using up its attempts. */
+export const MAX_CONTENTION_RETRIES = 20;
+
+/** SQLSTATEs of a transaction that lost to another one: try the same transaction again. */
+const CONTENTION_SQLSTATES = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected
-  '53300', // too_many_connections
   '55P03', // lock_not_available
+]);
+
+/** SQLSTATEs (and classes) that say the server, not the statement, is the problem. */
+const OUTAGE_SQLSTATES = new Set([
   '57P01', // admin_shutdown (pg_terminate_backend)
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now
+  '57P05', // idle_session_timeout
 ]);
+const OUTAGE_SQLSTATE_CLASSES = [
+  '08', // connection exception
+  '53', // insufficient resources: disk full, out of memory, too many connections
+  '58', // system error: I/O
+];
+
+/** Errors of Node's sockets and of pg's connection handling: no SQLSTATE, the connection is gone. */
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+]);
+const CONNECTION_ERROR_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended|Client was closed/i;
 
 export interface FailureFacts {
   readonly error: unknown;
-  /** The failure came from the user's handler (as opposed to oncely's own statements). */
+  /**
+   * The failure came from the user's handler. A socket error there is the handler's own call
+   * failing (a payment provider down), not the database: only `connectionLost` says that.
+   */
   readonly inHandler: boolean;
   /** The connection holding the transaction reported an error or failed to roll back. */
   readonly connectionLost: boolean;
@@ -72,16 +104,24 @@ export function classifyFailure({ error, inHandler, connectionLost }: FailureFac
   const chain = causeChain(error);
   const pgError = chain.find(isPgError) as { code?: unknown } | undefined;
   const sqlState = typeof pgError?.code === 'string' ? pgError.code : undefined;
-  if (sqlState !== undefined && (TRANSIENT_SQLSTATES.has(sqlState) || sqlState.startsWith('08'))) return 'transient';
-  if (chain.some((e) => hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || isValidationError(e))) return 'non_retriable';
-  // A COMMIT turned into ROLLBACK by an error the handler swallowed: the handler's doing.
-  if (hasErrorCode(error, 'ONCELY_COMMIT_FAILED')) return 'retriable';
-  if (!inHandler) {
-    // oncely's own statements failed: a connection that could not be made, or a statement that
-    // failed for a reason of the database's (disk full, a dropped table). Never the message's fault.
+  if (sqlState !== undefined) {
+    if (OUTAGE_SQLSTATES.has(sqlState) || OUTAGE_SQLSTATE_CLASSES.some((c) => sqlState.startsWith(c))) {
+      return 'transient';
+    }
+    if (CONTENTION_SQLSTATES.has(sqlState)) return 'contention';
+  } else if (!inHandler && chain.some(isConnectionError)) {
     return 'transient';
   }
+  if (chain.some((e) => hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || isValidationError(e))) return 'non_retriable';
   return 'retriable';
+}
+
+/** A socket or pool error of pg's: the database could not be reached, whatever the message. */
+function isConnectionError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null || isPgError(error)) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) return true;
+  return typeof message === 'string' && CONNECTION_ERROR_MESSAGES.test(message);
 }
 
 /** `error` and its causes, outermost first (at most 6 deep). */

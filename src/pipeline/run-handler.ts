@@ -12,17 +12,23 @@ export interface Bounds {
   readonly heartbeat?: (() => Promise<void>) | undefined;
   /** For the timeout error's context. */
   readonly messageId?: string | undefined;
+  /** Cancels the statement running on the backend with this process id (from another connection). */
+  readonly cancel?: ((backendPid: number) => Promise<void>) | undefined;
 }
 
 const HEARTBEAT_EVERY_MS = 1_000;
+/** After a timeout, how long to wait for the cancelled handler to let go of the connection. */
+const SETTLE_AFTER_CANCEL_MS = 5_000;
 
 /**
  * Runs user code inside a message's (or chunk's) transaction, bounded by the handler timeout: when
  * it fires, the signal aborts and the attempt fails with `ONCELY_HANDLER_TIMEOUT` (a failed,
  * retriable attempt), so a hung call cannot hold a partition forever. A handler stuck in the
- * database is cut off by PostgreSQL itself: the transaction runs with a statement_timeout of the
- * same length. The group is heartbeated meanwhile, so a slow handler does not get its member
- * evicted and the partition handed to another member while it still works on it.
+ * database is cut off too: its statement is cancelled from another connection
+ * (`pg_cancel_backend`), so the ROLLBACK that follows is not queued behind a query that never
+ * ends. The group is heartbeated meanwhile — also while the cancelled handler lets go — so a slow
+ * handler does not get its member evicted and the partition handed to another member while it
+ * still works on it.
  */
 export async function runBounded(
   bounds: Bounds,
@@ -60,15 +66,34 @@ export async function runBounded(
           }, bounds.timeoutMs);
         })
       : undefined;
+  const applied = Promise.resolve().then(() => apply(signal));
   try {
-    const applied = Promise.resolve().then(() => apply(signal));
     await (timedOut === undefined ? applied : Promise.race([applied, timedOut]));
+  } catch (error) {
+    if (abortedWith !== undefined && error === abortedWith) await cancelStuckHandler(bounds, applied);
+    throw error;
   } finally {
     clearTimeout(timer);
     clearInterval(heartbeats);
     // Whatever the handler still has running may not touch the transaction any more.
     bounds.transaction.closeTx();
   }
+}
+
+/**
+ * The handler timed out: cancel whatever statement it still runs on the transaction's connection,
+ * then give it a moment (heartbeats still running) to fail and let go, so the ROLLBACK that follows
+ * runs at once instead of after a query that may never end.
+ */
+async function cancelStuckHandler(bounds: Bounds, applied: Promise<void>): Promise<void> {
+  const pid = (bounds.transaction.client as { processID?: number }).processID;
+  if (bounds.cancel !== undefined && typeof pid === 'number') await bounds.cancel(pid).catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    applied.catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, SETTLE_AFTER_CANCEL_MS))),
+  ]);
+  clearTimeout(timer);
 }
 
 export function messageContext(

@@ -124,6 +124,12 @@ describe('resolveConsumerConfig', () => {
     expect(name(false)).toBeUndefined();
   });
 
+  it('rejects batchSize on a per-message consumer, where it would do nothing', () => {
+    const error = configErrorOf({ ...valid, batchSize: 100 });
+    expect(error.message).toContain('`batchSize`');
+    expect(error.message).toContain('defineBatchHandler()');
+  });
+
   it('rejects two handlers for one topic', () => {
     const error = configErrorOf({
       ...valid,

@@ -6,6 +6,7 @@ import { z } from 'zod';
 
 import {
   createInboxConsumer,
+  defineBatchHandler,
   defineHandler,
   type HandlerContext,
   type InboxConsumer,
@@ -66,6 +67,18 @@ describe('public types', () => {
       });
     };
     expectTypeOf(listen).toBeFunction();
+    void pool.end();
+  });
+
+  it('refuses a consumer that mixes per-message and batch handlers at compile time', () => {
+    const pool = new pg.Pool();
+    const base = { kafka: new Kafka({ brokers: ['x:1'] }), db: drizzle(pool), groupId: 'g' };
+    const perMessage = defineHandler({ topic: 'a', handle: () => undefined });
+    const batch = defineBatchHandler({ topic: 'b', handleBatch: () => undefined });
+    expectTypeOf(createInboxConsumer).toBeCallableWith({ ...base, handlers: [perMessage] });
+    expectTypeOf(createInboxConsumer).toBeCallableWith({ ...base, handlers: [batch] });
+    // @ts-expect-error one consumer runs one mode: all defineHandler() or all defineBatchHandler()
+    expectTypeOf(createInboxConsumer).toBeCallableWith({ ...base, handlers: [perMessage, batch] });
     void pool.end();
   });
 });

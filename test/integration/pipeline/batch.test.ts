@@ -177,11 +177,11 @@ describe('batch mode', () => {
         decoded += 1;
         return JSON.parse(value?.toString() ?? 'null') as unknown;
       };
-      const handler =
+      const handlers =
         mode === 'batch'
-          ? defineBatchHandler({ topic, decode, handleBatch: () => undefined })
-          : defineHandler({ topic, decode, handle: () => undefined });
-      const consumer = env.consumer({ groupId: env.groupId(`once-${mode}`), handlers: [handler] });
+          ? [defineBatchHandler({ topic, decode, handleBatch: () => undefined })]
+          : [defineHandler({ topic, decode, handle: () => undefined })];
+      const consumer = env.consumer({ groupId: env.groupId(`once-${mode}`), handlers });
       const outcomes = recordOutcomes(consumer);
       await consumer.start();
       await waitFor('four outcomes', () => outcomes.total === 4);

@@ -77,9 +77,39 @@ describe('deriveMessageId', () => {
     expect(deriveMessageId(source, fromHandler)).toEqual({ ok: true, id, source: from });
   });
 
-  it('ignores other header names, including other cases of message-id', () => {
-    const result = deriveMessageId({ ...at, headers: { 'Message-Id': Buffer.from('x'), messageId: Buffer.from('y') } });
+  it('ignores other header names', () => {
+    const result = deriveMessageId({
+      ...at,
+      headers: { messageId: Buffer.from('y'), 'x-message-id': Buffer.from('z') },
+    });
     expect(result).toEqual({ ok: true, id: 'payments/3/1234567890123', source: 'coordinates' });
+  });
+
+  it('reads Idempotency-Key and Message-ID in any case when neither is present in lowercase', () => {
+    expect(deriveMessageId({ ...at, headers: { 'Idempotency-Key': Buffer.from('k-9') } })).toEqual({
+      ok: true,
+      id: 'k-9',
+      source: 'idempotency-key',
+    });
+    expect(deriveMessageId({ ...at, headers: { 'Message-ID': Buffer.from('m-9'), 'IDEMPOTENCY-KEY': 'k' } })).toEqual({
+      ok: true,
+      id: 'm-9',
+      source: 'message-id',
+    });
+  });
+
+  it('keeps the id of every input that had an exact-case header: exact names win over other cases', () => {
+    const headers = { 'idempotency-key': Buffer.from('k-1'), 'Message-Id': Buffer.from('m-1') };
+    expect(deriveMessageId({ ...at, headers })).toEqual({ ok: true, id: 'k-1', source: 'idempotency-key' });
+  });
+
+  it('treats two spellings of one header with different values as a repeated header', () => {
+    const headers = { 'Message-Id': Buffer.from('a'), 'MESSAGE-ID': Buffer.from('b') };
+    expect(deriveMessageId({ ...at, headers })).toEqual({
+      ok: false,
+      source: 'message-id',
+      problem: 'the header is repeated with different values',
+    });
   });
 
   it.each([

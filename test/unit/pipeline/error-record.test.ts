@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
-import { OncelyError } from '../../../src/errors.js';
-import { cutBytes, describeError } from '../../../src/pipeline/error-record.js';
+import { NonRetriableError, OncelyError } from '../../../src/errors.js';
+import { cutBytes, describeError, redactError } from '../../../src/pipeline/error-record.js';
 import { restoreHeaders, storeHeaders } from '../../../src/pipeline/dead-letter.js';
 
 describe('describeError', () => {
@@ -28,17 +28,44 @@ describe('describeError', () => {
     expect(stored.issues).toEqual([expect.objectContaining({ path: ['amountCents'], code: 'invalid_type' })]);
   });
 
-  it('keeps database error fields', () => {
+  it('keeps database error fields, but not the detail that quotes the values', () => {
     const pgError = Object.assign(new Error('duplicate key'), {
       code: '23505',
       constraint: 'ledger_pkey',
-      detail: 'Key (id)=(1) exists.',
+      detail: 'Key (card)=(4111111111111111) already exists.',
     });
-    expect(describeError(pgError)).toMatchObject({
-      code: '23505',
-      constraint: 'ledger_pkey',
-      detail: 'Key (id)=(1) exists.',
-    });
+    const stored = describeError(pgError);
+    expect(stored).toMatchObject({ code: '23505', constraint: 'ledger_pkey' });
+    expect(JSON.stringify(stored)).not.toContain('4111111111111111');
+  });
+
+  it('never stores or logs the parameters drizzle puts in a failed query’s message and stack', () => {
+    const pgError = Object.assign(new Error('value too long'), { code: '22001', severity: 'ERROR' });
+    const drizzleError = Object.assign(
+      new Error('Failed query: insert into "cards" ("number") values ($1)\nparams: 4111111111111111,Jane Doe'),
+      { name: 'DrizzleQueryError', query: 'insert into "cards" ("number") values ($1)', params: ['4111111111111111'] },
+    );
+    drizzleError.cause = pgError;
+    const wrapped = new Error('the handler failed', { cause: drizzleError });
+    const stored = JSON.stringify(describeError(wrapped));
+    expect(stored).not.toContain('4111111111111111');
+    expect(stored).toContain('insert into');
+    const logged = redactError(drizzleError) as Error & { params?: unknown; query?: unknown };
+    expect(logged.message).toBe('Failed query: insert into "cards" ("number") values ($1)');
+    expect(logged.stack).not.toContain('4111111111111111');
+    expect(logged.params).toBeUndefined();
+    expect(logged.query).toBe('insert into "cards" ("number") values ($1)');
+    expect((logged.cause as { code?: string }).code).toBe('22001');
+  });
+
+  it('returns an error with nothing to remove as it is', () => {
+    const plain = new Error('boom');
+    expect(redactError(plain)).toBe(plain);
+  });
+
+  it('makes lone surrogates storable: jsonb rejects them', () => {
+    const stored = describeError(new NonRetriableError('account "\ud800AB" not found'));
+    expect(stored.message).toBe('account "\ufffdAB" not found');
   });
 
   it('describes thrown non-errors and drops NUL characters jsonb cannot hold', () => {

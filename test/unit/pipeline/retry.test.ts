@@ -33,23 +33,42 @@ describe('classifyFailure', () => {
     expect(classifyFailure({ error: new Error('boom'), inHandler: true, connectionLost: true })).toBe('transient');
   });
 
-  it.each(['40001', '40P01', '57P01', '08006', '53300'])('treats SQLSTATE %s as transient', (code) => {
+  it.each(['57P01', '08006', '53300', '53100', '58030'])('treats SQLSTATE %s (an outage) as transient', (code) => {
     expect(classifyFailure({ error: pgError(code), inHandler: true, connectionLost: false })).toBe('transient');
   });
+
+  it.each(['40001', '40P01', '55P03'])('treats SQLSTATE %s as contention, retried within a bound', (code) => {
+    expect(classifyFailure({ error: pgError(code), inHandler: true, connectionLost: false })).toBe('contention');
+  });
+
+  it.each(['23505', '23503', '22P02', '22021', '54000', '42P01'])(
+    'treats SQLSTATE %s as the message’s fault, in the handler or in oncely’s own statements',
+    (code) => {
+      expect(classifyFailure({ error: pgError(code), inHandler: true, connectionLost: false })).toBe('retriable');
+      expect(classifyFailure({ error: pgError(code), inHandler: false, connectionLost: false })).toBe('retriable');
+    },
+  );
 
   it('finds the SQLSTATE behind a query error that drizzle wrapped', () => {
     const wrapped = Object.assign(new Error('Failed query: update accounts …'), {
       name: 'DrizzleQueryError',
       cause: pgError('40P01'),
     });
-    expect(classifyFailure({ error: wrapped, inHandler: true, connectionLost: false })).toBe('transient');
+    expect(classifyFailure({ error: wrapped, inHandler: true, connectionLost: false })).toBe('contention');
     const nonRetriable = new Error('wrapper', { cause: new NonRetriableError('account closed') });
     expect(classifyFailure({ error: nonRetriable, inHandler: true, connectionLost: false })).toBe('non_retriable');
   });
 
-  it('treats failures of oncely’s own statements as transient', () => {
-    expect(classifyFailure({ error: new Error('connect ECONNREFUSED'), inHandler: false, connectionLost: false })).toBe(
-      'transient',
+  it('treats a connection that could not be made for oncely’s own statements as transient', () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    expect(classifyFailure({ error: refused, inHandler: false, connectionLost: false })).toBe('transient');
+    const timeout = new Error('timeout exceeded when trying to connect');
+    expect(classifyFailure({ error: timeout, inHandler: false, connectionLost: false })).toBe('transient');
+  });
+
+  it('never treats an unknown failure of oncely’s own statements as an outage', () => {
+    expect(classifyFailure({ error: new TypeError('x is undefined'), inHandler: false, connectionLost: false })).toBe(
+      'retriable',
     );
   });
 
