@@ -16,7 +16,9 @@ export function describeError(raw: unknown): StoredError {
     return { name: 'NonError', message: clean(safeString(error)) };
   }
   const record: Record<string, unknown> = { name: clean(error.name), message: clean(error.message) };
-  const code = (error as { code?: unknown }).code;
+  // A wrapped database error (drizzle's DrizzleQueryError around pg's) lends its SQLSTATE and names.
+  const source = databaseErrorIn(error) ?? error;
+  const code = (error as { code?: unknown }).code ?? (source as { code?: unknown }).code;
   if (typeof code === 'string' || typeof code === 'number') record.code = String(code);
   if (error.stack !== undefined) record.stack = cutBytes(clean(error.stack), MAX_STACK_BYTES);
   if (isValidationError(error)) record.issues = cleanJson(error.issues);
@@ -25,7 +27,7 @@ export function describeError(raw: unknown): StoredError {
   }
   // Not `detail`: PostgreSQL puts the offending values there ("Key (card)=(4111…) already exists").
   for (const field of ['hint', 'constraint', 'table', 'column'] as const) {
-    const value = (error as unknown as Record<string, unknown>)[field];
+    const value = (source as unknown as Record<string, unknown>)[field];
     if (typeof value === 'string') record[field] = clean(value);
   }
   const causes: string[] = [];
@@ -36,6 +38,15 @@ export function describeError(raw: unknown): StoredError {
   }
   if (causes.length > 0) record.causes = causes;
   return record as StoredError;
+}
+
+/** The first PostgreSQL server error in the cause chain (it has a SQLSTATE `code` and a `severity`). */
+function databaseErrorIn(error: Error): Error | undefined {
+  let current: unknown = error;
+  for (let depth = 0; current instanceof Error && depth <= MAX_CAUSES; depth++, current = current.cause) {
+    if ('severity' in current && 'code' in current) return current;
+  }
+  return undefined;
 }
 
 /** A string cut to at most `maxBytes` of UTF-8, never in the middle of a character. */

@@ -1,0 +1,112 @@
+import { Kafka, logLevel } from 'kafkajs';
+import { describe, expect, it } from 'vitest';
+
+import { type ConsumerEvents } from '../../../src/index.js';
+import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
+
+const env = useTestEnvironment();
+
+async function setResumePoint(groupId: string, topic: string, nextOffset: number): Promise<void> {
+  await env.pool.query(
+    `INSERT INTO oncely.offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, $3)
+     ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset`,
+    [groupId, topic, nextOffset],
+  );
+}
+
+describe('G2: offsets that disagree with the log stop the partition, never skip', () => {
+  it('G2: a resume point above the log’s end (topic re-created, log truncated) pauses the partition with partition:offsets-mismatch', async () => {
+    const topic = await env.createTopic('ahead');
+    const groupId = env.groupId('ahead');
+    await env.produce(topic, [jsonMessage('a-0', {}), jsonMessage('a-1', {})]);
+    // As if the topic had held 100 messages this group processed before it was re-created.
+    await setResumePoint(groupId, topic, 100);
+    const consumer = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const mismatches: ConsumerEvents['partition:offsets-mismatch'][] = [];
+    consumer.on('partition:offsets-mismatch', (e) => mismatches.push(e));
+    await consumer.start();
+    await waitFor('the mismatch', () => mismatches.length === 1);
+    expect(mismatches[0]).toMatchObject({
+      topic,
+      partition: 0,
+      resumeOffset: '100',
+      logStartOffset: '0',
+      logEndOffset: '2',
+      problem: 'ahead-of-log',
+    });
+    expect(consumer.paused()).toEqual([
+      expect.objectContaining({ topic, partition: 0, reason: 'offsets-mismatch', offset: '100' }),
+    ]);
+    expect(consumer.paused()[0]?.error.message).toContain('oncely offsets reset');
+    expect(await env.effectsOf(topic)).toEqual([]);
+  });
+
+  it('G2: a resume point below the log’s start (messages deleted before they were processed) pauses the partition', async () => {
+    const topic = await env.createTopic('behind');
+    const groupId = env.groupId('behind');
+    await env.produce(topic, [jsonMessage('b-0', {}), jsonMessage('b-1', {}), jsonMessage('b-2', {})]);
+    await setResumePoint(groupId, topic, 1); // b-0 was processed; b-1 never was
+    // The admin must know the partition's leader first (kafkajs does not look it up for this call).
+    await env.admin.fetchTopicMetadata({ topics: [topic] });
+    await env.admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '2' }] });
+    const consumer = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const mismatches: ConsumerEvents['partition:offsets-mismatch'][] = [];
+    consumer.on('partition:offsets-mismatch', (e) => mismatches.push(e));
+    await consumer.start();
+    await waitFor('the mismatch', () => mismatches.length === 1);
+    expect(mismatches[0]).toMatchObject({ resumeOffset: '1', logStartOffset: '2', problem: 'behind-log-start' });
+    expect(await env.effectsOf(topic)).toEqual([]);
+  });
+
+  it('G2: with fromBeginning: false and no Kafka offset (expired or deleted), continues from the database resume point, not the log’s end', async () => {
+    const topic = await env.createTopic('expired');
+    const groupId = env.groupId('expired');
+    await env.produce(topic, [jsonMessage('e-0', {}), jsonMessage('e-1', {})]);
+    const first = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const firstOutcomes = recordOutcomes(first);
+    await first.start();
+    await waitFor('two processed', () => firstOutcomes.processed.length === 2);
+    await first.stop();
+    // Produced while the group was down; then its Kafka offsets expire.
+    await env.produce(topic, [jsonMessage('e-2', {}), jsonMessage('e-3', {}), jsonMessage('e-4', {})]);
+    await env.admin.deleteGroups([groupId]);
+    const second = env.consumer({ groupId, handlers: [effectHandler(topic)], fromBeginning: false });
+    const outcomes = recordOutcomes(second);
+    await second.start();
+    await waitFor('the three produced meanwhile', () => outcomes.processed.length === 3);
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['e-0', 'e-1', 'e-2', 'e-3', 'e-4']);
+    expect(outcomes.duplicates).toEqual([]);
+  });
+});
+
+describe('G2: a paused partition is consumed or reported by whoever owns it', () => {
+  it('G2: a partition paused here, moved to another member and back, is consumed again, not left paused in Kafka', async () => {
+    const topic = await env.createTopic('pause-move');
+    const groupId = env.groupId('pause-move');
+    let failing = true;
+    const handler = effectHandler(topic, (ctx) => {
+      if (failing && ctx.messageId === 'poison') throw new Error('not yet');
+    });
+    // Members are ordered by client id when partitions are assigned: "b-…" gets the only partition over "z-…".
+    const client = (clientId: string) => new Kafka({ clientId, brokers: env.brokers, logLevel: logLevel.NOTHING });
+    const options = { groupId, handlers: [handler], onExhausted: 'pause' as const, retry: { attempts: 1 } };
+    const owner = env.consumer({ ...options, kafka: client('z-owner') });
+    await env.produce(topic, [jsonMessage('poison', {})]);
+    await owner.start();
+    await waitFor('the partition paused at the poison', () => owner.paused().length === 1);
+
+    failing = false; // fixed meanwhile; the other member gets the partition and applies it
+    const other = env.consumer({ ...options, kafka: client('b-other') });
+    const otherOutcomes = recordOutcomes(other);
+    await other.start();
+    await waitFor('the other member applied the poison', () => otherOutcomes.processed.length === 1);
+    expect(owner.paused()).toEqual([]); // it went elsewhere: no longer ours to report
+    await other.stop();
+
+    // Back with the first member: it must consume the partition again.
+    const ownerOutcomes = recordOutcomes(owner);
+    await env.produce(topic, [jsonMessage('after', {})]);
+    await waitFor('the first member consumes again', () => ownerOutcomes.processed.length === 1, { timeoutMs: 30_000 });
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['poison', 'after']);
+  });
+});
