@@ -43,6 +43,15 @@ describe('README', () => {
     }
   });
 
+  it('shows only TypeScript that is a file of examples/readme/, type-checked and run by the tests', () => {
+    const blocks = [...readme.matchAll(/(?:<!-- (examples\/readme\/[\w.-]+) -->\n)?```ts\n([\s\S]*?)```/g)];
+    expect(blocks.length).toBeGreaterThan(0);
+    for (const [, file, code] of blocks) {
+      expect(file, `a \`\`\`ts block must be preceded by <!-- examples/readme/<file> -->:\n${code}`).toBeDefined();
+      expect(code, file).toBe(readFileSync(join(root, file ?? ''), 'utf8'));
+    }
+  });
+
   it('shows the two commands a fresh machine needs', () => {
     expect(readme).toContain('npm ci && npm run demo');
     expect(readme).toContain('npm test');
