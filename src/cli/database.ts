@@ -47,7 +47,8 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
       lines.push(
         '',
         `Group ${group.groupId} · topic ${group.topic}`,
-        `  processed ${group.processed}, dead-lettered ${group.deadLettered} (${group.openDeadLetters} open)`,
+        `  processed ${group.processed} · dead letters ${group.deadLetters.total} ` +
+          `(open ${group.deadLetters.open}, retried ${group.deadLetters.retried}, discarded ${group.deadLetters.discarded})`,
         ...group.partitions.map(
           (p) => `  partition ${p.partition}: next offset ${p.nextOffset} (updated ${p.updatedAt.toISOString()})`,
         ),

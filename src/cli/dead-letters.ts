@@ -59,6 +59,8 @@ export async function runList(
   }
   const table = new Table({
     head: ['id', 'group', 'topic/partition/offset', 'message id', 'reason', 'attempts', 'status', 'created', 'error'],
+    // Colours only for a person at a terminal: a pipe or a file gets plain text.
+    ...(process.stdout.isTTY ? {} : { style: { head: [], border: [] } }),
   });
   for (const l of letters) {
     table.push([

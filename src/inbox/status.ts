@@ -6,9 +6,18 @@ export interface GroupStatus {
   readonly topic: string;
   /** Next offset to read, per partition, as recorded with the last outcome. */
   readonly partitions: readonly { readonly partition: number; readonly nextOffset: string; readonly updatedAt: Date }[];
+  /** Messages recorded as processed in the inbox (duplicates are not counted again). */
   readonly processed: number;
-  readonly deadLettered: number;
-  readonly openDeadLetters: number;
+  /**
+   * Records in `oncely.dead_letters`, one per record that could not be applied (also those without
+   * a valid id, and reused ids, which have no inbox row of their own), by status.
+   */
+  readonly deadLetters: {
+    readonly total: number;
+    readonly open: number;
+    readonly retried: number;
+    readonly discarded: number;
+  };
 }
 
 /** A summary of the inbox per group and topic, for `oncely status`. */
@@ -17,14 +26,24 @@ export async function readGroupStatus(pool: pg.Pool): Promise<GroupStatus[]> {
     pool.query<{ consumer_group: string; topic: string; partition: number; next_offset: string; updated_at: Date }>(
       'SELECT consumer_group, topic, partition, next_offset, updated_at FROM oncely.offsets ORDER BY 1, 2, 3',
     ),
-    pool.query<{ consumer_group: string; topic: string; processed: string; dead_lettered: string }>(
-      `SELECT consumer_group, topic,
-              count(*) FILTER (WHERE status = 'processed') AS processed,
-              count(*) FILTER (WHERE status = 'dead_lettered') AS dead_lettered
-         FROM oncely.inbox GROUP BY 1, 2`,
+    pool.query<{ consumer_group: string; topic: string; processed: string }>(
+      `SELECT consumer_group, topic, count(*) AS processed FROM oncely.inbox WHERE status = 'processed' GROUP BY 1, 2`,
     ),
-    pool.query<{ consumer_group: string; topic: string; open: string }>(
-      "SELECT consumer_group, topic, count(*) AS open FROM oncely.dead_letters WHERE status = 'open' GROUP BY 1, 2",
+    // One source for every dead-letter count: the inbox's dead_lettered rows miss the records that
+    // had no valid id or reused one, which is how two different counts once appeared side by side.
+    pool.query<{
+      consumer_group: string;
+      topic: string;
+      total: string;
+      open: string;
+      retried: string;
+      discarded: string;
+    }>(
+      `SELECT consumer_group, topic, count(*) AS total,
+              count(*) FILTER (WHERE status = 'open') AS open,
+              count(*) FILTER (WHERE status = 'retried') AS retried,
+              count(*) FILTER (WHERE status = 'discarded') AS discarded
+         FROM oncely.dead_letters GROUP BY 1, 2`,
     ),
   ]);
   const key = (group: string, topic: string): string => JSON.stringify([group, topic]);
@@ -35,7 +54,13 @@ export async function readGroupStatus(pool: pg.Pool): Promise<GroupStatus[]> {
   const entry = (groupId: string, topic: string): Entry => {
     let found = groups.get(key(groupId, topic));
     if (found === undefined) {
-      found = { groupId, topic, partitions: [], processed: 0, deadLettered: 0, openDeadLetters: 0 };
+      found = {
+        groupId,
+        topic,
+        partitions: [],
+        processed: 0,
+        deadLetters: { total: 0, open: 0, retried: 0, discarded: 0 },
+      };
       groups.set(key(groupId, topic), found);
     }
     return found;
@@ -47,12 +72,14 @@ export async function readGroupStatus(pool: pg.Pool): Promise<GroupStatus[]> {
       updatedAt: row.updated_at,
     });
   }
-  for (const row of inbox.rows) {
-    Object.assign(entry(row.consumer_group, row.topic), {
-      processed: Number(row.processed),
-      deadLettered: Number(row.dead_lettered),
-    });
+  for (const row of inbox.rows) entry(row.consumer_group, row.topic).processed = Number(row.processed);
+  for (const row of letters.rows) {
+    entry(row.consumer_group, row.topic).deadLetters = {
+      total: Number(row.total),
+      open: Number(row.open),
+      retried: Number(row.retried),
+      discarded: Number(row.discarded),
+    };
   }
-  for (const row of letters.rows) entry(row.consumer_group, row.topic).openDeadLetters = Number(row.open);
   return [...groups.values()].sort((a, b) => a.groupId.localeCompare(b.groupId) || a.topic.localeCompare(b.topic));
 }

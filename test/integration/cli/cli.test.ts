@@ -143,11 +143,15 @@ describe('oncely CLI', () => {
       await expect.poll(() => outcomes, { timeout: 30_000 }).toBe(2);
       await consumer.stop();
 
-      const table = await run(['dead-letters', 'list', '--group', groupId, '--database-url', url]);
+      // FORCE_COLOR, as CI runners set it: still no colours into a pipe.
+      const table = await run(['dead-letters', 'list', '--group', groupId, '--database-url', url], {
+        FORCE_COLOR: '1',
+      });
       expect(table.code).toBe(0);
       expect(table.stdout).toContain('handler_failed');
       expect(table.stdout).toContain('invalid_payload');
       expect(table.stdout).toContain(`${topic}/0/0`);
+      expect(table.stdout).not.toContain('\u001b['); // a pipe gets no colours
       const listed = JSON.parse(
         (await run(['dead-letters', 'list', '--group', groupId, '--json', '--database-url', url])).stdout,
       ) as {
@@ -191,6 +195,9 @@ describe('oncely CLI', () => {
       expect((await run(['dead-letters', 'list', '--group', groupId, '--database-url', url])).stdout).toBe(
         'No open dead letters.\n',
       );
+      // One count of dead letters, by status, from one table.
+      const status = await run(['status', '--database-url', url]);
+      expect(status.stdout).toContain('dead letters 2 (open 0, retried 1, discarded 1)');
     } finally {
       await Promise.all([admin.disconnect(), producer.disconnect()]);
       await pool.end();
