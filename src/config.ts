@@ -25,8 +25,15 @@ export interface InboxConsumerOptions {
   readonly kafka: Kafka;
   /** A drizzle node-postgres database over a pg Pool: `drizzle(pool, { schema })`. */
   readonly db: OncelyDatabase;
-  /** The Kafka consumer group. Message ids are deduplicated per group. */
+  /** The Kafka consumer group. Message ids are deduplicated per group (see `inboxScope`). */
   readonly groupId: string;
+  /**
+   * The inbox this consumer claims message ids in (and keeps its dead letters with). Default: the
+   * group id. Set it to the old group id when renaming a group (`ledger` → `ledger-v2`), so the
+   * renamed group still recognises every event the old one applied instead of applying them again.
+   * Offsets stay per group.
+   */
+  readonly inboxScope?: string;
   /**
    * One handler per topic: all made with `defineHandler()` (message mode) or all with
    * `defineBatchHandler()` (batch mode); mixing the two is a type error.
@@ -103,6 +110,7 @@ export interface ResolvedConsumerConfig {
   readonly pool: pg.Pool;
   readonly bind: TransactionBinder;
   readonly groupId: string;
+  readonly inboxScope: string;
   readonly handlers: ReadonlyMap<string, AnyHandlerDefinition>;
   readonly mode: 'message' | 'batch';
   readonly batchSize: number;
@@ -149,6 +157,11 @@ const optionsSchema = z.strictObject({
     .string('expected the Kafka consumer group id as a string')
     .min(1, 'must not be empty')
     .max(255, 'must be at most 255 characters'),
+  inboxScope: z
+    .string('expected the inbox scope as a string (the group id whose inbox to share)')
+    .min(1, 'must not be empty')
+    .max(255, 'must be at most 255 characters')
+    .optional(),
   handlers: z
     .array(
       z.custom<AnyHandlerDefinition>(isHandlerDefinition, {
@@ -260,6 +273,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     pool,
     bind: createTransactionBinder(o.db),
     groupId: o.groupId,
+    inboxScope: o.inboxScope ?? o.groupId,
     handlers,
     mode,
     batchSize: o.batchSize,

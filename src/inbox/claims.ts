@@ -4,7 +4,10 @@ import type pg from 'pg';
 export type InboxStatus = 'processed' | 'dead_lettered';
 
 export interface ClaimRequest {
+  /** The consumer group: its resume point is recorded in `oncely.offsets`. */
   readonly groupId: string;
+  /** The inbox the id is claimed in (`inbox.consumer_group`): the group's own unless shared. */
+  readonly inboxScope: string;
   readonly messageId: string;
   readonly topic: string;
   readonly partition: number;
@@ -53,12 +56,12 @@ interface HolderRow {
  * on every claim as the table grows. The holder of a taken id is read separately, only then.
  */
 export const CLAIM = {
-  name: 'oncely_claim_v3',
+  name: 'oncely_claim_v4',
   text: `
 WITH claimed AS (
   INSERT INTO oncely.inbox
     (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
-  VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8, $9)
+  VALUES ($11, $2, $3, $4, $5::bigint, $6, $7, $8, $9)
   ON CONFLICT (consumer_group, message_id) DO NOTHING
   RETURNING ctid
 ), moved AS (
@@ -84,13 +87,14 @@ export async function claimMessage(client: pg.ClientBase, request: ClaimRequest)
       request.attempts,
       request.firstSeenAt,
       request.nextOffset,
+      request.inboxScope,
     ],
   });
   const row = rows[0]?.row;
   if (row !== null && row !== undefined) return { claimed: true, row };
   // Read after the INSERT, in a new statement: READ COMMITTED gives it a fresh snapshot, so a holder
   // committed by a concurrent transaction (the one the INSERT waited for) is visible.
-  const existing = await findInboxEntry(client, request.groupId, request.messageId);
+  const existing = await findInboxEntry(client, request.inboxScope, request.messageId);
   if (existing === undefined) {
     // The conflicting row was deleted between the conflict and the read (a retention purge).
     // Rare and harmless: the caller retries the whole transaction.
@@ -101,14 +105,14 @@ export async function claimMessage(client: pg.ClientBase, request: ClaimRequest)
 
 export async function findInboxEntry(
   client: pg.ClientBase,
-  groupId: string,
+  inboxScope: string,
   messageId: string,
 ): Promise<InboxEntry | undefined> {
   // Unnamed on purpose: planned for the table as it is now, not frozen in a cached plan (see CLAIM).
   const { rows } = await client.query<HolderRow>(
     `SELECT topic, partition, "offset", payload_hash, status
        FROM oncely.inbox WHERE consumer_group = $1 AND message_id = $2`,
-    [groupId, messageId],
+    [inboxScope, messageId],
   );
   return rows[0] === undefined ? undefined : toEntry(rows[0]);
 }
@@ -179,7 +183,10 @@ export interface ChunkClaim {
 }
 
 export interface ChunkClaimRequest {
+  /** The consumer group, for `oncely.offsets`. */
   readonly groupId: string;
+  /** The inbox the ids are claimed in; see {@link ClaimRequest.inboxScope}. */
+  readonly inboxScope: string;
   readonly topic: string;
   readonly partition: number;
   readonly claims: readonly ChunkClaim[];
@@ -208,14 +215,14 @@ export async function claimChunk(client: pg.ClientBase, request: ChunkClaimReque
     hashes.push(claim.payloadHash.toString('hex'));
   }
   const { rows } = await client.query<{ claimed: string[] | null; rows: string[] | null }>({
-    name: 'oncely_claim_chunk_v2',
+    name: 'oncely_claim_chunk_v3',
     text: `
 WITH input AS (
   SELECT * FROM unnest($4::text[], $5::bigint[], $6::text[]) WITH ORDINALITY AS t(message_id, "offset", payload_hash, ord)
 ), claimed AS (
   INSERT INTO oncely.inbox
     (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
-  SELECT $1, message_id, $2, $3, "offset", decode(payload_hash, 'hex'), 'processed', $7, $8
+  SELECT $10, message_id, $2, $3, "offset", decode(payload_hash, 'hex'), 'processed', $7, $8
     FROM input ORDER BY ord
   ON CONFLICT (consumer_group, message_id) DO NOTHING
   RETURNING "offset", ctid
@@ -238,6 +245,7 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
       request.attempts,
       request.firstSeenAt,
       request.nextOffset,
+      request.inboxScope,
     ],
   });
   const claimed = rows[0]?.claimed ?? [];
@@ -294,4 +302,13 @@ export async function findInboxEntries(
     if (entry !== undefined) entries.set(row.message_id, entry);
   }
   return entries;
+}
+
+/** Per topic, the consumer groups that have recorded a resume point for it. */
+export async function groupsByTopic(pool: pg.Pool, topics: readonly string[]): Promise<Map<string, string[]>> {
+  const { rows } = await pool.query<{ topic: string; groups: string[] }>(
+    'SELECT topic, array_agg(DISTINCT consumer_group ORDER BY consumer_group) AS groups FROM oncely.offsets WHERE topic = ANY($1::text[]) GROUP BY topic',
+    [topics],
+  );
+  return new Map(rows.map((r) => [r.topic, r.groups]));
 }

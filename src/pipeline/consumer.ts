@@ -1,6 +1,6 @@
 import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
 import { OncelyError } from '../errors.js';
-import { loadNextOffsets } from '../inbox/claims.js';
+import { groupsByTopic, loadNextOffsets } from '../inbox/claims.js';
 import { TransactionChain } from '../inbox/transaction.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
@@ -66,6 +66,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       : createDeadLetterTopic(config.kafka, topics, config.deadLetterTopicName);
   const pipeline: PipelineContext = {
     groupId: config.groupId,
+    inboxScope: config.inboxScope,
     pool: config.pool,
     bind: config.bind,
     retry: config.retry,
@@ -77,6 +78,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     maxPayloadBytes: config.maxPayloadBytes,
     onExhausted: config.onExhausted,
     deadLetterTopic,
+    warnedCoordinateIds: new Set(),
     // From another pooled connection: the stuck one is busy with the statement to cancel.
     cancelBackend: async (pid) => {
       await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
@@ -288,6 +290,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     }
     starting ??= (async () => {
       await assertMigrated(config);
+      await warnAboutRenamedGroup(config);
       await deadLetterTopic?.start();
       runner = createKafkaRunner({
         kafka: config.kafka,
@@ -554,6 +557,22 @@ export function decideStart(
   }
   if (committed === undefined || committed < resumeAt) return { resumeAt, seekTo: resumeAt };
   return { resumeAt };
+}
+
+/**
+ * A group with no resume point on a topic that other groups have consumed, with an inbox of its
+ * own: typically a renamed group ("ledger" → "ledger-v2"), about to apply every event again.
+ */
+async function warnAboutRenamedGroup(config: ResolvedConsumerConfig): Promise<void> {
+  const byTopic = await groupsByTopic(config.pool, [...config.handlers.keys()]);
+  for (const [topic, groups] of byTopic) {
+    if (groups.includes(config.groupId) || groups.includes(config.inboxScope)) continue;
+    config.logger.warn(
+      { topic, otherGroups: groups, inboxScope: config.inboxScope },
+      `group ${config.groupId} starts on ${topic} with an inbox of its own, but ${groups.join(', ')} already consumed it: ` +
+        'every event there will be applied again. If this group replaces one of them, set inboxScope to its group id.',
+    );
+  }
 }
 
 async function assertMigrated(config: ResolvedConsumerConfig): Promise<void> {

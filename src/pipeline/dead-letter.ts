@@ -8,7 +8,10 @@ import type { ConsumedRecord } from '../kafka/runner.js';
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 export interface DeadLetterTarget {
+  /** The group whose resume point moves with a record that has no id. */
   readonly groupId: string;
+  /** Dead letters are kept with the inbox they belong to. */
+  readonly inboxScope: string;
   /** Where dead letters are also published, when configured. */
   readonly deadLetterTopic?: DeadLetterTopic | undefined;
 }
@@ -57,7 +60,7 @@ export async function recordDeadLetter(
 ): Promise<boolean> {
   const { record } = letter;
   const inserted = await insertDeadLetter(t.client, {
-    groupId: target.groupId,
+    groupId: target.inboxScope,
     topic: record.topic,
     partition: record.partition,
     offset: record.offset,

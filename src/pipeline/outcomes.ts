@@ -20,6 +20,8 @@ import { backoffDelay, classifyFailure, type FailureKind, MAX_CONTENTION_RETRIES
 /** What the pipeline needs from the consumer around it. */
 export interface PipelineContext {
   readonly groupId: string;
+  /** The inbox (and dead letters) this consumer claims in: `inboxScope`, by default the group id. */
+  readonly inboxScope: string;
   readonly pool: pg.Pool;
   readonly bind: TransactionBinder;
   readonly retry: RetryPolicy;
@@ -35,6 +37,8 @@ export interface PipelineContext {
   /** When a handler's attempts run out: dead-letter the message, or pause its partition. */
   readonly onExhausted: 'dead-letter' | 'pause';
   readonly deadLetterTopic: DeadLetterTopic | undefined;
+  /** Partitions already warned about messages without an id of their own (`topic\u0000partition`). */
+  readonly warnedCoordinateIds?: Set<string>;
   /** Cancels the statement a timed-out handler still runs, from another connection. */
   readonly cancelBackend?: ((backendPid: number) => Promise<void>) | undefined;
 }

@@ -92,6 +92,7 @@ export function prepareRecord(
       : undefined,
   );
   let messageId: string | null = identity.ok ? identity.id : null;
+  if (identity.source === 'coordinates' && !pipeline.requireMessageId) warnCoordinateIds(pipeline, record);
   const idProblem = !identity.ok
     ? `The message id from ${identity.source} is invalid: ${identity.problem}. Fix the producer, or give the handler a messageId(event) function.`
     : pipeline.requireMessageId && identity.source === 'coordinates'
@@ -125,4 +126,21 @@ export function prepareRecord(
       return verdict;
     },
   };
+}
+
+/**
+ * Once per partition: its messages carry no id of their own, so only a redelivery of the same
+ * record is recognised — a producer that publishes an event again would have it applied twice.
+ */
+function warnCoordinateIds(pipeline: PipelineContext, record: ConsumedRecord): void {
+  const seen = pipeline.warnedCoordinateIds;
+  const key = `${record.topic}\u0000${record.partition}`;
+  if (seen === undefined || seen.has(key)) return;
+  seen.add(key);
+  pipeline.logger.warn(
+    { topic: record.topic, partition: record.partition, offset: record.offset },
+    'messages on this partition have no id of their own (no message-id or idempotency-key header, no messageId()): ' +
+      'they are deduplicated by Kafka coordinates only, which catches redeliveries but not an event published twice. ' +
+      'Have producers set a message-id header, and set requireMessageId: true once they all do.',
+  );
 }

@@ -202,6 +202,7 @@ async function chunkTransaction(
   // synchronous_commit on for this transaction.
   const claimed = await claimChunk(t.client, {
     groupId: pipeline.groupId,
+    inboxScope: pipeline.inboxScope,
     topic: first.record.topic,
     partition: first.record.partition,
     claims,
@@ -217,7 +218,7 @@ async function chunkTransaction(
       ? new Map<string, InboxEntry>()
       : await findInboxEntries(
           t.client,
-          pipeline.groupId,
+          pipeline.inboxScope,
           taken.map((p) => p.messageId ?? ''),
         );
 

@@ -175,6 +175,7 @@ export function claimFor(
 ): Omit<ClaimRequest, 'status' | 'attempts'> {
   return {
     groupId: pipeline.groupId,
+    inboxScope: pipeline.inboxScope,
     messageId,
     topic: prepared.record.topic,
     partition: prepared.record.partition,

@@ -115,6 +115,7 @@ export class Delivery {
     );
     this.#pipeline = {
       groupId: this.groupId,
+      inboxScope: this.groupId,
       pool: resolvePool(options.db).pool,
       bind: createTransactionBinder(options.db),
       retry: { ...DEFAULT_RETRY, attempts: 3, initialDelayMs: 1, maxDelayMs: 5, ...options.retry },

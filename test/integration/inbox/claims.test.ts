@@ -47,6 +47,7 @@ function planNodes(explained: unknown): Record<string, unknown>[] {
 
 const request = (overrides: Partial<ClaimRequest> = {}): ClaimRequest => ({
   groupId: 'g',
+  inboxScope: overrides.groupId ?? 'g',
   messageId: randomUUID(),
   topic: 't',
   partition: 0,
