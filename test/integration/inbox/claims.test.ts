@@ -168,7 +168,7 @@ describe('claimMessage on PostgreSQL', () => {
       await client.query('BEGIN');
       await client.query(`PREPARE explain_claim AS ${CLAIM.text}`);
       const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(
-        `EXPLAIN (FORMAT JSON) EXECUTE explain_claim('g', 'x', 't', 0, 1, '\\x00'::bytea, 'processed', 1, now(), 2)`,
+        `EXPLAIN (FORMAT JSON) EXECUTE explain_claim('g', 'x', 't', 0, 1, '\\x00'::bytea, 'processed', 1, now(), 2, 'g')`,
       );
       // The inbox appears only as the INSERT's target, never as something scanned.
       const inboxNodes = planNodes(rows[0]?.['QUERY PLAN']).filter((n) => n['Relation Name'] === 'inbox');
