@@ -417,6 +417,9 @@ function check(condition: boolean, message: string): asserts condition {
   if (!condition) throw new AssertionError({ message });
 }
 
+const sameBytes = (a: Buffer | null, b: Buffer | null): boolean =>
+  a === null || b === null ? a === b : Buffer.compare(a, b) === 0;
+
 let runNumber = 0;
 
 async function runOnce({ shape: shapeOf, records }: { shape: HandlerShape; records: Generated[] }): Promise<void> {
@@ -473,6 +476,16 @@ async function runOnce({ shape: shapeOf, records }: { shape: HandlerShape; recor
       outcomes === 1,
       `${where}: no single recorded outcome (inbox ${row?.status ?? 'none'}, dead letters ${letters.length}, announced ${outcome?.outcome ?? 'none'})`,
     );
+    if (outcome?.outcome === 'duplicate') {
+      // Skipped silently only with the original's very bytes: other bytes under a recorded id are
+      // key reuse, which must be dead-lettered (DESIGN §3), never skipped.
+      const holder = state.inbox.find((r) => r.message_id === outcome.messageId);
+      const original = delivered.find((r) => holder !== undefined && at(r) === at({ topic, ...holder }));
+      check(
+        original !== undefined && sameBytes(original.value, record.value),
+        `${where}: skipped as a duplicate of ${holder === undefined ? 'nothing' : at({ topic, ...holder })} with other bytes (key reuse skipped silently)`,
+      );
+    }
     if (row !== undefined) {
       const expected = row.status === 'processed' ? ['processed', 'skipped'] : ['dead_lettered'];
       check(
