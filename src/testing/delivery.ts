@@ -1,3 +1,4 @@
+import { AssertionError } from 'node:assert';
 import { randomUUID } from 'node:crypto';
 
 import { pino, type Logger } from 'pino';
@@ -5,11 +6,11 @@ import { pino, type Logger } from 'pino';
 import { configError } from '../errors.js';
 import { createTransactionBinder, type OncelyDatabase, resolvePool } from '../inbox/database.js';
 import type { DeadLetterReason } from '../inbox/dead-letters.js';
-import { TransactionChain } from '../inbox/transaction.js';
+import { type OpenTransaction, TransactionChain, type Transactions } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { EventHub } from '../pipeline/events.js';
-import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
-import type { PartitionControl, PipelineContext } from '../pipeline/outcomes.js';
+import { type AnyHandlerDefinition, type HandlerContext, isHandlerDefinition } from '../pipeline/handler.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../pipeline/outcomes.js';
 import { prepareRecord } from '../pipeline/prepare.js';
 import { processChunk } from '../pipeline/process-chunk.js';
 import { processRecord } from '../pipeline/process-record.js';
@@ -42,6 +43,25 @@ export interface DeliveryOptions {
   readonly batchSize?: number;
   /** Default: silent. */
   readonly logger?: Logger;
+  /** Values larger than this are dead-lettered (the consumer's `maxPayloadBytes`). Default: no limit. */
+  readonly maxPayloadBytes?: number;
+  /**
+   * Longest one record (or one batch chunk) may take to reach its recorded outcome. A record that
+   * takes longer would stall its partition in production: the delivery stops working on it and
+   * throws an `AssertionError` naming it. Default 30 000 ms.
+   */
+  readonly stallTimeoutMs?: number;
+}
+
+/** How one delivered record ended, by its coordinates (from the pipeline's events). */
+export interface DeliveredOutcome {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly messageId: string | null;
+  readonly outcome: 'processed' | 'skipped' | 'duplicate' | 'dead_lettered';
+  /** The duplicate class, or the dead-letter reason. */
+  readonly detail?: string;
 }
 
 /** What one delivery recorded. */
@@ -54,6 +74,8 @@ export interface DeliveryReport {
   readonly skipped: number;
   readonly duplicates: { readonly redelivery: number; readonly republish: number };
   readonly deadLettered: Readonly<Partial<Record<DeadLetterReason, number>>>;
+  /** Every outcome announced, in the order they were recorded. */
+  readonly outcomes: readonly DeliveredOutcome[];
 }
 
 /** One record to hand over, at chosen coordinates. */
@@ -70,6 +92,13 @@ interface Tally {
   skipped: number;
   duplicates: { redelivery: number; republish: number };
   deadLettered: Partial<Record<DeadLetterReason, number>>;
+  outcomes: DeliveredOutcome[];
+}
+
+/** Options of one hand-over. */
+interface HandOver {
+  /** Roll back the first transaction that ran the handler for each message, as a failed COMMIT would. */
+  readonly rollBackOnce?: boolean;
 }
 
 /**
@@ -83,6 +112,7 @@ export class Delivery {
   readonly #handlers: ReadonlyMap<string, AnyHandlerDefinition>;
   readonly #batchSize: number;
   readonly #partitions: number;
+  readonly #stallTimeoutMs: number;
   readonly #nextOffset = new Map<string, bigint>();
   readonly #tally: Tally = {
     delivered: 0,
@@ -90,6 +120,7 @@ export class Delivery {
     skipped: 0,
     duplicates: { redelivery: 0, republish: 0 },
     deadLettered: {},
+    outcomes: [],
   };
   #roundRobin = 0;
 
@@ -103,16 +134,41 @@ export class Delivery {
     this.#handlers = handlers;
     this.#batchSize = options.batchSize ?? 500;
     this.#partitions = options.partitions ?? 3;
+    this.#stallTimeoutMs = options.stallTimeoutMs ?? 30_000;
     const logger = options.logger ?? pino({ level: 'silent' });
     const events = new EventHub(logger);
     const tally = this.#tally;
-    events.on('message:processed', () => void tally.processed++);
-    events.on('message:skipped', () => void tally.skipped++);
-    events.on('message:duplicate', (e) => void tally.duplicates[e.duplicateClass]++);
-    events.on(
-      'message:dead-lettered',
-      (e) => void (tally.deadLettered[e.reason] = (tally.deadLettered[e.reason] ?? 0) + 1),
-    );
+    const note = (
+      e: { topic: string; partition: number; offset: string; messageId: string | null },
+      outcome: DeliveredOutcome['outcome'],
+      detail?: string,
+    ): void => {
+      const { topic, partition, offset, messageId } = e;
+      tally.outcomes.push({
+        topic,
+        partition,
+        offset,
+        messageId,
+        outcome,
+        ...(detail === undefined ? {} : { detail }),
+      });
+    };
+    events.on('message:processed', (e) => {
+      tally.processed++;
+      note(e, 'processed');
+    });
+    events.on('message:skipped', (e) => {
+      tally.skipped++;
+      note(e, 'skipped');
+    });
+    events.on('message:duplicate', (e) => {
+      tally.duplicates[e.duplicateClass]++;
+      note(e, 'duplicate', e.duplicateClass);
+    });
+    events.on('message:dead-lettered', (e) => {
+      tally.deadLettered[e.reason] = (tally.deadLettered[e.reason] ?? 0) + 1;
+      note(e, 'dead_lettered', e.reason);
+    });
     this.#pipeline = {
       groupId: this.groupId,
       inboxScope: this.groupId,
@@ -124,7 +180,7 @@ export class Delivery {
       events,
       handlerTimeoutMs: 30_000,
       requireMessageId: false,
-      maxPayloadBytes: undefined,
+      maxPayloadBytes: options.maxPayloadBytes,
       onExhausted: 'dead-letter',
       deadLetterTopic: undefined,
     };
@@ -139,6 +195,7 @@ export class Delivery {
       skipped: t.skipped,
       duplicates: { ...t.duplicates },
       deadLettered: { ...t.deadLettered },
+      outcomes: [...t.outcomes],
     };
   }
 
@@ -161,25 +218,25 @@ export class Delivery {
   }
 
   /** The records as a new copy at fresh coordinates (a producer's re-send). */
-  async deliver(planned: readonly Planned[]): Promise<ConsumedRecord[]> {
+  async deliver(planned: readonly Planned[], how: HandOver = {}): Promise<ConsumedRecord[]> {
     const records = planned.map((p) => this.#record(p));
-    await this.redeliver(records);
+    await this.redeliver(records, how);
     return records;
   }
 
   /** Hands `records` over again, as given: same coordinates means a redelivery. */
-  async redeliver(records: readonly ConsumedRecord[]): Promise<void> {
+  async redeliver(records: readonly ConsumedRecord[], how: HandOver = {}): Promise<void> {
     // Consecutive records of one partition go together, so batch handlers get real chunks.
     let run: ConsumedRecord[] = [];
     for (const record of records) {
       const previous = run.at(-1);
       if (previous !== undefined && (previous.topic !== record.topic || previous.partition !== record.partition)) {
-        await this.#handOver(run);
+        await this.#handOver(run, how);
         run = [];
       }
       run.push(record);
     }
-    if (run.length > 0) await this.#handOver(run);
+    if (run.length > 0) await this.#handOver(run, how);
   }
 
   /** True when the message has an id of its own (not its Kafka coordinates). */
@@ -188,27 +245,63 @@ export class Delivery {
     return handler !== undefined && prepareRecord(this.#pipeline, handler, record).idSource !== 'coordinates';
   }
 
-  async #handOver(records: readonly ConsumedRecord[]): Promise<void> {
+  async #handOver(records: readonly ConsumedRecord[], how: HandOver): Promise<void> {
     const first = records[0];
     if (first === undefined) return;
-    const handler = this.#handlers.get(first.topic);
-    if (handler === undefined) return;
+    const registered = this.#handlers.get(first.topic);
+    if (registered === undefined) return;
     this.#tally.delivered += records.length;
     const chain = new TransactionChain(this.#pipeline.pool, this.#pipeline.bind);
-    const control: PartitionControl = { heartbeat: () => Promise.resolve(), isActive: () => true, transactions: chain };
+    const rollBack = how.rollBackOnce === true ? new RollBackOnce(chain) : undefined;
+    const handler = rollBack === undefined ? registered : rollBack.watch(registered);
+    let active = true;
+    const control: PartitionControl = {
+      heartbeat: () => Promise.resolve(),
+      // Turned off when a record overstays its bound: the pipeline then abandons it at its next wait.
+      isActive: () => active,
+      transactions: rollBack ?? chain,
+    };
+    const bounded = async <T>(what: ConsumedRecord, work: Promise<T>): Promise<T> => {
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<'stalled'>((resolve) => {
+        timer = setTimeout(() => resolve('stalled'), this.#stallTimeoutMs);
+      });
+      try {
+        const result = await Promise.race([work, stalled]);
+        if (result !== 'stalled') return result;
+      } finally {
+        clearTimeout(timer);
+      }
+      active = false;
+      // Give the pipeline a moment to notice and let go of the connection before it is closed.
+      await Promise.race([work.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+      throw new AssertionError({
+        message:
+          `record ${what.topic}/${what.partition}/${what.offset} reached no recorded outcome within ` +
+          `${this.#stallTimeoutMs} ms: in a consumer its partition would stall there`,
+      });
+    };
+    const expectOutcome = (what: ConsumedRecord, outcome: Outcome | { kind: string }): void => {
+      if (outcome.kind === 'abandoned' || outcome.kind === 'paused') {
+        throw new AssertionError({
+          message: `record ${what.topic}/${what.partition}/${what.offset} was ${outcome.kind} with no recorded outcome`,
+        });
+      }
+    };
     try {
       if (handler.kind === 'batch') {
         for (let start = 0; start < records.length; start += this.#batchSize) {
-          await processChunk(
-            this.#pipeline,
-            handler,
-            records.slice(start, start + this.#batchSize),
-            control,
-            () => undefined,
+          const chunk = records.slice(start, start + this.#batchSize);
+          const result = await bounded(
+            chunk[0] ?? first,
+            processChunk(this.#pipeline, handler, chunk, control, () => undefined),
           );
+          expectOutcome(chunk[0] ?? first, result);
         }
       } else {
-        for (const record of records) await processRecord(this.#pipeline, handler, record, control);
+        for (const record of records) {
+          expectOutcome(record, await bounded(record, processRecord(this.#pipeline, handler, record, control)));
+        }
       }
     } finally {
       await chain.close();
@@ -244,4 +337,69 @@ function toBytes(value: unknown): Buffer | null {
   if (Buffer.isBuffer(value)) return value;
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
   return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+/**
+ * Runs the partition's transactions on `inner`, but fails the COMMIT of the first transaction that
+ * ran the handler for a message (or a chunk) once: the transaction rolls back, as when COMMIT fails
+ * (a serialization failure, a failover), and the pipeline delivers the message again. Writes the
+ * handler made outside `ctx.tx` stay behind from the rolled-back attempt and show up twice.
+ */
+class RollBackOnce implements Transactions {
+  readonly #inner: Transactions;
+  /** Messages (or chunks, by their ids) whose first commit was already failed. */
+  readonly #failed = new Set<string>();
+  /** What the handler ran for in the transaction under way. */
+  #ran: string | undefined;
+
+  constructor(inner: Transactions) {
+    this.#inner = inner;
+  }
+
+  /** The same handler, telling this wrapper when it ran and for which message(s). */
+  watch(handler: AnyHandlerDefinition): AnyHandlerDefinition {
+    if (handler.kind === 'batch') {
+      return {
+        ...handler,
+        handleBatch: async (events, ctx) => {
+          await handler.handleBatch(events, ctx);
+          this.#ran = events.map((e) => e.messageId).join('\u0000');
+        },
+      };
+    }
+    const tombstone = handler.tombstone;
+    return {
+      ...handler,
+      handle: async (event, ctx) => {
+        await handler.handle(event, ctx);
+        this.#ran = ctx.messageId;
+      },
+      ...(typeof tombstone === 'function'
+        ? {
+            tombstone: async (ctx: HandlerContext) => {
+              await tombstone(ctx);
+              this.#ran = ctx.messageId;
+            },
+          }
+        : {}),
+    };
+  }
+
+  run<T>(work: (transaction: OpenTransaction) => Promise<T>): Promise<T> {
+    return this.#inner.run(async (transaction) => {
+      this.#ran = undefined;
+      const result = await work(transaction);
+      const ran = this.#ran;
+      if (ran !== undefined && !this.#failed.has(ran)) {
+        this.#failed.add(ran);
+        // Thrown inside the transaction, so it rolls back. A serialization failure is what
+        // PostgreSQL answers a COMMIT it cannot make: the pipeline retries the message.
+        throw Object.assign(new Error('could not serialize access (oncely/testing: scenario "rolled-back")'), {
+          code: '40001',
+          severity: 'ERROR',
+        });
+      }
+      return result;
+    });
+  }
 }

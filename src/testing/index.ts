@@ -6,12 +6,18 @@
 import assert from 'node:assert/strict';
 
 import type { ConsumedRecord } from '../kafka/runner.js';
-import { Delivery, type DeliveryOptions, type DeliveryReport, type TestMessage } from './delivery.js';
+import {
+  type DeliveredOutcome,
+  Delivery,
+  type DeliveryOptions,
+  type DeliveryReport,
+  type TestMessage,
+} from './delivery.js';
 import { seededRandom } from './seeded-random.js';
 
 export { startDevServices, type DevServices, type DevServicesOptions } from '../dev/index.js';
 export { seededRandom };
-export type { DeliveryOptions, DeliveryReport, TestMessage };
+export type { DeliveredOutcome, DeliveryOptions, DeliveryReport, TestMessage };
 
 /**
  * - `redelivery`: every message again at the same coordinates — a crash after the database
@@ -21,8 +27,11 @@ export type { DeliveryOptions, DeliveryReport, TestMessage };
  * - `mutated`: every message with an id of its own again, with other bytes — key reuse, which
  *   must be dead-lettered and change nothing.
  * - `shuffled`: the partitions interleaved in a random (seeded) order; order within each partition kept.
+ * - `rolled-back`: every message's first transaction that ran the handler fails at COMMIT and rolls
+ *   back, then the message is delivered again. Writes made outside `ctx.tx` (through the pool, an
+ *   HTTP call) survive the rollback and happen twice; writes through `ctx.tx` do not.
  */
-export const SCENARIOS = ['redelivery', 'republish', 'concurrent', 'mutated', 'shuffled'] as const;
+export const SCENARIOS = ['redelivery', 'republish', 'concurrent', 'mutated', 'shuffled', 'rolled-back'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Delivers every message once, in order: the reference a clean run produces. */
@@ -60,6 +69,9 @@ export async function deliverAdversarially(options: DeliveryOptions & { scenario
     }
     case 'shuffled':
       await delivery.deliver(interleave(planned, options.seed ?? 1));
+      break;
+    case 'rolled-back':
+      await delivery.deliver(planned, { rollBackOnce: true });
       break;
   }
   return delivery.report();

@@ -1,5 +1,11 @@
+import { randomUUID } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 
+import { spawnFixture } from '../../support/child.js';
 import { testPool } from '../../support/settings.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 
@@ -73,6 +79,61 @@ describe('G1: the handler’s writes commit at most once per group and message i
     expect(outcomes.processed).toHaveLength(1);
     expect(outcomes.duplicates).toEqual([expect.objectContaining({ messageId: 'twin', duplicateClass: 'republish' })]);
     expect(await env.effectsOf(topic)).toHaveLength(1);
+  });
+
+  it('G1: applies a message once when its member is evicted mid-transaction and a second member takes the partition and processes it too', async () => {
+    const topic = await env.createTopic('g1-evicted');
+    const groupId = env.groupId('g1e');
+    await env.produce(topic, [jsonMessage('victim', { n: 1 }), jsonMessage('after', { n: 2 })]);
+    const releaseFile = join(tmpdir(), `oncely-release-${randomUUID()}`);
+    const watcher = testPool(env.databaseUrl, 1);
+    try {
+      // Member 1 (a child process) claims "victim", writes its effect in the open transaction, then
+      // blocks its event loop: no heartbeat leaves it, and its 3 s session expires.
+      const first = spawnFixture('evictable-consumer.ts', {
+        KAFKA_BROKERS: env.brokers.join(','),
+        DATABASE_URL: env.databaseUrl,
+        TOPIC: topic,
+        GROUP_ID: groupId,
+        BLOCK_ID: 'victim',
+        RELEASE_FILE: releaseFile,
+        SESSION_TIMEOUT_MS: '3000',
+      });
+      await first.waitForLine((l) => l.event === 'inside');
+
+      // Member 2 joins; the group evicts member 1 and gives member 2 the partition, which it
+      // fetches from the start (nothing was committed) while member 1 still holds the transaction.
+      const second = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+      const outcomes = recordOutcomes(second);
+      await second.start();
+      // Member 2's claim of "victim" waits on member 1's uncommitted inbox row: both members
+      // hold the partition and work on the same message at this moment.
+      await waitFor(
+        'member 2 to block on member 1’s claim',
+        async () => {
+          const { rows } = await watcher.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%oncely.inbox%'`,
+          );
+          return (rows[0]?.n ?? 0) >= 1;
+        },
+        { timeoutMs: 30_000, intervalMs: 50 },
+      );
+
+      // Member 1 finishes and commits (PostgreSQL does not know it lost the partition).
+      writeFileSync(releaseFile, '');
+      await first.waitForLine((l) => l.event === 'processed' && l.id === 'victim');
+      await waitFor('member 2 to record both messages', () => outcomes.total === 2);
+
+      expect(outcomes.duplicates).toEqual([expect.objectContaining({ messageId: 'victim' })]);
+      expect(outcomes.processed).toEqual([expect.objectContaining({ messageId: 'after' })]);
+      expect((await env.effectsOf(topic)).map((r) => r.messageId).sort()).toEqual(['after', 'victim']);
+      expect(await doubled(topic)).toEqual([]);
+    } finally {
+      writeFileSync(releaseFile, '');
+      await watcher.end();
+      rmSync(releaseFile, { force: true });
+    }
   });
 
   it('G1: applies every message exactly once while a third consumer joins the group mid-stream', async () => {

@@ -145,28 +145,43 @@ describe('G1, G3, G5: crashes leave no partial effect and nothing applied twice'
   });
 
   it('G3: commits the Kafka offset only after the inbox row commits', async () => {
-    const topic = await env.createTopic('g3-order');
+    const topic = await env.createTopic('g3-order', 2);
     const groupId = env.groupId('g3');
-    await env.produce(
-      topic,
-      Array.from({ length: 10 }, (_, i) => jsonMessage(`o-${i}`, { i })),
-    );
+    // Partition 0 holds the transaction of its offset 5 open, while partition 1 finishes its batch.
+    // kafkajs commits every offset the consumer resolved, on all partitions, at the end of any
+    // batch: an offset of partition 0 resolved before its transaction committed would reach Kafka
+    // right then. (A single-partition test cannot see that: nothing commits mid-batch.)
+    await env.produce(topic, [
+      ...Array.from({ length: 10 }, (_, i) => jsonMessage(`p0-${i}`, { i }, 0)),
+      ...Array.from({ length: 3 }, (_, i) => jsonMessage(`p1-${i}`, { i }, 1)),
+    ]);
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
-    let inside = false;
+    let hold!: () => void;
+    const held = new Promise<void>((resolve) => (hold = resolve));
     const handler = effectHandler(topic, async (ctx) => {
-      if (ctx.message.offset === '5') {
-        inside = true;
+      if (ctx.message.partition === 0 && ctx.message.offset === '5') {
+        hold();
         await released;
       }
+      // Partition 1's batch ends only once partition 0 is inside offset 5's transaction.
+      if (ctx.message.partition === 1 && ctx.message.offset === '2') await held;
     });
-    const consumer = env.consumer({ groupId, handlers: [handler] });
-    await consumer.start();
-    await waitFor('the handler to hold offset 5', () => inside);
-    // Offsets 0–4 are committed in PostgreSQL; 5 is in flight. Neither store may be past 5.
-    expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(5n);
-    expect((await env.committedOffsetsOf(groupId, topic)).get(0) ?? -1n).toBeLessThanOrEqual(5n);
-    release();
+    const consumer = env.consumer({ groupId, concurrency: 2, handlers: [handler] });
+    try {
+      await consumer.start();
+      await held;
+      await waitFor(
+        'Kafka to commit partition 1 to its end while partition 0 holds offset 5',
+        async () => (await env.committedOffsetsOf(groupId, topic)).get(1) === 3n,
+      );
+      // Offsets 0–4 of partition 0 are committed in PostgreSQL; 5 is in flight. Kafka committed
+      // meanwhile, and may not be past 5.
+      expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(5n);
+      expect((await env.committedOffsetsOf(groupId, topic)).get(0) ?? -1n).toBeLessThanOrEqual(5n);
+    } finally {
+      release(); // also when an expectation failed: the consumer cannot stop while offset 5 is held
+    }
     await waitFor('Kafka to commit the end', async () => (await env.committedOffsetsOf(groupId, topic)).get(0) === 10n);
     expect((await env.offsetsOf(groupId, topic)).get(0)).toBe(10n);
   });

@@ -147,6 +147,79 @@ describe('oncely/testing', () => {
     expect(outcomes.some((o) => o.includes('scenario "shuffled" left a different state'))).toBe(true);
   });
 
+  it('catches a handler that writes through the pool instead of ctx.tx: a rolled-back commit leaves its write behind', async () => {
+    const topic = `kit-pool-${Date.now()}`;
+    // A bug: the write goes through the pool, outside the message's transaction, so it commits
+    // even when the message's transaction rolls back.
+    const handler = defineHandler({
+      topic,
+      async handle(event, ctx) {
+        await env.db
+          .insert(effects)
+          .values({ messageId: ctx.messageId, topic, partition: 0, offset: 0, payload: event });
+      },
+    });
+    const failure = await expectSameAsCleanDelivery({
+      db: env.db,
+      handlers: [handler],
+      messages: messages(topic, 4),
+      snapshot: snapshotOf(topic),
+      reset: resetOf(topic),
+      scenarios: ['rolled-back'],
+    }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(AssertionError);
+    expect((failure as Error).message).toContain(
+      'scenario "rolled-back" left a different state than one clean delivery',
+    );
+  });
+
+  it('passes a handler that writes through ctx.tx under the rolled-back scenario, in both modes', async () => {
+    const topic = `kit-tx-${Date.now()}`;
+    const reports = await expectSameAsCleanDelivery({
+      db: env.db,
+      handlers: [effectHandler(topic)],
+      messages: messages(topic, 6),
+      snapshot: snapshotOf(topic),
+      reset: resetOf(topic),
+      scenarios: ['rolled-back'],
+    });
+    expect(reports['rolled-back']).toMatchObject({ delivered: 6, processed: 6 });
+
+    const batchTopic = `kit-tx-batch-${Date.now()}`;
+    let calls = 0;
+    const batch = defineBatchHandler({
+      topic: batchTopic,
+      async handleBatch(events, ctx) {
+        calls += 1;
+        await ctx.tx.insert(effects).values(
+          events.map((e) => ({
+            messageId: e.messageId,
+            topic: batchTopic,
+            partition: 0,
+            offset: 0,
+            payload: e.event,
+          })),
+        );
+      },
+    });
+    const callsAtSnapshot: number[] = [];
+    const batchReports = await expectSameAsCleanDelivery({
+      db: env.db,
+      handlers: [batch],
+      messages: messages(batchTopic, 9),
+      snapshot: async () => {
+        callsAtSnapshot.push(calls);
+        return snapshotOf(batchTopic)();
+      },
+      reset: resetOf(batchTopic),
+      scenarios: ['rolled-back'],
+    });
+    expect(batchReports['rolled-back']).toMatchObject({ delivered: 9, processed: 9 });
+    // Every chunk ran twice when rolled back once: twice the handler calls of the clean delivery.
+    const [clean = 0, total = 0] = callsAtSnapshot;
+    expect(total - clean).toBe(2 * clean);
+  });
+
   it('runs one scenario on its own and reports what it recorded', async () => {
     const topic = `kit-one-${Date.now()}`;
     const report = await deliverAdversarially({
