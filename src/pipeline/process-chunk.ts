@@ -21,6 +21,7 @@ import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { claimFor, deadLetter } from './process-record.js';
 import { backoffDelay } from './retry.js';
 import { batchContext, runBounded } from './run-handler.js';
+import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
 
 export type ChunkResult =
   | { readonly kind: 'done' }
@@ -150,7 +151,16 @@ async function exhausted(
   }
   const started = performance.now();
   const claim = claimFor(pipeline, prepared, messageId);
-  const outcome = await deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', error, attempts);
+  // Its completed steps' external effects are compensated first (steps.ts says why before).
+  const stored = await compensateSteps(
+    pipeline,
+    control,
+    stepsOfRecord(pipeline, prepared, messageId),
+    prepared.where,
+    error,
+  );
+  if (stored === undefined) return { kind: 'abandoned' };
+  const outcome = await deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', stored, attempts);
   if (outcome.kind === 'abandoned') return { kind: 'abandoned' };
   // The dead letter and the partition's next offset committed together.
   committed(prepared.record.offset);
@@ -200,6 +210,7 @@ async function chunkTransaction(
 
   const outcomes: Outcome[] = [];
   const events: BatchEvent<unknown>[] = [];
+  const stepRecords = new Map<string, PreparedRecord>();
   const reclassified = { deadLettered: [] as string[], skipped: [] as string[] };
   for (const p of chunk) {
     const { record, messageId } = p;
@@ -239,6 +250,7 @@ async function chunkTransaction(
       outcomes.push({ kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 });
     } else if (verdict.kind === 'apply') {
       events.push({ event: verdict.event, messageId, message: p.info });
+      stepRecords.set(messageId, p);
       outcomes.push({ kind: 'processed', attempts: attempt });
     } else {
       reclassified.skipped.push(row);
@@ -251,7 +263,11 @@ async function chunkTransaction(
     try {
       await runBounded(
         { transaction: t, timeoutMs: pipeline.handlerTimeoutMs, heartbeat: () => control.heartbeat() },
-        (signal) => handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal)),
+        async (signal) => {
+          const steps = batchAttemptSteps(pipeline, stepRecords, signal);
+          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal, steps.step));
+          steps.finish();
+        },
       );
     } catch (error) {
       throw new HandlerFailure(error, t);

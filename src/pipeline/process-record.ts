@@ -20,6 +20,7 @@ import {
 import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { backoffDelay } from './retry.js';
 import { messageContext, runBounded } from './run-handler.js';
+import { compensateSteps, MessageSteps } from './steps.js';
 
 /**
  * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
@@ -72,6 +73,8 @@ async function recordOutcome(
     return deadLetter(pipeline, control, prepared, messageId, claim, 'invalid_payload', prepared.verdict.error, 0);
   }
   const skipping = prepared.decided && prepared.verdict.kind === 'skip';
+  // The message's ctx.step across its attempts (made lazily: nothing is read unless a step runs).
+  const steps = new MessageSteps(pipeline.pool, pipeline.groupId, messageId);
 
   let attempts = 0;
   let transientFailures = 0;
@@ -113,7 +116,13 @@ async function recordOutcome(
         try {
           await runBounded(
             { transaction: t, timeoutMs: pipeline.handlerTimeoutMs, heartbeat: () => control.heartbeat(), messageId },
-            (signal) => apply(messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal)),
+            async (signal) => {
+              const attemptSteps = steps.attempt(signal);
+              await apply(
+                messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal, attemptSteps.step),
+              );
+              attemptSteps.finish();
+            },
           );
         } catch (error) {
           throw new HandlerFailure(error, t);
@@ -143,8 +152,11 @@ async function recordOutcome(
         return { kind: 'paused', messageId, error: stored, attempts };
       }
       // Out of attempts (or retrying cannot help): record the failure so the partition moves on.
-      // The handler's writes were rolled back with each attempt; only the dead letter remains.
-      return deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', stored, attempts);
+      // The handler's writes were rolled back with each attempt; only the dead letter remains —
+      // and the external effects of its completed steps, which are compensated first (steps.ts).
+      const withCompensation = await compensateSteps(pipeline, control, steps, where, stored);
+      if (withCompensation === undefined) return { kind: 'abandoned' };
+      return deadLetter(pipeline, control, prepared, messageId, claim, 'handler_failed', withCompensation, attempts);
     }
     const delayMs = backoffDelay(pipeline.retry, attempts);
     pipeline.logger.warn({ ...where, err: error, attempt: attempts, delayMs }, 'handler failed; retrying');

@@ -73,7 +73,14 @@ export function classifyFailure({ error, inHandler, connectionLost }: FailureFac
   const pgError = chain.find(isPgError) as { code?: unknown } | undefined;
   const sqlState = typeof pgError?.code === 'string' ? pgError.code : undefined;
   if (sqlState !== undefined && (TRANSIENT_SQLSTATES.has(sqlState) || sqlState.startsWith('08'))) return 'transient';
-  if (chain.some((e) => hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || isValidationError(e))) return 'non_retriable';
+  // ONCELY_CONFIG from inside a handler (a step name used twice, a step result JSON cannot hold)
+  // is a bug in the handler's code: every retry would fail the same way.
+  if (
+    chain.some(
+      (e) => hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || hasErrorCode(e, 'ONCELY_CONFIG') || isValidationError(e),
+    )
+  )
+    return 'non_retriable';
   // A COMMIT turned into ROLLBACK by an error the handler swallowed: the handler's doing.
   if (hasErrorCode(error, 'ONCELY_COMMIT_FAILED')) return 'retriable';
   if (!inHandler) {
