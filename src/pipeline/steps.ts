@@ -123,12 +123,16 @@ export async function compensateSteps(
 ): Promise<StoredError | undefined> {
   for (let failures = 1; ; failures++) {
     let report: CompensationReport;
+    // A slow refund must not get the member evicted meanwhile, as in runBounded.
+    const heartbeats = setInterval(() => void control.heartbeat().catch(() => undefined), 1_000);
     try {
       report = await steps.runner().compensate({
         attempts: pipeline.retry.attempts,
         delayMs: (n) => backoffDelay(pipeline.retry, n),
         // Heartbeating while waiting keeps the partition ours; losing it stops compensation here.
         wait: (ms) => waitHeartbeating(ms, control),
+        // Each try gets the handler's time limit: a hung refund must not hold the partition forever.
+        timeoutMs: pipeline.handlerTimeoutMs,
       });
     } catch (failure) {
       // The database failed (reading or recording a step): retry while the partition is ours.
@@ -136,6 +140,8 @@ export async function compensateSteps(
       pipeline.logger.warn({ ...where, err: failure, delayMs }, 'could not compensate the steps; retrying');
       if (!(await waitHeartbeating(delayMs, control))) return undefined;
       continue;
+    } finally {
+      clearInterval(heartbeats);
     }
     if (report.stopped) return undefined;
     if (report.failed.length > 0 || report.unknown.length > 0) {

@@ -33,6 +33,8 @@ export interface StepCallContext {
 export interface CompensationContext {
   /** `<scope>:<ownerId>:compensate:<step name>`: the same on every try of this compensation. */
   readonly idempotencyKey: string;
+  /** Aborts when the try runs past `timeoutMs` (a failed try, retried): pass it to `fetch`. */
+  readonly signal: AbortSignal;
 }
 
 /** Undoes a completed step (refund a charge); `result` is the step's recorded result. */
@@ -84,6 +86,8 @@ export interface CompensateOptions {
    * partition). Default: a timer.
    */
   readonly wait?: (ms: number) => Promise<boolean>;
+  /** How long one try may run before it counts as failed (its signal aborts). 0: no limit. Default 30 s. */
+  readonly timeoutMs?: number;
 }
 
 /** A compensation that gave up. The error is stored as `{ name, message, code? }`. */
@@ -289,7 +293,9 @@ class Runner implements StepRunner {
       const idempotencyKey = stepIdempotencyKey(this.scope, this.ownerId, name);
       for (let tries = 1; ; tries++) {
         try {
-          const value = await compensate(step.result, { idempotencyKey });
+          const value = await withTimeout(options.timeoutMs ?? 30_000, (signal) =>
+            compensate(step.result, { idempotencyKey, signal }),
+          );
           await recordStep(this.pool, this.row(name, toJson(value, name), 'completed'));
           report.compensated.push(step.name);
           break;
@@ -339,4 +345,24 @@ function errorSummary(error: unknown): FailedCompensation['error'] {
     return { name: error.name, message: error.message, ...(typeof code === 'string' ? { code } : {}) };
   }
   return { name: 'NonError', message: String(error) };
+}
+
+/** Runs `work` with a signal that aborts after `ms` (0: never); rejects when the time is up. */
+async function withTimeout<T>(ms: number, work: (signal: AbortSignal) => T): Promise<Awaited<T>> {
+  if (ms <= 0) return await work(neverAborted);
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new Error(`the compensation did not finish within ${ms} ms`);
+      error.name = 'TimeoutError';
+      controller.abort(error);
+      reject(error);
+    }, ms);
+  });
+  try {
+    return await Promise.race([Promise.resolve().then(() => work(controller.signal)), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

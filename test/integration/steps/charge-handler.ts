@@ -38,3 +38,24 @@ export function chargeHandler(
     },
   });
 }
+
+/** Two charges, each refunded as its compensation; then the handler always fails (it is dead-lettered). */
+export function twoChargesThenFail(topic: string, providerUrl: string) {
+  return defineHandler({
+    topic,
+    async handle(_event, ctx) {
+      for (const name of ['charge-a', 'charge-b']) {
+        await ctx.step(
+          name,
+          ({ idempotencyKey, signal }) =>
+            callProvider<Charge>(providerUrl, '/charges', { amountCents: 500 }, { idempotencyKey, signal }),
+          {
+            compensate: (done, { idempotencyKey, signal }) =>
+              callProvider(providerUrl, '/refunds', { chargeId: done.id }, { idempotencyKey, signal }),
+          },
+        );
+      }
+      throw new Error('the order cannot be booked');
+    },
+  });
+}

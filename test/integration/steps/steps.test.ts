@@ -11,7 +11,7 @@ import {
 import { spawnFixture } from '../../support/child.js';
 import { recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 import { callProvider, type PaymentProvider, startPaymentProvider } from '../../support/payment-provider.js';
-import { type Charge, chargeHandler } from './charge-handler.js';
+import { type Charge, chargeHandler, twoChargesThenFail } from './charge-handler.js';
 
 const env = useTestEnvironment();
 const fastRetry = { initialDelayMs: 10, maxDelayMs: 50, jitter: 0 };
@@ -126,6 +126,48 @@ describe('steps (ctx.step)', () => {
     );
     expect(rows[0]?.error.compensation).toEqual({ compensated: ['charge'], failed: [], unknown: [] });
     expect((await stepRows(groupId)).map((r) => r.name)).toEqual(['charge', 'compensate:', 'compensate:charge']);
+  });
+
+  it('G9: a consumer killed mid-compensation is resumed by the next one without refunding twice', async () => {
+    const topic = await env.createTopic('steps-kill-compensation');
+    const groupId = env.groupId('steps-kill-compensation');
+    // Compensation runs newest first: charge-b's refund answers, charge-a's is made and then hangs.
+    provider.plan('/refunds', 'ok', 'process-then-hang');
+    await env.produce(topic, [{ value: '{}', headers: { 'message-id': 'order-7' } }]);
+    const child = spawnFixture('step-consumer.ts', {
+      KAFKA_BROKERS: env.brokers.join(','),
+      DATABASE_URL: env.databaseUrl,
+      TOPIC: topic,
+      GROUP_ID: groupId,
+      PROVIDER_URL: provider.url,
+      HANDLER: 'two-charges-then-fail',
+      RETRY_ATTEMPTS: '2',
+    });
+    await provider.whenProcessed('/refunds', 2);
+    await child.kill('SIGKILL');
+    expect(
+      await env.pool.query('SELECT 1 FROM oncely.dead_letters WHERE consumer_group = $1', [groupId]),
+    ).toMatchObject({ rowCount: 0 });
+
+    const consumer = env.consumer({
+      groupId,
+      retry: { attempts: 2, ...fastRetry },
+      handlers: [twoChargesThenFail(topic, provider.url)],
+    });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('the message dead-lettered', () => outcomes.deadLettered.length === 1);
+
+    // The handler re-ran only to replay its recorded steps: no charge was called again.
+    expect(chargeCalls()).toBe(2);
+    // charge-b's refund was recorded and not called again; charge-a's was called again with its key.
+    expect(refundCalls()).toBe(3);
+    expect(provider.refunds.size).toBe(2);
+    const { rows } = await env.pool.query<{ error: StoredError }>(
+      'SELECT error FROM oncely.dead_letters WHERE consumer_group = $1',
+      [groupId],
+    );
+    expect(rows[0]?.error.compensation).toEqual({ compensated: ['charge-b', 'charge-a'], failed: [], unknown: [] });
   });
 
   it('G9: a refund that keeps failing is recorded on the dead letter, after the retry policy', async () => {
