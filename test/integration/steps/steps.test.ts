@@ -1,3 +1,4 @@
+import { getTableConfig } from 'drizzle-orm/pg-core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import {
@@ -6,6 +7,7 @@ import {
   defineHandler,
   hasErrorCode,
   purgeSteps,
+  stepsTable,
   type StoredError,
 } from '../../../src/index.js';
 import { spawnFixture } from '../../support/child.js';
@@ -352,5 +354,17 @@ describe('createStepRunner (framework-neutral)', () => {
     const deleted = await purgeSteps(env.pool, { olderThan: 7 * 24 * 3600_000, batchSize: 1 });
     expect(deleted).toBe(1);
     expect((await stepRows(scope)).map((r) => r.owner_id).sort()).toEqual(['fresh', 'old-kept']);
+  });
+
+  it('matches the exported stepsTable to the migrated columns', async () => {
+    const config = getTableConfig(stepsTable);
+    const { rows } = await env.pool.query<{ column_name: string; is_nullable: string }>(
+      `SELECT column_name, is_nullable FROM information_schema.columns
+        WHERE table_schema = 'oncely' AND table_name = $1`,
+      [config.name],
+    );
+    expect(config.columns.map((c) => [c.name, c.notNull ? 'NO' : 'YES']).sort()).toEqual(
+      rows.map((r) => [r.column_name, r.is_nullable]).sort(),
+    );
   });
 });
