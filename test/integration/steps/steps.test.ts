@@ -7,6 +7,7 @@ import {
   defineHandler,
   hasErrorCode,
   purgeSteps,
+  retryDeadLetter,
   stepsTable,
   type StoredError,
 } from '../../../src/index.js';
@@ -275,6 +276,81 @@ describe('steps (ctx.step)', () => {
     expect(new Set(provider.calls.map((c) => c.idempotencyKey))).toEqual(
       new Set([1, 2, 3].map((n) => `${groupId}:batch-${n}:charge`)),
     );
+  });
+
+  it('G9: a batch message dead-lettered after its charge is refunded once; its neighbours are charged once', async () => {
+    const topic = await env.createTopic('steps-batch-refund');
+    const groupId = env.groupId('steps-batch-refund');
+    const consumer = env.consumer({
+      groupId,
+      mode: 'batch',
+      retry: { attempts: 2, ...fastRetry },
+      handlers: [
+        defineBatchHandler({
+          topic,
+          async handleBatch(events, ctx) {
+            for (const event of events) {
+              await ctx.step(
+                event,
+                'charge',
+                ({ idempotencyKey }) =>
+                  callProvider<Charge>(provider.url, '/charges', { amountCents: 1 }, { idempotencyKey }),
+                {
+                  compensate: (charge, { idempotencyKey }) =>
+                    callProvider(provider.url, '/refunds', { chargeId: charge.id }, { idempotencyKey }),
+                },
+              );
+              if (event.messageId === 'poison') throw new Error('this order cannot be booked');
+            }
+          },
+        }),
+      ],
+    });
+    const outcomes = recordOutcomes(consumer);
+    await env.produce(
+      topic,
+      ['good-1', 'poison', 'good-2'].map((id) => ({ value: '{}', headers: { 'message-id': id } })),
+    );
+    await consumer.start();
+    await waitFor('every message with its outcome', () => outcomes.total === 3);
+
+    expect(outcomes.processed.map((o) => o.messageId).sort()).toEqual(['good-1', 'good-2']);
+    expect(outcomes.deadLettered.map((o) => o.messageId)).toEqual(['poison']);
+    expect(chargeCalls()).toBe(3);
+    expect(refundCalls()).toBe(1);
+    expect(provider.calls.find((c) => c.path === '/refunds')?.idempotencyKey).toBe(
+      `${groupId}:poison:compensate:charge`,
+    );
+  });
+
+  it('G9: a dead letter retried by hand replays its completed steps instead of calling them again', async () => {
+    const topic = await env.createTopic('steps-redrive');
+    const groupId = env.groupId('steps-redrive');
+    let bookable = false;
+    const handler = defineHandler({
+      topic,
+      async handle(_event, ctx) {
+        // No compensate: a dead letter keeps its charge, to be booked when the cause is fixed.
+        await ctx.step('charge', ({ idempotencyKey }) =>
+          callProvider<Charge>(provider.url, '/charges', { amountCents: 1 }, { idempotencyKey }),
+        );
+        if (!bookable) throw new Error('the ledger is closed');
+      },
+    });
+    const consumer = env.consumer({ groupId, retry: { attempts: 1 }, handlers: [handler] });
+    const outcomes = recordOutcomes(consumer);
+    await env.produce(topic, [{ value: '{}', headers: { 'message-id': 'order-8' } }]);
+    await consumer.start();
+    await waitFor('the message dead-lettered', () => outcomes.deadLettered.length === 1);
+    const { rows } = await env.pool.query<{ id: string }>(
+      'SELECT id FROM oncely.dead_letters WHERE consumer_group = $1',
+      [groupId],
+    );
+
+    bookable = true;
+    const result = await retryDeadLetter({ db: env.db, handlers: [handler] }, rows[0]?.id ?? '');
+    expect(result.outcome).toBe('processed');
+    expect(chargeCalls()).toBe(1);
   });
 });
 
