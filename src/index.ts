@@ -25,6 +25,7 @@ export {
   type BatchEvent,
   type BatchHandlerDefinition,
   type BatchHandlerOptions,
+  type BatchStepFunction,
   type Decoder,
   type HandlerContext,
   type HandlerDefinition,
@@ -68,3 +69,19 @@ export {
   type MessageIdSource,
   type RecordHeaders,
 } from './kafka/message-identity.js';
+export {
+  createStepRunner,
+  stepIdempotencyKey,
+  type Compensate,
+  type CompensateOptions,
+  type CompensationContext,
+  type CompensationReport,
+  type FailedCompensation,
+  type StepCallContext,
+  type StepFunction,
+  type StepOptions,
+  type StepRunner,
+  type StepRunnerOptions,
+} from './steps/runner.js';
+export { purgeSteps, type PurgeStepsOptions } from './steps/purge.js';
+export { stepsTable } from './steps/tables.js';

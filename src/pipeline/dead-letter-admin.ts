@@ -21,6 +21,7 @@ import { decode, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from './handler.js';
 import { applyOne, messageContext, runBounded } from './run-handler.js';
+import { singleAttemptSteps } from './steps.js';
 
 export type { DeadLetter, DeadLetterFilter, DeadLetterSummary };
 
@@ -153,7 +154,18 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
         const tombstone = handler.tombstone;
         apply =
           typeof tombstone === 'function'
-            ? (signal) => tombstone(messageContext(t, info, messageId, attempt, logger, signal))
+            ? (signal) =>
+                tombstone(
+                  messageContext(
+                    t,
+                    info,
+                    messageId,
+                    attempt,
+                    logger,
+                    signal,
+                    singleAttemptSteps(pool, letter.groupId, messageId, signal).step,
+                  ),
+                )
             : undefined; // 'skip': recorded, not applied
       } else {
         const decoded = decode(handler, info);
@@ -161,7 +173,11 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
           failure = { error: decoded.error };
           throw decoded.error;
         }
-        apply = (signal) => applyOne(handler, decoded.event, t, info, messageId, attempt, logger, signal);
+        apply = async (signal) => {
+          const steps = singleAttemptSteps(pool, letter.groupId, messageId, signal);
+          await applyOne(handler, decoded.event, t, info, messageId, attempt, logger, signal, steps.step);
+          steps.finish();
+        };
       }
       await markInboxProcessed(t.client, letter.groupId, messageId, attempt);
       if (apply !== undefined) {

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { configError } from '../errors.js';
 import type { OncelyTransaction } from '../inbox/database.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
+import type { StepCallContext, StepFunction, StepOptions } from '../steps/runner.js';
 
 /** The consumed record, as a handler sees it (`ctx.message`). */
 export interface MessageInfo {
@@ -37,7 +38,27 @@ export interface HandlerContext {
    * signal: ctx.signal })`) so they stop with the attempt.
    */
   readonly signal: AbortSignal;
+  /**
+   * Runs an external call (a charge, a payout) at most once per message: `ctx.step(name, fn, {
+   * compensate? })`. A completed step's result is recorded at once and returned on every later
+   * attempt without calling `fn` again; `fn({ idempotencyKey, signal })` gets a key that is the same on
+   * every attempt (`<group>:<messageId>:<name>`): pass it to the provider. Names are unique per
+   * attempt. When the message is finally dead-lettered, `compensate` runs (README: "Calling other
+   * services").
+   */
+  readonly step: StepFunction;
 }
+
+/**
+ * `ctx.step(event, name, fn, { compensate? })` in batch handlers: a step of one event's message,
+ * with the same guarantees as {@link HandlerContext.step}; names are unique per event and attempt.
+ */
+export type BatchStepFunction = <T>(
+  event: { readonly messageId: string },
+  name: string,
+  fn: (ctx: StepCallContext) => Promise<T> | T,
+  options?: StepOptions<T>,
+) => Promise<T>;
 
 /** Turns the raw value into the event the schema validates. Default: strict UTF-8 JSON. */
 export type Decoder = (value: Buffer | null, message: MessageInfo) => unknown;
@@ -95,6 +116,8 @@ export interface BatchContext {
   readonly signal: AbortSignal;
   /** A pino logger carrying group, topic and partition. */
   readonly log: Logger;
+  /** A step of one event's message: `ctx.step(event, name, fn, { compensate? })` (see {@link BatchStepFunction}). */
+  readonly step: BatchStepFunction;
 }
 
 export interface BatchHandlerOptions<TEvent> extends Pick<

@@ -22,6 +22,7 @@ import {
 import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { deadLetter } from './process-record.js';
 import { batchContext, runBounded } from './run-handler.js';
+import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
 
 export type ChunkResult =
   | { readonly kind: 'done' }
@@ -168,8 +169,21 @@ async function exhausted(
   const started = performance.now();
   // A record without an id fails alone only when storing its own dead letter failed: try once more
   // on its own, the same way, with the fallback.
+  let stored = error;
+  if (messageId !== null) {
+    // Its completed steps' external effects are compensated first (steps.ts says why before).
+    const compensated = await compensateSteps(
+      pipeline,
+      control,
+      stepsOfRecord(pipeline, prepared, messageId),
+      prepared.where,
+      error,
+    );
+    if (compensated === undefined) return { kind: 'abandoned' };
+    stored = compensated;
+  }
   const reason = messageId === null ? 'invalid_message_id' : 'handler_failed';
-  const outcome = await deadLetter(pipeline, control, prepared, reason, error, attempts);
+  const outcome = await deadLetter(pipeline, control, prepared, reason, stored, attempts);
   if (outcome.kind === 'abandoned') return { kind: 'abandoned' };
   if (outcome.kind === 'unrecordable') {
     announce(pipeline, prepared.where, outcome, performance.now() - started, prepared.record);
@@ -224,6 +238,7 @@ async function chunkTransaction(
 
   const outcomes: Outcome[] = [];
   const events: BatchEvent<unknown>[] = [];
+  const stepRecords = new Map<string, PreparedRecord>();
   const reclassified = { deadLettered: [] as string[], skipped: [] as string[] };
   for (const p of chunk) {
     const { record, messageId } = p;
@@ -267,6 +282,7 @@ async function chunkTransaction(
       outcomes.push({ kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 });
     } else if (verdict.kind === 'apply') {
       events.push({ event: verdict.event, messageId, message: p.info });
+      stepRecords.set(messageId, p);
       outcomes.push({ kind: 'processed', attempts: attempt });
     } else {
       reclassified.skipped.push(row);
@@ -284,7 +300,11 @@ async function chunkTransaction(
           heartbeat: () => control.heartbeat(),
           cancel: pipeline.cancelBackend,
         },
-        (signal) => handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal)),
+        async (signal) => {
+          const steps = batchAttemptSteps(pipeline, stepRecords, signal);
+          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal, steps.step));
+          steps.finish();
+        },
       );
     } catch (error) {
       throw new HandlerFailure(error);

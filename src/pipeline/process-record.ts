@@ -28,6 +28,7 @@ import {
 } from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { messageContext, runBounded } from './run-handler.js';
+import { compensateSteps, MessageSteps } from './steps.js';
 
 /**
  * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
@@ -71,6 +72,8 @@ async function recordOutcome(
     return deadLetter(pipeline, control, prepared, 'invalid_payload', prepared.verdict.error, 0);
   }
   const skipping = prepared.decided && prepared.verdict.kind === 'skip';
+  // The message's ctx.step across its attempts (made lazily: nothing is read unless a step runs).
+  const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
 
   const budget = new FailureBudget(pipeline.retry);
   for (;;) {
@@ -117,7 +120,13 @@ async function recordOutcome(
               cancel: pipeline.cancelBackend,
               messageId,
             },
-            (signal) => apply(messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal)),
+            async (signal) => {
+              const attemptSteps = steps.attempt(signal);
+              await apply(
+                messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal, attemptSteps.step),
+              );
+              attemptSteps.finish();
+            },
           );
         } catch (error) {
           throw new HandlerFailure(error);
@@ -138,8 +147,11 @@ async function recordOutcome(
         return { kind: 'paused', messageId, error: stored, attempts: budget.attempts };
       }
       // Out of attempts (or retrying cannot help): record the failure so the partition moves on.
-      // The handler's writes were rolled back with each attempt; only the dead letter remains.
-      return deadLetter(pipeline, control, prepared, 'handler_failed', stored, budget.attempts);
+      // The handler's writes were rolled back with each attempt; only the dead letter remains —
+      // and the external effects of its completed steps, which are compensated first (steps.ts).
+      const withCompensation = await compensateSteps(pipeline, control, steps, where, stored);
+      if (withCompensation === undefined) return { kind: 'abandoned' };
+      return deadLetter(pipeline, control, prepared, 'handler_failed', withCompensation, budget.attempts);
     }
     if (next.counted) {
       pipeline.logger.warn(

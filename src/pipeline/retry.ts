@@ -112,7 +112,11 @@ export function classifyFailure({ error, inHandler, connectionLost }: FailureFac
   } else if (!inHandler && chain.some(isConnectionError)) {
     return 'transient';
   }
-  if (chain.some((e) => hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || isValidationError(e))) return 'non_retriable';
+  // ONCELY_CONFIG from inside a handler (a step name used twice, a step result JSON cannot hold)
+  // is a bug in the handler's code: every retry would fail the same way.
+  const hopeless = (e: unknown): boolean =>
+    hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || hasErrorCode(e, 'ONCELY_CONFIG') || isValidationError(e);
+  if (chain.some(hopeless)) return 'non_retriable';
   return 'retriable';
 }
 

@@ -1,8 +1,16 @@
 import type { Logger } from 'pino';
 
 import { OncelyError } from '../errors.js';
+import type { StepFunction } from '../steps/runner.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
-import type { AnyHandlerDefinition, BatchContext, BatchEvent, HandlerContext, MessageInfo } from './handler.js';
+import type {
+  AnyHandlerDefinition,
+  BatchContext,
+  BatchEvent,
+  BatchStepFunction,
+  HandlerContext,
+  MessageInfo,
+} from './handler.js';
 
 export interface Bounds {
   readonly transaction: OpenTransaction;
@@ -103,6 +111,7 @@ export function messageContext(
   attempt: number,
   logger: Logger,
   signal: () => AbortSignal,
+  step: StepFunction = stepsUnavailable,
 ): HandlerContext {
   let log: Logger | undefined;
   return {
@@ -110,6 +119,7 @@ export function messageContext(
     message,
     messageId,
     attempt,
+    step,
     get signal() {
       return signal();
     },
@@ -127,10 +137,12 @@ export function batchContext(
   attempt: number,
   logger: Logger,
   signal: () => AbortSignal,
+  step: BatchStepFunction = stepsUnavailable,
 ): BatchContext {
   let log: Logger | undefined;
   return {
     tx: transaction.tx,
+    step,
     topic: where.topic,
     partition: where.partition,
     attempt,
@@ -143,6 +155,15 @@ export function batchContext(
       return log;
     },
   };
+}
+
+/** `ctx.step` where no step store was given (a context made outside the consumer's pipeline). */
+function stepsUnavailable(): never {
+  throw new OncelyError(
+    'ONCELY_CONFIG',
+    'ctx.step is not available here: this handler context was made without a step store. Run the handler ' +
+      'through a consumer (or retryDeadLetter), which gives ctx.step its pool and scope.',
+  );
 }
 
 /**
@@ -158,10 +179,13 @@ export function applyOne(
   attempt: number,
   logger: Logger,
   signal: () => AbortSignal,
+  step?: StepFunction,
 ): Promise<void> | void {
   if (handler.kind === 'message') {
-    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, signal));
+    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, signal, step));
   }
   const events: BatchEvent<unknown>[] = [{ event, messageId, message }];
-  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, signal));
+  const batchStep: BatchStepFunction | undefined =
+    step === undefined ? undefined : (_event, name, fn, options) => step(name, fn, options);
+  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, signal, batchStep));
 }

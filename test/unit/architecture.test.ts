@@ -58,6 +58,18 @@ describe('architecture', () => {
     expect(offenders).toEqual([]);
   });
 
+  it('keeps steps/ framework-neutral: no Kafka, no pipeline (HTTP handlers run steps too)', () => {
+    const offenders = files
+      .filter((f) => rel(f).startsWith('steps/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s === 'kafkajs' || s.includes('/kafka/') || s.includes('/pipeline/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(files.some((f) => rel(f) === 'steps/runner.ts')).toBe(true);
+    expect(offenders).toEqual([]);
+  });
+
   it('resolves Kafka offsets only in pipeline/', () => {
     const offenders = files
       .filter((f) => !rel(f).startsWith('pipeline/') && !rel(f).startsWith('kafka/'))

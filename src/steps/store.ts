@@ -1,0 +1,101 @@
+/** The SQL of `oncely.steps`. Every write is a short transaction of its own on a pooled connection. */
+import type pg from 'pg';
+
+export interface StoredStep {
+  readonly name: string;
+  readonly result: unknown;
+  readonly status: 'completed' | 'failed';
+  readonly compensable: boolean;
+  readonly seq: bigint;
+}
+
+/** Every step row of one owner, in completion order: one round trip per handler attempt. */
+export async function loadSteps(pool: pg.Pool, scope: string, ownerId: string): Promise<Map<string, StoredStep>> {
+  const { rows } = await pool.query<{
+    name: string;
+    result: unknown;
+    status: 'completed' | 'failed';
+    compensable: boolean;
+    seq: string;
+  }>({
+    name: 'oncely-steps-load',
+    text: 'SELECT name, result, status, compensable, seq FROM oncely.steps WHERE scope = $1 AND owner_id = $2 ORDER BY seq',
+    values: [scope, ownerId],
+  });
+  return new Map(rows.map((r) => [r.name, { ...r, seq: BigInt(r.seq) }]));
+}
+
+export interface StepRecord {
+  readonly scope: string;
+  readonly ownerId: string;
+  readonly name: string;
+  /** JSON text (already serialised, so what is stored is exactly what the caller returns). */
+  readonly resultJson: string;
+  readonly status: 'completed' | 'failed';
+  readonly compensable: boolean;
+}
+
+/**
+ * Records a step and returns what is recorded for it. Autocommitted at once, with
+ * `synchronous_commit = on` (a recovery point that could be lost after a crash is no recovery
+ * point). A step completed concurrently by another attempt (a rebalance overlap) wins: its result
+ * is returned, so both attempts go on with the same result. A `failed` row (a compensation that
+ * gave up earlier) is replaced by a later outcome.
+ */
+export async function recordStep(pool: pg.Pool, step: StepRecord): Promise<{ result: unknown }> {
+  // One statement, so one implicit transaction: set_config(…, true) applies to its commit.
+  const { rows } = await pool.query<{ inserted: boolean; result: unknown; found: boolean; existing: unknown }>({
+    name: 'oncely-steps-record',
+    text: `WITH recorded AS (
+  INSERT INTO oncely.steps AS s (scope, owner_id, name, result, status, compensable)
+  VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+  ON CONFLICT (scope, owner_id, name) DO UPDATE
+    SET result = EXCLUDED.result, status = EXCLUDED.status, completed_at = now()
+    WHERE s.status = 'failed'
+  RETURNING result)
+SELECT set_config('synchronous_commit', 'on', true) AS sync,
+       EXISTS (SELECT 1 FROM recorded) AS inserted,
+       (SELECT result FROM recorded) AS result,
+       EXISTS (SELECT 1 FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3) AS found,
+       (SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3) AS existing`,
+    values: [step.scope, step.ownerId, step.name, step.resultJson, step.status, step.compensable],
+  });
+  const row = rows[0];
+  // jsonb `null` reads as JavaScript null too: the booleans say whether a row was there.
+  if (row?.inserted === true) return { result: row.result };
+  if (row?.found === true) return { result: row.existing };
+  // Recorded by a concurrent attempt that committed after this statement's snapshot: read it now.
+  const again = await pool.query<{ result: unknown }>(
+    'SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3',
+    [step.scope, step.ownerId, step.name],
+  );
+  return { result: again.rows[0]?.result ?? null };
+}
+
+/**
+ * Deletes steps rows older than `cutoff` whose owner has no inbox row younger than that: the
+ * rows of a message go with its inbox row, an HTTP request's (no inbox row) with their age. Deletes
+ * in batches of `batchSize` (short lock times), oldest first; returns how many rows it deleted.
+ */
+export async function deleteOldSteps(pool: pg.Pool, cutoff: Date, batchSize: number): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const { rowCount } = await pool.query(
+      `WITH doomed AS (
+  SELECT s.scope, s.owner_id, s.name FROM oncely.steps s
+   WHERE s.completed_at < $1::timestamptz
+     AND NOT EXISTS (
+       SELECT 1 FROM oncely.inbox i
+        WHERE i.consumer_group = s.scope AND i.message_id = s.owner_id
+          AND i.processed_at >= $1::timestamptz)
+   ORDER BY s.completed_at
+   LIMIT $2
+   FOR UPDATE SKIP LOCKED)
+DELETE FROM oncely.steps s USING doomed d
+ WHERE s.scope = d.scope AND s.owner_id = d.owner_id AND s.name = d.name`,
+      [cutoff, batchSize],
+    );
+    deleted += rowCount ?? 0;
+    if ((rowCount ?? 0) < batchSize) return deleted;
+  }
+}

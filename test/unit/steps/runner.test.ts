@@ -1,0 +1,29 @@
+import type pg from 'pg';
+import { describe, expect, it } from 'vitest';
+
+import { OncelyError } from '../../../src/errors.js';
+import { classifyFailure } from '../../../src/pipeline/retry.js';
+import { createStepRunner, stepIdempotencyKey } from '../../../src/steps/runner.js';
+
+// Never queried: every check below fails before the runner touches the database.
+const pool = {} as pg.Pool;
+
+describe('steps', () => {
+  it('pins the idempotency key format: keys already sent to providers must never change', () => {
+    expect(stepIdempotencyKey('ledger', 'pay-1', 'charge')).toBe('ledger:pay-1:charge');
+    expect(stepIdempotencyKey('tenant-9', 'key 1', 'compensate:charge')).toBe('tenant-9:key 1:compensate:charge');
+  });
+
+  it('refuses an empty name and the compensate: prefix with ONCELY_CONFIG, before any call', async () => {
+    const runner = createStepRunner({ pool, scope: 'g', ownerId: 'm' });
+    await expect(runner.step('', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
+    await expect(runner.step('compensate:charge', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
+    expect(() => createStepRunner({ pool, scope: '', ownerId: 'm' })).toThrow(/scope/);
+    expect(() => createStepRunner({ pool, scope: 'g', ownerId: '' })).toThrow(/ownerId/);
+  });
+
+  it('does not retry an ONCELY_CONFIG error thrown inside a handler (a repeated step name)', () => {
+    const error = new OncelyError('ONCELY_CONFIG', 'step "charge" was called twice');
+    expect(classifyFailure({ error, inHandler: true, connectionLost: false })).toBe('non_retriable');
+  });
+});
