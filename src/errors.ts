@@ -36,6 +36,8 @@ export const ERROR_CODES = [
   'ONCELY_COMMIT_FAILED',
   /** The consumer is stopping; in-flight work was abandoned and will be redelivered. */
   'ONCELY_STOPPING',
+  /** An event passed to `publish()` / `ctx.publish()` is invalid (topic, value, id or headers). */
+  'ONCELY_INVALID_EVENT',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

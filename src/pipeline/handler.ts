@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { configError } from '../errors.js';
 import type { OncelyTransaction } from '../inbox/database.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
+import type { OutboxMessage, PublishedEvent } from '../outbox/publish.js';
 
 /** The consumed record, as a handler sees it (`ctx.message`). */
 export interface MessageInfo {
@@ -37,6 +38,13 @@ export interface HandlerContext {
    * signal: ctx.signal })`) so they stop with the attempt.
    */
   readonly signal: AbortSignal;
+  /**
+   * Publishes an event through the outbox, in this message's transaction: it is sent to Kafka (by
+   * a relay) only if the transaction commits. Its `message-id` is `<messageId>:<n>` (n counts this
+   * attempt's publishes from 0), the same on every retry, so a downstream oncely consumer dedupes
+   * re-sends; `causation-id` is this message's id and `traceparent` is copied when present.
+   */
+  publish(message: OutboxMessage): Promise<PublishedEvent>;
 }
 
 /** Turns the raw value into the event the schema validates. Default: strict UTF-8 JSON. */
@@ -95,6 +103,13 @@ export interface BatchContext {
   readonly signal: AbortSignal;
   /** A pino logger carrying group, topic and partition. */
   readonly log: Logger;
+  /**
+   * Publishes an event through the outbox, in the chunk's transaction, for one event of the batch:
+   * `ctx.publish(message, { causedBy: events[i] })`. Its `message-id` is `<that event's
+   * messageId>:<n>` (n counts publishes for that event from 0), so the ids do not depend on how
+   * the chunk was split or retried; `causation-id` and `traceparent` come from that event.
+   */
+  publish(message: OutboxMessage, options: { readonly causedBy: BatchEvent<unknown> }): Promise<PublishedEvent>;
 }
 
 export interface BatchHandlerOptions<TEvent> extends Pick<

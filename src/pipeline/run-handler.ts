@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { OncelyError } from '../errors.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
+import { batchPublisher, messagePublisher } from '../outbox/context.js';
 import type { AnyHandlerDefinition, BatchContext, BatchEvent, HandlerContext, MessageInfo } from './handler.js';
 
 export interface Bounds {
@@ -85,6 +86,8 @@ export function messageContext(
     message,
     messageId,
     attempt,
+    // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
+    publish: messagePublisher(() => transaction.tx, { messageId, message }),
     get signal() {
       return signal();
     },
@@ -109,6 +112,7 @@ export function batchContext(
     topic: where.topic,
     partition: where.partition,
     attempt,
+    publish: batchPublisher(() => transaction.tx),
     get signal() {
       return signal();
     },
