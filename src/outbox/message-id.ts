@@ -31,3 +31,13 @@ export function derivedMessageId(causationId: string, n: number): string {
   if (id.length <= MAX_MESSAGE_ID_LENGTH) return id;
   return `${createHash('sha256').update(causationId, 'utf8').digest('hex')}:${n}`;
 }
+
+/**
+ * The outbox row id of a dead letter's record: one per (group, source record), so a dead letter is
+ * published once. (Its `message-id` header keeps the dead message's own id.) Never change it.
+ */
+export function deadLetterOutboxId(groupId: string, topic: string, partition: number, offset: string): string {
+  const id = `dead-letter:${groupId}:${topic}/${partition}/${offset}`;
+  if (id.length <= MAX_MESSAGE_ID_LENGTH) return id;
+  return `dead-letter:${createHash('sha256').update(id, 'utf8').digest('hex')}`;
+}

@@ -3,7 +3,14 @@ import { Kafka, logLevel } from 'kafkajs';
 import { pino } from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 
-import { discardParked, listOutbox, publish, purgeSentOutbox, retryParked } from '../../../src/index.js';
+import {
+  defineBatchHandler,
+  discardParked,
+  listOutbox,
+  publish,
+  purgeSentOutbox,
+  retryParked,
+} from '../../../src/index.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 import { readTopic, testRelay } from './support.js';
 
@@ -200,5 +207,33 @@ describe('the outbox relay', () => {
     await publishAll([{ topic: out, key: 'late', value: 'late' }]);
     expect(await purgeSentOutbox(env.pool, { olderThan: new Date(Date.now() + 60_000) })).toBe(6);
     expect(await purgeSentOutbox(env.pool)).toBe(0);
+  });
+
+  it("publishes from a batch handler with ids derived from each event, sent by the consumer's own relay", async () => {
+    const source = await env.createTopic('ob-batch-src');
+    const out = await env.createTopic('ob-batch-out');
+    const handler = defineBatchHandler({
+      topic: source,
+      async handleBatch(events, ctx) {
+        for (const event of events) {
+          await ctx.publish({ topic: out, key: event.messageId, value: { step: 'one' } }, { causedBy: event });
+          await ctx.publish({ topic: out, key: event.messageId, value: { step: 'two' } }, { causedBy: event });
+        }
+      },
+    });
+    const consumer = env.consumer({
+      groupId: env.groupId('ob-batch'),
+      handlers: [handler],
+      relay: { pollIntervalMs: 200, standbyPollMs: 200 },
+    });
+    await env.produce(source, [jsonMessage('p-1', {}), jsonMessage('p-2', {})]);
+    await consumer.start();
+    const received = await readTopic(env.kafka, out, (r) => r.length >= 4);
+    expect(received.map((r) => [r.headers['message-id'], r.headers['causation-id'], r.value])).toEqual([
+      ['p-1:0', 'p-1', '{"step":"one"}'],
+      ['p-1:1', 'p-1', '{"step":"two"}'],
+      ['p-2:0', 'p-2', '{"step":"one"}'],
+      ['p-2:1', 'p-2', '{"step":"two"}'],
+    ]);
   });
 });
