@@ -48,6 +48,11 @@ describe('the outbox relay', () => {
     await drizzle(env.pool).transaction(async (tx) => {
       await publish(tx, { topic: out, key: 'k', value: { n: 'committed' } }, { messageId: 'request-1' });
     });
+    const { rows: written } = await env.pool.query<{ n: string }>(
+      "SELECT convert_from(value, 'UTF8')::jsonb->>'n' AS n FROM oncely.outbox WHERE topic = $1",
+      [out],
+    );
+    expect(written.map((r) => r.n)).toEqual(['committed']);
     // Inside a handler: the first attempt publishes and then fails; only the retry's commit counts.
     let attempts = 0;
     const consumer = env.consumer({
@@ -187,6 +192,10 @@ describe('the outbox relay', () => {
     ]);
     // The row behind the parked one with the same key waits: order per key.
     expect((await statuses(out))['big-after']).toBe('pending');
+    // Events of other keys published after the park still flow.
+    await publishAll([{ topic: out, key: 'b', value: 'b2' }]);
+    await waitFor('a later event of another key sent', async () => (await statuses(out)).b2 === 'sent');
+    expect((await statuses(out))['big-after']).toBe('pending');
 
     // Discarding the parked row lets its key go on; retry puts a row back in the relay's hands.
     const big = parked[0];
@@ -195,17 +204,18 @@ describe('the outbox relay', () => {
     await env.admin.createTopics({ topics: [{ topic: missing }], waitForLeaders: true });
     expect(await retryParked(env.pool, [], missing)).toBe(1);
     await waitFor('the retried row sent', async () => (await statuses(missing))['to-nowhere'] === 'sent');
-    const received = await readTopic(env.kafka, out, (r) => r.length >= 4);
+    const received = await readTopic(env.kafka, out, (r) => r.length >= 5);
     expect(received.map((r) => JSON.parse(r.value ?? 'null') as unknown)).toEqual([
       'a1',
       'other-topic-same-key',
       'b1',
+      'b2',
       'big-after',
     ]);
 
     // Sent and discarded rows go with retention; nothing pending is touched.
     await publishAll([{ topic: out, key: 'late', value: 'late' }]);
-    expect(await purgeSentOutbox(env.pool, { olderThan: new Date(Date.now() + 60_000) })).toBe(6);
+    expect(await purgeSentOutbox(env.pool, { olderThan: new Date(Date.now() + 60_000) })).toBe(7);
     expect(await purgeSentOutbox(env.pool)).toBe(0);
   });
 
