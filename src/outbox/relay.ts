@@ -158,6 +158,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const ensureKafka = async (): Promise<{ producer: Producer; admin: Admin }> => {
     if (producer !== undefined && admin !== undefined) return { producer, admin };
     const p = config.kafka.producer({
+      // A typo in a topic name must not create a topic: the row waits and is parked instead.
+      allowAutoTopicCreation: false,
       ...config.producerConfig,
       // The broker dedupes the producer's own retries and keeps their order: per (topic, key)
       // order holds even when a request is retried.
@@ -177,13 +179,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return { producer: p, admin: a };
   };
 
-  /** The broker's topics, read again when a row names one not seen (it may have been created since). */
-  const topicExists = async (a: Admin, topic: string): Promise<boolean> => {
-    if (knownTopics?.names.has(topic) === true) return true;
-    if (knownTopics === undefined || Date.now() - knownTopics.at > config.pollIntervalMs) {
-      knownTopics = { names: new Set(await a.listTopics()), at: Date.now() };
-    }
-    return knownTopics.names.has(topic);
+  /**
+   * Whether the broker has the topic: `'yes'`, `'no'` (the list was just read again, so this
+   * counts as an attempt), or `'unknown'` (read too recently to read again: the row just waits).
+   */
+  const topicExists = async (a: Admin, topic: string): Promise<'yes' | 'no' | 'unknown'> => {
+    if (knownTopics?.names.has(topic) === true) return 'yes';
+    if (knownTopics !== undefined && Date.now() - knownTopics.at < config.pollIntervalMs) return 'unknown';
+    knownTopics = { names: new Set(await a.listTopics()), at: Date.now() };
+    return knownTopics.names.has(topic) ? 'yes' : 'no';
   };
 
   /**
@@ -198,7 +202,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     for (const row of rows) {
       const key = keyOf(row);
       if (key !== undefined && held.has(key)) continue;
-      if (!(await topicExists(a, row.topic))) {
+      const exists = await topicExists(a, row.topic);
+      if (exists === 'unknown') {
+        if (key !== undefined) held.add(key);
+        continue;
+      }
+      if (exists === 'no') {
         const park = row.attempts + 1 >= config.maxAttempts;
         await recordAttemptFailed(
           db,
