@@ -1,4 +1,7 @@
+import { getTableConfig } from 'drizzle-orm/pg-core';
 import { describe, expect, it } from 'vitest';
+
+import { outboxTable } from '../../../src/index.js';
 
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 import { readTopic, testRelay } from './support.js';
@@ -36,5 +39,16 @@ describe('dead letters through the outbox', () => {
     await testRelay({ db: env.db, kafka: env.kafka }).start();
     const received = await readTopic(env.kafka, `${topic}.dlq`, (r) => r.length >= 1);
     expect(received[0]?.headers).toMatchObject({ 'message-id': 'poison', 'oncely-reason': 'handler_failed' });
+  });
+
+  it('exports outboxTable matching the migrated columns', async () => {
+    const config = getTableConfig(outboxTable);
+    const { rows } = await env.pool.query<{ column_name: string; is_nullable: string }>(
+      `SELECT column_name, is_nullable FROM information_schema.columns
+        WHERE table_schema = 'oncely' AND table_name = 'outbox'`,
+    );
+    expect(config.columns.map((c) => [c.name, c.notNull ? 'NO' : 'YES']).sort()).toEqual(
+      rows.map((r) => [r.column_name, r.is_nullable]).sort(),
+    );
   });
 });
