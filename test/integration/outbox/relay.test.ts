@@ -246,4 +246,18 @@ describe('the outbox relay', () => {
       ['p-2:1', 'p-2', '{"step":"two"}'],
     ]);
   });
+
+  it('stops promptly while the broker is unreachable, leaving the rows pending', async () => {
+    const out = await env.createTopic('ob-stop');
+    // kafkajs' default retries would keep a connect going for many seconds.
+    const kafka = new Kafka({ clientId: 'relay-stop', brokers: ['127.0.0.1:1'], logLevel: logLevel.NOTHING });
+    const relay = testRelay({ db: env.db, kafka });
+    await relay.start();
+    await publishAll([{ topic: out, key: 'k', value: 'waits' }]);
+    await waitFor('the relay to be active', () => relay.isActive());
+    const started = Date.now();
+    await relay.stop();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await statuses(out)).toEqual({ waits: 'pending' });
+  });
 });
