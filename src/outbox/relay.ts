@@ -63,6 +63,7 @@ const UNSENDABLE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVAL
 const PER_ROW = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION']);
 
 class LostConnection extends Error {}
+class Stopped extends Error {}
 
 /**
  * Creates an outbox relay. Several may run against one database (one per consumer process, or a
@@ -86,6 +87,19 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let producer: Producer | undefined;
   let admin: Admin | undefined;
   let knownTopics: { names: Set<string>; at: number } | undefined;
+
+  // stop() must not wait for kafkajs to give up on an unreachable broker (its retries can take
+  // tens of seconds): a connect or send still running then is abandoned. Safe: nothing was marked,
+  // so the rows stay pending and the next active relay sends them.
+  let onStop: (() => void) | undefined;
+  const stopRequested = new Promise<never>((_, reject) => {
+    onStop = () => reject(new Stopped('the relay is stopping'));
+  });
+  stopRequested.catch(() => undefined);
+  const untilStopped = <T>(work: Promise<T>): Promise<T> => {
+    work.catch(() => undefined); // an abandoned send's failure is nobody's concern
+    return Promise.race([work, stopRequested]);
+  };
 
   // One waiter at a time; a notification that arrives while the relay is busy is not lost.
   let woken = false;
@@ -168,8 +182,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     });
     const a = config.kafka.admin();
     try {
-      await p.connect();
-      await a.connect();
+      await untilStopped(Promise.all([p.connect(), a.connect()]));
     } catch (error) {
       await Promise.all([p.disconnect().catch(() => undefined), a.disconnect().catch(() => undefined)]);
       throw error;
@@ -226,8 +239,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
     if (sendable.length === 0) return 0;
     try {
-      await p.sendBatch({ acks: -1, topicMessages: toTopicMessages(sendable) });
+      await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages(sendable) }));
     } catch (error) {
+      if (error instanceof Stopped) throw error;
       const type = protocolErrorType(error);
       if (type === undefined || (!UNSENDABLE.has(type) && !PER_ROW.has(type))) throw error;
       // One record the broker refuses fails the whole batch: send row by row to find it, so only
@@ -252,8 +266,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const key = keyOf(row);
       if (key !== undefined && held.has(key)) continue;
       try {
-        await p.sendBatch({ acks: -1, topicMessages: toTopicMessages([row]) });
+        await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages([row]) }));
       } catch (error) {
+        if (error instanceof Stopped) throw error;
         const type = protocolErrorType(error);
         if (type === undefined || (!UNSENDABLE.has(type) && !PER_ROW.has(type))) throw error;
         const park = UNSENDABLE.has(type) || row.attempts + 1 >= config.maxAttempts;
@@ -287,6 +302,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         sent = await sendRound(db, rows);
         brokerFailures = 0;
       } catch (error) {
+        if (error instanceof Stopped) return;
         if (isLost(db) || error instanceof LostConnection || isDatabaseError(error)) throw error;
         // The broker is unreachable (or refused the batch for a passing reason): nothing is marked,
         // nothing counted against the rows; the same rows go again after a backoff.
@@ -345,6 +361,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       stopped = true;
+      onStop?.();
       notify();
       await running;
       await closeKafka();
