@@ -11,6 +11,7 @@ import {
   resolvePool,
   type TransactionBinder,
 } from './inbox/database.js';
+import type { OutboxRelayOptions } from './outbox/relay.js';
 import {
   type AnyHandlerDefinition,
   type BatchHandlerDefinition,
@@ -102,6 +103,15 @@ export interface InboxConsumerOptions {
      */
     readonly topic?: boolean | string | ((sourceTopic: string) => string);
   };
+  /**
+   * Run an outbox relay in this process, started and stopped with the consumer: `true`, or relay
+   * settings (`batchSize`, `pollIntervalMs`, …; it uses the consumer's `db`, `kafka` and `logger`).
+   * Only one relay per database sends at a time, so running one in every consumer process is safe:
+   * the others stand by. `false`: events and dead letters are sent by a relay running elsewhere
+   * (`oncely relay`). Default: a relay when `deadLetter.topic` is set (dead letters go through the
+   * outbox), none otherwise.
+   */
+  readonly relay?: boolean | Omit<OutboxRelayOptions, 'db' | 'kafka' | 'logger' | 'afterSend'>;
 }
 
 export interface ResolvedConsumerConfig {
@@ -127,6 +137,8 @@ export interface ResolvedConsumerConfig {
   readonly onExhausted: 'dead-letter' | 'pause';
   /** The dead-letter topic of each source topic; undefined when none is configured. */
   readonly deadLetterTopicName: ((sourceTopic: string) => string) | undefined;
+  /** Settings of the in-process outbox relay; undefined: none runs here. */
+  readonly relay: Omit<OutboxRelayOptions, 'db' | 'kafka' | 'logger' | 'afterSend'> | undefined;
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
@@ -206,6 +218,11 @@ const optionsSchema = z.strictObject({
         .optional(),
     })
     .default({}),
+  relay: z
+    .union([z.boolean(), z.custom<Omit<OutboxRelayOptions, 'db' | 'kafka' | 'logger' | 'afterSend'>>(isObject)], {
+      error: 'must be true, false, or relay settings such as { pollIntervalMs: 1000 }',
+    })
+    .optional(),
 });
 
 /**
@@ -289,6 +306,18 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     maxPayloadBytes: o.maxPayloadBytes,
     onExhausted: o.onExhausted,
     deadLetterTopicName: deadLetterNaming(o.deadLetter.topic),
+    // Dead letters go through the outbox: a consumer with a dead-letter topic needs a relay, so it
+    // runs one unless told that one runs elsewhere (relay: false).
+    relay:
+      o.relay === false
+        ? undefined
+        : o.relay === true
+          ? {}
+          : o.relay !== undefined
+            ? o.relay
+            : deadLetterNaming(o.deadLetter.topic) === undefined
+              ? undefined
+              : {},
   };
 }
 

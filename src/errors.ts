@@ -41,6 +41,8 @@ export const ERROR_CODES = [
    * truncated, messages deleted before they were processed): the partition paused instead of skipping.
    */
   'ONCELY_OFFSETS_MISMATCH',
+  /** An event passed to `publish()` / `ctx.publish()` is invalid (topic, value, id or headers). */
+  'ONCELY_INVALID_EVENT',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

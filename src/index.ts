@@ -85,3 +85,27 @@ export {
 } from './steps/runner.js';
 export { purgeSteps, type PurgeStepsOptions } from './steps/purge.js';
 export { stepsTable } from './steps/tables.js';
+export {
+  CAUSATION_ID_HEADER,
+  TRACEPARENT_HEADER,
+  publish,
+  type OutboxMessage,
+  type PublishOptions,
+  type PublishTarget,
+  type PublishedEvent,
+} from './outbox/publish.js';
+export type { OutboxHeaderValue } from './outbox/headers.js';
+export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from './outbox/relay.js';
+export {
+  DEFAULT_OUTBOX_RETENTION_MS,
+  OUTBOX_STATUSES,
+  discardParked,
+  listOutbox,
+  purgeSentOutbox,
+  retryParked,
+  type OutboxEntry,
+  type OutboxFilter,
+  type OutboxStatus,
+  type PurgeSentOptions,
+} from './outbox/store.js';
+export { outboxTable } from './outbox/tables.js';

@@ -2,6 +2,7 @@ import pg from 'pg';
 
 import { readGroupStatus } from '../inbox/status.js';
 import { loadMigrations, migrate, migrationStatus } from '../migrate/migrate.js';
+import { outboxCounts } from '../outbox/store.js';
 
 export async function runMigrate(options: { databaseUrl: string; dryRun?: boolean }): Promise<void> {
   if (options.dryRun === true) {
@@ -32,8 +33,10 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
   const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 3 });
   try {
     const groups = migrations.pending.length === 0 || migrations.applied.length > 0 ? await readGroupStatus(pool) : [];
+    // Absent before migration 0003: then there is no outbox to report.
+    const outbox = await outboxCounts(pool).catch(() => undefined);
     if (options.json === true) {
-      process.stdout.write(`${JSON.stringify({ migrations, groups }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ migrations, groups, outbox }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -42,6 +45,12 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
           ? ` (${migrations.pending.map((m) => m.name).join(', ')}; run \`oncely migrate\`)`
           : ''),
     ];
+    if (outbox !== undefined) {
+      lines.push(
+        `Outbox: ${outbox.pending} pending, ${outbox.parked} parked, ${outbox.sent} sent, ${outbox.discarded} discarded` +
+          (outbox.parked > 0 ? ' (see `oncely outbox list`)' : ''),
+      );
+    }
     if (groups.length === 0) lines.push('No consumer group has recorded anything yet.');
     for (const group of groups) {
       lines.push(

@@ -5,6 +5,7 @@ import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { runDev } from './dev.js';
 import { runMigrate, runStatus } from './database.js';
+import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
@@ -74,6 +75,56 @@ deadLetters
   .requiredOption('--reason <text>', 'why it is discarded')
   .option('--json', 'print JSON for scripts')
   .action(runDiscard);
+
+const integer = (v: string): number => Number.parseInt(v, 10);
+
+program
+  .command('relay')
+  .description(
+    'send committed outbox events to Kafka until stopped (one relay per database is active; others stand by)',
+  )
+  .addOption(databaseUrl())
+  .addOption(
+    new Option('--brokers <list>', 'Kafka brokers, host:port[,host:port]').env('KAFKA_BROKERS').makeOptionMandatory(),
+  )
+  .addOption(new Option('--batch-size <n>', 'events per round (default 500)').argParser(integer))
+  .addOption(
+    new Option('--poll-interval <ms>', 'fallback poll when no notification came (default 1000)').argParser(integer),
+  )
+  .action(runRelay);
+
+const outbox = program.command('outbox').description('inspect, retry and discard outbox events');
+
+outbox
+  .command('list')
+  .description('list outbox events, oldest first (default: the parked ones)')
+  .addOption(databaseUrl())
+  .option('--topic <name>', 'only this topic')
+  .addOption(
+    new Option('--status <status>', 'which ones')
+      .choices(['pending', 'sent', 'parked', 'discarded', 'all'])
+      .default('parked'),
+  )
+  .addOption(new Option('--limit <n>', 'at most this many').argParser(integer).default(100))
+  .option('--json', 'print JSON for scripts')
+  .action(runOutboxList);
+
+outbox
+  .command('retry [id]')
+  .description('put a parked event (or --all) back to pending: the relay sends it again')
+  .addOption(databaseUrl())
+  .option('--all', 'every parked event (narrowed by --topic)')
+  .option('--topic <name>', 'with --all: only this topic')
+  .option('--json', 'print JSON for scripts')
+  .action(runOutboxRetry);
+
+outbox
+  .command('discard <id>')
+  .description('give up on a parked event: never sent; the events of its key behind it go on')
+  .addOption(databaseUrl())
+  .requiredOption('--reason <text>', 'why it is discarded')
+  .option('--json', 'print JSON for scripts')
+  .action(runOutboxDiscard);
 
 program
   .command('dev')

@@ -1,4 +1,4 @@
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 
 import { OncelyError } from '../errors.js';
 import { MESSAGE_ID_HEADER } from './message-identity.js';
@@ -15,12 +15,22 @@ export interface DeadLetterMessage {
   readonly attempts: number;
 }
 
+/** A dead letter as a Kafka record of the dead-letter topic (sent through the outbox). */
+export interface DeadLetterRecord {
+  readonly topic: string;
+  readonly partition: number;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: Record<string, string | Buffer | (string | Buffer)[]>;
+}
+
 export interface DeadLetterTopic {
   /** The dead-letter topic of a source topic. */
   topicFor(sourceTopic: string): string;
-  /** Checks the topics and connects the producer. */
+  /** Checks that the dead-letter topics exist with enough partitions. */
   start(): Promise<void>;
-  publish(message: DeadLetterMessage): Promise<void>;
+  /** The record to publish for a dead letter (the outbox relay sends it after the outcome commits). */
+  toRecord(message: DeadLetterMessage): DeadLetterRecord;
   stop(): Promise<void>;
 }
 
@@ -36,27 +46,22 @@ export const DEAD_LETTER_HEADERS = {
 } as const;
 
 /**
- * Publishes dead letters to `<topic>.dlq` (or the configured name), on the same partition as the
+ * Dead letters as records of `<topic>.dlq` (or the configured name), on the same partition as the
  * source record, with the original key, value and headers plus where it came from and why. The
  * `message-id` header carries the message's id, so a consumer of the dead-letter topic built with
- * oncely deduplicates re-sends. The producer is idempotent and waits for all in-sync replicas.
+ * oncely deduplicates re-sends. They are sent by the outbox relay (idempotent producer, acks all).
  */
 export function createDeadLetterTopic(
   kafka: Kafka,
   sourceTopics: readonly string[],
   name: (sourceTopic: string) => string,
 ): DeadLetterTopic {
-  let producer: Producer | undefined;
   return {
     topicFor: name,
     async start() {
       await assertDeadLetterTopics(kafka, sourceTopics, name);
-      const created = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
-      await created.connect();
-      producer = created;
     },
-    async publish({ record, groupId, messageId, reason, error, attempts }) {
-      if (producer === undefined) throw new Error('the dead-letter producer is not connected');
+    toRecord({ record, groupId, messageId, reason, error, attempts }) {
       const headers: Record<string, string | Buffer | (string | Buffer)[]> = {};
       for (const [key, value] of Object.entries(record.headers)) {
         if (value !== undefined)
@@ -70,16 +75,10 @@ export function createDeadLetterTopic(
       headers[DEAD_LETTER_HEADERS.reason] = reason;
       headers[DEAD_LETTER_HEADERS.error] = JSON.stringify(error);
       headers[DEAD_LETTER_HEADERS.attempts] = String(attempts);
-      await producer.send({
-        topic: name(record.topic),
-        acks: -1,
-        messages: [{ key: record.key, value: record.value, partition: record.partition, headers }],
-      });
+      return { topic: name(record.topic), partition: record.partition, key: record.key, value: record.value, headers };
     },
     async stop() {
-      const current = producer;
-      producer = undefined;
-      await current?.disconnect();
+      // Nothing held: dead letters are sent by the outbox relay.
     },
   };
 }

@@ -6,6 +6,7 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type PartitionBatch } from '../kafka/runner.js';
 import { latestMigrationId } from '../migrate/migrate.js';
+import { createOutboxRelay, type OutboxRelay } from '../outbox/relay.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
 import { describeError, redactError } from './error-record.js';
@@ -64,6 +65,9 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     config.deadLetterTopicName === undefined
       ? undefined
       : createDeadLetterTopic(config.kafka, topics, config.deadLetterTopicName);
+  // The outbox relay of `relay` (or of a dead-letter topic), made at each start: one process at a
+  // time sends, the others stand by, so it is safe in every replica.
+  let relay: OutboxRelay | undefined;
   const pipeline: PipelineContext = {
     groupId: config.groupId,
     inboxScope: config.inboxScope,
@@ -292,6 +296,10 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       await assertMigrated(config);
       await warnAboutRenamedGroup(config);
       await deadLetterTopic?.start();
+      if (config.relay !== undefined) {
+        relay = createOutboxRelay({ ...config.relay, db: config.db, kafka: config.kafka, logger: config.logger });
+        await relay.start();
+      }
       runner = createKafkaRunner({
         kafka: config.kafka,
         groupId: config.groupId,
@@ -337,6 +345,8 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       // A failed start leaves nothing running, and a later start() may try again.
       await runner?.stop().catch(() => undefined);
       await deadLetterTopic?.stop().catch(() => undefined);
+      await relay?.stop().catch(() => undefined);
+      relay = undefined;
       runner = undefined;
       removeSignalHandlers?.();
       config.pool.off('error', onIdleConnectionError);
@@ -393,6 +403,9 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       };
       await runner?.stopQuietly(unreachable);
       await deadLetterTopic?.stop().catch(unreachable);
+      // After the runner: dead letters recorded while draining are in the outbox; whatever this
+      // relay does not send now, the next active relay sends.
+      await relay?.stop().catch(unreachable);
       config.pool.off('error', onIdleConnectionError);
       config.logger.info('consumer stopped');
     })();

@@ -4,6 +4,9 @@ import type { OpenTransaction } from '../inbox/transaction.js';
 import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
+import { encodeHeaders } from '../outbox/headers.js';
+import { deadLetterOutboxId } from '../outbox/message-id.js';
+import { insertOutboxRow } from '../outbox/store.js';
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -45,10 +48,10 @@ export function minimalLetter(letter: DeadLetterInput): DeadLetterInput {
 }
 
 /**
- * Stores a dead letter and, when a dead-letter topic is configured, publishes it — inside the
- * transaction that records the outcome, before its COMMIT. A publish that fails rolls the dead
- * letter back and the whole outcome is recorded again: the topic gets every dead letter at least
- * once, and never one whose outcome was not recorded.
+ * Stores a dead letter and, when a dead-letter topic is configured, writes its record to the
+ * outbox — both inside the transaction that records the outcome. The relay publishes it after the
+ * COMMIT: the topic gets every dead letter at least once, never one whose outcome was not
+ * recorded, and a publish that cannot succeed waits in the outbox instead of blocking the partition.
  *
  * Returns false when this record (same group and coordinates) was dead-lettered before: a
  * redelivery or replay of an outcome already recorded, to be reported as a duplicate, not a new alert.
@@ -75,7 +78,18 @@ export async function recordDeadLetter(
   });
   // Already stored for this record (a redelivery after a lost offset commit): published then too.
   if (inserted === undefined) return false;
-  await target.deadLetterTopic?.publish({ ...letter, groupId: target.groupId });
+  const deadLetterTopic = target.deadLetterTopic;
+  if (deadLetterTopic === undefined) return true;
+  const out = deadLetterTopic.toRecord({ ...letter, groupId: target.groupId });
+  await insertOutboxRow(t.client, {
+    messageId: deadLetterOutboxId(target.groupId, record.topic, record.partition, record.offset),
+    topic: out.topic,
+    partition: out.partition,
+    key: out.key,
+    value: out.value,
+    headers: encodeHeaders(out.headers),
+    causationId: letter.messageId,
+  });
   return true;
 }
 

@@ -5,6 +5,7 @@ import { configError } from '../errors.js';
 import type { OncelyTransaction } from '../inbox/database.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
 import type { StepCallContext, StepFunction, StepOptions } from '../steps/runner.js';
+import type { OutboxMessage, PublishedEvent } from '../outbox/publish.js';
 
 /** The consumed record, as a handler sees it (`ctx.message`). */
 export interface MessageInfo {
@@ -47,6 +48,13 @@ export interface HandlerContext {
    * services").
    */
   readonly step: StepFunction;
+  /**
+   * Publishes an event through the outbox, in this message's transaction: it is sent to Kafka (by
+   * a relay) only if the transaction commits. Its `message-id` is `<messageId>:<n>` (n counts this
+   * attempt's publishes from 0), the same on every retry, so a downstream oncely consumer dedupes
+   * re-sends; `causation-id` is this message's id and `traceparent` is copied when present.
+   */
+  publish(message: OutboxMessage): Promise<PublishedEvent>;
 }
 
 /**
@@ -118,6 +126,13 @@ export interface BatchContext {
   readonly log: Logger;
   /** A step of one event's message: `ctx.step(event, name, fn, { compensate? })` (see {@link BatchStepFunction}). */
   readonly step: BatchStepFunction;
+  /**
+   * Publishes an event through the outbox, in the chunk's transaction, for one event of the batch:
+   * `ctx.publish(message, { causedBy: events[i] })`. Its `message-id` is `<that event's
+   * messageId>:<n>` (n counts publishes for that event from 0), so the ids do not depend on how
+   * the chunk was split or retried; `causation-id` and `traceparent` come from that event.
+   */
+  publish(message: OutboxMessage, options: { readonly causedBy: BatchEvent<unknown> }): Promise<PublishedEvent>;
 }
 
 export interface BatchHandlerOptions<TEvent> extends Pick<

@@ -11,6 +11,7 @@ import type {
   HandlerContext,
   MessageInfo,
 } from './handler.js';
+import { batchPublisher, messagePublisher } from '../outbox/context.js';
 
 export interface Bounds {
   readonly transaction: OpenTransaction;
@@ -120,6 +121,8 @@ export function messageContext(
     messageId,
     attempt,
     step,
+    // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
+    publish: messagePublisher(() => transaction.tx, { messageId, message }),
     get signal() {
       return signal();
     },
@@ -146,6 +149,7 @@ export function batchContext(
     topic: where.topic,
     partition: where.partition,
     attempt,
+    publish: batchPublisher(() => transaction.tx),
     get signal() {
       return signal();
     },

@@ -70,6 +70,17 @@ describe('architecture', () => {
     expect(offenders).toEqual([]);
   });
 
+  it('keeps outbox/ below pipeline/: the pipeline publishes through the outbox, never the reverse', () => {
+    const offenders = files
+      .filter((f) => rel(f).startsWith('outbox/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s.includes('/pipeline/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(offenders).toEqual([]);
+  });
+
   it('resolves Kafka offsets only in pipeline/', () => {
     const offenders = files
       .filter((f) => !rel(f).startsWith('pipeline/') && !rel(f).startsWith('kafka/'))

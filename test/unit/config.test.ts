@@ -49,6 +49,7 @@ describe('resolveConsumerConfig', () => {
       maxPayloadBytes: undefined,
       onExhausted: 'dead-letter',
       deadLetterTopicName: undefined,
+      relay: undefined,
     });
     expect(config.pool).toBe(pool);
     expect([...config.handlers.keys()]).toEqual(['payments']);

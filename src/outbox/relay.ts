@@ -1,0 +1,470 @@
+/**
+ * The outbox relay: sends committed outbox rows to Kafka and marks them sent after the broker
+ * acknowledged them. It composes the outbox's SQL (store.ts) with a kafkajs producer, as the
+ * pipeline composes the inbox with the consumer.
+ */
+import type { Admin, Kafka, Message, Producer, ProducerConfig, TopicMessages } from 'kafkajs';
+import pg from 'pg';
+import { pino, type Logger } from 'pino';
+
+import { configError } from '../errors.js';
+import { type DatabaseInput, resolvePool } from '../inbox/database.js';
+import { decodeHeaders } from './headers.js';
+import { fetchPending, markSent, OUTBOX_CHANNEL, type PendingRow, recordAttemptFailed } from './store.js';
+
+/** Options of `createOutboxRelay()`. Only `db` and `kafka` are required. */
+export interface OutboxRelayOptions {
+  /** The database holding `oncely.outbox`: a drizzle node-postgres database, a pg Pool, or a URL. */
+  readonly db: DatabaseInput;
+  /** A kafkajs client: `new Kafka({ clientId, brokers })`. */
+  readonly kafka: Kafka;
+  /** Rows read and sent per round. Default 500. */
+  readonly batchSize?: number;
+  /** How often to look for rows when no notification came (the fallback to LISTEN/NOTIFY). Default 1000 ms. */
+  readonly pollIntervalMs?: number;
+  /** How often a standby relay tries to become the active one. Default 2000 ms. */
+  readonly standbyPollMs?: number;
+  /**
+   * Sends of one row to a topic the broker does not know before the row is parked. Rows over the
+   * broker's size limit (and other records the broker rejects as invalid) are parked at once. Default 10.
+   */
+  readonly maxAttempts?: number;
+  /** Backoff while the broker or the database is unreachable: first delay. Default 200 ms. */
+  readonly initialBackoffMs?: number;
+  /** Backoff while the broker or the database is unreachable: longest delay. Default 10 000 ms. */
+  readonly maxBackoffMs?: number;
+  /** A pino logger. Default: pino at `ONCELY_LOG_LEVEL` or `info`. Payloads are never logged. */
+  readonly logger?: Logger;
+  /** Further kafkajs producer settings. `idempotent` and `maxInFlightRequests` are fixed by oncely. */
+  readonly producer?: Omit<ProducerConfig, 'idempotent' | 'maxInFlightRequests' | 'transactionalId'>;
+  /** @internal For crash tests: called after the broker acknowledged a batch, before it is marked sent. */
+  readonly afterSend?: (messageIds: readonly string[]) => Promise<void> | void;
+}
+
+export interface OutboxRelay {
+  /** Starts the relay; resolves at once (it becomes active, or a standby, in the background). Idempotent. */
+  start(): Promise<void>;
+  /** Stops sending, releases the lock (a standby takes over) and disconnects. Idempotent. */
+  stop(): Promise<void>;
+  /** Whether this relay holds the lock and sends. */
+  isActive(): boolean;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * A fixed key for the relay's session-level advisory lock: one active relay per database. Next to
+ * the migrations' key ("oncely" in ASCII) and distinct from it.
+ */
+export const RELAY_LOCK_KEY = 0x6f6e63656c79n + 0x0b0en;
+
+/** Errors of a record the broker will never accept: retrying cannot help, the row is parked. */
+const UNSENDABLE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE']);
+/** Errors that may pass (a topic being created): counted, the row parked after `maxAttempts`. */
+const PER_ROW = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION']);
+
+class LostConnection extends Error {}
+class Stopped extends Error {}
+
+/**
+ * Creates an outbox relay. Several may run against one database (one per consumer process, or a
+ * dedicated deployment): one is active at a time, holding a session-level advisory lock on a
+ * connection of its own; the others poll for the lock and take over when the active one's session
+ * ends (a crash closes it, so PostgreSQL releases the lock).
+ *
+ * Order: rows are sent in insertion order per (topic, key) by an idempotent producer with one
+ * request in flight, and marked sent only after the broker acknowledged them. A crash between the
+ * acknowledgement and the mark sends them again with the same `message-id`: a downstream oncely
+ * consumer classifies that `republish` and skips it.
+ */
+export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
+  const config = resolveRelayOptions(options);
+  const { logger } = config;
+  let running: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
+  let stopped = false;
+  let active = false;
+  let client: pg.Client | undefined;
+  let producer: Producer | undefined;
+  let admin: Admin | undefined;
+  let knownTopics: { names: Set<string>; at: number } | undefined;
+
+  // stop() must not wait for kafkajs to give up on an unreachable broker (its retries can take
+  // tens of seconds): a connect or send still running then is abandoned. Safe: nothing was marked,
+  // so the rows stay pending and the next active relay sends them.
+  let onStop: (() => void) | undefined;
+  const stopRequested = new Promise<never>((_, reject) => {
+    onStop = () => reject(new Stopped('the relay is stopping'));
+  });
+  stopRequested.catch(() => undefined);
+  const untilStopped = <T>(work: Promise<T>): Promise<T> => {
+    work.catch(() => undefined); // an abandoned send's failure is nobody's concern
+    return Promise.race([work, stopRequested]);
+  };
+
+  // One waiter at a time; a notification that arrives while the relay is busy is not lost.
+  let woken = false;
+  let wake: (() => void) | undefined;
+  const notify = (): void => {
+    woken = true;
+    wake?.();
+  };
+  /** Waits `ms`; a notification ends the wait early when `wakeable` (a backoff is not cut short), a stop always. */
+  const sleep = (ms: number, wakeable = true): Promise<void> => {
+    if (stopped || (wakeable && woken)) {
+      woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        wake = undefined;
+        resolve();
+      }
+      wake = () => {
+        if (stopped || wakeable) done();
+      };
+    });
+  };
+
+  const backoff = (failures: number): number =>
+    Math.min(config.maxBackoffMs, config.initialBackoffMs * 2 ** Math.min(failures - 1, 20)) *
+    (0.8 + Math.random() * 0.4);
+
+  const closeKafka = async (): Promise<void> => {
+    const [p, a] = [producer, admin];
+    producer = undefined;
+    admin = undefined;
+    knownTopics = undefined;
+    await Promise.all([p?.disconnect().catch(() => undefined), a?.disconnect().catch(() => undefined)]);
+  };
+
+  const closeDatabase = async (): Promise<void> => {
+    const current = client;
+    client = undefined;
+    if (active) logger.info('outbox relay is no longer active');
+    active = false;
+    // Ending the session releases the advisory lock: a standby takes over.
+    await current?.end().catch(() => undefined);
+  };
+
+  /** A dedicated connection (not from the pool): it holds the lock and LISTENs for its whole life. */
+  const connect = async (): Promise<pg.Client> => {
+    const created = new pg.Client(config.connection);
+    let lost = false;
+    created.on('error', (error) => {
+      if (!lost) logger.warn({ err: error }, 'the outbox relay lost its database connection');
+      lost = true;
+      notify();
+    });
+    created.on('end', () => {
+      lost = true;
+      notify();
+    });
+    created.on('notification', notify);
+    await created.connect();
+    (created as pg.Client & { oncelyLost?: () => boolean }).oncelyLost = () => lost;
+    client = created;
+    return created;
+  };
+  const isLost = (c: pg.Client): boolean => (c as pg.Client & { oncelyLost?: () => boolean }).oncelyLost?.() === true;
+
+  const ensureKafka = async (): Promise<{ producer: Producer; admin: Admin }> => {
+    if (producer !== undefined && admin !== undefined) return { producer, admin };
+    const p = config.kafka.producer({
+      // A typo in a topic name must not create a topic: the row waits and is parked instead.
+      allowAutoTopicCreation: false,
+      ...config.producerConfig,
+      // The broker dedupes the producer's own retries and keeps their order: per (topic, key)
+      // order holds even when a request is retried.
+      idempotent: true,
+      maxInFlightRequests: 1,
+    });
+    const a = config.kafka.admin();
+    try {
+      await untilStopped(Promise.all([p.connect(), a.connect()]));
+    } catch (error) {
+      await Promise.all([p.disconnect().catch(() => undefined), a.disconnect().catch(() => undefined)]);
+      throw error;
+    }
+    producer = p;
+    admin = a;
+    return { producer: p, admin: a };
+  };
+
+  /**
+   * Whether the broker has the topic: `'yes'`, `'no'` (the list was just read again, so this
+   * counts as an attempt), or `'unknown'` (read too recently to read again: the row just waits).
+   */
+  const topicExists = async (a: Admin, topic: string): Promise<'yes' | 'no' | 'unknown'> => {
+    if (knownTopics?.names.has(topic) === true) return 'yes';
+    if (knownTopics !== undefined && Date.now() - knownTopics.at < config.pollIntervalMs) return 'unknown';
+    knownTopics = { names: new Set(await a.listTopics()), at: Date.now() };
+    return knownTopics.names.has(topic) ? 'yes' : 'no';
+  };
+
+  /**
+   * Sends one round of rows. Returns how many were marked sent; throws when the broker is
+   * unreachable (nothing is counted against the rows then) or the database connection was lost.
+   */
+  const sendRound = async (db: pg.Client, rows: readonly PendingRow[]): Promise<number> => {
+    const { producer: p, admin: a } = await ensureKafka();
+    // Rows of a key whose earlier row cannot go now wait behind it: order per key.
+    const held = new Set<string>();
+    const sendable: PendingRow[] = [];
+    for (const row of rows) {
+      const key = keyOf(row);
+      if (key !== undefined && held.has(key)) continue;
+      const exists = await topicExists(a, row.topic);
+      if (exists === 'unknown') {
+        if (key !== undefined) held.add(key);
+        continue;
+      }
+      if (exists === 'no') {
+        const park = row.attempts + 1 >= config.maxAttempts;
+        await recordAttemptFailed(
+          db,
+          row.id,
+          { code: 'UNKNOWN_TOPIC_OR_PARTITION', message: `topic "${row.topic}" does not exist` },
+          park,
+        );
+        logger.warn(
+          { outboxId: row.id, messageId: row.messageId, topic: row.topic, attempts: row.attempts + 1, parked: park },
+          park ? 'outbox event parked: its topic does not exist' : 'outbox event waits: its topic does not exist',
+        );
+        if (key !== undefined) held.add(key);
+        continue;
+      }
+      sendable.push(row);
+    }
+    if (sendable.length === 0) return 0;
+    try {
+      await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages(sendable) }));
+    } catch (error) {
+      if (error instanceof Stopped) throw error;
+      const type = protocolErrorType(error);
+      if (type === undefined || (!UNSENDABLE.has(type) && !PER_ROW.has(type))) throw error;
+      // One record the broker refuses fails the whole batch: send row by row to find it, so only
+      // that row (and the rows of its key behind it) wait. Rows of partitions that had already
+      // been written are sent again: the same message-id, a `republish` downstream.
+      return sendOneByOne(db, p, sendable);
+    }
+    await config.afterSend?.(sendable.map((r) => r.messageId));
+    // Acknowledged by all in-sync replicas (acks -1): only now is a row sent. A crash before this
+    // UPDATE commits re-sends the rows, with the same message-id.
+    await markSent(
+      db,
+      sendable.map((r) => r.id),
+    );
+    return sendable.length;
+  };
+
+  const sendOneByOne = async (db: pg.Client, p: Producer, rows: readonly PendingRow[]): Promise<number> => {
+    const held = new Set<string>();
+    let sent = 0;
+    for (const row of rows) {
+      const key = keyOf(row);
+      if (key !== undefined && held.has(key)) continue;
+      try {
+        await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages([row]) }));
+      } catch (error) {
+        if (error instanceof Stopped) throw error;
+        const type = protocolErrorType(error);
+        if (type === undefined || (!UNSENDABLE.has(type) && !PER_ROW.has(type))) throw error;
+        const park = UNSENDABLE.has(type) || row.attempts + 1 >= config.maxAttempts;
+        await recordAttemptFailed(db, row.id, describeSendError(error, type), park);
+        logger.warn(
+          { outboxId: row.id, messageId: row.messageId, topic: row.topic, code: type, parked: park },
+          park ? 'outbox event parked: the broker refuses it' : 'outbox event waits: the broker refused it',
+        );
+        if (key !== undefined) held.add(key);
+        continue;
+      }
+      await config.afterSend?.([row.messageId]);
+      await markSent(db, [row.id]);
+      sent++;
+    }
+    return sent;
+  };
+
+  /** While active: read, send, mark; wait for a notification (or the poll) when nothing is left. */
+  const relayWhileActive = async (db: pg.Client): Promise<void> => {
+    let brokerFailures = 0;
+    while (!stopped && !isLost(db)) {
+      woken = false;
+      const rows = await fetchPending(db, config.batchSize);
+      if (rows.length === 0) {
+        await sleep(config.pollIntervalMs);
+        continue;
+      }
+      let sent: number;
+      try {
+        sent = await sendRound(db, rows);
+        brokerFailures = 0;
+      } catch (error) {
+        if (error instanceof Stopped) return;
+        if (isLost(db) || error instanceof LostConnection || isDatabaseError(error)) throw error;
+        // The broker is unreachable (or refused the batch for a passing reason): nothing is marked,
+        // nothing counted against the rows; the same rows go again after a backoff.
+        brokerFailures++;
+        const delayMs = backoff(brokerFailures);
+        logger.warn({ err: error, delayMs }, 'the outbox relay cannot reach the broker; backing off');
+        await closeKafka();
+        await sleep(delayMs, false);
+        woken = true; // retry at once after the backoff, not after another poll interval
+        continue;
+      }
+      // Everything left waits (an unknown topic, a key behind a parked row): poll, do not spin.
+      if (sent === 0) await sleep(config.pollIntervalMs);
+    }
+  };
+
+  const run = async (): Promise<void> => {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const db = client ?? (await connect());
+        const { rows } = await db.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
+          RELAY_LOCK_KEY.toString(),
+        ]);
+        failures = 0;
+        if (rows[0]?.locked !== true) {
+          // A standby: another relay is active. Its lock goes when its session ends.
+          await sleep(config.standbyPollMs);
+          continue;
+        }
+        active = true;
+        logger.info('outbox relay is active');
+        await db.query(`LISTEN ${OUTBOX_CHANNEL}`);
+        await relayWhileActive(db);
+        if (isLost(db)) throw new LostConnection('the relay lost its database connection');
+      } catch (error) {
+        if (stopped) break;
+        failures++;
+        const delayMs = backoff(failures);
+        logger.warn({ err: error, delayMs }, 'the outbox relay failed; it will try again');
+        await closeKafka();
+        await closeDatabase();
+        await sleep(delayMs, false);
+      }
+    }
+  };
+
+  const start = (): Promise<void> => {
+    if (stopping !== undefined) return Promise.reject(configError('relay', 'this relay was stopped; create a new one'));
+    running ??= run().catch((error: unknown) => {
+      logger.error({ err: error }, 'the outbox relay stopped unexpectedly');
+    });
+    return Promise.resolve();
+  };
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      stopped = true;
+      onStop?.();
+      notify();
+      await running;
+      await closeKafka();
+      await closeDatabase();
+      if (config.ownedPool) await config.pool.end().catch(() => undefined);
+    })();
+    return stopping;
+  };
+
+  return { start, stop, isActive: () => active, [Symbol.asyncDispose]: stop };
+}
+
+interface ResolvedRelayOptions {
+  readonly kafka: Kafka;
+  readonly pool: pg.Pool;
+  readonly ownedPool: boolean;
+  readonly connection: pg.ClientConfig;
+  readonly batchSize: number;
+  readonly pollIntervalMs: number;
+  readonly standbyPollMs: number;
+  readonly maxAttempts: number;
+  readonly initialBackoffMs: number;
+  readonly maxBackoffMs: number;
+  readonly logger: Logger;
+  readonly producerConfig: Omit<ProducerConfig, 'idempotent' | 'maxInFlightRequests' | 'transactionalId'>;
+  readonly afterSend: ((messageIds: readonly string[]) => Promise<void> | void) | undefined;
+}
+
+function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions {
+  if (typeof options !== 'object' || options === null) throw configError('relay', 'pass { db, kafka }');
+  const kafka = options.kafka as Partial<Kafka> | undefined;
+  if (kafka === undefined || typeof kafka.producer !== 'function' || typeof kafka.admin !== 'function') {
+    throw configError('relay.kafka', 'expected a kafkajs client: `new Kafka({ clientId, brokers })`');
+  }
+  const positive = (name: string, value: number | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    if (!Number.isInteger(value) || value < 1) throw configError(`relay.${name}`, 'must be a whole number ≥ 1');
+    return value;
+  };
+  const { pool, owned } = resolvePool(options.db);
+  const poolOptions = (pool as unknown as { options?: pg.ClientConfig }).options ?? {};
+  return {
+    kafka: options.kafka,
+    pool,
+    ownedPool: owned,
+    connection: { ...poolOptions, application_name: 'oncely-relay' },
+    batchSize: positive('batchSize', options.batchSize, 500),
+    pollIntervalMs: positive('pollIntervalMs', options.pollIntervalMs, 1000),
+    standbyPollMs: positive('standbyPollMs', options.standbyPollMs, 2000),
+    maxAttempts: positive('maxAttempts', options.maxAttempts, 10),
+    initialBackoffMs: positive('initialBackoffMs', options.initialBackoffMs, 200),
+    maxBackoffMs: positive('maxBackoffMs', options.maxBackoffMs, 10_000),
+    logger: (options.logger ?? pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' })).child({
+      component: 'outbox-relay',
+    }),
+    producerConfig: options.producer ?? {},
+    afterSend: options.afterSend,
+  };
+}
+
+/** The (topic, key) a row's order is kept within; undefined for rows without a key (no order). */
+function keyOf(row: PendingRow): string | undefined {
+  return row.key === null ? undefined : `${row.topic}\u0000${row.key.toString('base64')}`;
+}
+
+/** Rows as kafkajs topic messages, in id order within each topic. */
+function toTopicMessages(rows: readonly PendingRow[]): TopicMessages[] {
+  const byTopic = new Map<string, Message[]>();
+  for (const row of rows) {
+    let messages = byTopic.get(row.topic);
+    if (messages === undefined) {
+      messages = [];
+      byTopic.set(row.topic, messages);
+    }
+    messages.push({
+      key: row.key,
+      value: row.value,
+      headers: decodeHeaders(row.headers),
+      ...(row.partition === null ? {} : { partition: row.partition }),
+    });
+  }
+  return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+}
+
+/** The Kafka protocol error type (`MESSAGE_TOO_LARGE`, …) somewhere in an error's cause chain. */
+function protocolErrorType(error: unknown): string | undefined {
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
+    const type = (e as { type?: unknown }).type;
+    if (typeof type === 'string') return type;
+    e = (e as { cause?: unknown; originalError?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
+  }
+  return undefined;
+}
+
+function describeSendError(error: unknown, type: string): Record<string, unknown> {
+  return { code: type, name: (error as Error).name, message: (error as Error).message };
+}
+
+/** pg's errors carry a SQLSTATE code or come from a closed connection. */
+function isDatabaseError(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | undefined;
+  return (
+    (typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) ||
+    (typeof e?.message === 'string' && /Connection terminated|Client was closed|not queryable/i.test(e.message))
+  );
+}

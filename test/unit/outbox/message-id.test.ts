@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+
+import { deadLetterOutboxId, derivedMessageId, uuidv7 } from '../../../src/outbox/message-id.js';
+import { outboxRow } from '../../../src/outbox/publish.js';
+
+describe('outbox message ids', () => {
+  it('makes RFC 9562 version-7 UUIDs that carry the time and sort by it', () => {
+    const id = uuidv7(0x0190_0000_0001);
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(id.slice(0, 13)).toBe('01900000-0001');
+    const ids = [uuidv7(1_700_000_000_000), uuidv7(1_700_000_000_001), uuidv7(1_800_000_000_000)];
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(Array.from({ length: 1000 }, () => uuidv7(1)))).toHaveProperty('size', 1000);
+  });
+
+  it('derives <inbound id>:<n>, pinned: this format is frozen', () => {
+    expect(derivedMessageId('payment-1', 0)).toBe('payment-1:0');
+    expect(derivedMessageId('orders/0/42', 3)).toBe('orders/0/42:3');
+    expect(deadLetterOutboxId('ledger', 'payments', 1, '42')).toBe('dead-letter:ledger:payments/1/42');
+  });
+
+  it('hashes an inbound id whose derived id would pass 255 characters, deterministically', () => {
+    const long = 'x'.repeat(255);
+    const id = derivedMessageId(long, 7);
+    expect(id).toBe('d22609da3ae3956ca4877056a8e580eed744a6f7d7cfa5b19dd88d52fcc0d435:7');
+    expect(derivedMessageId(long, 7)).toBe(id);
+    expect(deadLetterOutboxId('g'.repeat(255), 't', 0, '1')).toMatch(/^dead-letter:[0-9a-f]{64}$/);
+  });
+
+  it('sets message-id, causation-id and traceparent, encodes JSON values and keeps bytes as they are', () => {
+    const row = outboxRow(
+      { topic: 'ledger.posted', key: 'acct-1', value: { cents: 5 }, headers: { tenant: 't-1' } },
+      { messageId: 'p-1:0', causationId: 'p-1', traceparent: '00-aa-bb-01' },
+    );
+    expect(row).toMatchObject({ messageId: 'p-1:0', topic: 'ledger.posted', causationId: 'p-1' });
+    expect(row.key?.toString()).toBe('acct-1');
+    expect(row.value?.toString()).toBe('{"cents":5}');
+    expect(row.headers).toEqual([
+      { key: 'tenant', value: 't-1', encoding: 'utf8' },
+      { key: 'message-id', value: 'p-1:0', encoding: 'utf8' },
+      { key: 'causation-id', value: 'p-1', encoding: 'utf8' },
+      { key: 'traceparent', value: '00-aa-bb-01', encoding: 'utf8' },
+    ]);
+    expect(outboxRow({ topic: 't', value: Buffer.from([0xff, 0]) }).value).toEqual(Buffer.from([0xff, 0]));
+    expect(outboxRow({ topic: 't', value: null }).value).toBeNull();
+    expect(outboxRow({ topic: 't', value: 1 }).messageId).toMatch(/-7[0-9a-f]{3}-/);
+  });
+
+  it('refuses events it cannot publish, saying why', () => {
+    expect(() => outboxRow({ topic: '', value: 1 })).toThrow(/topic/);
+    expect(() => outboxRow({ topic: 't', value: undefined })).toThrow(/pass null for a tombstone/);
+    expect(() => outboxRow({ topic: 't', value: 1, headers: { 'Message-Id': 'x' } })).toThrow(/options.messageId/);
+    expect(() => outboxRow({ topic: 't', value: 1 }, { messageId: 'x'.repeat(256) })).toThrow(/1 to 255/);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(() => outboxRow({ topic: 't', value: cyclic })).toThrow(
+      expect.objectContaining({ code: 'ONCELY_INVALID_EVENT' }),
+    );
+  });
+});
