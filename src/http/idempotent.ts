@@ -14,7 +14,7 @@ import { inTransaction, type OpenTransaction } from '../inbox/transaction.js';
 import { isNullBodyStatus, readLimited } from './body.js';
 import { defaultFingerprint, InvalidJsonBodyError, type Fingerprint } from './fingerprint.js';
 import { problemResponse, type IdempotencyProblem } from './problem.js';
-import { findKey, isLockTimeout, storeKey, tryLockKey, waitLockKey, type StoredKey } from './store.js';
+import { findKey, isLockTimeout, storeKey, tryLockAndFindKey, waitLockKey, type StoredKey } from './store.js';
 import type { StoredResponseHeader } from './tables.js';
 
 /** The request header that carries the key (compared case-insensitively, as all header names). */
@@ -322,7 +322,8 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     try {
       return await transact(async (transaction) => {
         // The key's lock before its row: whoever holds it is the only request that may run the
-        // handler for (scope, key) until its transaction ends, so the row read next is final.
+        // handler for (scope, key) until its transaction ends, so the row read after it is final.
+        let stored: StoredKey | undefined;
         if (settings.concurrent === 'wait') {
           try {
             await waitLockKey(transaction.client, scope, key, settings.waitTimeoutMs);
@@ -330,10 +331,14 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
             if (isLockTimeout(error)) throw new RollbackWith(inUse());
             throw error;
           }
-        } else if (!(await tryLockKey(transaction.client, scope, key))) {
-          return inUse();
+          stored = await findKey(transaction.client, scope, key);
+        } else {
+          const attempt = await tryLockAndFindKey(transaction.client, scope, key);
+          stored = attempt.stored;
+          // Held by another request: a finished one's live row is still answered (replay or 422);
+          // without one, the key is in use.
+          if (!attempt.locked && stored?.live !== true) return inUse();
         }
-        const stored = await findKey(transaction.client, scope, key);
         if (stored?.live === true) {
           if (stored.fingerprint.equals(fingerprint)) return replay(stored);
           return problem(

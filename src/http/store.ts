@@ -12,13 +12,27 @@ function lockName(scope: string, key: string): string {
   return `oncely.idempotency:${scope.length}:${scope}:${key}`;
 }
 
-/** Takes the transaction-level lock on (scope, key) without waiting; false when another holds it. */
-export async function tryLockKey(client: pg.PoolClient, scope: string, key: string): Promise<boolean> {
-  const { rows } = await client.query<{ locked: boolean }>(
-    'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked',
-    [lockName(scope, key)],
-  );
-  return rows[0]?.locked === true;
+/**
+ * Tries the transaction-level lock on (scope, key) without waiting, then reads the key's row: two
+ * statements in one round trip. They must stay two statements: under READ COMMITTED each takes its
+ * snapshot when it starts, so the read sees whatever a previous holder committed before releasing
+ * the lock; one statement would have taken its snapshot before the lock and could miss that row.
+ * The row is read even when the lock is taken by another request: a live row is final (it changes
+ * only after it expires), so concurrent retries of a finished request replay instead of getting 409.
+ */
+export async function tryLockAndFindKey(
+  client: pg.PoolClient,
+  scope: string,
+  key: string,
+): Promise<{ locked: boolean; stored: StoredKey | undefined }> {
+  // A simple query (no parameters) so both statements travel together; values are escaped
+  // literals (the key is printable ASCII, checked before; the scope any text).
+  const results = (await client.query(
+    `SELECT pg_try_advisory_xact_lock(hashtextextended(${client.escapeLiteral(lockName(scope, key))}, 0)) AS locked; ` +
+      `${SELECT_KEY} WHERE scope = ${client.escapeLiteral(scope)} AND key = ${client.escapeLiteral(key)}`,
+  )) as unknown as [pg.QueryResult<{ locked: boolean }>, pg.QueryResult<KeyRow>];
+  const row = results[1].rows[0];
+  return { locked: results[0].rows[0]?.locked === true, stored: row === undefined ? undefined : toStoredKey(row) };
 }
 
 /**
@@ -51,23 +65,21 @@ export interface StoredKey {
   readonly live: boolean;
 }
 
-export async function findKey(client: pg.PoolClient, scope: string, key: string): Promise<StoredKey | undefined> {
-  const { rows } = await client.query<{
-    request_fingerprint: Buffer;
-    method: string;
-    path: string;
-    response_status: number;
-    response_headers: StoredResponseHeader[];
-    response_body: Buffer;
-    live: boolean;
-  }>(
-    `SELECT request_fingerprint, method, path, response_status, response_headers, response_body,
-            expires_at > now() AS live
-       FROM oncely.idempotency_keys WHERE scope = $1 AND key = $2`,
-    [scope, key],
-  );
-  const row = rows[0];
-  if (row === undefined) return undefined;
+interface KeyRow {
+  request_fingerprint: Buffer;
+  method: string;
+  path: string;
+  response_status: number;
+  response_headers: StoredResponseHeader[];
+  response_body: Buffer;
+  live: boolean;
+}
+
+const SELECT_KEY = `SELECT request_fingerprint, method, path, response_status, response_headers, response_body,
+       expires_at > now() AS live
+  FROM oncely.idempotency_keys`;
+
+function toStoredKey(row: KeyRow): StoredKey {
   return {
     fingerprint: row.request_fingerprint,
     method: row.method,
@@ -77,6 +89,12 @@ export async function findKey(client: pg.PoolClient, scope: string, key: string)
     body: row.response_body,
     live: row.live,
   };
+}
+
+export async function findKey(client: pg.PoolClient, scope: string, key: string): Promise<StoredKey | undefined> {
+  const { rows } = await client.query<KeyRow>(`${SELECT_KEY} WHERE scope = $1 AND key = $2`, [scope, key]);
+  const row = rows[0];
+  return row === undefined ? undefined : toStoredKey(row);
 }
 
 export interface KeyToStore {

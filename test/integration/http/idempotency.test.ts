@@ -215,6 +215,19 @@ describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (fra
     expect(await paymentsWithKey(key)).toBe(1);
   });
 
+  it('G7: 50 concurrent retries of a finished request all get its replay, none a 409', async () => {
+    const key = randomUUID();
+    const first = await post('/v1/payments', { accountId: 'acct-17', amountCents: 4200 }, { key });
+    const firstBody = await first.text();
+    const retries = await Promise.all(
+      Array.from({ length: 50 }, () => post('/v1/payments', { accountId: 'acct-17', amountCents: 4200 }, { key })),
+    );
+    expect(retries.map((r) => r.status)).toEqual(Array.from({ length: 50 }, () => 201));
+    expect(retries.every((r) => r.headers.get('idempotent-replayed') === 'true')).toBe(true);
+    expect(new Set(await Promise.all(retries.map((r) => r.text())))).toEqual(new Set([firstBody]));
+    expect(await paymentsWithKey(key)).toBe(1);
+  });
+
   it('G7: a handler that throws commits nothing and stores nothing, and the retry runs it again', async () => {
     const key = randomUUID();
     const failed = await post('/v1/payments', { accountId: 'acct-6', amountCents: 300, behaviour: 'throw' }, { key });
