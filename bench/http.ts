@@ -108,7 +108,7 @@ async function main(): Promise<number> {
     // Warm-up (JIT, pool, plans), then the measurements, one after the other on the same server.
     await measure('warm-up', `${base}/plain`, 2, () => ({}));
     await measure('warm-up', `${base}/idempotent`, 2, fresh);
-    const rowsBefore = await countRows(pool);
+    const rowsBefore = await settledRows(pool);
     const plain = await measure('plain (transaction, no middleware)', `${base}/plain`, SECONDS, () => ({}));
     const firstUse = await measure('idempotent, first use (new key)', `${base}/idempotent`, SECONDS, fresh);
     const rowsMid = await settledRows(pool);
