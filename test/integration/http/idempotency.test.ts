@@ -4,9 +4,12 @@
  * only in the responses.
  */
 import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 
 import { sql } from 'drizzle-orm';
 import { getTableConfig } from 'drizzle-orm/pg-core';
+import express from 'express';
+import { idempotent as expressIdempotent } from 'oncely/express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { idempotencyKeysTable, purgeExpiredIdempotencyKeys, type IdempotentContext } from '../../../src/index.js';
@@ -396,5 +399,35 @@ describe('idempotencyKeysTable', () => {
     expect(config.columns.map((c) => [c.name, c.notNull ? 'NO' : 'YES']).sort()).toEqual(
       rows.map((r) => [r.column_name, r.is_nullable]).sort(),
     );
+  });
+});
+
+describe('oncely/express behind express.json()', () => {
+  it('fingerprints and replays a body a parser already read', async () => {
+    const app = express();
+    app.use(express.json());
+    app.post('/v1/parsed', expressIdempotent({ db: database.db, scope: 'single-tenant' }, createPayment));
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => server.once('listening', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const key = randomUUID();
+      const send = (raw: string) =>
+        fetch(`http://127.0.0.1:${port}/v1/parsed`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': key },
+          body: raw,
+        });
+      const first = await send('{"accountId":"acct-18","amountCents":100}');
+      expect(first.status).toBe(201);
+      const replay = await send('{ "amountCents": 100, "accountId": "acct-18" }');
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(await replay.text()).toBe(await first.text());
+      expect((await send('{"accountId":"acct-18","amountCents":101}')).status).toBe(422);
+      expect(await paymentsWithKey(key)).toBe(1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
