@@ -10,6 +10,8 @@ export default defineConfig({
     alias: [
       { find: /^oncely\/dev$/, replacement: src('dev/index.ts') },
       { find: /^oncely\/testing$/, replacement: src('testing/index.ts') },
+      { find: /^oncely\/express$/, replacement: src('http/express.ts') },
+      { find: /^oncely\/fastify$/, replacement: src('http/fastify.ts') },
       { find: /^oncely$/, replacement: src('index.ts') },
     ],
   },

@@ -109,3 +109,23 @@ export {
   type PurgeSentOptions,
 } from './outbox/store.js';
 export { outboxTable } from './outbox/tables.js';
+export {
+  DEFAULT_STORED_RESPONSE_HEADERS,
+  IDEMPOTENCY_KEY_REQUEST_HEADER,
+  IDEMPOTENT_REPLAYED_HEADER,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  idempotent,
+  type IdempotentContext,
+  type IdempotentHandler,
+  type IdempotentOptions,
+} from './http/idempotent.js';
+export {
+  canonicalJson,
+  defaultFingerprint,
+  InvalidJsonBodyError,
+  type Fingerprint,
+  type FingerprintInput,
+} from './http/fingerprint.js';
+export { IDEMPOTENCY_PROBLEMS, type IdempotencyProblem } from './http/problem.js';
+export { purgeExpiredIdempotencyKeys, type PurgeIdempotencyKeysOptions } from './http/store.js';
+export { idempotencyKeysTable, type StoredResponseHeader } from './http/tables.js';

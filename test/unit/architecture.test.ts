@@ -89,6 +89,27 @@ describe('architecture', () => {
     expect(offenders).toEqual([]);
   });
 
+  it('keeps Kafka out of http/, and express and fastify in their own adapter files', () => {
+    const offenders = files
+      .filter((f) => rel(f).startsWith('http/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter(
+            (s) =>
+              s === 'kafkajs' ||
+              s.includes('/kafka/') ||
+              (s === 'express' && rel(f) !== 'http/express.ts') ||
+              (s === 'fastify' && rel(f) !== 'http/fastify.ts'),
+          )
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(offenders).toEqual([]);
+    // The root entry must load without the optional peers installed.
+    const reachable = importsOf(join(SRC, 'index.ts')).filter((s) => s.includes('/http/'));
+    expect(reachable.length).toBeGreaterThan(0);
+    expect(reachable.filter((s) => s.endsWith('/express.js') || s.endsWith('/fastify.js'))).toEqual([]);
+  });
+
   it('has no import cycles', () => {
     const graph = new Map(
       files.map(

@@ -71,72 +71,74 @@ function bothModes(
 }
 
 describe('G2 G5: a message’s own fault is never an outage: it gets an outcome at once and the partition moves on', () => {
-  for (const mode of ['message', 'batch'] as const) {
-    it(`G2 G5: a schema transform that throws, a decoder that throws and a messageId() that throws dead-letter at once (${mode} mode)`, async () => {
-      const transformTopic = await env.createTopic(`transform-${mode}`);
-      const decodeTopic = await env.createTopic(`decode-${mode}`);
-      const idTopic = await env.createTopic(`msgid-${mode}`);
-      // z.string().transform(BigInt) throws a SyntaxError on "abc": not a zod issue, a thrown error.
-      const transform = bothModes(transformTopic, { schema: z.object({ amount: z.string().transform(BigInt) }) });
-      const decode = bothModes(decodeTopic, {
-        decode: (value) => {
-          const text = value?.toString() ?? '';
-          if (text.startsWith('!')) throw new TypeError('bad frame');
-          return JSON.parse(text) as unknown;
-        },
-      });
-      const id = bothModes(idTopic, {
-        messageId: (event) => {
-          const { id } = event as { id?: string };
-          if (id === 'boom') throw new RangeError('no id for you');
-          return id;
-        },
-      });
-      await env.produce(transformTopic, [
-        jsonMessage('t-bad', { amount: 'abc' }),
-        jsonMessage('t-good', { amount: '12' }),
-      ]);
-      await env.produce(decodeTopic, [
-        { value: '!garbage', headers: { 'message-id': 'd-bad' } },
-        jsonMessage('d-good', {}),
-      ]);
-      await env.produce(idTopic, [
-        { value: JSON.stringify({ id: 'boom' }) },
-        { value: JSON.stringify({ id: 'i-good' }) },
-      ]);
-      const consumer = env.consumer({
-        groupId: env.groupId(`fault-${mode}`),
-        handlers:
-          mode === 'batch'
-            ? [transform.batch, decode.batch, id.batch]
-            : [transform.message, decode.message, id.message],
-        retry: quickRetry,
-      });
-      const outcomes = recordOutcomes(consumer);
-      const retries: unknown[] = [];
-      consumer.on('message:retrying', (e) => retries.push(e));
-      consumer.on('chunk:retrying', (e) => retries.push(e));
-      await consumer.start();
-      await waitFor('six outcomes', () => outcomes.total === 6, { timeoutMs: 30_000 });
-
-      expect((await env.effectsOf(transformTopic)).map((r) => r.messageId)).toEqual(['t-good']);
-      expect((await env.effectsOf(decodeTopic)).map((r) => r.messageId)).toEqual(['d-good']);
-      expect((await env.effectsOf(idTopic)).map((r) => r.messageId)).toEqual(['i-good']);
-      const transformLetters = await deadLetters(transformTopic);
-      expect(transformLetters.map((l) => [l.message_id, l.reason, l.attempts])).toEqual([
-        ['t-bad', 'invalid_payload', 0],
-      ]);
-      expect(transformLetters[0]?.error.message).toContain("The handler's schema threw while validating the message");
-      expect((await deadLetters(decodeTopic)).map((l) => [l.message_id, l.reason, l.error.name])).toEqual([
-        ['d-bad', 'invalid_payload', 'TypeError'],
-      ]);
-      const idLetters = await deadLetters(idTopic);
-      expect(idLetters.map((l) => [l.message_id, l.reason])).toEqual([[null, 'invalid_message_id']]);
-      expect(idLetters[0]?.error.message).toContain('messageId() threw');
-      // Deterministic failures are never retried.
-      expect(retries).toEqual([]);
+  const faultsEndInOutcomes = async (mode: 'message' | 'batch'): Promise<void> => {
+    const transformTopic = await env.createTopic(`transform-${mode}`);
+    const decodeTopic = await env.createTopic(`decode-${mode}`);
+    const idTopic = await env.createTopic(`msgid-${mode}`);
+    // z.string().transform(BigInt) throws a SyntaxError on "abc": not a zod issue, a thrown error.
+    const transform = bothModes(transformTopic, { schema: z.object({ amount: z.string().transform(BigInt) }) });
+    const decode = bothModes(decodeTopic, {
+      decode: (value) => {
+        const text = value?.toString() ?? '';
+        if (text.startsWith('!')) throw new TypeError('bad frame');
+        return JSON.parse(text) as unknown;
+      },
     });
-  }
+    const id = bothModes(idTopic, {
+      messageId: (event) => {
+        const { id } = event as { id?: string };
+        if (id === 'boom') throw new RangeError('no id for you');
+        return id;
+      },
+    });
+    await env.produce(transformTopic, [
+      jsonMessage('t-bad', { amount: 'abc' }),
+      jsonMessage('t-good', { amount: '12' }),
+    ]);
+    await env.produce(decodeTopic, [
+      { value: '!garbage', headers: { 'message-id': 'd-bad' } },
+      jsonMessage('d-good', {}),
+    ]);
+    await env.produce(idTopic, [
+      { value: JSON.stringify({ id: 'boom' }) },
+      { value: JSON.stringify({ id: 'i-good' }) },
+    ]);
+    const consumer = env.consumer({
+      groupId: env.groupId(`fault-${mode}`),
+      handlers:
+        mode === 'batch' ? [transform.batch, decode.batch, id.batch] : [transform.message, decode.message, id.message],
+      retry: quickRetry,
+    });
+    const outcomes = recordOutcomes(consumer);
+    const retries: unknown[] = [];
+    consumer.on('message:retrying', (e) => retries.push(e));
+    consumer.on('chunk:retrying', (e) => retries.push(e));
+    await consumer.start();
+    await waitFor('six outcomes', () => outcomes.total === 6, { timeoutMs: 30_000 });
+
+    expect((await env.effectsOf(transformTopic)).map((r) => r.messageId)).toEqual(['t-good']);
+    expect((await env.effectsOf(decodeTopic)).map((r) => r.messageId)).toEqual(['d-good']);
+    expect((await env.effectsOf(idTopic)).map((r) => r.messageId)).toEqual(['i-good']);
+    const transformLetters = await deadLetters(transformTopic);
+    expect(transformLetters.map((l) => [l.message_id, l.reason, l.attempts])).toEqual([
+      ['t-bad', 'invalid_payload', 0],
+    ]);
+    expect(transformLetters[0]?.error.message).toContain("The handler's schema threw while validating the message");
+    expect((await deadLetters(decodeTopic)).map((l) => [l.message_id, l.reason, l.error.name])).toEqual([
+      ['d-bad', 'invalid_payload', 'TypeError'],
+    ]);
+    const idLetters = await deadLetters(idTopic);
+    expect(idLetters.map((l) => [l.message_id, l.reason])).toEqual([[null, 'invalid_message_id']]);
+    expect(idLetters[0]?.error.message).toContain('messageId() threw');
+    // Deterministic failures are never retried.
+    expect(retries).toEqual([]);
+  };
+
+  it('G2 G5: a schema transform that throws, a decoder that throws and a messageId() that throws dead-letter at once (message mode)', () =>
+    faultsEndInOutcomes('message'));
+
+  it('G2 G5: a schema transform that throws, a decoder that throws and a messageId() that throws dead-letter at once (batch mode)', () =>
+    faultsEndInOutcomes('batch'));
 
   it('G5: a deferred constraint that fails at COMMIT is the handler’s failure: retried per policy, then handler_failed', async () => {
     const topic = await env.createTopic('deferred');

@@ -1,0 +1,42 @@
+/**
+ * The HTTP act of the demo as a test: timeouts, retries, races and reused keys against the real
+ * Fastify API and a real PostgreSQL end with every payment charged exactly once.
+ */
+import { randomUUID } from 'node:crypto';
+
+import pg from 'pg';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+
+import { runHttpDemo } from './demo-http.js';
+
+let admin: pg.Client;
+const database = `payments_api_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+let databaseUrl: string;
+
+beforeAll(async () => {
+  admin = new pg.Client({ connectionString: inject('databaseUrl') });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${database} TEMPLATE ${inject('templateDatabase')}`);
+  const url = new URL(inject('databaseUrl'));
+  url.pathname = `/${database}`;
+  databaseUrl = url.toString();
+});
+
+afterAll(async () => {
+  await admin?.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+  await admin?.end();
+});
+
+it('G7: clients that time out, retry, race and reuse keys are charged exactly once', async () => {
+  const lines: string[] = [];
+  const report = await runHttpDemo({ databaseUrl, operations: 16, seed: 3, log: (line) => lines.push(line) });
+  expect(report.chargedTwice).toBe(0);
+  expect(report.wrongAmounts).toBe(0);
+  expect(report.paymentsCreated).toBe(16);
+  expect(report.executions).toBe(16);
+  expect(report.clientTimeouts).toBeGreaterThan(0);
+  expect(report.replays).toBeGreaterThan(0);
+  expect(report.conflicts409).toBeGreaterThan(0);
+  expect(report.reused422).toBeGreaterThan(0);
+  expect(lines).toContain('charged twice: 0');
+});
