@@ -11,8 +11,10 @@ import {
   resolvePool,
   type TransactionBinder,
 } from './inbox/database.js';
+import type { MetricsOptions } from './metrics/prometheus.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from './pipeline/handler.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './pipeline/retry.js';
+import type { TracingOptions } from './tracing/spans.js';
 
 /** Options of `createInboxConsumer()`. Only `kafka`, `db`, `groupId` and `handlers` are required. */
 export interface InboxConsumerOptions {
@@ -83,6 +85,21 @@ export interface InboxConsumerOptions {
      */
     readonly topic?: boolean | string | ((sourceTopic: string) => string);
   };
+  /**
+   * Prometheus metrics (needs the optional peer `prom-client`): `{ registry: new Registry() }`.
+   * Metrics are registered in that registry only; serve it on your `/metrics`. Default: none.
+   */
+  readonly metrics?: MetricsOptions;
+  /**
+   * OpenTelemetry spans, one per message (needs the optional peer `@opentelemetry/api`): `true`
+   * for the global tracer provider, or `{ tracerProvider }`. Default false.
+   */
+  readonly tracing?: boolean | TracingOptions;
+  /**
+   * How long `start()` keeps trying to reach the broker before it rejects with
+   * `ONCELY_KAFKA_UNREACHABLE` (the last kafkajs error as its cause). Default 30 000 ms.
+   */
+  readonly startTimeoutMs?: number;
 }
 
 export interface ResolvedConsumerConfig {
@@ -107,6 +124,10 @@ export interface ResolvedConsumerConfig {
   readonly onExhausted: 'dead-letter' | 'pause';
   /** The dead-letter topic of each source topic; undefined when none is configured. */
   readonly deadLetterTopicName: ((sourceTopic: string) => string) | undefined;
+  readonly metrics: MetricsOptions | undefined;
+  /** Undefined: no tracing. */
+  readonly tracing: TracingOptions | true | undefined;
+  readonly startTimeoutMs: number;
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
@@ -181,6 +202,33 @@ const optionsSchema = z.strictObject({
         .optional(),
     })
     .default({}),
+  metrics: z
+    .strictObject({
+      registry: z.custom<MetricsOptions['registry']>(
+        (v) => isObject(v) && typeof v.registerMetric === 'function' && typeof v.metrics === 'function',
+        { message: "expected a prom-client Registry: `new Registry()` from 'prom-client'" },
+      ),
+      refreshIntervalMs: z.int('must be a whole number of milliseconds').min(0, 'must be 0 or more').optional(),
+      lag: z.boolean().optional(),
+    })
+    .optional(),
+  tracing: z
+    .union(
+      [
+        z.boolean(),
+        z.strictObject({
+          tracerProvider: z
+            .custom<NonNullable<TracingOptions['tracerProvider']>>(
+              (v) => isObject(v) && typeof v.getTracer === 'function',
+              { message: 'expected an OpenTelemetry TracerProvider' },
+            )
+            .optional(),
+        }),
+      ],
+      { error: 'must be true, false or { tracerProvider }' },
+    )
+    .default(false),
+  startTimeoutMs: z.int('must be a whole number of milliseconds').min(1, 'must be at least 1').default(30_000),
 });
 
 /**
@@ -253,6 +301,9 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     maxPayloadBytes: o.maxPayloadBytes,
     onExhausted: o.onExhausted,
     deadLetterTopicName: deadLetterNaming(o.deadLetter.topic),
+    metrics: o.metrics,
+    tracing: o.tracing === false ? undefined : o.tracing,
+    startTimeoutMs: o.startTimeoutMs,
   };
 }
 
@@ -260,6 +311,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   '': Object.keys(optionsSchema.shape),
   retry: Object.keys(DEFAULT_RETRY),
   deadLetter: ['topic'],
+  metrics: ['registry', 'refreshIntervalMs', 'lag'],
 };
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {

@@ -36,6 +36,10 @@ export const ERROR_CODES = [
   'ONCELY_COMMIT_FAILED',
   /** The consumer is stopping; in-flight work was abandoned and will be redelivered. */
   'ONCELY_STOPPING',
+  /** `start()` could not reach the Kafka broker within `startTimeoutMs`; the kafkajs error is the cause. */
+  'ONCELY_KAFKA_UNREACHABLE',
+  /** The `oncely` schema was migrated by a newer oncely than this one; upgrade oncely. */
+  'ONCELY_SCHEMA_TOO_NEW',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

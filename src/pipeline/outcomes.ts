@@ -189,11 +189,21 @@ export function announce(
       if (logger.isLevelEnabled('debug')) {
         logger.debug({ ...where, outcome: 'processed', attempts: outcome.attempts }, 'processed');
       }
-      events.emit('message:processed', () => ({ ...where, attempts: outcome.attempts, durationMs }));
+      events.emit('message:processed', () => ({
+        ...where,
+        attempts: outcome.attempts,
+        durationMs,
+        headers: record.headers,
+      }));
       return;
     case 'skipped':
       if (logger.isLevelEnabled('debug')) logger.debug({ ...where, outcome: 'skipped' }, 'tombstone skipped');
-      events.emit('message:skipped', () => ({ ...where, reason: 'tombstone' as const }));
+      events.emit('message:skipped', () => ({
+        ...where,
+        reason: 'tombstone' as const,
+        durationMs,
+        headers: record.headers,
+      }));
       return;
     case 'duplicate':
       if (logger.isLevelEnabled('debug')) {
@@ -206,7 +216,10 @@ export function announce(
           topic: outcome.original.topic,
           partition: outcome.original.partition,
           offset: outcome.original.offset,
+          processedAt: outcome.original.processedAt,
         },
+        durationMs,
+        headers: record.headers,
       }));
       return;
     case 'dead_lettered':
@@ -226,6 +239,8 @@ export function announce(
         reason: outcome.reason,
         error: outcome.error,
         attempts: outcome.attempts,
+        durationMs,
+        headers: record.headers,
       }));
       return;
     case 'paused':
