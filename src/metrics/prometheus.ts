@@ -64,7 +64,7 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 const HOUR = 3600;
 const DAY = 24 * HOUR;
 /** From a second to a month: where a late duplicate falls against a retention window of days. */
-const AGE_BUCKETS = [1, 10, 60, 300, 900, HOUR, 6 * HOUR, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 14 * DAY, 30 * DAY];
+const AGE_BUCKETS = [1, 10, 60, 300, 900, HOUR, 6 * HOUR, DAY, 2 * DAY, 3 * DAY, 5 * DAY, 7 * DAY, 14 * DAY, 30 * DAY];
 
 // One set of metric objects per registry: prom-client refuses a second registration of a name.
 const byRegistry = new WeakMap<PromClient.Registry, RegistryMetrics>();
