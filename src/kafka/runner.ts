@@ -223,7 +223,8 @@ async function assertTopicsExist(kafka: Kafka, topics: readonly string[]): Promi
 }
 
 function unreachable(timeoutMs: number, lastError: unknown): OncelyError {
-  const detail = lastError instanceof Error ? `: ${lastError.message}` : '';
+  const detail =
+    lastError instanceof Error ? `: ${lastError.message}` : ' (kafkajs was still retrying its first connection)';
   return new OncelyError(
     'ONCELY_KAFKA_UNREACHABLE',
     `Could not start the Kafka consumer within ${timeoutMs} ms (startTimeoutMs)${detail}. ` +
