@@ -1,13 +1,27 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+
 import { Command, Option } from 'commander';
 
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { runDev } from './dev.js';
+import { runDoctor } from './doctor.js';
 import { runMigrate, runStatus } from './database.js';
+import { exitQuietlyOnClosedPipe } from './output.js';
+
+// `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
+exitQuietlyOnClosedPipe(process.stdout);
+exitQuietlyOnClosedPipe(process.stderr);
+
+// The package's own package.json: two levels up from src/cli/ and from dist/cli/ alike.
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
+  .version(version, '-V, --version', 'print the oncely version')
   .showHelpAfterError()
   .configureOutput({ outputError: (text, write) => write(text) });
 
@@ -74,6 +88,22 @@ deadLetters
   .requiredOption('--reason <text>', 'why it is discarded')
   .option('--json', 'print JSON for scripts')
   .action(runDiscard);
+
+program
+  .command('doctor')
+  .description(
+    'check the database, migrations, topics, group state, lag and open dead letters; OK/WARN/FAIL with the fix',
+  )
+  .addOption(databaseUrl())
+  .addOption(new Option('--brokers <list>', 'Kafka brokers, comma-separated').env('KAFKA_BROKERS'))
+  .option('--group <id...>', 'only these consumer groups (default: every group with recorded offsets)')
+  .addOption(
+    new Option('--max-lag <n>', 'lag above this many records is a warning')
+      .argParser((v) => Number.parseInt(v, 10))
+      .default(1000),
+  )
+  .option('--json', 'print JSON for scripts')
+  .action(runDoctor);
 
 program
   .command('dev')
