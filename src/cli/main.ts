@@ -7,8 +7,9 @@ import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { runDev } from './dev.js';
 import { runDoctor } from './doctor.js';
-import { runMigrate, runStatus } from './database.js';
+import { runMigrate } from './database.js';
 import { exitQuietlyOnClosedPipe } from './output.js';
+import { runStatusScreen } from './status-screen.js';
 
 // `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
 exitQuietlyOnClosedPipe(process.stdout);
@@ -37,10 +38,16 @@ program
 
 program
   .command('status')
-  .description('show applied and pending migrations, and what each consumer group has recorded')
+  .description(
+    'one screen per consumer group: what it recorded, open dead letters by reason, and with brokers its state and lag',
+  )
   .addOption(databaseUrl())
+  .addOption(
+    new Option('--brokers <list>', 'Kafka brokers, comma-separated, for group state and lag').env('KAFKA_BROKERS'),
+  )
+  .option('--watch [seconds]', 'redraw every few seconds (default 5) on a terminal, until Ctrl-C')
   .option('--json', 'print JSON for scripts')
-  .action(runStatus);
+  .action(runStatusScreen);
 
 const deadLetters = program.command('dead-letters').description('inspect, retry and discard dead letters');
 const reason = (): Option => new Option('--reason <reason>', 'only this reason').choices(DEAD_LETTER_REASONS);

@@ -108,3 +108,32 @@ describe('the CLI as an operator meets it', () => {
     });
   });
 });
+
+describe('oncely status', () => {
+  it('shows one screen per group: recorded outcomes, open dead letters by reason, state and lag per partition', async () => {
+    const topic = await env.createTopic('status');
+    const groupId = env.groupId('status');
+    await env.produce(topic, [jsonMessage('a', { n: 1 }), { value: 'not json', headers: { 'message-id': 'bad' } }]);
+    const consumer = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('two outcomes', () => outcomes.total === 2);
+    await waitFor('offsets committed', async () => (await env.committedOffsetsOf(groupId, topic)).get(0) === 2n);
+
+    const args = ['status', '--database-url', env.databaseUrl, '--brokers', env.brokers.join(',')];
+    const run = await oncely(args);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`Group ${groupId} · Stable · lag 0`);
+    expect(run.stdout).toContain(`  ${topic}: processed 1, dead-lettered 1`);
+    expect(run.stdout).toMatch(/partition 0: next offset 2, log end 2, lag 0/);
+    expect(run.stdout).toContain(`dead letters: 1 open (${topic} invalid_payload: 1)`);
+
+    const json = JSON.parse((await oncely([...args, '--json'])).stdout) as {
+      groups: { groupId: string; lag: { partition: number; lag: number }[] }[];
+    };
+    expect(json.groups.find((g) => g.groupId === groupId)?.lag).toEqual([
+      expect.objectContaining({ partition: 0, lag: 0 }),
+    ]);
+  });
+});
