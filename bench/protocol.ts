@@ -4,7 +4,7 @@
 import type { LedgerSummary } from './workload.js';
 import type { Measurement } from './meter.js';
 
-export const VARIANT_NAMES = ['R', 'B0', 'P0', 'P', 'B', 'D', 'B-full'] as const;
+export const VARIANT_NAMES = ['R', 'B0', 'P0', 'P', 'B', 'B-metrics', 'D', 'B-full'] as const;
 export type VariantName = (typeof VARIANT_NAMES)[number];
 
 export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
@@ -13,6 +13,7 @@ export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
   P0: 'hand-written: one drizzle transaction per message',
   P: 'oncely, per-message mode',
   B: 'oncely, batch mode (batchSize 500)',
+  'B-metrics': 'oncely batch mode with Prometheus metrics on, scraped every 15 s',
   D: "oncely batch mode replaying B's range: every message a duplicate",
   'B-full': 'oncely batch mode, inbox pre-filled with other groups’ rows',
 };

@@ -9,6 +9,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { type Consumer, type EachBatchPayload, type IHeaders, Kafka, type KafkaMessage, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
+import { Registry } from 'prom-client';
 
 import {
   type AnyHandlerDefinition,
@@ -97,6 +98,7 @@ function start(context: VariantContext): Promise<Running> {
     case 'P':
       return runOncely(context, oncelyPerMessage(context));
     case 'B':
+    case 'B-metrics':
     case 'D':
     case 'B-full':
       return runOncely(context, oncelyBatch(context));
@@ -259,6 +261,7 @@ function oncelyBatch({ config }: VariantContext): AnyHandlerDefinition {
 
 async function runOncely(context: VariantContext, handler: AnyHandlerDefinition): Promise<Running> {
   const { config, pool, meter, counts } = context;
+  const registry = config.variant === 'B-metrics' ? new Registry() : undefined;
   const consumer: InboxConsumer = createInboxConsumer({
     kafka: observingDeliveries(context.kafka, meter),
     db: drizzle(pool),
@@ -269,7 +272,10 @@ async function runOncely(context: VariantContext, handler: AnyHandlerDefinition)
     concurrency: CONCURRENCY,
     // stderr: stdout carries the result line.
     logger: pino({ level: 'warn' }, pino.destination(2)),
+    ...(registry === undefined ? {} : { metrics: { registry } }),
   });
+  // Scraped as Prometheus would (every 15 s), so the scrape-time lag and dead-letter reads count too.
+  const scrapes = registry === undefined ? undefined : setInterval(() => void registry.metrics(), 15_000);
   // Every outcome event is emitted right after the commit that recorded it.
   consumer.on('message:processed', (e) => {
     counts.processed += 1;
@@ -293,7 +299,12 @@ async function runOncely(context: VariantContext, handler: AnyHandlerDefinition)
     meter.fail(new Error(`handler failed at ${e.topic}/${e.partition}/${e.offset}: ${describe(e.error)}`));
   });
   await consumer.start();
-  return { stop: () => consumer.stop() };
+  return {
+    stop: () => {
+      clearInterval(scrapes);
+      return consumer.stop();
+    },
+  };
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   resolvePool,
   type TransactionBinder,
 } from './inbox/database.js';
+import type { MetricsOptions } from './metrics/prometheus.js';
 import type { OutboxRelayOptions } from './outbox/relay.js';
 import {
   type AnyHandlerDefinition,
@@ -19,6 +20,7 @@ import {
   isHandlerDefinition,
 } from './pipeline/handler.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './pipeline/retry.js';
+import type { TracingOptions } from './tracing/spans.js';
 
 /** Options of `createInboxConsumer()`. Only `kafka`, `db`, `groupId` and `handlers` are required. */
 export interface InboxConsumerOptions {
@@ -112,6 +114,21 @@ export interface InboxConsumerOptions {
    * outbox), none otherwise.
    */
   readonly relay?: boolean | Omit<OutboxRelayOptions, 'db' | 'kafka' | 'logger' | 'afterSend'>;
+  /**
+   * Prometheus metrics (needs the optional peer `prom-client`): `{ registry: new Registry() }`.
+   * Metrics are registered in that registry only; serve it on your `/metrics`. Default: none.
+   */
+  readonly metrics?: MetricsOptions;
+  /**
+   * OpenTelemetry spans, one per message (needs the optional peer `@opentelemetry/api`): `true`
+   * for the global tracer provider, or `{ tracerProvider }`. Default false.
+   */
+  readonly tracing?: boolean | TracingOptions;
+  /**
+   * How long `start()` keeps trying to reach the broker before it rejects with
+   * `ONCELY_KAFKA_UNREACHABLE` (the last kafkajs error as its cause). Default 30 000 ms.
+   */
+  readonly startTimeoutMs?: number;
 }
 
 export interface ResolvedConsumerConfig {
@@ -139,6 +156,10 @@ export interface ResolvedConsumerConfig {
   readonly deadLetterTopicName: ((sourceTopic: string) => string) | undefined;
   /** Settings of the in-process outbox relay; undefined: none runs here. */
   readonly relay: Omit<OutboxRelayOptions, 'db' | 'kafka' | 'logger' | 'afterSend'> | undefined;
+  readonly metrics: MetricsOptions | undefined;
+  /** Undefined: no tracing. */
+  readonly tracing: TracingOptions | true | undefined;
+  readonly startTimeoutMs: number;
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
@@ -223,6 +244,33 @@ const optionsSchema = z.strictObject({
       error: 'must be true, false, or relay settings such as { pollIntervalMs: 1000 }',
     })
     .optional(),
+  metrics: z
+    .strictObject({
+      registry: z.custom<MetricsOptions['registry']>(
+        (v) => isObject(v) && typeof v.registerMetric === 'function' && typeof v.metrics === 'function',
+        { message: "expected a prom-client Registry: `new Registry()` from 'prom-client'" },
+      ),
+      refreshIntervalMs: z.int('must be a whole number of milliseconds').min(0, 'must be 0 or more').optional(),
+      lag: z.boolean().optional(),
+    })
+    .optional(),
+  tracing: z
+    .union(
+      [
+        z.boolean(),
+        z.strictObject({
+          tracerProvider: z
+            .custom<NonNullable<TracingOptions['tracerProvider']>>(
+              (v) => isObject(v) && typeof v.getTracer === 'function',
+              { message: 'expected an OpenTelemetry TracerProvider' },
+            )
+            .optional(),
+        }),
+      ],
+      { error: 'must be true, false or { tracerProvider }' },
+    )
+    .default(false),
+  startTimeoutMs: z.int('must be a whole number of milliseconds').min(1, 'must be at least 1').default(30_000),
 });
 
 /**
@@ -318,6 +366,9 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
             : deadLetterNaming(o.deadLetter.topic) === undefined
               ? undefined
               : {},
+    metrics: o.metrics,
+    tracing: o.tracing === false ? undefined : o.tracing,
+    startTimeoutMs: o.startTimeoutMs,
   };
 }
 
@@ -325,6 +376,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   '': Object.keys(optionsSchema.shape),
   retry: Object.keys(DEFAULT_RETRY),
   deadLetter: ['topic'],
+  metrics: ['registry', 'refreshIntervalMs', 'lag'],
 };
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {

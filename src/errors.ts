@@ -43,6 +43,10 @@ export const ERROR_CODES = [
   'ONCELY_OFFSETS_MISMATCH',
   /** An event passed to `publish()` / `ctx.publish()` is invalid (topic, value, id or headers). */
   'ONCELY_INVALID_EVENT',
+  /** `start()` could not reach the Kafka broker within `startTimeoutMs`; the kafkajs error is the cause. */
+  'ONCELY_KAFKA_UNREACHABLE',
+  /** The `oncely` schema was migrated by a newer oncely than this one; upgrade oncely. */
+  'ONCELY_SCHEMA_TOO_NEW',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

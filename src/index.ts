@@ -33,12 +33,15 @@ export {
   type MessageInfo,
 } from './pipeline/handler.js';
 export type { InboxConsumerOptions } from './config.js';
+export { METRIC_NAMES, type MetricsOptions } from './metrics/prometheus.js';
+export { SPAN_ATTRIBUTES, type TracingOptions } from './tracing/spans.js';
 export type {
   ConsumerEventListener,
   ConsumerEventName,
   ConsumerEvents,
   DuplicateClass,
   MessageCoordinates,
+  OutcomeDetails,
 } from './pipeline/events.js';
 export { DEFAULT_RETRY, backoffDelay, type RetryPolicy } from './pipeline/retry.js';
 export {

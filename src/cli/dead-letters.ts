@@ -18,6 +18,7 @@ import {
   retryDeadLetters,
 } from '../pipeline/dead-letter-admin.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
+import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage } from './output.js';
 
 interface Common {
   readonly databaseUrl: string;
@@ -72,14 +73,14 @@ export async function runList(
       String(l.attempts),
       l.status,
       l.createdAt.toISOString().replace('T', ' ').slice(0, 19),
-      shorten(l.errorMessage, 60),
+      shorten(readableMessage(l.errorMessage), 60),
     ]);
   }
   print(table.toString());
 }
 
 export async function runShow(id: string, options: Common): Promise<void> {
-  const letter = await getDeadLetter(options.databaseUrl, id);
+  const letter = await getDeadLetter(options.databaseUrl, parseDeadLetterId(id));
   if (letter === undefined) {
     process.exitCode = 1;
     print(`Dead letter ${id} does not exist.`);
@@ -105,15 +106,13 @@ export async function runShow(id: string, options: Common): Promise<void> {
     '  value',
     `    ${value}`,
     '  error',
-    ...JSON.stringify(letter.error, null, 2)
-      .split('\n')
-      .map((line) => `    ${line}`),
+    ...formatStoredError(letter.error).map((line) => `    ${line}`),
   ];
   print(lines.join('\n'));
 }
 
 export async function runDiscard(id: string, options: Common & { reason: string }): Promise<void> {
-  report(await discardDeadLetter(options.databaseUrl, id, options.reason), options);
+  report(await discardDeadLetter(options.databaseUrl, parseDeadLetterId(id), options.reason), options);
 }
 
 export async function runRetry(
@@ -123,6 +122,7 @@ export async function runRetry(
   if ((id === undefined) === (options.all !== true)) {
     throw configError('retry', 'give one dead letter id, or --all (with optional --group, --topic, --reason)');
   }
+  if (id !== undefined) parseDeadLetterId(id);
   const loaded = await loadHandlers(options.handlers);
   const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
   pool.on('error', () => undefined);
@@ -141,7 +141,7 @@ export async function runRetry(
     if (options.json === true) {
       printJson(results);
     } else {
-      for (const result of results) print(result.message);
+      for (const result of results) print(readableResult(result));
       const processed = results.filter((r) => r.outcome === 'processed').length;
       print(`${processed} of ${results.length} open dead letters retried successfully.`);
     }
@@ -151,9 +151,19 @@ export async function runRetry(
   }
 }
 
+/** A retry that failed on validation says which fields are wrong, one `path: message` per line. */
+function readableResult(result: ResolveResult): string {
+  const issues = result.error?.issues;
+  if (issues === undefined || issues.length === 0) return readableMessage(result.message);
+  return [
+    `Retrying dead letter ${result.id} failed: the payload does not match the handler's schema`,
+    ...formatIssues(issues).map((line) => `  ${line}`),
+  ].join('\n');
+}
+
 function report(result: ResolveResult, options: Common): void {
   if (options.json === true) printJson(result);
-  else print(result.message);
+  else print(readableResult(result));
   if (result.outcome === 'failed' || result.outcome === 'not_found' || result.outcome === 'not_retriable') {
     process.exitCode = 1;
   }

@@ -1,14 +1,29 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+
 import { Command, Option } from 'commander';
 
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { runDev } from './dev.js';
-import { runMigrate, runStatus } from './database.js';
+import { runMigrate } from './database.js';
 import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
+import { runDoctor } from './doctor.js';
+import { exitQuietlyOnClosedPipe } from './output.js';
+import { runStatusScreen } from './status-screen.js';
+
+// `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
+exitQuietlyOnClosedPipe(process.stdout);
+exitQuietlyOnClosedPipe(process.stderr);
+
+// The package's own package.json: two levels up from src/cli/ and from dist/cli/ alike.
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
+  .version(version, '-V, --version', 'print the oncely version')
   .showHelpAfterError()
   .configureOutput({ outputError: (text, write) => write(text) });
 
@@ -24,10 +39,16 @@ program
 
 program
   .command('status')
-  .description('show applied and pending migrations, and what each consumer group has recorded')
+  .description(
+    'one screen per consumer group: what it recorded, open dead letters by reason, and with brokers its state and lag',
+  )
   .addOption(databaseUrl())
+  .addOption(
+    new Option('--brokers <list>', 'Kafka brokers, comma-separated, for group state and lag').env('KAFKA_BROKERS'),
+  )
+  .option('--watch [seconds]', 'redraw every few seconds (default 5) on a terminal, until Ctrl-C')
   .option('--json', 'print JSON for scripts')
-  .action(runStatus);
+  .action(runStatusScreen);
 
 const deadLetters = program.command('dead-letters').description('inspect, retry and discard dead letters');
 const reason = (): Option => new Option('--reason <reason>', 'only this reason').choices(DEAD_LETTER_REASONS);
@@ -125,6 +146,22 @@ outbox
   .requiredOption('--reason <text>', 'why it is discarded')
   .option('--json', 'print JSON for scripts')
   .action(runOutboxDiscard);
+
+program
+  .command('doctor')
+  .description(
+    'check the database, migrations, topics, group state, lag and open dead letters; OK/WARN/FAIL with the fix',
+  )
+  .addOption(databaseUrl())
+  .addOption(new Option('--brokers <list>', 'Kafka brokers, comma-separated').env('KAFKA_BROKERS'))
+  .option('--group <id...>', 'only these consumer groups (default: every group with recorded offsets)')
+  .addOption(
+    new Option('--max-lag <n>', 'lag above this many records is a warning')
+      .argParser((v) => Number.parseInt(v, 10))
+      .default(1000),
+  )
+  .option('--json', 'print JSON for scripts')
+  .action(runDoctor);
 
 program
   .command('dev')

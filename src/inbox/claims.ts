@@ -27,6 +27,11 @@ export interface InboxEntry {
   readonly offset: string;
   readonly payloadHash: Buffer;
   readonly status: InboxStatus;
+  /**
+   * When the holder's outcome was recorded: a duplicate's age is measured from it. Null when the
+   * original outcome is a dead letter without an inbox row of its own (key reuse, invalid id).
+   */
+  readonly processedAt: Date | null;
 }
 
 export type ClaimResult =
@@ -39,6 +44,7 @@ interface HolderRow {
   offset: string | null;
   payload_hash: Buffer | null;
   status: InboxStatus | null;
+  processed_at: Date | null;
 }
 
 /**
@@ -110,7 +116,7 @@ export async function findInboxEntry(
 ): Promise<InboxEntry | undefined> {
   // Unnamed on purpose: planned for the table as it is now, not frozen in a cached plan (see CLAIM).
   const { rows } = await client.query<HolderRow>(
-    `SELECT topic, partition, "offset", payload_hash, status
+    `SELECT topic, partition, "offset", payload_hash, status, processed_at
        FROM oncely.inbox WHERE consumer_group = $1 AND message_id = $2`,
     [inboxScope, messageId],
   );
@@ -123,7 +129,8 @@ function toEntry(row: HolderRow): InboxEntry | undefined {
     row.partition === null ||
     row.offset === null ||
     row.payload_hash === null ||
-    row.status === null
+    row.status === null ||
+    row.processed_at === null
   ) {
     return undefined;
   }
@@ -133,6 +140,7 @@ function toEntry(row: HolderRow): InboxEntry | undefined {
     offset: row.offset,
     payloadHash: row.payload_hash,
     status: row.status,
+    processedAt: row.processed_at,
   };
 }
 
@@ -274,10 +282,10 @@ export async function reclassifyClaims(
 }
 
 export const HOLDERS_SQL = `
-SELECT wanted.message_id, h.topic, h.partition, h."offset", h.payload_hash, h.status
+SELECT wanted.message_id, h.topic, h.partition, h."offset", h.payload_hash, h.status, h.processed_at
   FROM unnest($2::text[]) AS wanted(message_id)
   CROSS JOIN LATERAL (
-    SELECT topic, partition, "offset", payload_hash, status FROM oncely.inbox i
+    SELECT topic, partition, "offset", payload_hash, status, processed_at FROM oncely.inbox i
      WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id
      LIMIT 1
   ) h`;

@@ -83,3 +83,23 @@ export async function readGroupStatus(pool: pg.Pool): Promise<GroupStatus[]> {
   }
   return [...groups.values()].sort((a, b) => a.groupId.localeCompare(b.groupId) || a.topic.localeCompare(b.topic));
 }
+
+/** Open dead letters of one group, per topic and reason. */
+export interface OpenDeadLetterCount {
+  readonly topic: string;
+  readonly reason: string;
+  readonly open: number;
+}
+
+/**
+ * Counts a group's open dead letters per topic and reason, for the `oncely_dead_letters_open`
+ * gauge and `oncely doctor`. Served by a scan of the open rows only (few, on a healthy system).
+ */
+export async function countOpenDeadLetters(pool: pg.Pool, groupId: string): Promise<OpenDeadLetterCount[]> {
+  const { rows } = await pool.query<{ topic: string; reason: string; open: string }>(
+    `SELECT topic, reason, count(*) AS open FROM oncely.dead_letters
+      WHERE status = 'open' AND consumer_group = $1 GROUP BY 1, 2 ORDER BY 1, 2`,
+    [groupId],
+  );
+  return rows.map((r) => ({ topic: r.topic, reason: r.reason, open: Number(r.open) }));
+}

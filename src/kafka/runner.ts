@@ -49,10 +49,9 @@ export interface KafkaRunnerOptions {
   readonly onCrash: (error: unknown, restart: boolean) => void;
   /** Starting failed on a broker that could not be reached; trying again after `delayMs`. */
   readonly onStartRetry?: (error: unknown, delayMs: number) => void;
+  /** How long start() keeps trying to reach the broker before it rejects with `ONCELY_KAFKA_UNREACHABLE`. */
+  readonly startTimeoutMs: number;
 }
-
-/** How long start() keeps trying to reach the broker. */
-const START_RETRY_MS = 60_000;
 
 /** Connection trouble and leader elections: kafkajs marks them retriable. */
 function isRetriableKafkaError(error: unknown): boolean {
@@ -64,7 +63,7 @@ function isRetriableKafkaError(error: unknown): boolean {
 export interface KafkaRunner {
   /**
    * Connects, joins the group and starts fetching; resolves once the member has joined. Retries
-   * while the broker is unreachable (up to a minute), for as long as `wanted()` says so.
+   * while the broker is unreachable (up to `startTimeoutMs`), for as long as `wanted()` says so.
    */
   start(wanted?: () => boolean): Promise<void>;
   /** Waits for the batches in flight, commits what they resolved, leaves the group, disconnects. */
@@ -121,24 +120,46 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
 
   /**
    * A broker that is restarting, or not elected a leader yet, must not keep a consumer from
-   * starting: retriable Kafka errors are retried with backoff for up to START_RETRY_MS (kafkajs
-   * retries some calls on its own, not all of them). Anything else — a missing topic — fails at once.
+   * starting: retriable Kafka errors are retried with backoff (kafkajs retries some calls on its
+   * own, not all of them). Anything else — a missing topic — fails at once. The whole start is
+   * bounded by `startTimeoutMs`, whatever kafkajs's own retry settings are: a deployment whose
+   * broker address is wrong must fail its start (and its readiness probe) in a known time.
    */
   const start = async (wanted: () => boolean = () => true): Promise<void> => {
-    const giveUpAt = Date.now() + START_RETRY_MS;
-    for (let failures = 1; ; failures++) {
-      try {
-        await startOnce();
-        return;
-      } catch (error) {
-        const half = consumer;
-        consumer = undefined;
-        await half?.disconnect().catch(() => undefined);
-        if (!isRetriableKafkaError(error) || !wanted() || Date.now() >= giveUpAt) throw error;
-        const delayMs = Math.min(5_000, 250 * 2 ** (failures - 1));
-        options.onStartRetry?.(error, delayMs);
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+    let lastError: unknown;
+    let gaveUp = false;
+    const attempts = (async () => {
+      for (let failures = 1; ; failures++) {
+        try {
+          await startOnce();
+          // Joined only after start() had already given up: nobody wants this consumer any more.
+          if (gaveUp) await stop().catch(() => undefined);
+          return;
+        } catch (error) {
+          lastError = error;
+          const half = consumer;
+          consumer = undefined;
+          await half?.disconnect().catch(() => undefined);
+          if (!isRetriableKafkaError(error) || !wanted() || gaveUp) throw error;
+          const delayMs = Math.min(5_000, 250 * 2 ** (failures - 1));
+          options.onStartRetry?.(error, delayMs);
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+        }
       }
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        gaveUp = true;
+        reject(unreachable(options.startTimeoutMs, lastError));
+      }, options.startTimeoutMs);
+    });
+    try {
+      await Promise.race([attempts, timedOut]);
+    } finally {
+      clearTimeout(timer);
+      // The attempt still in flight after a timeout ends on its own (kafkajs's retries run out).
+      attempts.catch(() => undefined);
     }
   };
 
@@ -306,4 +327,15 @@ async function assertTopicsExist(kafka: Kafka, topics: readonly string[]): Promi
   } finally {
     await admin.disconnect();
   }
+}
+
+function unreachable(timeoutMs: number, lastError: unknown): OncelyError {
+  const detail =
+    lastError instanceof Error ? `: ${lastError.message}` : ' (kafkajs was still retrying its first connection)';
+  return new OncelyError(
+    'ONCELY_KAFKA_UNREACHABLE',
+    `Could not start the Kafka consumer within ${timeoutMs} ms (startTimeoutMs)${detail}. ` +
+      'Check that the brokers in `new Kafka({ brokers })` are running and reachable from here, or raise startTimeoutMs.',
+    { cause: lastError, retriable: true, context: { timeoutMs } },
+  );
 }

@@ -5,8 +5,10 @@ import { TransactionChain } from '../inbox/transaction.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type PartitionBatch } from '../kafka/runner.js';
+import { attachMetrics } from '../metrics/prometheus.js';
 import { latestMigrationId } from '../migrate/migrate.js';
 import { createOutboxRelay, type OutboxRelay } from '../outbox/relay.js';
+import { attachTracing } from '../tracing/spans.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
 import { describeError, redactError } from './error-record.js';
@@ -61,6 +63,19 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   const config = resolveConsumerConfig(options);
   const events = new EventHub(config.logger);
   const topics = [...config.handlers.keys()];
+  // Observability listens to the event hub like any listener; built only when enabled.
+  const metrics =
+    config.metrics === undefined
+      ? undefined
+      : attachMetrics(config.metrics, {
+          groupId: config.groupId,
+          topics,
+          events,
+          kafka: config.kafka,
+          pool: config.pool,
+          logger: config.logger,
+        });
+  if (config.tracing !== undefined) attachTracing(config.tracing, { groupId: config.groupId, events });
   const deadLetterTopic =
     config.deadLetterTopicName === undefined
       ? undefined
@@ -335,11 +350,13 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         onStartRetry: (error, delayMs) => {
           config.logger.warn({ err: error, delayMs }, 'the broker cannot be reached yet; retrying start');
         },
+        startTimeoutMs: config.startTimeoutMs,
       });
       if (config.handleSignals) removeSignalHandlers = installSignalHandlers(stop);
       config.pool.on('error', onIdleConnectionError);
       // A stop() while the broker is still unreachable ends the retrying.
       await runner.start(() => stopping === undefined);
+      metrics?.start();
       config.logger.info({ topics: [...config.handlers.keys()], concurrency: config.concurrency }, 'consumer started');
     })().catch(async (error: unknown) => {
       // A failed start leaves nothing running, and a later start() may try again.
@@ -406,6 +423,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       // After the runner: dead letters recorded while draining are in the outbox; whatever this
       // relay does not send now, the next active relay sends.
       await relay?.stop().catch(unreachable);
+      await metrics?.stop();
       config.pool.off('error', onIdleConnectionError);
       config.logger.info('consumer stopped');
     })();
@@ -598,6 +616,15 @@ async function assertMigrated(config: ResolvedConsumerConfig): Promise<void> {
       if (code === '42P01' || code === '3F000') return 0;
       throw error;
     });
+  if (current > needed) {
+    // A newer oncely changed the schema; this one cannot know what its rows now mean.
+    throw new OncelyError(
+      'ONCELY_SCHEMA_TOO_NEW',
+      `The oncely schema is at version ${current}, newer than this oncely knows (${needed}): ` +
+        'a newer oncely migrated this database. Upgrade oncely in this service before starting consumers.',
+      { context: { current, needed } },
+    );
+  }
   if (current < needed) {
     throw new OncelyError(
       'ONCELY_NOT_MIGRATED',

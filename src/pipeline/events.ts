@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
+import type { RecordHeaders } from '../kafka/message-identity.js';
 
 /** Where a message sits in the stream; every message event carries it. */
 export interface MessageCoordinates {
@@ -16,22 +17,56 @@ export type DuplicateClass = 'redelivery' | 'republish';
 /** Why a partition stopped at a message. */
 export type PauseReason = 'exhausted' | 'unrecordable' | 'offsets-mismatch';
 
+/**
+ * What every outcome event carries besides its coordinates: the record's headers (a tracer reads
+ * `traceparent` from them) and how long the record took from its first attempt to its committed
+ * outcome (in batch mode: its chunk's transaction).
+ */
+export interface OutcomeDetails {
+  readonly headers: RecordHeaders;
+  readonly durationMs: number;
+}
+
 export interface ConsumerEvents {
   /** The handler's writes committed together with the inbox row. */
-  'message:processed': MessageCoordinates & { readonly attempts: number; readonly durationMs: number };
+  'message:processed': MessageCoordinates & OutcomeDetails & { readonly attempts: number };
   /** The id was already recorded; the handler was skipped. */
-  'message:duplicate': MessageCoordinates & {
-    readonly duplicateClass: DuplicateClass;
-    readonly original: { readonly topic: string; readonly partition: number; readonly offset: string };
-  };
+  'message:duplicate': MessageCoordinates &
+    OutcomeDetails & {
+      readonly duplicateClass: DuplicateClass;
+      readonly original: {
+        readonly topic: string;
+        readonly partition: number;
+        readonly offset: string;
+        /**
+         * When the original's outcome was recorded: the duplicate's age is measured from it. Null
+         * for a record whose own dead letter was stored before (key reuse, invalid id).
+         */
+        readonly processedAt: Date | null;
+      };
+    };
   /** The message was stored in `oncely.dead_letters`; the partition moved on. */
-  'message:dead-lettered': MessageCoordinates & {
-    readonly reason: DeadLetterReason;
-    readonly error: StoredError;
-    readonly attempts: number;
-  };
+  'message:dead-lettered': MessageCoordinates &
+    OutcomeDetails & {
+      readonly reason: DeadLetterReason;
+      readonly error: StoredError;
+      readonly attempts: number;
+    };
   /** A tombstone was recorded and skipped (the handler's `tombstone: 'skip'`). */
-  'message:skipped': MessageCoordinates & { readonly reason: 'tombstone' };
+  'message:skipped': MessageCoordinates & OutcomeDetails & { readonly reason: 'tombstone' };
+  /**
+   * A transaction that ran the handler committed: one message (message mode) or one chunk (batch
+   * mode). `handlerMs` is the time spent in the user's handler, `durationMs` the whole transaction
+   * from its first statement to COMMIT.
+   */
+  'transaction:committed': {
+    readonly groupId: string;
+    readonly topic: string;
+    readonly partition: number;
+    readonly messages: number;
+    readonly durationMs: number;
+    readonly handlerMs: number;
+  };
   /**
    * Per-message mode: a handler attempt failed and will be retried after `delayMs`. Batch mode
    * emits `chunk:retrying` instead (an attempt covers a chunk, not a message).

@@ -211,7 +211,7 @@ export function deadLetteredBefore(record: ConsumedRecord, payloadHash: Buffer):
   return {
     kind: 'duplicate',
     duplicateClass: 'redelivery',
-    original: { topic, partition, offset, payloadHash, status: 'dead_lettered' },
+    original: { topic, partition, offset, payloadHash, status: 'dead_lettered', processedAt: null },
   };
 }
 
@@ -267,11 +267,21 @@ export function announce(
       if (logger.isLevelEnabled('debug')) {
         logger.debug({ ...where, outcome: 'processed', attempts: outcome.attempts }, 'processed');
       }
-      events.emit('message:processed', () => ({ ...where, attempts: outcome.attempts, durationMs }));
+      events.emit('message:processed', () => ({
+        ...where,
+        attempts: outcome.attempts,
+        durationMs,
+        headers: record.headers,
+      }));
       return;
     case 'skipped':
       if (logger.isLevelEnabled('debug')) logger.debug({ ...where, outcome: 'skipped' }, 'tombstone skipped');
-      events.emit('message:skipped', () => ({ ...where, reason: 'tombstone' as const }));
+      events.emit('message:skipped', () => ({
+        ...where,
+        reason: 'tombstone' as const,
+        durationMs,
+        headers: record.headers,
+      }));
       return;
     case 'duplicate':
       if (logger.isLevelEnabled('debug')) {
@@ -284,7 +294,10 @@ export function announce(
           topic: outcome.original.topic,
           partition: outcome.original.partition,
           offset: outcome.original.offset,
+          processedAt: outcome.original.processedAt,
         },
+        durationMs,
+        headers: record.headers,
       }));
       return;
     case 'dead_lettered':
@@ -304,6 +317,8 @@ export function announce(
         reason: outcome.reason,
         error: outcome.error,
         attempts: outcome.attempts,
+        durationMs,
+        headers: record.headers,
       }));
       return;
     case 'paused':

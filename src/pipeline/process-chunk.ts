@@ -76,13 +76,26 @@ async function runChunk(
     const started = performance.now();
     let failure: unknown;
     try {
+      const timing = { handlerMs: -1 };
       const outcomes = await control.transactions.run((t) =>
-        chunkTransaction(pipeline, handler, chunk, t, attempt, control),
+        chunkTransaction(pipeline, handler, chunk, t, attempt, control, timing),
       );
       // Committed: every record of the chunk has its outcome, and the partition's next offset is
       // past the chunk — only now may Kafka's offset move past it.
       committed(last.record.offset);
       const durationMs = performance.now() - started;
+      if (timing.handlerMs >= 0) {
+        const { groupId, topic, partition } = last.where;
+        const messages = chunk.length;
+        pipeline.events.emit('transaction:committed', () => ({
+          groupId,
+          topic,
+          partition,
+          messages,
+          durationMs,
+          handlerMs: timing.handlerMs,
+        }));
+      }
       outcomes.forEach((outcome, i) => {
         const prepared = chunk[i];
         if (prepared !== undefined) announce(pipeline, prepared.where, outcome, durationMs, prepared.record);
@@ -203,6 +216,7 @@ async function chunkTransaction(
   t: OpenTransaction,
   attempt: number,
   control: PartitionControl,
+  timing: { handlerMs: number },
 ): Promise<Outcome[]> {
   const first = chunk[0];
   const last = chunk.at(-1);
@@ -292,6 +306,7 @@ async function chunkTransaction(
   await reclassifyClaims(t.client, reclassified);
 
   if (events.length > 0) {
+    const handlerStarted = performance.now();
     try {
       await runBounded(
         {
@@ -309,6 +324,7 @@ async function chunkTransaction(
     } catch (error) {
       throw new HandlerFailure(error);
     }
+    timing.handlerMs = performance.now() - handlerStarted;
   }
   return outcomes;
 }

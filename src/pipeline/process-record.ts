@@ -80,9 +80,11 @@ async function recordOutcome(
     const attempt = budget.attempts + 1;
     let failure: unknown;
     try {
+      const began = performance.now();
+      let handlerMs = -1;
       // Committed when this returns: the handler's writes, the inbox row and the partition's next
       // offset are durable together.
-      return await control.transactions.run(async (t): Promise<Outcome> => {
+      const outcome = await control.transactions.run(async (t): Promise<Outcome> => {
         const claimed = await claimMessage(t.client, {
           ...claim,
           status: 'processed',
@@ -111,6 +113,7 @@ async function recordOutcome(
               ? handler.tombstone
               : undefined; // a tombstone to skip
         if (apply === undefined) return { kind: 'skipped' };
+        const handlerStarted = performance.now();
         try {
           await runBounded(
             {
@@ -131,8 +134,22 @@ async function recordOutcome(
         } catch (error) {
           throw new HandlerFailure(error);
         }
+        handlerMs = performance.now() - handlerStarted;
         return { kind: 'processed', attempts: attempt };
       });
+      if (handlerMs >= 0) {
+        const { groupId, topic, partition } = where;
+        const durationMs = performance.now() - began;
+        pipeline.events.emit('transaction:committed', () => ({
+          groupId,
+          topic,
+          partition,
+          messages: 1,
+          durationMs,
+          handlerMs,
+        }));
+      }
+      return outcome;
     } catch (error) {
       failure = error;
     }

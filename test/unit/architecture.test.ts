@@ -138,6 +138,17 @@ describe('architecture', () => {
     expect(cycles).toEqual([]);
   });
 
+  it('imports optional peers (prom-client, @opentelemetry/*) for types only: they load when enabled', () => {
+    const optional = /^(prom-client|@opentelemetry\/)/;
+    const offenders = files.flatMap((f) =>
+      [...readFileSync(f, 'utf8').matchAll(/^(import|export)\s+(type\s+)?[^'"]*?from\s+['"]([^'"]+)['"]/gm)]
+        .filter((m) => optional.test(m[3] ?? '') && m[2] === undefined)
+        .map((m) => `${rel(f)} → ${m[3] ?? ''}`),
+    );
+    expect(files.some((f) => importsOf(f).includes('prom-client'))).toBe(true);
+    expect(offenders).toEqual([]);
+  });
+
   it('exports no name twice from the public entry points', async () => {
     const index = await import('../../src/index.js');
     const dev = await import('../../src/dev/index.js');

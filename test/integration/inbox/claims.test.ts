@@ -80,7 +80,14 @@ describe('claimMessage on PostgreSQL', () => {
       expect(await inTx(client, () => claimMessage(client, first))).toMatchObject({ claimed: true });
       expect(await inTx(client, () => claimMessage(client, { ...first, offset: '20', nextOffset: '21' }))).toEqual({
         claimed: false,
-        existing: { topic: 't', partition: 0, offset: '10', payloadHash: Buffer.alloc(32, 1), status: 'processed' },
+        existing: {
+          topic: 't',
+          partition: 0,
+          offset: '10',
+          payloadHash: Buffer.alloc(32, 1),
+          status: 'processed',
+          processedAt: expect.any(Date),
+        },
       });
     } finally {
       client.release();

@@ -34,7 +34,7 @@ function fakeKafka(behaviour: { listTopics: () => Promise<string[]>; disconnect?
   return { kafka, calls };
 }
 
-function runnerFor(kafka: Kafka, retries: unknown[] = []) {
+function runnerFor(kafka: Kafka, retries: unknown[] = [], startTimeoutMs = 30_000) {
   const options: KafkaRunnerOptions = {
     kafka,
     groupId: 'g',
@@ -46,6 +46,7 @@ function runnerFor(kafka: Kafka, retries: unknown[] = []) {
     onGroupJoin: () => undefined,
     onCrash: () => undefined,
     onStartRetry: (error) => void retries.push(error),
+    startTimeoutMs,
   };
   return createKafkaRunner(options);
 }
@@ -65,6 +66,16 @@ describe('createKafkaRunner', () => {
     await runnerFor(kafka, retries).start();
     expect(calls.listTopics).toBe(3);
     expect(retries).toEqual([connectionRefused, connectionRefused]);
+  });
+
+  it('gives up after startTimeoutMs with ONCELY_KAFKA_UNREACHABLE, the last kafkajs error as its cause', async () => {
+    const { kafka } = fakeKafka({ listTopics: () => Promise.reject(connectionRefused) });
+    const started = Date.now();
+    const failure = await runnerFor(kafka, [], 400)
+      .start()
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'ONCELY_KAFKA_UNREACHABLE', retriable: true, cause: connectionRefused });
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it('does not retry its own errors, such as a missing topic', async () => {

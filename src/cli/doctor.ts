@@ -1,0 +1,217 @@
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+
+import { countOpenDeadLetters } from '../inbox/status.js';
+import { readConsumerLag } from '../kafka/lag.js';
+import { latestMigrationId, migrationStatus } from '../migrate/migrate.js';
+import { colours } from './output.js';
+
+export type Verdict = 'OK' | 'WARN' | 'FAIL';
+
+export interface Check {
+  readonly name: string;
+  readonly verdict: Verdict;
+  readonly detail: string;
+  /** What to do about a WARN or FAIL. */
+  readonly fix?: string;
+}
+
+export interface DoctorOptions {
+  readonly databaseUrl: string;
+  readonly brokers?: string;
+  /** Only these groups; default: every group that has recorded offsets. */
+  readonly group?: string[];
+  /** Lag above this many records is a WARN. */
+  readonly maxLag: number;
+  readonly json?: boolean;
+}
+
+const message = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+/**
+ * `oncely doctor`: the database and its schema, then per group its topics, state in Kafka, lag and
+ * open dead letters. Each check says OK, WARN or FAIL, and what to do about anything but OK. Exits
+ * with 1 when a check fails, so a deployment pipeline can run it.
+ */
+export async function runDoctor(options: DoctorOptions): Promise<void> {
+  const checks: Check[] = [];
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 2, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => undefined);
+  try {
+    await diagnose(options, pool, checks);
+  } finally {
+    await pool.end();
+  }
+  if (options.json === true) {
+    process.stdout.write(`${JSON.stringify({ checks }, null, 2)}\n`);
+  } else {
+    const c = colours();
+    const paint = { OK: c.green, WARN: c.yellow, FAIL: c.red };
+    const lines = checks.flatMap((check) => [
+      `${paint[check.verdict](check.verdict.padEnd(4))}  ${c.bold(check.name)}: ${check.detail}`,
+      ...(check.fix === undefined ? [] : [`      fix: ${check.fix}`]),
+    ]);
+    const failed = checks.filter((x) => x.verdict === 'FAIL').length;
+    const warned = checks.filter((x) => x.verdict === 'WARN').length;
+    lines.push('', `${checks.length} checks: ${failed} failed, ${warned} warnings.`);
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  if (checks.some((x) => x.verdict === 'FAIL')) process.exitCode = 1;
+}
+
+async function diagnose(options: DoctorOptions, pool: pg.Pool, checks: Check[]): Promise<void> {
+  try {
+    await pool.query('SELECT 1');
+    checks.push({ name: 'database', verdict: 'OK', detail: 'reachable' });
+  } catch (error) {
+    checks.push({
+      name: 'database',
+      verdict: 'FAIL',
+      detail: message(error),
+      fix: 'check --database-url / DATABASE_URL and that PostgreSQL accepts connections from here',
+    });
+    return;
+  }
+
+  const status = await migrationStatus(pool);
+  const needed = await latestMigrationId();
+  const newest = Math.max(0, ...status.applied.map((m) => m.id));
+  if (newest > needed) {
+    checks.push({
+      name: 'migrations',
+      verdict: 'FAIL',
+      detail: `the schema is at version ${newest}, newer than this oncely knows (${needed})`,
+      fix: 'upgrade oncely here: consumers of this version refuse to start (ONCELY_SCHEMA_TOO_NEW)',
+    });
+  } else if (status.pending.length > 0) {
+    checks.push({
+      name: 'migrations',
+      verdict: 'FAIL',
+      detail: `${status.pending.length} pending (${status.pending.map((m) => m.name).join(', ')})`,
+      fix: 'run `oncely migrate` (or `await migrate(db)` at start-up)',
+    });
+    return;
+  } else {
+    checks.push({ name: 'migrations', verdict: 'OK', detail: `${status.applied.length} applied, schema current` });
+  }
+
+  const recorded = await pool.query<{ consumer_group: string; topic: string }>(
+    'SELECT DISTINCT consumer_group, topic FROM oncely.offsets ORDER BY 1, 2',
+  );
+  const topicsOf = new Map<string, string[]>();
+  for (const row of recorded.rows)
+    topicsOf.set(row.consumer_group, [...(topicsOf.get(row.consumer_group) ?? []), row.topic]);
+  const groups = options.group ?? [...topicsOf.keys()];
+  if (groups.length === 0) {
+    checks.push({
+      name: 'groups',
+      verdict: 'WARN',
+      detail: 'no consumer group has recorded an outcome yet',
+      fix: 'start a consumer, or name one with --group',
+    });
+  }
+
+  for (const group of groups) {
+    const open = (await countOpenDeadLetters(pool, group)).reduce((sum, row) => sum + row.open, 0);
+    checks.push(
+      open === 0
+        ? { name: `${group}: dead letters`, verdict: 'OK', detail: 'none open' }
+        : {
+            name: `${group}: dead letters`,
+            verdict: 'WARN',
+            detail: `${open} open`,
+            fix: `inspect with \`oncely dead-letters list --group ${group}\`, then retry or discard each`,
+          },
+    );
+  }
+
+  if (options.brokers === undefined || options.brokers === '') {
+    checks.push({
+      name: 'kafka',
+      verdict: 'WARN',
+      detail: 'not checked: no brokers given',
+      fix: 'pass --brokers host:port (or set KAFKA_BROKERS) to check topics, group state and lag',
+    });
+    return;
+  }
+  const kafka = new Kafka({
+    clientId: 'oncely-doctor',
+    brokers: options.brokers.split(',').map((b) => b.trim()),
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 3_000,
+    retry: { retries: 1 },
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+  } catch (error) {
+    checks.push({
+      name: 'kafka',
+      verdict: 'FAIL',
+      detail: message(error),
+      fix: 'check --brokers / KAFKA_BROKERS and that the brokers are reachable from here',
+    });
+    return;
+  }
+  try {
+    checks.push({ name: 'kafka', verdict: 'OK', detail: `reachable at ${options.brokers}` });
+    const existing = new Set(await admin.listTopics());
+    for (const group of groups) await diagnoseGroup(admin, group, topicsOf.get(group) ?? [], existing, options, checks);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function diagnoseGroup(
+  admin: ReturnType<Kafka['admin']>,
+  group: string,
+  recordedTopics: readonly string[],
+  existing: ReadonlySet<string>,
+  options: DoctorOptions,
+  checks: Check[],
+): Promise<void> {
+  const missing = recordedTopics.filter((t) => !existing.has(t));
+  if (recordedTopics.length > 0) {
+    checks.push(
+      missing.length === 0
+        ? { name: `${group}: topics`, verdict: 'OK', detail: recordedTopics.join(', ') }
+        : {
+            name: `${group}: topics`,
+            verdict: 'FAIL',
+            detail: `missing on the broker: ${missing.join(', ')}`,
+            fix: 'a topic was deleted or the brokers are the wrong cluster; re-creating it restarts its offsets (see README: offsets disagree)',
+          },
+    );
+  }
+  const { groups } = await admin.describeGroups([group]);
+  const state = groups[0]?.state ?? 'Unknown';
+  const members = groups[0]?.members.length ?? 0;
+  checks.push(
+    state === 'Stable'
+      ? { name: `${group}: group`, verdict: 'OK', detail: `Stable, ${members} member${members === 1 ? '' : 's'}` }
+      : {
+          name: `${group}: group`,
+          verdict: 'WARN',
+          detail: `${state}${members === 0 ? ', no member running' : ''}`,
+          fix:
+            state === 'Empty' || state === 'Dead'
+              ? 'no consumer of this group is running: start one, or ignore if it is meant to be stopped'
+              : 'the group is rebalancing: look again in a minute; if it stays so, check consumer logs for crashes',
+        },
+  );
+  const present = recordedTopics.filter((t) => existing.has(t));
+  if (present.length === 0) return;
+  const lags = await readConsumerLag(admin, group, present);
+  const total = lags.reduce((sum, p) => sum + p.lag, 0);
+  const worst = lags.reduce((a, b) => (b.lag > a.lag ? b : a), lags[0] ?? { topic: '', partition: 0, lag: 0 });
+  checks.push(
+    total <= options.maxLag
+      ? { name: `${group}: lag`, verdict: 'OK', detail: `${total} records behind` }
+      : {
+          name: `${group}: lag`,
+          verdict: 'WARN',
+          detail: `${total} records behind (most on ${worst.topic}/${worst.partition}: ${worst.lag})`,
+          fix: 'check that consumers run and are not paused or failing (logs, consumer.paused()); add consumers or raise concurrency if they keep up too slowly',
+        },
+  );
+}
