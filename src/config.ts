@@ -83,6 +83,21 @@ export interface InboxConsumerOptions {
      */
     readonly topic?: boolean | string | ((sourceTopic: string) => string);
   };
+  /**
+   * Purge the inbox in-process, periodically: rows older than `inboxFor` whose offsets Kafka and
+   * `oncely.offsets` have both passed, and resolved dead letters older than `deadLettersFor`
+   * (see `purge()`). One purge per group at a time across all members. Durations in milliseconds.
+   * Defaults when enabled: `inboxFor` 7 days, `deadLettersFor` 30 days, `every` 1 hour,
+   * `batchSize` 5,000. Default `false`: nothing is deleted unless you opt in (or run `oncely purge`).
+   */
+  readonly retention?:
+    | false
+    | {
+        readonly inboxFor?: number;
+        readonly deadLettersFor?: number;
+        readonly every?: number;
+        readonly batchSize?: number;
+      };
 }
 
 export interface ResolvedConsumerConfig {
@@ -107,7 +122,37 @@ export interface ResolvedConsumerConfig {
   readonly onExhausted: 'dead-letter' | 'pause';
   /** The dead-letter topic of each source topic; undefined when none is configured. */
   readonly deadLetterTopicName: ((sourceTopic: string) => string) | undefined;
+  /** The in-process purge's settings; undefined when off. */
+  readonly retention: ResolvedRetention | undefined;
 }
+
+export interface ResolvedRetention {
+  readonly inboxFor: number;
+  readonly deadLettersFor: number;
+  readonly every: number;
+  readonly batchSize: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_RETENTION: ResolvedRetention = {
+  inboxFor: 7 * DAY_MS,
+  deadLettersFor: 30 * DAY_MS,
+  every: 60 * 60 * 1000,
+  batchSize: 5_000,
+};
+
+const retentionSchema = z.union([
+  z.literal(false),
+  z
+    .strictObject({
+      inboxFor: z.number().min(0, 'must be 0 ms or more'),
+      deadLettersFor: z.number().min(0, 'must be 0 ms or more'),
+      every: z.number().min(1_000, 'must be at least 1,000 ms'),
+      batchSize: z.int('must be a whole number').min(1, 'must be at least 1').max(100_000),
+    })
+    .partial()
+    .transform((r) => ({ ...DEFAULT_RETENTION, ...r })),
+]);
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
@@ -181,6 +226,7 @@ const optionsSchema = z.strictObject({
         .optional(),
     })
     .default({}),
+  retention: retentionSchema.default(false),
 });
 
 /**
@@ -253,6 +299,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     maxPayloadBytes: o.maxPayloadBytes,
     onExhausted: o.onExhausted,
     deadLetterTopicName: deadLetterNaming(o.deadLetter.topic),
+    retention: o.retention === false ? undefined : o.retention,
   };
 }
 
@@ -260,6 +307,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   '': Object.keys(optionsSchema.shape),
   retry: Object.keys(DEFAULT_RETRY),
   deadLetter: ['topic'],
+  retention: Object.keys(DEFAULT_RETENTION),
 };
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {

@@ -68,3 +68,23 @@ export {
   type MessageIdSource,
   type RecordHeaders,
 } from './kafka/message-identity.js';
+export {
+  resetOffsets,
+  showOffsets,
+  type OffsetsVerdict,
+  type PartitionOffsets,
+  type ResetOffsetsOptions,
+  type ResetResult,
+  type ShowOffsetsOptions,
+} from './replay/offsets.js';
+export {
+  planReplay,
+  type PartitionPlan,
+  type PlanReplayOptions,
+  type RangeBound,
+  type ReplayPlan,
+} from './replay/plan.js';
+export { runReplay, type ReplayRunResult, type RunReplayOptions } from './replay/run.js';
+export { replayStatus, type ReplayProgress } from './replay/status.js';
+export { inboxHorizonsTable, replaysTable } from './replay/tables.js';
+export { purge, type ExtraPurger, type PurgeOptions, type PurgeResult } from './retention/purge.js';

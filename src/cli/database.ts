@@ -2,6 +2,7 @@ import pg from 'pg';
 
 import { readGroupStatus } from '../inbox/status.js';
 import { loadMigrations, migrate, migrationStatus } from '../migrate/migrate.js';
+import { formatReplayStatus, replayStatus } from '../replay/cli.js';
 
 export async function runMigrate(options: { databaseUrl: string; dryRun?: boolean }): Promise<void> {
   if (options.dryRun === true) {
@@ -32,8 +33,10 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
   const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 3 });
   try {
     const groups = migrations.pending.length === 0 || migrations.applied.length > 0 ? await readGroupStatus(pool) : [];
+    // Replays' progress, once the replay migration is applied.
+    const replays = migrations.applied.some((m) => m.name === '0006_retention') ? await replayStatus(pool) : [];
     if (options.json === true) {
-      process.stdout.write(`${JSON.stringify({ migrations, groups }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ migrations, groups, replays }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -53,6 +56,7 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
         ),
       );
     }
+    lines.push(...formatReplayStatus(replays));
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await pool.end();

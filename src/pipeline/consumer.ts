@@ -6,6 +6,7 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type PartitionBatch } from '../kafka/runner.js';
 import { latestMigrationId } from '../migrate/migrate.js';
+import { type RetentionSchedule, startRetention } from '../retention/schedule.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
 import { type PipelineContext, transactionSettings } from './outcomes.js';
@@ -81,6 +82,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   let starting: Promise<void> | undefined;
   let stopping: Promise<void> | undefined;
   let removeSignalHandlers: (() => void) | undefined;
+  let retention: RetentionSchedule | undefined;
   // pg re-emits the error of an idle pooled connection (a failover, pg_terminate_backend) on the
   // Pool, and an 'error' event nobody listens to ends the process. The pool replaces the
   // connection on its own; a consumer must not die of it.
@@ -223,6 +225,8 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       config.pool.on('error', onIdleConnectionError);
       // A stop() while the broker is still unreachable ends the retrying.
       await runner.start(() => stopping === undefined);
+      // Retention (off unless configured): periodic purge, see src/retention/schedule.ts.
+      retention = startRetention(config);
       config.logger.info({ topics: [...config.handlers.keys()], concurrency: config.concurrency }, 'consumer started');
     })().catch(async (error: unknown) => {
       // A failed start leaves nothing running, and a later start() may try again.
@@ -276,6 +280,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       // Let a start (or a recovery) in progress finish first, so nothing starts after the stop.
       await starting?.catch(() => undefined);
       await recovering;
+      await retention?.stop();
       const unreachable = (error: unknown): void => {
         config.logger.warn(
           { err: error },
