@@ -84,6 +84,7 @@ export {
   type RangeBound,
   type ReplayPlan,
 } from './replay/plan.js';
+export { formatReplayPlan } from './replay/format.js';
 export { runReplay, type ReplayRunResult, type RunReplayOptions } from './replay/run.js';
 export { replayStatus, type ReplayProgress } from './replay/status.js';
 export { inboxHorizonsTable, replaysTable } from './replay/tables.js';

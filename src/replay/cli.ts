@@ -10,7 +10,8 @@ import { configError } from '../errors.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { purge } from '../retention/purge.js';
 import { resetOffsets, showOffsets } from './offsets.js';
-import { planReplay, type ReplayPlan } from './plan.js';
+import { formatReplayPlan } from './format.js';
+import { planReplay } from './plan.js';
 import { runReplay } from './run.js';
 import { replayStatus, type ReplayProgress } from './status.js';
 
@@ -167,7 +168,7 @@ export async function runReplayPlan(options: ReplayCommand): Promise<void> {
       bar?.stop();
     }
   });
-  print(options.json === true ? JSON.stringify(plan, null, 2) : formatPlan(plan));
+  print(options.json === true ? JSON.stringify(plan, null, 2) : formatReplayPlan(plan));
   if (plan.totals.atRisk > 0) process.exitCode = 2;
 }
 
@@ -184,7 +185,7 @@ export async function runReplayRun(options: ReplayCommand & { force?: boolean })
     print(JSON.stringify(result, null, 2));
     return;
   }
-  print(formatPlan(result.plan));
+  print(formatReplayPlan(result.plan));
   print('');
   for (const p of result.offsets.partitions) {
     print(`  partition ${p.partition}: resume point ${p.from ?? '(none)'} → ${p.to} (Kafka and oncely.offsets)`);
@@ -192,56 +193,6 @@ export async function runReplayRun(options: ReplayCommand & { force?: boolean })
   print(
     `Replay ${result.replayId} recorded${result.forced ? ' (forced)' : ''}. Start the group's consumers; \`oncely status\` shows its progress.`,
   );
-}
-
-/** The plan as an operator reads it: one row per partition and the totals. */
-export function formatPlan(plan: ReplayPlan): string {
-  const table = new Table({
-    head: [
-      'partition',
-      'range',
-      'messages',
-      'skip (in inbox)',
-      'apply (new)',
-      'AT RISK',
-      'dead-lettered',
-      'gone from Kafka',
-    ],
-    style: { head: [], border: [] },
-  });
-  for (const p of plan.partitions) {
-    table.push([
-      String(p.partition),
-      `${p.start}–${p.end}`,
-      String(p.messages),
-      String(p.skipped),
-      String(p.applied),
-      p.atRiskRange === null ? String(p.atRisk) : `${p.atRisk} (${p.atRiskRange.first}–${p.atRiskRange.last})`,
-      String(p.deadLettered),
-      String(p.gone),
-    ]);
-  }
-  const t = plan.totals;
-  table.push([
-    'total',
-    '',
-    String(t.messages),
-    String(t.skipped),
-    String(t.applied),
-    String(t.atRisk),
-    String(t.deadLettered),
-    String(t.gone),
-  ]);
-  const horizons = plan.partitions.filter((p) => p.horizon !== null).map((p) => `${p.partition}: ${p.horizon}`);
-  return [
-    `Replay plan · group ${plan.groupId} · topic ${plan.topic} · from ${plan.from} to ${plan.to} (end exclusive)`,
-    table.toString(),
-    `Inbox horizons (complete at and above): ${horizons.length === 0 ? 'none (nothing purged)' : horizons.join(', ')}`,
-    t.atRisk > 0
-      ? `${t.atRisk} message(s) AT RISK: below the horizon, their inbox rows may have been purged and they could apply twice. \`replay run\` refuses without --force.`
-      : 'Nothing at risk: `replay run` would apply only the messages counted as new.',
-    `Planned in ${plan.durationMs} ms.`,
-  ].join('\n');
 }
 
 export async function runPurge(
