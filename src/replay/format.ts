@@ -40,10 +40,16 @@ export function formatReplayPlan(plan: ReplayPlan): string {
     String(t.deadLettered),
     String(t.gone),
   ]);
+  const extended = plan.partitions.filter((p) => p.extendedFrom !== null);
   const horizons = plan.partitions.filter((p) => p.horizon !== null).map((p) => `${p.partition}: ${p.horizon}`);
   return [
     `Replay plan · group ${plan.groupId} · topic ${plan.topic} · from ${plan.from} to ${plan.to} (end exclusive)`,
     table.toString(),
+    ...(extended.length === 0
+      ? []
+      : [
+          `Extended to the group's position (a run re-reads up to there): ${extended.map((p) => `partition ${p.partition} ${p.extendedFrom} → ${p.end}`).join(', ')}`,
+        ]),
     `Inbox horizons (complete at and above): ${horizons.length === 0 ? 'none (nothing purged)' : horizons.join(', ')}`,
     t.atRisk > 0
       ? `${t.atRisk} message(s) AT RISK: below the horizon, their inbox rows may have been purged and they could apply twice. \`replay run\` refuses without --force.`

@@ -43,6 +43,11 @@ export interface PartitionPlan {
   /** The range asked for, resolved to offsets: [start, end). */
   readonly start: string;
   readonly end: string;
+  /**
+   * The end asked for, when the plan had to go further: a run re-reads everything from the start
+   * up to the group's current position, so the plan covers that much. Null otherwise.
+   */
+  readonly extendedFrom: string | null;
   /** The first offset the group will re-read: the start, or the log start when Kafka no longer has the start. */
   readonly readFrom: string;
   /** The group's resume point now (database), or null. */
@@ -121,6 +126,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
         const start = await resolveBound(options.from, partition, bounds);
         let end = await resolveBound(to, partition, bounds);
         if (end > bounds.highWatermark) end = bounds.highWatermark;
+        const asked = end;
         // A run rewinds the partition to the start and the group re-reads everything up to where
         // it was: the plan must cover that much, whatever `to` says.
         const position = resume.get(partition) ?? committed.get(partition);
@@ -132,6 +138,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
           start,
           end,
           readFrom,
+          asked,
           gone: start < bounds.logStart ? min(bounds.logStart, end) - start : 0n,
         };
       }),
@@ -203,6 +210,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
       partition: r.partition,
       start: r.start.toString(),
       end: r.end.toString(),
+      extendedFrom: r.end > r.asked ? r.asked.toString() : null,
       readFrom: r.readFrom.toString(),
       position: resume.get(r.partition)?.toString() ?? null,
       horizon: horizons.get(r.partition)?.toString() ?? null,
