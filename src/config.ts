@@ -141,18 +141,24 @@ const DEFAULT_RETENTION: ResolvedRetention = {
   batchSize: 5_000,
 };
 
-const retentionSchema = z.union([
-  z.literal(false),
+// `false` and absent both mean off; an object (even `{}`) turns it on with the defaults. Not a
+// z.union: its "Invalid input" would hide which retention field is wrong.
+const retentionSchema = z.preprocess(
+  (value) => (value === false ? undefined : value),
   z
-    .strictObject({
-      inboxFor: z.number().min(0, 'must be 0 ms or more'),
-      deadLettersFor: z.number().min(0, 'must be 0 ms or more'),
-      every: z.number().min(1_000, 'must be at least 1,000 ms'),
-      batchSize: z.int('must be a whole number').min(1, 'must be at least 1').max(100_000),
-    })
+    .strictObject(
+      {
+        inboxFor: z.number().min(0, 'must be 0 ms or more'),
+        deadLettersFor: z.number().min(0, 'must be 0 ms or more'),
+        every: z.number().min(1_000, 'must be at least 1,000 ms'),
+        batchSize: z.int('must be a whole number').min(1, 'must be at least 1').max(100_000),
+      },
+      { error: 'expected false or { inboxFor?, deadLettersFor?, every?, batchSize? } (milliseconds)' },
+    )
     .partial()
-    .transform((r) => ({ ...DEFAULT_RETENTION, ...r })),
-]);
+    .transform((r): ResolvedRetention => ({ ...DEFAULT_RETENTION, ...r }))
+    .optional(),
+);
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
@@ -226,7 +232,7 @@ const optionsSchema = z.strictObject({
         .optional(),
     })
     .default({}),
-  retention: retentionSchema.default(false),
+  retention: retentionSchema,
 });
 
 /**
@@ -299,7 +305,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     maxPayloadBytes: o.maxPayloadBytes,
     onExhausted: o.onExhausted,
     deadLetterTopicName: deadLetterNaming(o.deadLetter.topic),
-    retention: o.retention === false ? undefined : o.retention,
+    retention: o.retention,
   };
 }
 
