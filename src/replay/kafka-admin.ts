@@ -109,7 +109,7 @@ export interface ReadRange {
  *
  * How: a kafkajs consumer in a throwaway group (`oncely-replay-plan-<uuid>`) with auto-commit off,
  * so nothing is ever committed for it, subscribed to the topic and `seek`ed to each range start;
- * partitions outside the plan are paused. The group is deleted afterwards. The group being
+ * records of partitions outside the plan are ignored. The group is deleted afterwards. The group being
  * replayed is never joined, so its members, assignment and offsets are untouched. Records fetched
  * before a seek took effect, or past a range end, are dropped here.
  */
@@ -151,6 +151,18 @@ export async function readRanges(
   try {
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
+    // A rebalance of the throwaway group (a session timeout on a busy machine) forgets seeks and
+    // pauses: put every partition back where this read had got to.
+    let joined = false;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      if (!joined) {
+        joined = true;
+        return;
+      }
+      for (const [partition, offset] of next) {
+        if (pending.has(partition)) consumer.seek({ topic, partition, offset: offset.toString() });
+      }
+    });
     consumer.on(consumer.events.CRASH, (event) => {
       if (!event.payload.restart) fail(event.payload.error);
     });
@@ -168,27 +180,29 @@ export async function readRanges(
             return offset >= from && offset < range.end;
           })
           .map((m) => toRecord(topic, batch.partition, m));
-        if (records.length > 0) {
-          await onRecords(batch.partition, records);
-          next.set(batch.partition, BigInt(records.at(-1)?.offset ?? from) + 1n);
+        // In slices, heartbeating between them: a fetch can hold tens of thousands of records,
+        // and a member that misses its session timeout is rebalanced out and loses its seeks.
+        for (let start = 0; start < records.length; start += 5_000) {
+          const slice = records.slice(start, start + 5_000);
+          await onRecords(batch.partition, slice);
+          next.set(batch.partition, BigInt(slice.at(-1)?.offset ?? from) + 1n);
+          await payload.heartbeat();
         }
-        await payload.heartbeat();
+        if (records.length === 0) await payload.heartbeat();
+        // Moves this throwaway group's fetch position past the batch; nothing is committed
+        // (autoCommit is off). Without it kafkajs fetches the same records again and the read stalls.
+        payload.resolveOffset(batch.lastOffset());
         // Offsets can have gaps (compaction, transaction markers): the batch's last offset says
         // how far the log has been read, not the last record handed over.
         const reached = BigInt(batch.lastOffset()) + 1n;
-        if (reached >= range.end && pending.delete(batch.partition)) {
-          consumer.pause([{ topic, partitions: [batch.partition] }]);
-          if (pending.size === 0) finish();
-        }
+        // Not paused when done (a pause inside eachBatch stalled the other partitions' fetches
+        // on kafkajs 2.2.4 in a 1 M-message read): a finished partition's records are ignored.
+        if (reached >= range.end && pending.delete(batch.partition) && pending.size === 0) finish();
       },
     });
     for (const range of pending.values()) {
       consumer.seek({ topic, partition: range.partition, offset: range.start.toString() });
     }
-    // Partitions of the topic outside the plan (or with nothing to read) are not fetched.
-    const partitions = (await withAdmin(kafka, (admin) => admin.fetchTopicOffsets(topic))).map((p) => p.partition);
-    const others = partitions.filter((p) => !pending.has(p));
-    if (others.length > 0) consumer.pause([{ topic, partitions: others }]);
     await done;
   } finally {
     clearTimeout(timer);
