@@ -129,6 +129,21 @@ export interface InboxConsumerOptions {
    * `ONCELY_KAFKA_UNREACHABLE` (the last kafkajs error as its cause). Default 30 000 ms.
    */
   readonly startTimeoutMs?: number;
+  /**
+   * Purge the inbox in-process, periodically: rows older than `inboxFor` whose offsets Kafka and
+   * `oncely.offsets` have both passed, and resolved dead letters older than `deadLettersFor`
+   * (see `purge()`). One purge per group at a time across all members. Durations in milliseconds.
+   * Defaults when enabled: `inboxFor` 7 days, `deadLettersFor` 30 days, `every` 1 hour,
+   * `batchSize` 5,000. Default `false`: nothing is deleted unless you opt in (or run `oncely purge`).
+   */
+  readonly retention?:
+    | false
+    | {
+        readonly inboxFor?: number;
+        readonly deadLettersFor?: number;
+        readonly every?: number;
+        readonly batchSize?: number;
+      };
 }
 
 export interface ResolvedConsumerConfig {
@@ -160,7 +175,43 @@ export interface ResolvedConsumerConfig {
   /** Undefined: no tracing. */
   readonly tracing: TracingOptions | true | undefined;
   readonly startTimeoutMs: number;
+  /** The in-process purge's settings; undefined when off. */
+  readonly retention: ResolvedRetention | undefined;
 }
+
+export interface ResolvedRetention {
+  readonly inboxFor: number;
+  readonly deadLettersFor: number;
+  readonly every: number;
+  readonly batchSize: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_RETENTION: ResolvedRetention = {
+  inboxFor: 7 * DAY_MS,
+  deadLettersFor: 30 * DAY_MS,
+  every: 60 * 60 * 1000,
+  batchSize: 5_000,
+};
+
+// `false` and absent both mean off; an object (even `{}`) turns it on with the defaults. Not a
+// z.union: its "Invalid input" would hide which retention field is wrong.
+const retentionSchema = z.preprocess(
+  (value) => (value === false ? undefined : value),
+  z
+    .strictObject(
+      {
+        inboxFor: z.number().min(0, 'must be 0 ms or more'),
+        deadLettersFor: z.number().min(0, 'must be 0 ms or more'),
+        every: z.number().min(1_000, 'must be at least 1,000 ms'),
+        batchSize: z.int('must be a whole number').min(1, 'must be at least 1').max(100_000),
+      },
+      { error: 'expected false or { inboxFor?, deadLettersFor?, every?, batchSize? } (milliseconds)' },
+    )
+    .partial()
+    .transform((r): ResolvedRetention => ({ ...DEFAULT_RETENTION, ...r }))
+    .optional(),
+);
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
@@ -271,6 +322,7 @@ const optionsSchema = z.strictObject({
     )
     .default(false),
   startTimeoutMs: z.int('must be a whole number of milliseconds').min(1, 'must be at least 1').default(30_000),
+  retention: retentionSchema,
 });
 
 /**
@@ -369,6 +421,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     metrics: o.metrics,
     tracing: o.tracing === false ? undefined : o.tracing,
     startTimeoutMs: o.startTimeoutMs,
+    retention: o.retention,
   };
 }
 
@@ -377,6 +430,7 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   retry: Object.keys(DEFAULT_RETRY),
   deadLetter: ['topic'],
   metrics: ['registry', 'refreshIntervalMs', 'lag'],
+  retention: Object.keys(DEFAULT_RETENTION),
 };
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {

@@ -47,6 +47,16 @@ export const ERROR_CODES = [
   'ONCELY_KAFKA_UNREACHABLE',
   /** The `oncely` schema was migrated by a newer oncely than this one; upgrade oncely. */
   'ONCELY_SCHEMA_TOO_NEW',
+  /** Offsets cannot be moved while the consumer group has live members; the message names them. */
+  'ONCELY_GROUP_ACTIVE',
+  /** An offset given to `offsets reset` or `replay` lies outside the partition's log. */
+  'ONCELY_OFFSET_OUT_OF_RANGE',
+  /** Kafka's offsets were moved but the database's were not; run the same reset again. */
+  'ONCELY_OFFSETS_RESET_INCOMPLETE',
+  /** A replay was refused: messages in its range may have lost their inbox rows (use force). */
+  'ONCELY_REPLAY_AT_RISK',
+  /** Reading a replay's range from Kafka failed or timed out. */
+  'ONCELY_REPLAY_READ_FAILED',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

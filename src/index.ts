@@ -132,3 +132,24 @@ export {
 export { IDEMPOTENCY_PROBLEMS, type IdempotencyProblem } from './http/problem.js';
 export { purgeExpiredIdempotencyKeys, type PurgeIdempotencyKeysOptions } from './http/store.js';
 export { idempotencyKeysTable, type StoredResponseHeader } from './http/tables.js';
+export {
+  resetOffsets,
+  showOffsets,
+  type OffsetsVerdict,
+  type PartitionOffsets,
+  type ResetOffsetsOptions,
+  type ResetResult,
+  type ShowOffsetsOptions,
+} from './replay/offsets.js';
+export {
+  planReplay,
+  type PartitionPlan,
+  type PlanReplayOptions,
+  type RangeBound,
+  type ReplayPlan,
+} from './replay/plan.js';
+export { formatReplayPlan } from './replay/format.js';
+export { runReplay, type ReplayRunResult, type RunReplayOptions } from './replay/run.js';
+export { replayStatus, type ReplayProgress } from './replay/status.js';
+export { inboxHorizonsTable, replaysTable } from './replay/tables.js';
+export { purge, type ExtraPurger, type PurgeOptions, type PurgeResult } from './retention/purge.js';

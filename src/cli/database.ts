@@ -3,6 +3,7 @@ import pg from 'pg';
 import { readGroupStatus } from '../inbox/status.js';
 import { loadMigrations, migrate, migrationStatus } from '../migrate/migrate.js';
 import { outboxCounts } from '../outbox/store.js';
+import { formatReplayStatus, replayStatus } from '../replay/cli.js';
 
 export async function runMigrate(options: { databaseUrl: string; dryRun?: boolean }): Promise<void> {
   if (options.dryRun === true) {
@@ -35,8 +36,10 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
     const groups = migrations.pending.length === 0 || migrations.applied.length > 0 ? await readGroupStatus(pool) : [];
     // Absent before migration 0003: then there is no outbox to report.
     const outbox = await outboxCounts(pool).catch(() => undefined);
+    // Replays' progress, once the replay migration is applied.
+    const replays = migrations.applied.some((m) => m.name === '0006_retention') ? await replayStatus(pool) : [];
     if (options.json === true) {
-      process.stdout.write(`${JSON.stringify({ migrations, groups, outbox }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ migrations, groups, outbox, replays }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -63,6 +66,7 @@ export async function runStatus(options: { databaseUrl: string; json?: boolean }
         ),
       );
     }
+    lines.push(...formatReplayStatus(replays));
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await pool.end();

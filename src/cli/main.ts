@@ -20,6 +20,15 @@ exitQuietlyOnClosedPipe(process.stderr);
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
 };
+import {
+  parseDuration,
+  parsePartitions,
+  runOffsetsReset,
+  runOffsetsShow,
+  runPurge,
+  runReplayPlan,
+  runReplayRun,
+} from '../replay/cli.js';
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
@@ -162,6 +171,67 @@ program
   )
   .option('--json', 'print JSON for scripts')
   .action(runDoctor);
+
+// Offsets, replay and retention (src/replay/cli.ts): they need Kafka as well as the database.
+const brokers = (): Option =>
+  new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated').env('KAFKA_BROKERS').makeOptionMandatory();
+const offsets = program.command('offsets').description("show or reset a group's offsets in Kafka and oncely.offsets");
+
+offsets
+  .command('show')
+  .description('per partition: Kafka committed, database resume point, log start, high watermark, verdict')
+  .addOption(databaseUrl())
+  .addOption(brokers())
+  .option('--group <id>', 'only this consumer group')
+  .option('--topic <name>', 'only this topic')
+  .option('--json', 'print JSON for scripts')
+  .action(runOffsetsShow);
+
+offsets
+  .command('reset')
+  .description("set Kafka's committed offset and oncely.offsets together (refused while the group has live members)")
+  .addOption(databaseUrl())
+  .addOption(brokers())
+  .requiredOption('--group <id>', 'the consumer group')
+  .requiredOption('--topic <name>', 'the topic')
+  .requiredOption('--to <offset|earliest|latest>', 'the offset every chosen partition resumes at')
+  .option('--partitions <list>', 'only these partitions, e.g. 0,1', parsePartitions)
+  .option('--json', 'print JSON for scripts')
+  .action(runOffsetsReset);
+
+const replay = program.command('replay').description('plan or run the replay of a topic range by a consumer group');
+for (const mode of ['plan', 'run'] as const) {
+  const command = replay
+    .command(mode, { isDefault: mode === 'plan' })
+    .description(
+      mode === 'plan'
+        ? 'dry run: read the range and count what would be skipped, applied, at risk, dead-lettered, gone'
+        : 'rewind the group to the range start (refused with live members, or with messages at risk unless --force)',
+    )
+    .addOption(databaseUrl())
+    .addOption(brokers())
+    .requiredOption('--group <id>', 'the consumer group')
+    .requiredOption('--topic <name>', 'the topic')
+    .requiredOption('--from <ISO time|offset|earliest>', 'the first message of the range')
+    .option('--to <ISO time|offset|latest>', 'the end of the range (exclusive)', 'latest')
+    .option('--partitions <list>', 'only these partitions, e.g. 0,1', parsePartitions)
+    .option('--handlers <module>', 'a module exporting the handlers, when one derives ids with messageId(event)')
+    .option('--json', 'print JSON for scripts');
+  if (mode === 'run') command.option('--force', 'proceed although messages are at risk of applying twice');
+  command.action(mode === 'plan' ? runReplayPlan : runReplayRun);
+}
+
+program
+  .command('purge')
+  .description('delete inbox rows no redelivery can need and old resolved dead letters (one process per group)')
+  .addOption(databaseUrl())
+  .addOption(brokers())
+  .requiredOption('--group <id>', 'the consumer group')
+  .option('--inbox-for <duration>', 'keep inbox rows this long (7d, 12h, …)', parseDuration, 7 * 86_400_000)
+  .option('--dead-letters-for <duration>', 'keep resolved dead letters this long', parseDuration, 30 * 86_400_000)
+  .addOption(new Option('--batch-size <n>', 'rows per delete').argParser((v) => Number.parseInt(v, 10)).default(5_000))
+  .option('--json', 'print JSON for scripts')
+  .action(runPurge);
 
 program
   .command('dev')

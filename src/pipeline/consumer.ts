@@ -9,6 +9,7 @@ import { attachMetrics } from '../metrics/prometheus.js';
 import { latestMigrationId } from '../migrate/migrate.js';
 import { createOutboxRelay, type OutboxRelay } from '../outbox/relay.js';
 import { attachTracing } from '../tracing/spans.js';
+import { type RetentionSchedule, startRetention } from '../retention/schedule.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
 import { describeError, redactError } from './error-record.js';
@@ -126,6 +127,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   let starting: Promise<void> | undefined;
   let stopping: Promise<void> | undefined;
   let removeSignalHandlers: (() => void) | undefined;
+  let retention: RetentionSchedule | undefined;
   // pg re-emits the error of an idle pooled connection (a failover, pg_terminate_backend) on the
   // Pool, and an 'error' event nobody listens to ends the process. The pool replaces the
   // connection on its own; a consumer must not die of it.
@@ -357,6 +359,8 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       // A stop() while the broker is still unreachable ends the retrying.
       await runner.start(() => stopping === undefined);
       metrics?.start();
+      // Retention (off unless configured): periodic purge, see src/retention/schedule.ts.
+      retention = startRetention(config);
       config.logger.info({ topics: [...config.handlers.keys()], concurrency: config.concurrency }, 'consumer started');
     })().catch(async (error: unknown) => {
       // A failed start leaves nothing running, and a later start() may try again.
@@ -412,6 +416,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       // Let a start (or a recovery) in progress finish first, so nothing starts after the stop.
       await starting?.catch(() => undefined);
       await recovering;
+      await retention?.stop();
       const unreachable = (error: unknown): void => {
         config.logger.warn(
           { err: error },

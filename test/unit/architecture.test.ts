@@ -81,9 +81,38 @@ describe('architecture', () => {
     expect(offenders).toEqual([]);
   });
 
+  it('keeps SQL and Kafka in separate modules of replay/ and retention/ (composers import both, run neither)', () => {
+    const ours = files.filter((f) => /^(replay|retention)\//.test(rel(f)));
+    expect(ours.map(rel)).toEqual(
+      expect.arrayContaining(['replay/store.ts', 'replay/kafka-admin.ts', 'retention/purge.ts']),
+    );
+    const offenders = ours.flatMap((f) => {
+      const text = readFileSync(f, 'utf8');
+      const imports = importsOf(f);
+      // Value imports of kafkajs only: a type-only import carries no Kafka calls.
+      const talksKafka =
+        /^import\s+(?!type\s)[^;]*from\s+'kafkajs'/m.test(text) || imports.some((s) => s.includes('/kafka/runner'));
+      const writesSql =
+        /\.query(<[^>]*>)?\(/.test(text) ||
+        imports.some((s) => s.startsWith('drizzle-orm') && !rel(f).endsWith('tables.ts'));
+      const problems: string[] = [];
+      if (talksKafka && writesSql) problems.push(`${rel(f)} both runs SQL and talks to Kafka`);
+      if (rel(f).endsWith('store.ts') && imports.some((s) => s === 'kafkajs' || s.includes('kafka'))) {
+        problems.push(`${rel(f)} is a SQL module but imports Kafka code`);
+      }
+      if (rel(f).endsWith('kafka-admin.ts') && imports.some((s) => s === 'pg' || s.includes('store'))) {
+        problems.push(`${rel(f)} is a Kafka module but imports SQL code`);
+      }
+      return problems;
+    });
+    expect(offenders).toEqual([]);
+  });
+
   it('resolves Kafka offsets only in pipeline/', () => {
     const offenders = files
       .filter((f) => !rel(f).startsWith('pipeline/') && !rel(f).startsWith('kafka/'))
+      // The replay plan's throwaway reader resolves only its own never-committed group's position.
+      .filter((f) => rel(f) !== 'replay/kafka-admin.ts')
       .filter((f) => /\.resolve\(\s*record\.offset|resolveOffset\(/.test(readFileSync(f, 'utf8')))
       .map(rel);
     expect(offenders).toEqual([]);

@@ -1,0 +1,271 @@
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import Table from 'cli-table3';
+import { SingleBar } from 'cli-progress';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+
+import { configError } from '../errors.js';
+import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
+import { purge } from '../retention/purge.js';
+import { resetOffsets, showOffsets } from './offsets.js';
+import { formatReplayPlan } from './format.js';
+import { planReplay } from './plan.js';
+import { runReplay } from './run.js';
+import { replayStatus, type ReplayProgress } from './status.js';
+
+/*
+ * Thin commands over the exported functions: `oncely offsets`, `oncely replay`, `oncely purge`.
+ */
+
+interface Connection {
+  readonly databaseUrl: string;
+  readonly brokers: string;
+  readonly json?: boolean;
+}
+
+const print = (text: string): boolean => process.stdout.write(`${text}\n`);
+
+async function connected<T>(options: Connection, use: (pool: pg.Pool, kafka: Kafka) => Promise<T>): Promise<T> {
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 3 });
+  pool.on('error', () => undefined);
+  const kafka = new Kafka({
+    clientId: 'oncely-cli',
+    brokers: options.brokers.split(',').map((b) => b.trim()),
+    logLevel: logLevel.NOTHING,
+  });
+  try {
+    return await use(pool, kafka);
+  } finally {
+    await pool.end();
+  }
+}
+
+export function parsePartitions(value: string): number[] {
+  const partitions = value.split(',').map((p) => Number(p.trim()));
+  if (partitions.some((p) => !Number.isInteger(p) || p < 0)) {
+    throw configError('partitions', `"${value}" is not a list of partition numbers, e.g. 0,1,2`);
+  }
+  return partitions;
+}
+
+export async function runOffsetsShow(options: Connection & { group?: string; topic?: string }): Promise<void> {
+  const rows = await connected(options, (pool, kafka) =>
+    showOffsets({
+      pool,
+      kafka,
+      ...(options.group === undefined ? {} : { groupId: options.group }),
+      ...(options.topic === undefined ? {} : { topic: options.topic }),
+    }),
+  );
+  if (options.json === true) {
+    print(JSON.stringify(rows, null, 2));
+  } else if (rows.length === 0) {
+    print('No offsets recorded (narrow with --group and --topic to see a group that has none yet).');
+  } else {
+    const table = new Table({
+      head: [
+        'group',
+        'topic',
+        'partition',
+        'kafka committed',
+        'db resume point',
+        'log start',
+        'high watermark',
+        'verdict',
+      ],
+      style: { head: process.stdout.isTTY ? ['cyan'] : [], border: process.stdout.isTTY ? ['grey'] : [] },
+    });
+    for (const r of rows) {
+      table.push([
+        r.groupId,
+        r.topic,
+        String(r.partition),
+        r.kafkaCommitted ?? '—',
+        r.databaseResumePoint ?? '—',
+        r.logStart,
+        r.highWatermark,
+        r.verdict,
+      ]);
+    }
+    print(table.toString());
+  }
+  if (rows.some((r) => r.verdict !== 'ok' && r.verdict !== 'no-offsets')) process.exitCode = 2;
+}
+
+export async function runOffsetsReset(
+  options: Connection & { group: string; topic: string; to: string; partitions?: number[] },
+): Promise<void> {
+  const result = await connected(options, (pool, kafka) =>
+    resetOffsets({
+      pool,
+      kafka,
+      groupId: options.group,
+      topic: options.topic,
+      to: options.to,
+      ...(options.partitions === undefined ? {} : { partitions: options.partitions }),
+    }),
+  );
+  if (options.json === true) {
+    print(JSON.stringify(result, null, 2));
+    return;
+  }
+  for (const p of result.partitions) {
+    print(
+      `${result.groupId} · ${result.topic}/${p.partition}: ${p.from ?? '(none)'} → ${p.to} (Kafka and oncely.offsets)`,
+    );
+  }
+}
+
+interface ReplayCommand extends Connection {
+  readonly group: string;
+  readonly topic: string;
+  readonly from: string;
+  readonly to: string;
+  readonly partitions?: number[];
+  readonly handlers?: string;
+}
+
+async function replayOptions(options: ReplayCommand, pool: pg.Pool, kafka: Kafka) {
+  const handlers = options.handlers === undefined ? undefined : await loadHandlers(options.handlers);
+  const bar =
+    options.json !== true && process.stderr.isTTY
+      ? new SingleBar({
+          format: 'reading {bar} {percentage}% · {value}/{total} offsets · {eta}s',
+          stream: process.stderr,
+        })
+      : undefined;
+  let started = false;
+  return {
+    bar,
+    plan: {
+      pool,
+      kafka,
+      groupId: options.group,
+      topic: options.topic,
+      from: options.from,
+      to: options.to,
+      ...(options.partitions === undefined ? {} : { partitions: options.partitions }),
+      ...(handlers === undefined ? {} : { handlers }),
+      onProgress: (read: number, total: number) => {
+        if (bar === undefined) return;
+        if (!started) {
+          bar.start(total, read);
+          started = true;
+        } else bar.update(read);
+      },
+    },
+  };
+}
+
+export async function runReplayPlan(options: ReplayCommand): Promise<void> {
+  const plan = await connected(options, async (pool, kafka) => {
+    const { bar, plan: planOptions } = await replayOptions(options, pool, kafka);
+    try {
+      return await planReplay(planOptions);
+    } finally {
+      bar?.stop();
+    }
+  });
+  print(options.json === true ? JSON.stringify(plan, null, 2) : formatReplayPlan(plan));
+  if (plan.totals.atRisk > 0) process.exitCode = 2;
+}
+
+export async function runReplayRun(options: ReplayCommand & { force?: boolean }): Promise<void> {
+  const result = await connected(options, async (pool, kafka) => {
+    const { bar, plan: planOptions } = await replayOptions(options, pool, kafka);
+    try {
+      return await runReplay({ ...planOptions, force: options.force === true });
+    } finally {
+      bar?.stop();
+    }
+  });
+  if (options.json === true) {
+    print(JSON.stringify(result, null, 2));
+    return;
+  }
+  print(formatReplayPlan(result.plan));
+  print('');
+  for (const p of result.offsets.partitions) {
+    print(`  partition ${p.partition}: resume point ${p.from ?? '(none)'} → ${p.to} (Kafka and oncely.offsets)`);
+  }
+  print(
+    `Replay ${result.replayId} recorded${result.forced ? ' (forced)' : ''}. Start the group's consumers; \`oncely status\` shows its progress.`,
+  );
+}
+
+export async function runPurge(
+  options: Connection & {
+    group: string;
+    inboxFor: number;
+    deadLettersFor: number;
+    batchSize: number;
+  },
+): Promise<void> {
+  const result = await connected(options, (pool, kafka) =>
+    purge({
+      pool,
+      kafka,
+      groupId: options.group,
+      inboxFor: options.inboxFor,
+      deadLettersFor: options.deadLettersFor,
+      batchSize: options.batchSize,
+    }),
+  );
+  if (options.json === true) {
+    print(JSON.stringify(result, null, 2));
+    return;
+  }
+  if (!result.ran) {
+    print(`Another process is purging group ${options.group}; nothing done.`);
+    return;
+  }
+  print(
+    `Purged ${result.inboxDeleted} inbox rows and ${result.deadLettersDeleted} resolved dead letters of group ${options.group} in ${result.batches} batches.`,
+  );
+  for (const h of result.horizons)
+    print(`  horizon ${h.topic}/${h.partition}: inbox complete at offsets ≥ ${h.horizon}`);
+}
+
+/** Replays for `oncely status`: progress lines, or [] when there are none. */
+export function formatReplayStatus(replays: readonly ReplayProgress[]): string[] {
+  if (replays.length === 0) return [];
+  const lines = ['', 'Replays'];
+  for (const r of replays) {
+    lines.push(
+      `  replay ${r.id} · group ${r.groupId} · topic ${r.topic} · from ${r.from} to ${r.to}${r.forced ? ' · FORCED' : ''} · by ${r.requestedBy} at ${r.createdAt.toISOString()}` +
+        (r.completedAt === null ? ' · in progress' : ` · completed ${r.completedAt.toISOString()}`),
+    );
+    for (const p of r.partitions) {
+      lines.push(
+        `    partition ${p.partition}: at ${p.position ?? '—'} of ${p.start}–${p.end}; ${p.skippedSoFar} skipped as duplicates, ${p.appliedSoFar} applied so far`,
+      );
+    }
+  }
+  return lines;
+}
+
+export { replayStatus };
+
+async function loadHandlers(modulePath: string): Promise<AnyHandlerDefinition[]> {
+  const exports = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+  const candidates = Object.values(exports).flatMap((value) => (Array.isArray(value) ? (value as unknown[]) : [value]));
+  const handlers = candidates.filter(isHandlerDefinition);
+  if (handlers.length === 0) {
+    throw configError(
+      'handlers',
+      `${modulePath} exports no handler made with defineHandler(); export your consumer's handlers`,
+    );
+  }
+  return handlers;
+}
+
+/** `7d`, `12h`, `30m`, `90s`, `500ms` or a number of milliseconds. */
+export function parseDuration(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
+  if (match === null)
+    throw configError('duration', `"${value}" is not a duration: use e.g. 7d, 12h, 30m, 90s or 500ms`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms'];
+  return Number(match[1]) * unit;
+}

@@ -1,0 +1,302 @@
+import type { Kafka } from 'kafkajs';
+import type pg from 'pg';
+
+import { OncelyError } from '../errors.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
+import { deriveMessageId } from '../kafka/message-identity.js';
+import { decode, toMessageInfo } from '../pipeline/decode.js';
+import type { AnyHandlerDefinition } from '../pipeline/handler.js';
+import { committedOffsets, offsetsAtTime, readRanges, topicLog, withAdmin } from './kafka-admin.js';
+import { lookUpInbox, readHorizons, readResumePoints } from './store.js';
+
+/**
+ * One end of a replay range: an offset (a whole number, as number, bigint or decimal string), an
+ * ISO 8601 time or a Date (resolved per partition to the first offset at or after it, through
+ * Kafka's offsets-by-timestamp), `'earliest'` (the log start) or `'latest'` (the high watermark).
+ */
+export type RangeBound = bigint | number | string | Date;
+
+export interface PlanReplayOptions {
+  readonly pool: pg.Pool;
+  readonly kafka: Kafka;
+  readonly groupId: string;
+  readonly topic: string;
+  /** Only these partitions. Default: every partition of the topic. */
+  readonly partitions?: readonly number[];
+  /** The first message of the range (inclusive). */
+  readonly from: RangeBound;
+  /** The end of the range (exclusive). Default `'latest'`. */
+  readonly to?: RangeBound;
+  /**
+   * The consumer's handlers, when one of them derives ids with `messageId(event)`: the plan then
+   * derives ids exactly as the consumer does. Without them, ids come from the `message-id` /
+   * `idempotency-key` headers or the coordinates, which is exact for every other handler.
+   */
+  readonly handlers?: readonly AnyHandlerDefinition[];
+  /** Called as the range is read: offsets covered so far, of `total`. */
+  readonly onProgress?: (read: number, total: number) => void;
+}
+
+/** What a replay of one partition would do, message by message. */
+export interface PartitionPlan {
+  readonly partition: number;
+  /** The range asked for, resolved to offsets: [start, end). */
+  readonly start: string;
+  readonly end: string;
+  /**
+   * The end asked for, when the plan had to go further: a run re-reads everything from the start
+   * up to the group's current position, so the plan covers that much. Null otherwise.
+   */
+  readonly extendedFrom: string | null;
+  /** The first offset the group will re-read: the start, or the log start when Kafka no longer has the start. */
+  readonly readFrom: string;
+  /** The group's resume point now (database), or null. */
+  readonly position: string | null;
+  /** The inbox is complete for offsets ≥ horizon (null: nothing of this partition was ever purged). */
+  readonly horizon: string | null;
+  /** Messages read from Kafka in the range. */
+  readonly messages: number;
+  /** In the inbox as processed: will be skipped as duplicates. */
+  readonly skipped: number;
+  /** Not in the inbox, at or above the horizon: never processed, will be applied. */
+  readonly applied: number;
+  /** Not in the inbox, below the horizon: their rows may have been purged, so they could apply twice. */
+  readonly atRisk: number;
+  /** In the inbox as dead-lettered (or without a valid id): recorded again as duplicates, not re-run. */
+  readonly deadLettered: number;
+  /** Offsets in the range below the log start: Kafka no longer has them; they cannot be replayed. */
+  readonly gone: number;
+  /** The first and last at-risk offsets, or null. */
+  readonly atRiskRange: { readonly first: string; readonly last: string } | null;
+}
+
+export interface ReplayPlan {
+  readonly groupId: string;
+  readonly topic: string;
+  readonly from: string;
+  readonly to: string;
+  readonly partitions: readonly PartitionPlan[];
+  readonly totals: {
+    readonly messages: number;
+    readonly skipped: number;
+    readonly applied: number;
+    readonly atRisk: number;
+    readonly deadLettered: number;
+    readonly gone: number;
+  };
+  readonly plannedAt: string;
+  readonly durationMs: number;
+}
+
+/**
+ * A dry run of a replay: reads the range once from Kafka (see `readRanges`: a throwaway group
+ * that never commits) and classifies every message exactly, with one indexed inbox look-up per
+ * fetched batch. Nothing is changed, neither in Kafka nor in the database.
+ */
+export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan> {
+  const started = Date.now();
+  const { pool, kafka, groupId, topic } = options;
+  const to = options.to ?? 'latest';
+  const handler = options.handlers?.find((h) => h.topic === topic);
+
+  const [horizons, resumeRows] = await Promise.all([
+    readHorizons(pool, groupId, topic),
+    readResumePoints(pool, { groupId, topic }),
+  ]);
+  const resume = new Map(resumeRows.map((r) => [r.partition, r.nextOffset]));
+
+  const ranges = await withAdmin(kafka, async (admin) => {
+    const log = await topicLog(admin, topic);
+    if (log.length === 0) {
+      throw new OncelyError('ONCELY_TOPIC_NOT_FOUND', `Topic "${topic}" does not exist on the broker.`, {
+        context: { topic },
+      });
+    }
+    const committed = await committedOffsets(admin, groupId, topic);
+    const wanted = options.partitions ?? log.map((p) => p.partition);
+    const resolveBound = boundResolver(admin, topic);
+    return Promise.all(
+      wanted.map(async (partition) => {
+        const bounds = log.find((p) => p.partition === partition);
+        if (bounds === undefined) {
+          throw new OncelyError('ONCELY_OFFSET_OUT_OF_RANGE', `Topic ${topic} has no partition ${partition}.`, {
+            context: { topic, partition },
+          });
+        }
+        const start = await resolveBound(options.from, partition, bounds);
+        let end = await resolveBound(to, partition, bounds);
+        if (end > bounds.highWatermark) end = bounds.highWatermark;
+        const asked = end;
+        // A run rewinds the partition to the start and the group re-reads everything up to where
+        // it was: the plan must cover that much, whatever `to` says.
+        const position = resume.get(partition) ?? committed.get(partition);
+        if (position !== undefined && position > end)
+          end = position < bounds.highWatermark ? position : bounds.highWatermark;
+        const readFrom = start < bounds.logStart ? bounds.logStart : start;
+        return {
+          partition,
+          start,
+          end,
+          readFrom,
+          asked,
+          gone: start < bounds.logStart ? min(bounds.logStart, end) - start : 0n,
+        };
+      }),
+    );
+  });
+
+  const counts = new Map(
+    ranges.map((r) => [
+      r.partition,
+      { messages: 0, skipped: 0, applied: 0, atRisk: 0, deadLettered: 0, first: -1n, last: -1n, covered: 0 },
+    ]),
+  );
+  const total = ranges.reduce((sum, r) => sum + Math.max(0, Number(r.end - r.readFrom)), 0);
+  let read = 0;
+  options.onProgress?.(0, total);
+  // Ids that will be applied earlier in this replay: a later record with the same id is a duplicate.
+  const willApply = new Set<string>();
+
+  await readRanges(
+    kafka,
+    topic,
+    ranges.map((r) => ({ partition: r.partition, start: r.readFrom, end: r.end })),
+    async (partition, records) => {
+      const c = counts.get(partition);
+      const range = ranges.find((r) => r.partition === partition);
+      if (c === undefined || range === undefined) return;
+      const ids = records.map((record) => messageIdOf(record, handler));
+      const inbox = await lookUpInbox(
+        pool,
+        groupId,
+        ids.filter((id): id is string => id !== null),
+      );
+      const horizon = horizons.get(partition);
+      for (const [index, record] of records.entries()) {
+        const id = ids[index] ?? null;
+        const offset = BigInt(record.offset);
+        c.messages++;
+        const status = id === null ? 'dead_lettered' : inbox.get(id);
+        if (status === 'processed' || (id !== null && willApply.has(id))) c.skipped++;
+        else if (status === 'dead_lettered') c.deadLettered++;
+        else if (horizon !== undefined && offset < horizon) {
+          c.atRisk++;
+          if (c.first < 0n) c.first = offset;
+          c.last = offset;
+        } else {
+          c.applied++;
+          if (id !== null) willApply.add(id);
+        }
+      }
+      const covered = Number(BigInt(records.at(-1)?.offset ?? '0') + 1n - range.readFrom);
+      read += covered - c.covered;
+      c.covered = covered;
+      options.onProgress?.(read, total);
+    },
+  );
+  options.onProgress?.(total, total);
+
+  const partitions: PartitionPlan[] = ranges.map((r) => {
+    const c = counts.get(r.partition) ?? {
+      messages: 0,
+      skipped: 0,
+      applied: 0,
+      atRisk: 0,
+      deadLettered: 0,
+      first: -1n,
+      last: -1n,
+    };
+    return {
+      partition: r.partition,
+      start: r.start.toString(),
+      end: r.end.toString(),
+      extendedFrom: r.end > r.asked ? r.asked.toString() : null,
+      readFrom: r.readFrom.toString(),
+      position: resume.get(r.partition)?.toString() ?? null,
+      horizon: horizons.get(r.partition)?.toString() ?? null,
+      messages: c.messages,
+      skipped: c.skipped,
+      applied: c.applied,
+      atRisk: c.atRisk,
+      deadLettered: c.deadLettered,
+      gone: Number(r.gone),
+      atRiskRange: c.first < 0n ? null : { first: c.first.toString(), last: c.last.toString() },
+    };
+  });
+  const sum = (key: 'messages' | 'skipped' | 'applied' | 'atRisk' | 'deadLettered' | 'gone'): number =>
+    partitions.reduce((s, p) => s + p[key], 0);
+  return {
+    groupId,
+    topic,
+    from: describeBound(options.from),
+    to: describeBound(to),
+    partitions,
+    totals: {
+      messages: sum('messages'),
+      skipped: sum('skipped'),
+      applied: sum('applied'),
+      atRisk: sum('atRisk'),
+      deadLettered: sum('deadLettered'),
+      gone: sum('gone'),
+    },
+    plannedAt: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+  };
+}
+
+/**
+ * The id the consumer would claim the record under (null: no valid id, dead-lettered). With the
+ * topic's handler and its `messageId(event)`, decoded as the pipeline does; an event that does not
+ * decode is dead-lettered by the consumer under its header or coordinates id, as here.
+ */
+function messageIdOf(record: ConsumedRecord, handler: AnyHandlerDefinition | undefined): string | null {
+  let fromHandler: (() => unknown) | undefined;
+  if (handler?.messageId !== undefined && record.value !== null) {
+    const info = toMessageInfo(record);
+    const decoded = decode(handler, info);
+    if (decoded.ok) fromHandler = () => handler.messageId?.(decoded.event, info);
+  }
+  const identity = deriveMessageId(record, fromHandler);
+  return identity.ok ? identity.id : null;
+}
+
+type Bounds = { readonly logStart: bigint; readonly highWatermark: bigint };
+
+function boundResolver(
+  admin: Parameters<Parameters<typeof withAdmin>[1]>[0],
+  topic: string,
+): (bound: RangeBound, partition: number, log: Bounds) => Promise<bigint> {
+  const byTime = new Map<number, Promise<Map<number, bigint>>>();
+  return async (bound, partition, log) => {
+    if (bound === 'earliest') return log.logStart;
+    if (bound === 'latest') return log.highWatermark;
+    if (typeof bound === 'bigint') return bound;
+    if (typeof bound === 'number') {
+      if (Number.isInteger(bound) && bound >= 0) return BigInt(bound);
+    } else if (typeof bound === 'string' && /^\d+$/.test(bound)) {
+      return BigInt(bound);
+    }
+    const at = bound instanceof Date ? bound : typeof bound === 'string' ? new Date(bound) : new Date(Number.NaN);
+    if (Number.isNaN(at.getTime())) {
+      throw new OncelyError(
+        'ONCELY_CONFIG',
+        `Invalid replay bound "${String(bound)}": give an offset, an ISO 8601 time (2026-12-01T10:00:00Z), 'earliest' or 'latest'.`,
+        { context: { option: 'from' } },
+      );
+    }
+    let offsets = byTime.get(at.getTime());
+    if (offsets === undefined) {
+      offsets = offsetsAtTime(admin, topic, at);
+      byTime.set(at.getTime(), offsets);
+    }
+    return (await offsets).get(partition) ?? log.highWatermark;
+  };
+}
+
+function describeBound(bound: RangeBound): string {
+  return bound instanceof Date ? bound.toISOString() : String(bound);
+}
+
+function min(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
