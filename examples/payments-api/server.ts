@@ -1,7 +1,7 @@
 /**
  * The payments API: `POST /v1/payments` on Fastify, made idempotent with `oncely/fastify`.
- * A payment row (and, once the outbox is wired, its `payment.captured` event) commits in the same
- * transaction as the stored response: a retry with the same `Idempotency-Key` replays it instead
+ * A payment row (and, with `eventsTopic`, its `payment.captured` event through the outbox) commits
+ * in the same transaction as the stored response: a retry with the same `Idempotency-Key` replays it instead
  * of charging again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,6 +25,8 @@ export interface PaymentsApiOptions {
   readonly workMs?: number;
   /** Called each time the handler starts (the demo counts executions). */
   readonly onExecution?: () => void;
+  /** Publish `payment.captured` to this topic through the outbox (the ledger consumer reads it). */
+  readonly eventsTopic?: string;
 }
 
 /** The API key of a request (`Authorization: Bearer <key>`), or undefined. */
@@ -33,7 +35,7 @@ function apiKeyOf(authorization: string | undefined): string | undefined {
   return match?.[1];
 }
 
-export function buildPaymentsApi({ db, workMs = 0, onExecution }: PaymentsApiOptions): FastifyInstance {
+export function buildPaymentsApi({ db, workMs = 0, onExecution, eventsTopic }: PaymentsApiOptions): FastifyInstance {
   const app = Fastify({ logger: false });
 
   // Authentication comes first: the API key is the idempotency scope, so one caller's key can
@@ -67,8 +69,12 @@ export function buildPaymentsApi({ db, workMs = 0, onExecution }: PaymentsApiOpt
         })
         .returning({ id: apiPayments.id, createdAt: apiPayments.createdAt });
       const id = `pay_${payment?.id ?? 0}`;
-      // TODO(lead, after the outbox merge): one line publishes the event in this transaction:
-      // await ctx.publish({ topic: 'payments', key: accountId, value: JSON.stringify({ type: 'payment.captured', paymentId: id, accountId, amountCents, currency }) });
+      // The event commits with the payment and the stored response, or not at all; its message-id
+      // is derived from the key, so a request run again after a rollback publishes the same id.
+      if (eventsTopic !== undefined) {
+        const event = { type: 'payment.captured', paymentId: id, accountId, amountCents, currency };
+        await ctx.publish({ topic: eventsTopic, key: accountId, value: event });
+      }
       return Response.json(
         { id, accountId, amountCents, currency, status: 'captured', createdAt: payment?.createdAt },
         { status: 201, headers: { location: `/v1/payments/${id}` } },

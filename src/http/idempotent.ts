@@ -11,6 +11,8 @@ import {
   type TransactionBinder,
 } from '../inbox/database.js';
 import { inTransaction, type OpenTransaction } from '../inbox/transaction.js';
+import { type OutboxMessage, publish, type PublishedEvent } from '../outbox/publish.js';
+import { createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
 import { isNullBodyStatus, readLimited } from './body.js';
 import { defaultFingerprint, InvalidJsonBodyError, type Fingerprint } from './fingerprint.js';
 import { problemResponse, type IdempotencyProblem } from './problem.js';
@@ -101,10 +103,17 @@ export interface IdempotentContext {
   readonly key: string | undefined;
   /** The request's scope. */
   readonly scope: string;
-  // ── Lead: wire the outbox (DESIGN §8) and steps (DESIGN §10) here, one line each, e.g.
-  //    readonly publish: (event: OutboxEvent) => Promise<void>;
-  //    readonly step: StepRunner;
-  //    and the matching line in createContext() below. ──
+  /**
+   * Publishes an event through the outbox in the request's transaction: sent only if the request's
+   * effects commit. Its `message-id` is derived from (scope, key) and the publish order, so a
+   * request run again after a rollback publishes under the same ids (a UUIDv7 without a key).
+   */
+  readonly publish: (message: OutboxMessage) => Promise<PublishedEvent>;
+  /**
+   * Runs an external call at most once per (scope, key) (see "Calling other services"); the
+   * idempotency key handed to `fn` is `<scope>:<key>:<name>`. Needs an Idempotency-Key.
+   */
+  readonly step: StepFunction;
 }
 
 /** The route's own work, run at most once per (scope, key). */
@@ -114,19 +123,35 @@ export type IdempotentHandler<C extends IdempotentContext = IdempotentContext> =
 ) => Promise<Response> | Response;
 
 interface ContextBase {
+  readonly pool: pg.Pool;
   readonly transaction: OpenTransaction;
   readonly key: string | undefined;
   readonly scope: string;
 }
 
 /** Builds `ctx` for one request. The one place `ctx` members are created. */
-function createContext({ transaction, key, scope }: ContextBase): IdempotentContext {
+function createContext({ pool, transaction, key, scope }: ContextBase): IdempotentContext {
+  // Scope and key can each be 255 characters: the event ids use a digest of both, so they stay
+  // short, and two callers' equal keys never give the same event id.
+  const owner = key === undefined ? undefined : createHash('sha256').update(`${scope}\u0000${key}`).digest('hex');
+  let published = 0;
+  let steps: StepRunner | undefined;
   return {
     tx: transaction.tx,
     key,
     scope,
-    // Lead: publish: (event) => publish(transaction.tx, event),
-    // Lead: step: createRequestSteps(pool, { scope, key }),
+    publish: (message) =>
+      publish(transaction.tx, message, owner === undefined ? {} : { messageId: `http:${owner}:${published++}` }),
+    step: (name, fn, options) => {
+      if (key === undefined) {
+        throw configError(
+          'idempotent.step',
+          "ctx.step needs the request's Idempotency-Key to know the call across retries; require the key on this route",
+        );
+      }
+      steps ??= createStepRunner({ pool, scope, ownerId: key });
+      return steps.step(name, fn, options);
+    },
   };
 }
 
@@ -347,7 +372,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
               'Use a new key for a new operation.',
           );
         }
-        const answered = await handler(handlerRequest, extend(createContext({ transaction, key, scope })));
+        const answered = await handler(
+          handlerRequest,
+          extend(createContext({ pool: settings.pool, transaction, key, scope })),
+        );
         if (!(answered instanceof Response)) {
           throw new OncelyError(
             'ONCELY_CONFIG',
@@ -391,7 +419,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
   ): Promise<Response> {
     try {
       return await transact(async (transaction) => {
-        const answered = await handler(request, extend(createContext({ transaction, key: undefined, scope })));
+        const answered = await handler(
+          request,
+          extend(createContext({ pool: settings.pool, transaction, key: undefined, scope })),
+        );
         const { response } = await bufferResponse(answered);
         if (response.status >= 500 && !settings.storeServerErrors) throw new RollbackWith(response);
         return response;

@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+
+import { idempotent } from '../../../src/index.js';
+import { useTestEnvironment } from '../../support/integration.js';
+
+const env = useTestEnvironment();
+
+const post = (key: string, body: unknown, scope = 'caller-1') =>
+  new Request('http://api.test/v1/payments', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-scope': scope },
+    body: JSON.stringify(body),
+  });
+
+async function outboxRows(topic: string): Promise<{ message_id: string }[]> {
+  const { rows } = await env.pool.query<{ message_id: string }>(
+    'SELECT message_id FROM oncely.outbox WHERE topic = $1 ORDER BY id',
+    [topic],
+  );
+  return rows;
+}
+
+describe('ctx.publish and ctx.step in idempotent HTTP handlers', () => {
+  it('G7 G8: publishes through the outbox once per key, under ids that a rolled-back run reuses and another caller never shares', async () => {
+    const topic = `http-events-${Date.now()}`;
+    let failFirst = true;
+    const route = idempotent(
+      { db: env.db, scope: (request) => request.headers.get('x-scope') ?? '' },
+      async (_request, ctx) => {
+        await ctx.publish({ topic, key: 'acct-1', value: { n: 1 } });
+        await ctx.publish({ topic, key: 'acct-1', value: { n: 2 } });
+        if (failFirst) {
+          failFirst = false;
+          throw new Error('card processor timed out'); // rolls the events back with everything else
+        }
+        return Response.json({ ok: true }, { status: 201 });
+      },
+    );
+    await expect(route(post('k-1', { amount: 5 }))).rejects.toThrow('card processor timed out');
+    expect(await outboxRows(topic)).toEqual([]);
+
+    expect((await route(post('k-1', { amount: 5 }))).status).toBe(201);
+    const replayed = await route(post('k-1', { amount: 5 }));
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+    const first = (await outboxRows(topic)).map((r) => r.message_id);
+    expect(first).toHaveLength(2);
+    expect(first[0]).toMatch(/^http:[0-9a-f]{64}:0$/);
+
+    expect((await route(post('k-1', { amount: 5 }, 'caller-2'))).status).toBe(201);
+    const all = (await outboxRows(topic)).map((r) => r.message_id);
+    expect(all).toHaveLength(4);
+    expect(new Set(all).size).toBe(4);
+  });
+
+  it('G9: a step in an HTTP handler is called once per key across a failed run and its retry, with a stable key', async () => {
+    const calls: string[] = [];
+    let failAfterCharge = true;
+    const route = idempotent({ db: env.db, scope: 'shop' }, async (_request, ctx) => {
+      const charge = await ctx.step('charge', ({ idempotencyKey }) => {
+        calls.push(idempotencyKey);
+        return { chargeId: `ch_${calls.length}` };
+      });
+      if (failAfterCharge) {
+        failAfterCharge = false;
+        throw new Error('lost the answer after charging');
+      }
+      return Response.json(charge, { status: 201 });
+    });
+    await expect(route(post('order-7', {}))).rejects.toThrow('lost the answer');
+    const retried = await route(post('order-7', {}));
+    expect(await retried.json()).toEqual({ chargeId: 'ch_1' });
+    expect(calls).toEqual(['shop:order-7:charge']);
+  });
+});
