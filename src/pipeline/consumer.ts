@@ -17,7 +17,7 @@ import type { PauseReason } from './events.js';
 import { type PipelineContext } from './outcomes.js';
 import { processChunk } from './process-chunk.js';
 import { processRecord } from './process-record.js';
-import { backoffDelay } from './retry.js';
+import { backoffDelay, classifyFailure } from './retry.js';
 
 export interface PausedPartition {
   readonly topic: string;
@@ -310,12 +310,18 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       );
     }
     starting ??= (async () => {
-      await assertMigrated(config);
-      await warnAboutRenamedGroup(config);
+      await withDatabaseRetries(config, 'checking the schema', () => assertMigrated(config));
+      await withDatabaseRetries(config, 'checking for a renamed group', () => warnAboutRenamedGroup(config));
       await deadLetterTopic?.start();
       if (config.relay !== undefined) {
-        relay = createOutboxRelay({ ...config.relay, db: config.db, kafka: config.kafka, logger: config.logger });
-        await relay.start();
+        const created = createOutboxRelay({
+          ...config.relay,
+          db: config.db,
+          kafka: config.kafka,
+          logger: config.logger,
+        });
+        relay = created;
+        await withDatabaseRetries(config, 'starting the outbox relay', () => created.start());
       }
       runner = createKafkaRunner({
         kafka: config.kafka,
@@ -593,6 +599,30 @@ export function decideStart(
   }
   if (committed === undefined || committed < resumeAt) return { resumeAt, seekTo: resumeAt };
   return { resumeAt };
+}
+
+/**
+ * Start-up work against the database rides out an outage — a connection cut by the server, a
+ * restart, a failover — as the pipeline does, for up to `startTimeoutMs`: a consumer must not fail
+ * to start because one pooled connection was terminated a moment ago. Any other error fails at once.
+ */
+async function withDatabaseRetries<T>(
+  config: ResolvedConsumerConfig,
+  what: string,
+  work: () => Promise<T>,
+): Promise<T> {
+  const giveUpAt = Date.now() + config.startTimeoutMs;
+  for (let failures = 1; ; failures++) {
+    try {
+      return await work();
+    } catch (error) {
+      const outage = classifyFailure({ error, inHandler: false, connectionLost: false }) === 'transient';
+      if (!outage || Date.now() >= giveUpAt) throw error;
+      const delayMs = backoffDelay(config.retry, failures);
+      config.logger.warn({ err: redactError(error), delayMs }, `the database failed while ${what}; retrying`);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
 }
 
 /**

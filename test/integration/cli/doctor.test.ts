@@ -125,7 +125,7 @@ describe('oncely status', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toContain(`Group ${groupId} · Stable · lag 0`);
-    expect(run.stdout).toContain(`  ${topic}: processed 1, dead-lettered 1`);
+    expect(run.stdout).toContain(`  ${topic}: processed 1 · dead letters 1 (open 1, retried 0, discarded 0)`);
     expect(run.stdout).toMatch(/partition 0: next offset 2, log end 2, lag 0/);
     expect(run.stdout).toContain(`dead letters: 1 open (${topic} invalid_payload: 1)`);
 
