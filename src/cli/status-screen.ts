@@ -4,6 +4,9 @@ import pg from 'pg';
 import { countOpenDeadLetters, type GroupStatus, type OpenDeadLetterCount, readGroupStatus } from '../inbox/status.js';
 import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
 import { migrationStatus, type MigrationStatus } from '../migrate/migrate.js';
+import { type OutboxStatus, outboxCounts } from '../outbox/store.js';
+import { formatReplayStatus } from '../replay/cli.js';
+import { replayStatus, type ReplayProgress } from '../replay/status.js';
 import { colours } from './output.js';
 
 export interface StatusOptions {
@@ -26,6 +29,10 @@ interface GroupScreen {
 interface StatusReport {
   readonly migrations: MigrationStatus;
   readonly groups: readonly GroupScreen[];
+  /** Outbox rows by status; undefined before the outbox migration. */
+  readonly outbox?: Record<OutboxStatus, number> | undefined;
+  /** Replays and how far each has come (see `oncely replay`). */
+  readonly replays?: readonly ReplayProgress[];
 }
 
 /**
@@ -94,7 +101,10 @@ async function readReport(pool: pg.Pool, admin: ReturnType<Kafka['admin']> | und
     }
     groups.push({ groupId, state, topics, deadLettersOpen, lag });
   }
-  return { migrations, groups };
+  const applied = new Set(migrations.applied.map((m) => m.name));
+  const outbox = applied.has('0003_outbox') ? await outboxCounts(pool) : undefined;
+  const replays = applied.has('0006_retention') ? await replayStatus(pool) : [];
+  return { migrations, groups, outbox, replays };
 }
 
 function render(report: StatusReport): string {
@@ -145,5 +155,11 @@ function render(report: StatusReport): string {
           ),
     );
   }
+  const { outbox } = report;
+  if (outbox !== undefined) {
+    const line = `Outbox: ${outbox.pending} pending, ${outbox.parked} parked, ${outbox.sent} sent, ${outbox.discarded} discarded`;
+    lines.push('', outbox.parked > 0 ? c.yellow(`${line} (see \`oncely outbox list\`)`) : line);
+  }
+  lines.push(...formatReplayStatus(report.replays ?? []));
   return lines.join('\n');
 }

@@ -279,8 +279,13 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     if (start === undefined) return; // stopped while the database or the broker was unreachable
     // Offsets that disagree with the log: paused, nothing processed (see offsetsMismatch).
     if (start.mismatch !== undefined || pausedPartitions.has(partitionKey(batch.topic, batch.partition))) return;
+    if (!batch.isActive()) return;
     // Fetched from where Kafka was before oncely moved the partition to its resume point: stale.
-    if (!batch.isActive() || (start.seekTo !== undefined && BigInt(batch.fetchedOffset) > start.seekTo)) return;
+    // Only until the first batch fetched from there; after it, the partition reads on as usual.
+    if (start.seekTo !== undefined && resumePoints.seekPending(batch)) {
+      if (BigInt(batch.fetchedOffset) > start.seekTo) return;
+      resumePoints.seekDone(batch);
+    }
     const resumeAt = start.resumeAt ?? 0n;
 
     // Below the resume point recorded in PostgreSQL: these records' outcomes committed before a
@@ -503,6 +508,8 @@ class ResumePoints {
   readonly #actions: ResumeActions;
   readonly #runner: () => KafkaRunner | undefined;
   #byTopic = new Map<string, Promise<Map<number, PartitionStart>>>();
+  /** Partitions moved to their resume point whose first batch from there has not come yet. */
+  #seeking = new Set<string>();
 
   constructor(config: ResolvedConsumerConfig, actions: ResumeActions, runner: () => KafkaRunner | undefined) {
     this.#config = config;
@@ -512,6 +519,15 @@ class ResumePoints {
 
   clear(): void {
     this.#byTopic = new Map();
+    this.#seeking = new Set();
+  }
+
+  seekPending(batch: PartitionBatch): boolean {
+    return this.#seeking.has(`${batch.topic}\u0000${batch.partition}`);
+  }
+
+  seekDone(batch: PartitionBatch): void {
+    this.#seeking.delete(`${batch.topic}\u0000${batch.partition}`);
   }
 
   /** Starts reading a topic's starts now (after a join); problems are retried by the batches. */
@@ -570,7 +586,10 @@ class ResumePoints {
       starts.set(partition, start);
       if (!this.#actions.assigned(topic, partition)) continue;
       if (start.mismatch !== undefined) this.#actions.mismatch(topic, partition, start.mismatch);
-      else if (start.seekTo !== undefined) this.#actions.seek(topic, partition, start.seekTo.toString());
+      else if (start.seekTo !== undefined) {
+        this.#seeking.add(`${topic}\u0000${partition}`);
+        this.#actions.seek(topic, partition, start.seekTo.toString());
+      }
     }
     return starts;
   }

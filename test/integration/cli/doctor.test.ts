@@ -128,6 +128,7 @@ describe('oncely status', () => {
     expect(run.stdout).toContain(`  ${topic}: processed 1 · dead letters 1 (open 1, retried 0, discarded 0)`);
     expect(run.stdout).toMatch(/partition 0: next offset 2, log end 2, lag 0/);
     expect(run.stdout).toContain(`dead letters: 1 open (${topic} invalid_payload: 1)`);
+    expect(run.stdout).toMatch(/Outbox: \d+ pending, \d+ parked, \d+ sent, \d+ discarded/);
 
     const json = JSON.parse((await oncely([...args, '--json'])).stdout) as {
       groups: { groupId: string; lag: { partition: number; lag: number }[] }[];

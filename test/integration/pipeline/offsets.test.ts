@@ -74,7 +74,10 @@ describe('G2: offsets that disagree with the log stop the partition, never skip'
     const outcomes = recordOutcomes(second);
     await second.start();
     await waitFor('the three produced meanwhile', () => outcomes.processed.length === 3);
-    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['e-0', 'e-1', 'e-2', 'e-3', 'e-4']);
+    // And it keeps consuming past the point it was moved to.
+    await env.produce(topic, [jsonMessage('e-5', {})]);
+    await waitFor('the one produced after', () => outcomes.processed.length === 4, { timeoutMs: 20_000 });
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['e-0', 'e-1', 'e-2', 'e-3', 'e-4', 'e-5']);
     expect(outcomes.duplicates).toEqual([]);
   });
 });
