@@ -34,9 +34,13 @@ export interface HttpDemoOptions {
   readonly seed?: number;
   /** Where the report goes. Default `console.log`. */
   readonly log?: (line: string) => void;
+  /** Publish each payment's `payment.captured` to this topic through the outbox. Default: none. */
+  readonly eventsTopic?: string;
 }
 
 export interface HttpDemoReport {
+  /** The prefix of this act's API keys and account ids (`<run>-acct-<n>`). */
+  readonly run: string;
   readonly requests: number;
   readonly clientTimeouts: number;
   readonly executions: number;
@@ -64,6 +68,7 @@ export async function runHttpDemo({
   operations = 40,
   seed = 7,
   log = console.log,
+  eventsTopic,
 }: HttpDemoOptions): Promise<HttpDemoReport> {
   const run = `h${randomBytes(3).toString('hex')}`;
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 12 });
@@ -77,7 +82,12 @@ export async function runHttpDemo({
     conflicts409: 0,
     reused422: 0,
   };
-  const app = buildPaymentsApi({ db: drizzle(pool), workMs: SERVER_WORK_MS, onExecution: () => counts.executions++ });
+  const app = buildPaymentsApi({
+    db: drizzle(pool),
+    workMs: SERVER_WORK_MS,
+    onExecution: () => counts.executions++,
+    ...(eventsTopic === undefined ? {} : { eventsTopic }),
+  });
   try {
     await migrate(pool);
     await pool.query(PAYMENTS_API_DDL);
@@ -170,6 +180,7 @@ export async function runHttpDemo({
         .length +
       (expected.size - rows.length);
     const report: HttpDemoReport = {
+      run,
       ...counts,
       paymentsCreated,
       paymentsExpected: operations,

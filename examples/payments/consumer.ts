@@ -1,6 +1,6 @@
 /**
  * The payments consumer as its own process: `KAFKA_BROKERS=… DATABASE_URL=… TOPIC=… GROUP_ID=…`,
- * optionally `MODE=batch` and `APPLICATION_NAME=…` (how its database connections are named).
+ * optionally `MODE=batch`, `PROVIDER_URL=…` (a payment provider charged through a step) and `APPLICATION_NAME=…` (how its database connections are named).
  * Stops gracefully on SIGTERM/SIGINT. Prints one JSON line per outcome (the demo tallies them).
  */
 import { drizzle } from 'drizzle-orm/node-postgres';
@@ -24,6 +24,8 @@ const pool = new pg.Pool({
   application_name: process.env.APPLICATION_NAME ?? 'payments-ledger',
 });
 const batch = process.env.MODE === 'batch';
+// PROVIDER_URL: charge captured payments at this payment provider through ctx.step (unset: no call).
+const providerUrl = process.env.PROVIDER_URL === '' ? undefined : process.env.PROVIDER_URL;
 const consumer = createInboxConsumer({
   kafka: new Kafka({
     clientId: 'payments-ledger',
@@ -32,7 +34,7 @@ const consumer = createInboxConsumer({
   }), // oncely logs what matters; kafkajs logs a fresh broker's transient coordinator errors as ERROR
   db: drizzle(pool, { schema }),
   groupId: required('GROUP_ID'),
-  handlers: batch ? [paymentsBatchHandler(required('TOPIC'))] : [paymentsHandler(required('TOPIC'))],
+  handlers: batch ? [paymentsBatchHandler(required('TOPIC'))] : [paymentsHandler(required('TOPIC'), { providerUrl })],
   concurrency: 4,
   handleSignals: true,
   // Logs go to stderr: stdout carries the outcome lines the demo reads.

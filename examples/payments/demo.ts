@@ -5,7 +5,14 @@
  * 2. Produces 3,000 payment events, re-sends 10 % of them (same message-id header, as a producer
  *    retry would), plus 5 malformed events and 5 that reuse an id with a changed amount.
  * 3. Runs the consumer as a separate process, SIGKILLs it a third of the way through, restarts it.
- * 4. Prints what happened and checks the ledger against what it should be; exits 1 if it is wrong.
+ * 4. Before the consumer starts, the HTTP act: clients of the idempotent payments API (examples/payments-api)
+ *    time out, retry, race and reuse keys; each payment's `payment.captured` goes through the outbox
+ *    (a relay runs here) to the same topic, and the ledger consumer applies it.
+ * 5. The consumer charges every captured payment at a small real HTTP payment provider through
+ *    `ctx.step` (the SIGKILL lands among those calls); 3 payments the provider holds for review are
+ *    dead-lettered after their charge, and the step's compensation refunds them.
+ * 6. Prints what happened and checks the ledger, the HTTP payments and the provider's records
+ *    against what they should be; exits 1 if anything is wrong.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,13 +20,15 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { Kafka, logLevel, type Message } from 'kafkajs';
-import { migrate } from 'oncely';
+import { createOutboxRelay, migrate } from 'oncely';
 import { startDevServices } from 'oncely/dev';
 import { seededRandom } from 'oncely/testing';
 import pg from 'pg';
 import { pino } from 'pino';
 
+import { type HttpDemoReport, runHttpDemo } from '../payments-api/demo-http.js';
 import type { PaymentEvent } from './handler.js';
+import { type PaymentProvider, REVIEW_SUFFIX, startPaymentProvider } from './provider.js';
 import { PAYMENTS_DDL } from './schema.js';
 
 const UNIQUE_EVENTS = 3_000;
@@ -28,6 +37,8 @@ const POISON = 5;
 const KEY_REUSE = 5;
 const PARTITIONS = 4;
 const ACCOUNTS = 40;
+/** Captured payments the provider holds for review: charged, dead-lettered, refunded. */
+const REVIEW = 3;
 
 interface Workload {
   readonly messages: Message[];
@@ -35,6 +46,8 @@ interface Workload {
   /** Expected balance per account from the unique, valid events. */
   readonly expectedBalances: Map<string, number>;
   readonly expectedEntries: number;
+  /** Provider charges the consumer act should make: its unique captures plus the held ones. */
+  readonly expectedCharges: number;
 }
 
 function buildWorkload(run: string, seed: number): Workload {
@@ -92,6 +105,21 @@ function buildWorkload(run: string, seed: number): Workload {
       ),
     );
   }
+  for (let i = 0; i < REVIEW; i++) {
+    // Valid payments the provider charges and then holds for review: the ledger refuses them.
+    const event: PaymentEvent = {
+      type: 'payment.captured',
+      paymentId: `${run}-held-${i}`,
+      accountId: `${run}${REVIEW_SUFFIX}`,
+      amountCents: 5_000 + i,
+      currency: 'EUR',
+    };
+    messages.splice(
+      Math.floor(next() * messages.length),
+      0,
+      toMessage(`${run}-held-${i}`, JSON.stringify(event), event.accountId),
+    );
+  }
   for (let i = 0; i < POISON; i++) {
     messages.splice(
       Math.floor(next() * messages.length),
@@ -99,7 +127,8 @@ function buildWorkload(run: string, seed: number): Workload {
       toMessage(`${run}-poison-${i}`, '{"type":"payment.captured","amountCents":', `${run}-poison`),
     );
   }
-  return { messages, duplicatesSent, expectedBalances, expectedEntries: UNIQUE_EVENTS };
+  const expectedCharges = originals.filter(({ event }) => event.type === 'payment.captured').length + REVIEW;
+  return { messages, duplicatesSent, expectedBalances, expectedEntries: UNIQUE_EVENTS, expectedCharges };
 }
 
 interface Tally {
@@ -155,12 +184,15 @@ async function main(): Promise<number> {
 
   console.log('Starting Kafka and PostgreSQL (a first run downloads Kafka from Maven Central)…');
   const services = await startDevServices({ logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }) });
-  const pool = new pg.Pool({ connectionString: services.postgres.url, max: 4 });
+  const pool = new pg.Pool({ connectionString: services.postgres.url, max: 8 });
   const kafka = new Kafka({ clientId: 'payments-demo', brokers: services.kafka.brokers, logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   let consumer: ReturnType<typeof startConsumer> | undefined;
+  let provider: PaymentProvider | undefined;
+  const relay = createOutboxRelay({ db: pool, kafka, logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }) });
   try {
+    provider = await startPaymentProvider();
     console.log(
       `Kafka ${services.kafka.brokers.join(',')} (${services.kafka.source}) · PostgreSQL (${services.postgres.source})`,
     );
@@ -181,6 +213,7 @@ async function main(): Promise<number> {
       DATABASE_URL: services.postgres.url,
       TOPIC: topic,
       GROUP_ID: groupId,
+      PROVIDER_URL: provider.url,
     };
     const tally: Tally = { processed: 0, redelivery: 0, republish: 0, deadLettered: 0 };
     const inboxCount = async (): Promise<number> =>
@@ -189,9 +222,29 @@ async function main(): Promise<number> {
           .rows[0]?.n,
       );
 
+    // The HTTP act first: the API's events reach the topic through the outbox and the relay, ahead
+    // of the consumer act, so the ledger consumer applies them (and the SIGKILL lands among them too).
+    await relay.start();
+    console.log('HTTP act: clients of POST /v1/payments time out, retry, race and reuse keys…');
+    const http = await runHttpDemo({ databaseUrl: services.postgres.url, eventsTopic: topic });
+    await waitUntil(
+      'the outbox to send the API events',
+      async () =>
+        Number(
+          (
+            await pool.query<{ n: string }>(
+              "SELECT count(*) AS n FROM oncely.outbox WHERE topic = $1 AND status <> 'sent'",
+              [topic],
+            )
+          ).rows[0]?.n,
+        ) === 0,
+    );
     consumer = startConsumer(env, tally);
     await consumer.started;
-    await waitUntil('a third of the events', async () => (await inboxCount()) >= UNIQUE_EVENTS / 3);
+    await waitUntil(
+      'a third of the events',
+      async () => (await inboxCount()) >= (UNIQUE_EVENTS + http.paymentsCreated) / 3,
+    );
     consumer.child.kill('SIGKILL');
     await consumer.exited;
     const atKill = await inboxCount();
@@ -199,21 +252,28 @@ async function main(): Promise<number> {
 
     consumer = startConsumer(env, tally);
     await consumer.started;
+
     const ends = await admin.fetchTopicOffsets(topic);
-    await waitUntil('every partition to be recorded to its end', async () => {
-      const { rows } = await pool.query<{ partition: number; next_offset: string }>(
-        'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
-        [groupId, topic],
-      );
-      const recorded = new Map(rows.map((r) => [r.partition, r.next_offset]));
-      return ends.every((end) => recorded.get(end.partition) === end.high);
-    });
+    await waitUntil(
+      'every partition to be recorded to its end',
+      async () => {
+        const { rows } = await pool.query<{ partition: number; next_offset: string }>(
+          'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
+          [groupId, topic],
+        );
+        const recorded = new Map(rows.map((r) => [r.partition, r.next_offset]));
+        return ends.every((end) => recorded.get(end.partition) === end.high);
+      },
+      240_000,
+    );
     consumer.child.kill('SIGTERM'); // graceful: drains, commits offsets, leaves the group
     await consumer.exited;
     consumer = undefined;
 
-    return await report(pool, groupId, run, workload, tally);
+    return await report(pool, groupId, run, workload, tally, http, provider);
   } finally {
+    await relay.stop().catch(() => undefined);
+    await provider?.close();
     if (consumer !== undefined) consumer.child.kill('SIGKILL');
     await producer.disconnect().catch(() => undefined);
     await admin.disconnect().catch(() => undefined);
@@ -222,7 +282,15 @@ async function main(): Promise<number> {
   }
 }
 
-async function report(pool: pg.Pool, groupId: string, run: string, workload: Workload, tally: Tally): Promise<number> {
+async function report(
+  pool: pg.Pool,
+  groupId: string,
+  run: string,
+  workload: Workload,
+  tally: Tally,
+  http: HttpDemoReport,
+  provider: PaymentProvider,
+): Promise<number> {
   const one = async (text: string, values: unknown[]): Promise<number> =>
     Number((await pool.query<{ n: string | null }>(text, values)).rows[0]?.n ?? 0);
   const processed = await one(
@@ -247,17 +315,47 @@ async function report(pool: pg.Pool, groupId: string, run: string, workload: Wor
     ([account, expected]) => Number(balances.rows.find((r) => r.account_id === account)?.balance_cents) !== expected,
   );
 
+  // The HTTP payments in the ledger: exactly one entry per payment the API created.
+  const httpLedger = await pool.query<{ n: number }>(
+    `SELECT count(l.id)::int AS n
+       FROM payments_api.payments p
+       LEFT JOIN payments.ledger_entries l ON l.payment_id = 'pay_' || p.id AND l.account_id = p.account_id
+      WHERE p.api_key LIKE $1
+      GROUP BY p.id`,
+    [`${http.run}-%`],
+  );
+  const httpEntries = httpLedger.rows.reduce((sum, r) => sum + r.n, 0);
+  const httpNotOnce = httpLedger.rows.filter((r) => r.n !== 1).length;
+
+  // The provider's own records: charges made, payments charged more than once, refunds.
+  const expectedCharges = workload.expectedCharges + http.paymentsCreated;
+  const chargesPerPayment = new Map<string, number>();
+  for (const charge of provider.charges.values())
+    chargesPerPayment.set(charge.paymentId, (chargesPerPayment.get(charge.paymentId) ?? 0) + 1);
+  const providerChargedTwice = [...chargesPerPayment.values()].filter((n) => n > 1).length;
+  const providerRetries = [...provider.charges.values()].reduce((sum, c) => sum + c.calls - 1, 0);
+  // Messages given up after their charge step completed: each must have been refunded once. Only
+  // handler_failed dead letters ran the handler (a key_reuse one shares its id with the processed
+  // original, whose charge stands).
+  const expectedRefunds = await one(
+    `SELECT count(*) AS n FROM oncely.dead_letters d
+       JOIN oncely.steps s ON s.scope = d.consumer_group AND s.owner_id = d.message_id
+      WHERE d.consumer_group = $1 AND d.reason = 'handler_failed' AND s.name = 'charge' AND s.status = 'completed'`,
+    [groupId],
+  );
+
   const euros = (cents: number): string => `€${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2 })}`;
   const rows: [string, string, string][] = [
     ['messages sent', String(workload.messages.length), ''],
     ['  of which duplicates (same message-id)', String(workload.duplicatesSent), ''],
     ['  of which malformed', String(POISON), ''],
     ['  of which key reuse (same id, other amount)', String(KEY_REUSE), ''],
-    ['processed (inbox)', String(processed), `expected ${workload.expectedEntries}`],
+    ['processed (inbox)', String(processed), `expected ${workload.expectedEntries + http.paymentsCreated}`],
     ['duplicates skipped: republish', String(tally.republish), ''],
     ['duplicates skipped: redelivery', String(tally.redelivery), ''],
     ['dead-lettered: invalid_payload', String(byReason.get('invalid_payload') ?? 0), `expected ${POISON}`],
     ['dead-lettered: key_reuse', String(byReason.get('key_reuse') ?? 0), `expected ${KEY_REUSE}`],
+    ['dead-lettered: handler_failed (held)', String(byReason.get('handler_failed') ?? 0), `expected ${REVIEW}`],
     ['ledger entries', String(entries), `expected ${workload.expectedEntries}`],
     ['ledger total', euros(ledgerTotal), `expected ${euros(expectedTotal)}`],
     [
@@ -265,13 +363,28 @@ async function report(pool: pg.Pool, groupId: string, run: string, workload: Wor
       `${workload.expectedBalances.size - wrongBalances.length}/${workload.expectedBalances.size}`,
       '',
     ],
+    ['ledger entries for HTTP payments', String(httpEntries), `expected ${http.paymentsCreated}`],
+    ['  HTTP payments not in the ledger exactly once', String(httpNotOnce), 'expected 0'],
+    ['provider charges', String(provider.charges.size), `expected ${expectedCharges}`],
+    ['  calls repeated with the same key (deduped)', String(providerRetries), ''],
+    ['  payments charged twice', String(providerChargedTwice), 'expected 0'],
+    ['refunds for dead letters', String(provider.refunds.size), `expected ${expectedRefunds}`],
   ];
   const width = Math.max(...rows.map((r) => r[0].length));
   console.log('');
   for (const [label, value, note] of rows) console.log(`${label.padEnd(width)}  ${value.padStart(14)}  ${note}`);
+  console.log(`provider charges: ${provider.charges.size} expected ${expectedCharges}`);
+  console.log(`refunds for dead letters: ${provider.refunds.size} expected ${expectedRefunds}`);
+  console.log(`charged twice ${providerChargedTwice + http.chargedTwice}`);
 
   const problems = [
-    processed !== workload.expectedEntries && 'processed count',
+    processed !== workload.expectedEntries + http.paymentsCreated && 'processed count',
+    !http.ok && 'HTTP act',
+    (httpEntries !== http.paymentsCreated || httpNotOnce > 0) && 'HTTP ledger entries',
+    provider.charges.size !== expectedCharges && 'provider charges',
+    providerChargedTwice > 0 && 'provider double charges',
+    (provider.refunds.size !== expectedRefunds || expectedRefunds !== REVIEW) && 'refunds',
+    (byReason.get('handler_failed') ?? 0) !== REVIEW && 'handler_failed dead letters',
     entries !== workload.expectedEntries && 'ledger entries',
     ledgerTotal !== expectedTotal && 'ledger total',
     wrongBalances.length > 0 && `${wrongBalances.length} balances`,
@@ -286,7 +399,8 @@ async function report(pool: pg.Pool, groupId: string, run: string, workload: Wor
     console.log(`WRONG: ${problems.join(', ')} do not match.`);
     return 1;
   }
-  console.log('Ledger correct: every event applied exactly once, every bad one dead-lettered, despite the crash.');
+  console.log('Ledger correct: every event applied exactly once, every bad one dead-lettered, despite the crash;');
+  console.log('every HTTP payment in the ledger once; every payment charged once, every held one refunded.');
   return 0;
 }
 

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { defineBatchHandler, defineHandler, NonRetriableError } from 'oncely';
+import { defineBatchHandler, defineHandler, NonRetriableError, type StepFunction } from 'oncely';
 import { z } from 'zod';
 
 import { accounts, ledgerEntries } from './schema.js';
@@ -24,11 +24,53 @@ export const paymentEvent = z.discriminatedUnion('type', [
 
 export type PaymentEvent = z.infer<typeof paymentEvent>;
 
+/** Options of {@link paymentsHandler}. */
+export interface PaymentsHandlerOptions {
+  /** Charge captured payments at this payment provider through `ctx.step`. Default: no provider call. */
+  readonly providerUrl?: string;
+}
+
+/**
+ * Charges a captured payment at the provider as a step: recorded once done, never called again for
+ * this message, always with the same idempotency key (the provider dedupes a call made again after a
+ * crash), and refunded if the message is finally dead-lettered.
+ */
+async function chargeAtProvider(step: StepFunction, providerUrl: string, event: PaymentEvent): Promise<void> {
+  const post = async (path: string, idempotencyKey: string, body: object, signal: AbortSignal): Promise<unknown> => {
+    const response = await fetch(`${providerUrl}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
+      body: JSON.stringify(body),
+      signal,
+    });
+    if (!response.ok) throw new Error(`provider ${path} answered ${response.status}`);
+    return response.json();
+  };
+  const charge = (await step(
+    'charge',
+    ({ idempotencyKey, signal }) =>
+      post(
+        '/charges',
+        idempotencyKey,
+        { paymentId: event.paymentId, accountId: event.accountId, amountCents: event.amountCents },
+        signal,
+      ),
+    {
+      // Runs when the message is finally dead-lettered: the customer gets the money back.
+      compensate: (done, { idempotencyKey, signal }) =>
+        post('/refunds', idempotencyKey, { chargeId: (done as { id: string }).id }, signal),
+    },
+  )) as { id: string; review: boolean };
+  // The charge is made (and recorded); a held one must not reach the ledger, and retrying cannot
+  // release it: dead-letter now, which refunds it through the step's compensation.
+  if (charge.review) throw new NonRetriableError(`charge ${charge.id} held for review by the provider`);
+}
+
 /**
  * Applies a payment event to the ledger: one ledger entry and the account's balance, both through
  * ctx.tx, so they commit together with the inbox row or not at all.
  */
-export function paymentsHandler(topic: string) {
+export function paymentsHandler(topic: string, options: PaymentsHandlerOptions = {}) {
   return defineHandler({
     topic,
     schema: paymentEvent,
@@ -36,6 +78,9 @@ export function paymentsHandler(topic: string) {
       if (event.currency !== 'EUR') {
         // Retrying cannot make the currency right: dead-letter it now.
         throw new NonRetriableError(`unsupported currency ${event.currency}`);
+      }
+      if (options.providerUrl !== undefined && event.type === 'payment.captured') {
+        await chargeAtProvider(ctx.step, options.providerUrl, event);
       }
       const signed = event.type === 'payment.captured' ? event.amountCents : -event.amountCents;
       await ctx.tx.insert(ledgerEntries).values({
