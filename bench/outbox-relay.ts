@@ -6,7 +6,7 @@
  * It uses KAFKA_BROKERS / DATABASE_URL when set (otherwise startDevServices), a fresh database and
  * two fresh 4-partition topics. OUTBOX_BENCH_EVENTS (default 20,000) ~200-byte JSON events over 64
  * keys are inserted into the outbox first (timed separately: that cost is the publisher's), then a
- * relay is started and timed until every row is marked sent. Target (issue 11): relay/raw ≥ 0.7.
+ * relay is started and timed until every row is marked sent. Target: relay/raw ≥ 0.7.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';

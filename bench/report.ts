@@ -24,7 +24,7 @@ const RATIO_TARGETS: readonly { name: string; of: VariantName; to: VariantName; 
   { name: 'P/P0', of: 'P', to: 'P0', target: 0.85, aim: 0.9 },
   { name: 'D/R', of: 'D', to: 'R', target: 0.5, aim: 0.7 },
   { name: 'B-full/B', of: 'B-full', to: 'B', target: 0.9 },
-  // Metrics must cost at most 5 % of B's throughput (issue 14).
+  // Metrics must cost at most 5 % of B's throughput.
   { name: 'B-metrics/B', of: 'B-metrics', to: 'B', target: 0.95 },
 ];
 

@@ -1,5 +1,5 @@
 /**
- * A property-based test of the pipeline (issue 8, item 10): generated sequences of records go
+ * A property-based test of the pipeline: generated sequences of records go
  * through generated handlers, in both modes, against the real database, driven by the
  * `oncely/testing` delivery (no broker). The property — G2 and G5 — is:
  *
@@ -17,8 +17,8 @@
  * from a failure report to replay only the shrunk counterexample). `FC_NUM_RUNS` changes the
  * number of runs (default 30, about a minute on a loaded CI machine).
  *
- * Generators that find bugs on main as this test is written (issue 8, items 1, 2 and 8), all kept;
- * each was also run alone, in both modes (counterexamples as the test reports them):
+ * Generators that found bugs when this test was written (all fixed since, kept as guards; each was
+ * also run alone, in both modes — the counterexamples as the test reported them then):
  * - a zod `transform` that throws a non-zod error (`amount: z.string().transform(BigInt)` on "abc")
  *   or a `superRefine` that throws: the parse runs inside the claim's transaction and its error is
  *   classed transient, retried forever — "record …/1/0 reached no recorded outcome within 8000 ms";
@@ -33,7 +33,7 @@
  * Kept because the issue names them, though they passed alone here: a custom `decode` that
  * throws, a `messageId()` that throws, lone surrogates and NUL in ids, notes and JSON values.
  * `PROPERTY_WITHOUT_KNOWN_BUGS=1` leaves all the generators above out, to check everything else
- * while they are being fixed; never set it in CI.
+ * while a regression among them is being fixed; never set it in CI.
  */
 import { AssertionError } from 'node:assert';
 
