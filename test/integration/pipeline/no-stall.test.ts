@@ -316,3 +316,52 @@ describe('G5: a handler timeout frees the partition', () => {
     expect(rows[0]?.n).toBe(0);
   });
 });
+
+describe('events say what happened once', () => {
+  it('G2: a replayed record whose dead letter is already stored (key reuse, invalid id) is a duplicate, not a new dead-letter alert', async () => {
+    const topic = await env.createTopic('replay-dead');
+    const groupId = env.groupId('replay-dead');
+    await env.produce(topic, [
+      jsonMessage('same', { amount: 1 }),
+      jsonMessage('same', { amount: 2 }), // key reuse
+      { value: '{}', headers: { 'message-id': '' } }, // invalid id
+    ]);
+    const first = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const firstOutcomes = recordOutcomes(first);
+    await first.start();
+    await waitFor('three outcomes', () => firstOutcomes.total === 3);
+    expect(firstOutcomes.deadLettered.map((d) => d.reason)).toEqual(['key_reuse', 'invalid_message_id']);
+    await first.stop();
+
+    await env.rewind(groupId, topic);
+    const again = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const outcomes = recordOutcomes(again);
+    await again.start();
+    await waitFor('three outcomes again', () => outcomes.total === 3);
+    expect(outcomes.deadLettered).toEqual([]);
+    expect(outcomes.duplicates.map((d) => d.duplicateClass)).toEqual(['redelivery', 'redelivery', 'redelivery']);
+    expect(await deadLetters(topic)).toHaveLength(2);
+  });
+
+  it('G5: batch mode announces each failed chunk attempt with chunk:retrying', async () => {
+    const topic = await env.createTopic('chunk-retry');
+    let failures = 0;
+    const handler = defineBatchHandler({
+      topic,
+      handleBatch: () => {
+        if (failures++ < 2) throw new Error('ledger service down');
+      },
+    });
+    await env.produce(topic, [jsonMessage('c-1', {}), jsonMessage('c-2', {})]);
+    const consumer = env.consumer({ groupId: env.groupId('chunk-retry'), handlers: [handler], retry: quickRetry });
+    const retries: { size: number; attempt: number; firstOffset: string }[] = [];
+    consumer.on('chunk:retrying', (e) =>
+      retries.push({ size: e.size, attempt: e.attempt, firstOffset: e.firstOffset }),
+    );
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('two outcomes', () => outcomes.total === 2, { timeoutMs: 30_000 });
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries[0]).toMatchObject({ attempt: 1, firstOffset: '0' });
+  });
+});
