@@ -14,7 +14,7 @@ describe('chaos (reduced run)', () => {
       killEveryMs: 2_500,
       brokerRestarts: 1,
       connectionKillRounds: 2,
-      timeoutMs: 170_000,
+      timeoutMs: 230_000,
       log: (line) => void lines.push(line),
     });
     const report = `${lines.join('\n')}\n${formatSummary(summary)}\n(replay with CHAOS_SEED=${seed})`;
@@ -27,5 +27,5 @@ describe('chaos (reduced run)', () => {
     // The second hop: ledger.posted through the outbox, relays killed with the members.
     expect(summary.downstream.lost + summary.downstream.doubled + summary.downstream.unexpected).toBe(0);
     expect(summary.downstream.applied).toBe(5_000);
-  }, 200_000);
+  }, 260_000);
 });
