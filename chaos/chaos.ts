@@ -15,6 +15,7 @@ import { PAYMENTS_DDL } from '../examples/payments/schema.js';
 import { startDevServices } from '../src/dev/index.js';
 import { migrate } from '../src/migrate/migrate.js';
 import { check, expectationFrom, type LoggedRecord } from './checker.js';
+import { checkDownstream, createDownstreamConsumer, DOWNSTREAM_DDL } from './downstream.js';
 import { seededRandom } from '../src/testing/seeded-random.js';
 import { buildWorkload } from './workload.js';
 
@@ -59,6 +60,15 @@ export interface ChaosSummary {
   readonly lost: number;
   readonly doubled: number;
   readonly unexpected: number;
+  /** The second hop: `ledger.posted` events (outbox → relays in the killed members → downstream group). */
+  readonly downstream: {
+    readonly applied: number;
+    readonly lost: number;
+    readonly doubled: number;
+    readonly unexpected: number;
+    /** Relay re-sends the downstream inbox skipped. */
+    readonly duplicatesSkipped: { redelivery: number; republish: number };
+  };
   readonly violations: readonly string[];
   /** Consumer processes that exited on their own (restarted, like a process manager would), with their last words. */
   readonly crashes: readonly string[];
@@ -87,6 +97,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const run = `s${options.seed}`;
   const topic = `payments-chaos-${run}-${Date.now().toString(36)}`;
   const groupId = `ledger-chaos-${run}`;
+  const postedTopic = `ledger-posted-chaos-${run}-${Date.now().toString(36)}`;
+  const downstreamGroupId = `balances-chaos-${run}`;
 
   // A broker of our own, run as a local process so it can be restarted (KAFKA_BROKERS is ignored
   // on purpose); the database may be the configured one.
@@ -99,6 +111,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const databaseUrl = withDatabase(services.postgres.url, database);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   pool.on('error', () => undefined);
+  // The downstream group runs in this process, on its own pool (not cut by the connection kills).
+  const downstreamPool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: 6,
+    application_name: 'oncely-chaos-downstream',
+  });
+  downstreamPool.on('error', () => undefined);
+  const downstreamTally = { redelivery: 0, republish: 0 };
+  let downstreamConsumer: ReturnType<typeof createDownstreamConsumer> | undefined;
   const kafka = new Kafka({ clientId: 'oncely-chaos', brokers: services.kafka.brokers, logLevel: logLevel.NOTHING });
   const kafkaAdmin = kafka.admin();
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -114,6 +135,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     DATABASE_URL: databaseUrl,
     TOPIC: topic,
     GROUP_ID: groupId,
+    // The ledger handler publishes ledger.posted through the outbox; each member runs a relay.
+    LEDGER_POSTED_TOPIC: postedTopic,
     MODE: options.mode,
     APPLICATION_NAME,
     // Errors only, on the members' stderr: kept as a crashed member's last words in the summary.
@@ -162,9 +185,29 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     await admin.query(`CREATE DATABASE ${database}`);
     await migrate(pool);
     await pool.query(PAYMENTS_DDL);
+    await pool.query(DOWNSTREAM_DDL);
     await kafkaAdmin.connect();
-    await kafkaAdmin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true });
+    await kafkaAdmin.createTopics({
+      topics: [
+        { topic, numPartitions: PARTITIONS },
+        { topic: postedTopic, numPartitions: PARTITIONS },
+      ],
+      waitForLeaders: true,
+    });
     await producer.connect();
+    downstreamConsumer = createDownstreamConsumer({
+      kafka,
+      pool: downstreamPool,
+      topic: postedTopic,
+      groupId: downstreamGroupId,
+      // Silent by default: its transient broker-restart crashes restart on their own; a final one is a violation.
+      logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'silent' }),
+    });
+    downstreamConsumer.on('message:duplicate', (e) => void (downstreamTally[e.duplicateClass] += 1));
+    downstreamConsumer.on('consumer:crash', (e) => {
+      if (!e.restart) violations.push(`the downstream consumer crashed: ${String(e.error)}`);
+    });
+    await downstreamConsumer.start();
 
     const workload = buildWorkload(options.events, random);
     const window = Math.max(options.kills * options.killEveryMs + options.killEveryMs, 5_000);
@@ -266,6 +309,32 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     });
     if (!finished) violations.push('the group did not record every partition to its end before the deadline');
 
+    // The second hop: the relays (in the members, still running) drain the outbox, then the
+    // downstream group records every partition of ledger.posted to its end.
+    const drained = await waitUntil(deadline, async () => {
+      const { rows } = await pool.query<{ n: string }>(
+        "SELECT count(*) AS n FROM oncely.outbox WHERE status = 'pending'",
+      );
+      return Number(rows[0]?.n) === 0;
+    });
+    if (!drained) violations.push('the relays did not send every outbox row before the deadline');
+    const { rows: parked } = await pool.query<{ n: string }>(
+      "SELECT count(*) AS n FROM oncely.outbox WHERE status <> 'sent'",
+    );
+    if (Number(parked[0]?.n) > 0) violations.push(`${parked[0]?.n} outbox rows not sent (parked or pending)`);
+    const postedEnds = await kafkaAdmin.fetchTopicOffsets(postedTopic);
+    const downstreamFinished = await waitUntil(deadline, async () => {
+      const { rows } = await pool.query<{ partition: number; next_offset: string }>(
+        'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
+        [downstreamGroupId, postedTopic],
+      );
+      const recorded = new Map(rows.map((r) => [r.partition, r.next_offset]));
+      return postedEnds.every((end) => end.high === '0' || recorded.get(end.partition) === end.high);
+    });
+    if (!downstreamFinished)
+      violations.push('the downstream group did not record every partition to its end before the deadline');
+    await downstreamConsumer.stop();
+
     // Graceful stop: each member commits its offsets and leaves.
     supervising = false;
     await Promise.all([...members].map((m) => ((m.expected = true), m.child.kill('SIGTERM'), m.exited)));
@@ -280,6 +349,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     const expected = expectationFrom(records);
     const verdict = await check(pool, groupId, expected);
     violations.push(...verdict.violations);
+    const second = await checkDownstream(pool, expected);
+    violations.push(...second.violations);
     failed = violations.length > 0;
     return {
       seed: options.seed,
@@ -297,6 +368,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       lost: verdict.lost.length,
       doubled: verdict.doubled.length,
       unexpected: verdict.unexpected.length,
+      downstream: {
+        applied: second.applied,
+        lost: second.lost.length,
+        doubled: second.doubled.length,
+        unexpected: second.unexpected.length,
+        duplicatesSkipped: downstreamTally,
+      },
       violations,
       crashes,
       wallSeconds: Math.round((Date.now() - started) / 100) / 10,
@@ -307,6 +385,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     supervising = false;
     for (const member of members) member.child.kill('SIGKILL');
     await Promise.all([...members].map((m) => m.exited));
+    await downstreamConsumer?.stop().catch(() => undefined);
+    await downstreamPool.end().catch(() => undefined);
     await producer.disconnect().catch(() => undefined);
     await kafkaAdmin.disconnect().catch(() => undefined);
     await pool.end().catch(() => undefined);
@@ -435,11 +515,21 @@ export function formatSummary(summary: ChaosSummary): string {
     ['lost', String(summary.lost)],
     ['doubled', String(summary.doubled)],
     ['unexpected', String(summary.unexpected)],
+    ['downstream applied (ledger.posted)', String(summary.downstream.applied)],
+    [
+      'downstream duplicates skipped: republish / redelivery',
+      `${summary.downstream.duplicatesSkipped.republish} / ${summary.downstream.duplicatesSkipped.redelivery}`,
+    ],
+    ['downstream lost', String(summary.downstream.lost)],
+    ['downstream doubled', String(summary.downstream.doubled)],
+    ['downstream unexpected', String(summary.downstream.unexpected)],
     ['consumer crashes (restarted)', String(summary.crashes.length)],
     ['wall time', `${summary.wallSeconds} s`],
     [
       'verdict',
-      summary.violations.length === 0 ? 'PASS: zero lost, zero doubled, every partition committed to its end' : 'FAIL',
+      summary.violations.length === 0
+        ? 'PASS: zero lost, zero doubled on both hops, every partition committed to its end'
+        : 'FAIL',
     ],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));

@@ -1,5 +1,5 @@
 /**
- * `npm run chaos [-- --seed N] [--mode message|batch] [--events N] [--reduced]`
+ * `npm run chaos [-- --seed N] [--mode message|batch] [--events N] [--reduced] [--timeout-minutes N]`
  *
  * The full run: 50,000 events, a group of 3 consumer processes, a SIGKILL every ~3 s (at least 15),
  * 2 broker restarts, 5 rounds of pg_terminate_backend, a fourth consumer joining and one leaving.
@@ -15,10 +15,21 @@ const program = new Command('chaos')
   .addOption(new Option('--seed <n>', 'replay a run').argParser((v) => Number.parseInt(v, 10)))
   .addOption(new Option('--mode <mode>', 'consumer mode').choices(['message', 'batch']).default('message'))
   .addOption(new Option('--events <n>', 'unique events').argParser((v) => Number.parseInt(v, 10)))
+  .addOption(
+    new Option('--timeout-minutes <n>', 'the whole run must finish within this (default 9, reduced 3)').argParser((v) =>
+      Number.parseFloat(v),
+    ),
+  )
   .option('--reduced', 'the short run of npm test: 5,000 events, 5 kills, 1 broker restart')
   .parse();
 
-const options = program.opts<{ seed?: number; mode: 'message' | 'batch'; events?: number; reduced?: boolean }>();
+const options = program.opts<{
+  seed?: number;
+  mode: 'message' | 'batch';
+  events?: number;
+  reduced?: boolean;
+  timeoutMinutes?: number;
+}>();
 const seed = options.seed ?? Math.floor(Math.random() * 1_000_000);
 const reduced = options.reduced === true;
 console.log(
@@ -33,7 +44,7 @@ const summary = await runChaos({
   killEveryMs: reduced ? 2_500 : 3_000,
   brokerRestarts: reduced ? 1 : 2,
   connectionKillRounds: reduced ? 2 : 5,
-  timeoutMs: (reduced ? 3 : 9) * 60_000,
+  timeoutMs: (options.timeoutMinutes ?? (reduced ? 3 : 9)) * 60_000,
 });
 console.log(`\n${formatSummary(summary)}`);
 process.exitCode = summary.violations.length === 0 ? 0 : 1;

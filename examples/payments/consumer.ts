@@ -41,6 +41,8 @@ const consumer = createInboxConsumer({
   logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
   // Short session timeouts so a killed member's partitions move on in seconds (demo only).
   consumer: { sessionTimeout: 6_000, heartbeatInterval: 1_000 },
+  // With LEDGER_POSTED_TOPIC the handler publishes through the outbox: a relay in every process.
+  ...(process.env.LEDGER_POSTED_TOPIC ? { relay: true } : {}),
 });
 
 const print = (line: object): boolean => process.stdout.write(`${JSON.stringify(line)}\n`);

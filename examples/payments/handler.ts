@@ -67,6 +67,21 @@ async function chargeAtProvider(step: StepFunction, providerUrl: string, event: 
 }
 
 /**
+ * When set, every applied payment also publishes one `ledger.posted` event to this topic through
+ * the outbox (ctx.publish: in the same transaction, sent by a relay after the commit). Chaos sets it.
+ */
+const LEDGER_POSTED_TOPIC = process.env.LEDGER_POSTED_TOPIC || undefined;
+
+/** The `ledger.posted` event: one per applied payment, keyed by account. Amount signed, in cents. */
+export const ledgerPosted = z.object({
+  paymentId: z.string().min(1),
+  accountId: z.string().min(1),
+  amountCents: z.int(),
+  /** The payment event's message id (the outbox derives `<it>:0` as this event's own id). */
+  sourceMessageId: z.string().min(1),
+});
+
+/**
  * Applies a payment event to the ledger: one ledger entry and the account's balance, both through
  * ctx.tx, so they commit together with the inbox row or not at all.
  */
@@ -96,6 +111,12 @@ export function paymentsHandler(topic: string, options: PaymentsHandlerOptions =
         .onConflictDoUpdate({
           target: accounts.accountId,
           set: { balanceCents: sql`${accounts.balanceCents} + ${signed}`, updatedAt: sql`now()` },
+        });
+      if (LEDGER_POSTED_TOPIC !== undefined)
+        await ctx.publish({
+          topic: LEDGER_POSTED_TOPIC,
+          key: event.accountId,
+          value: posted(event, signed, ctx.messageId),
         });
     },
   });
@@ -127,6 +148,18 @@ export function paymentsBatchHandler(topic: string) {
           target: accounts.accountId,
           set: { balanceCents: sql`${accounts.balanceCents} + excluded.balance_cents`, updatedAt: sql`now()` },
         });
+      if (LEDGER_POSTED_TOPIC !== undefined)
+        for (const [i, item] of events.entries()) {
+          const message = { topic: LEDGER_POSTED_TOPIC, key: item.event.accountId };
+          await ctx.publish(
+            { ...message, value: posted(item.event, entries[i]!.amountCents, item.messageId) },
+            { causedBy: item },
+          );
+        }
     },
   });
+}
+
+function posted(event: PaymentEvent, signed: number, sourceMessageId: string): z.infer<typeof ledgerPosted> {
+  return { paymentId: event.paymentId, accountId: event.accountId, amountCents: signed, sourceMessageId };
 }
