@@ -23,4 +23,3 @@ export async function runMigrate(options: { databaseUrl: string; dryRun?: boolea
     applied.length === 0 ? 'The oncely schema is current; nothing to apply.\n' : `Applied ${applied.join(', ')}.\n`,
   );
 }
-
