@@ -294,7 +294,8 @@ function fetchedOffsetOf(batch: EachBatchPayload['batch']): string {
   return typeof fetched === 'string' || typeof fetched === 'number' ? String(fetched) : (batch.firstOffset() ?? '0');
 }
 
-function toRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {
+/** A kafkajs message as a {@link ConsumedRecord}, free of kafkajs types. */
+export function toRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {
   return {
     topic,
     partition,

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 
-import type { Admin, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 
 import { OncelyError } from '../errors.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+import { type ConsumedRecord, toRecord } from '../kafka/runner.js';
 
 /*
  * Kafka only: the admin calls that offsets, replay and retention need, and the throwaway reader
@@ -210,16 +210,4 @@ export async function readRanges(
     // Nothing was committed, but the coordinator may still list the empty group: tidy up.
     await withAdmin(kafka, (admin) => admin.deleteGroups([groupId])).catch(() => undefined);
   }
-}
-
-function toRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {
-  return {
-    topic,
-    partition,
-    offset: message.offset,
-    key: message.key ?? null,
-    value: message.value ?? null,
-    headers: message.headers ?? {},
-    timestamp: message.timestamp,
-  };
 }
