@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { discardDeadLetter, listDeadLetters, purge } from '../../../src/index.js';
-import { tryLockPurge } from '../../../src/retention/store.js';
+import { tryLockPurge, unlockPurge } from '../../../src/retention/store.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 
 const env = useTestEnvironment();
@@ -152,7 +152,10 @@ describe('retention', () => {
       const skipped = await purge({ pool: env.pool, kafka: env.kafka, groupId });
       expect(skipped.ran).toBe(false);
     } finally {
-      holder.release(true);
+      // Unlock before giving the connection back: a destroyed connection's session (and its lock)
+      // ends on the server a moment later, which the next purge could still see.
+      await unlockPurge(holder, groupId);
+      holder.release();
     }
     const ran = await purge({
       pool: env.pool,
