@@ -8,7 +8,7 @@ export interface OpenTransaction {
   readonly client: pg.PoolClient;
   /** The drizzle transaction handed to the handler; built on first use. */
   readonly tx: OncelyTransaction;
-  /** Stops `tx` from accepting queries (called as soon as the handler returns). */
+  /** Stops `tx` from accepting queries (called as soon as the handler returns); the next read of `tx` binds a new one. */
   closeTx(): void;
   /** True once the connection reported an error while this transaction held it. */
   connectionLost(): boolean;
@@ -33,6 +33,8 @@ export class ConnectionLostError extends Error {
 /** Something that runs work in a transaction: a one-off ({@link inTransaction}) or a chain. */
 export interface Transactions {
   run<T>(work: (transaction: OpenTransaction) => Promise<T>): Promise<T>;
+  /** Says whether another transaction will follow the next one (a chain may then send its BEGIN early). */
+  expectMore?(more: boolean): void;
 }
 
 /**
@@ -104,7 +106,12 @@ export class TransactionChain implements Transactions {
         bound ??= bind(client);
         return bound.tx;
       },
-      closeTx: () => bound?.close(),
+      // The next handler of a commit group gets a drizzle transaction of its own: whatever the last
+      // one kept of its ctx.tx stays refused.
+      closeTx: () => {
+        bound?.close();
+        bound = undefined;
+      },
       connectionLost: lost,
     };
     let finished = false;

@@ -16,7 +16,7 @@ import { describeError, redactError } from './error-record.js';
 import type { PauseReason } from './events.js';
 import { type PipelineContext } from './outcomes.js';
 import { processChunk } from './process-chunk.js';
-import { processRecord } from './process-record.js';
+import { processRecords } from './process-group.js';
 import { backoffDelay, classifyFailure } from './retry.js';
 
 export interface PausedPartition {
@@ -214,30 +214,22 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     }));
   };
 
-  /** One record at a time, each in its own transaction. */
-  const processRecords = async (
+  /** Message mode: each record its own claim and handler call, grouped into transactions (process-group.ts). */
+  const processMessages = async (
     batch: PartitionBatch,
     handler: HandlerDefinition,
     records: readonly ConsumedRecord[],
   ): Promise<void> => {
     const control = partitionControl(batch);
     try {
-      for (const [index, record] of records.entries()) {
-        if (!batch.isActive()) return;
-        // The next record's BEGIN may ride with this record's COMMIT.
-        control.transactions.expectMore(index < records.length - 1);
-        const outcome = await processRecord(pipeline, handler, record, control);
-        if (outcome.kind === 'abandoned') return;
-        if (outcome.kind === 'paused' || outcome.kind === 'unrecordable') {
-          const { messageId, error, attempts } = outcome;
-          const reason = outcome.kind === 'paused' ? 'exhausted' : 'unrecordable';
-          pausePartition(record, { messageId, reason, error, attempts });
-          return;
-        }
-        // The outcome (and the partition's next offset) is committed in PostgreSQL: Kafka may now
-        // commit past this record. Never earlier — that is guarantee G3.
-        batch.resolve(record.offset);
-        await batch.heartbeat();
+      const result = await processRecords(pipeline, handler, records, control, {
+        maxMessages: config.maxMessagesPerTransaction,
+        // Called only after a commit: the outcomes up to that offset are durable, so Kafka may pass them (G3).
+        committed: (offset) => batch.resolve(offset),
+      });
+      if (result.kind === 'stopped') {
+        const { record, messageId, reason, error, attempts } = result;
+        pausePartition(record, { messageId, reason, error, attempts });
       }
     } finally {
       await control.transactions.close();
@@ -305,7 +297,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       return;
     }
     if (handler.kind === 'batch') await processChunks(batch, handler, records);
-    else await processRecords(batch, handler, records);
+    else await processMessages(batch, handler, records);
   };
 
   const start = (): Promise<void> => {

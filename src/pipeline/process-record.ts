@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 
-import { claimMessage, type ClaimRequest, reclassifyClaims } from '../inbox/claims.js';
+import { claimMessage, type ClaimRequest, type ClaimResult, reclassifyClaims } from '../inbox/claims.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
@@ -43,12 +43,23 @@ export async function processRecord(
   handler: HandlerDefinition,
   record: ConsumedRecord,
   control: PartitionControl,
+  earlier?: EarlierAttempt,
 ): Promise<Outcome> {
   const started = performance.now();
   const prepared = prepareRecord(pipeline, handler, record);
-  const outcome = await recordOutcome(pipeline, handler, prepared, control);
+  const outcome = await recordOutcome(pipeline, handler, prepared, control, earlier);
   announce(pipeline, prepared.where, outcome, performance.now() - started, record);
   return outcome;
+}
+
+/**
+ * The record's first attempt, made in a commit group that then rolled back: its failure counts as
+ * that attempt (a message gets `retry.attempts` handler calls in all, grouped or not), and its
+ * steps carry over, so a dead letter can compensate what that attempt did.
+ */
+export interface EarlierAttempt {
+  readonly failure: unknown;
+  readonly steps: MessageSteps;
 }
 
 async function recordOutcome(
@@ -56,8 +67,9 @@ async function recordOutcome(
   handler: HandlerDefinition,
   prepared: PreparedRecord,
   control: PartitionControl,
+  earlier: EarlierAttempt | undefined,
 ): Promise<Outcome> {
-  const { record, messageId, where } = prepared;
+  const { messageId, where } = prepared;
   if (messageId === null) {
     // Without a valid id there is nothing to claim: the dead letter (one per record, by its
     // coordinates) is the recorded outcome, committed with the partition's next offset.
@@ -73,88 +85,47 @@ async function recordOutcome(
   }
   const skipping = prepared.decided && prepared.verdict.kind === 'skip';
   // The message's ctx.step across its attempts (made lazily: nothing is read unless a step runs).
-  const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
+  const steps = earlier?.steps ?? new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
 
   const budget = new FailureBudget(pipeline.retry);
+  let failure: unknown = earlier?.failure;
   for (;;) {
     const attempt = budget.attempts + 1;
-    let failure: unknown;
-    try {
-      const began = performance.now();
-      let handlerMs = -1;
-      // Committed when this returns: the handler's writes, the inbox row and the partition's next
-      // offset are durable together.
-      const outcome = await control.transactions.run(async (t): Promise<Outcome> => {
-        const claimed = await claimMessage(t.client, {
-          ...claim,
-          status: 'processed',
-          attempts: skipping ? 0 : attempt,
-        });
-        if (!claimed.claimed)
-          return resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
-        // Claimed: only now is the message decoded and validated (a duplicate never is).
-        const verdict = prepared.verdict;
-        if (verdict.kind === 'invalid') {
-          // Deterministic: no retry. The claimed row becomes the dead letter's inbox row.
-          await reclassifyClaims(t.client, { deadLettered: [claimed.row], skipped: [] });
-          await recordDeadLetter(pipeline, t, {
-            record,
+    if (failure === undefined)
+      try {
+        const began = performance.now();
+        let handlerMs = -1;
+        // Committed when this returns: the handler's writes, the inbox row and the partition's next
+        // offset are durable together.
+        const outcome = await control.transactions.run(async (t): Promise<Outcome> => {
+          const applied = await applyRecord(pipeline, handler, prepared, t, control, {
             messageId,
-            reason: 'invalid_payload',
-            error: verdict.error,
-            attempts: 0,
+            attempt: skipping ? 0 : attempt,
+            steps,
+            claim: (request) => claimMessage(t.client, { ...claim, ...request }),
           });
-          return { kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 };
+          handlerMs = applied.handlerMs;
+          return applied.outcome;
+        });
+        if (handlerMs >= 0) {
+          const { groupId, topic, partition } = where;
+          const durationMs = performance.now() - began;
+          pipeline.events.emit('transaction:committed', () => ({
+            groupId,
+            topic,
+            partition,
+            messages: 1,
+            durationMs,
+            handlerMs,
+          }));
         }
-        const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =
-          verdict.kind === 'apply'
-            ? (ctx) => handler.handle(verdict.event, ctx)
-            : verdict.kind === 'tombstone' && typeof handler.tombstone === 'function'
-              ? handler.tombstone
-              : undefined; // a tombstone to skip
-        if (apply === undefined) return { kind: 'skipped' };
-        const handlerStarted = performance.now();
-        try {
-          await runBounded(
-            {
-              transaction: t,
-              timeoutMs: pipeline.handlerTimeoutMs,
-              heartbeat: () => control.heartbeat(),
-              cancel: pipeline.cancelBackend,
-              messageId,
-            },
-            async (signal) => {
-              const attemptSteps = steps.attempt(signal);
-              await apply(
-                messageContext(t, prepared.info, messageId, attempt, pipeline.logger, signal, attemptSteps.step),
-              );
-              attemptSteps.finish();
-            },
-          );
-        } catch (error) {
-          throw new HandlerFailure(error);
-        }
-        handlerMs = performance.now() - handlerStarted;
-        return { kind: 'processed', attempts: attempt };
-      });
-      if (handlerMs >= 0) {
-        const { groupId, topic, partition } = where;
-        const durationMs = performance.now() - began;
-        pipeline.events.emit('transaction:committed', () => ({
-          groupId,
-          topic,
-          partition,
-          messages: 1,
-          durationMs,
-          handlerMs,
-        }));
+        return outcome;
+      } catch (error) {
+        failure = error;
       }
-      return outcome;
-    } catch (error) {
-      failure = error;
-    }
 
     const { error, kind } = classifyAttemptFailure(failure);
+    failure = undefined;
     const next = budget.next(kind);
     if (!next.retry) {
       const stored = describeError(error);
@@ -195,6 +166,84 @@ async function recordOutcome(
     // partition handed to another member while this one still works on it.
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
   }
+}
+
+/** How {@link applyRecord} claims: with the partition's offset (alone) or without (in a group). */
+export interface RecordAttempt {
+  readonly messageId: string;
+  /** Stored with the claim and given to the handler as `ctx.attempt` (0 for a tombstone to skip). */
+  readonly attempt: number;
+  readonly steps: MessageSteps;
+  readonly claim: (request: Pick<ClaimRequest, 'status' | 'attempts'>) => Promise<ClaimResult>;
+}
+
+/**
+ * One record's outcome inside an open transaction — the part a message alone and a message of a
+ * commit group share: claim the id; classify a duplicate (never decoded); decode and validate the
+ * claimed message; run the handler in the claim's transaction. A handler failure is thrown as a
+ * {@link HandlerFailure}; nothing is committed here. `handlerMs` is -1 when no handler ran.
+ */
+export async function applyRecord(
+  pipeline: PipelineContext,
+  handler: HandlerDefinition,
+  prepared: PreparedRecord,
+  t: OpenTransaction,
+  control: PartitionControl,
+  attempt: RecordAttempt,
+): Promise<{ readonly outcome: Outcome; readonly handlerMs: number }> {
+  const { record } = prepared;
+  const { messageId } = attempt;
+  const claimed = await attempt.claim({ status: 'processed', attempts: attempt.attempt });
+  if (!claimed.claimed) {
+    const outcome = await resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
+    return { outcome, handlerMs: -1 };
+  }
+  // Claimed: only now is the message decoded and validated (a duplicate never is).
+  const verdict = prepared.verdict;
+  if (verdict.kind === 'invalid') {
+    // Deterministic: no retry. The claimed row becomes the dead letter's inbox row.
+    await reclassifyClaims(t.client, { deadLettered: [claimed.row], skipped: [] });
+    await recordDeadLetter(pipeline, t, {
+      record,
+      messageId,
+      reason: 'invalid_payload',
+      error: verdict.error,
+      attempts: 0,
+    });
+    return {
+      outcome: { kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 },
+      handlerMs: -1,
+    };
+  }
+  const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =
+    verdict.kind === 'apply'
+      ? (ctx) => handler.handle(verdict.event, ctx)
+      : verdict.kind === 'tombstone' && typeof handler.tombstone === 'function'
+        ? handler.tombstone
+        : undefined; // a tombstone to skip
+  if (apply === undefined) return { outcome: { kind: 'skipped' }, handlerMs: -1 };
+  const handlerStarted = performance.now();
+  try {
+    await runBounded(
+      {
+        transaction: t,
+        timeoutMs: pipeline.handlerTimeoutMs,
+        heartbeat: () => control.heartbeat(),
+        cancel: pipeline.cancelBackend,
+        messageId,
+      },
+      async (signal) => {
+        const attemptSteps = attempt.steps.attempt(signal);
+        await apply(
+          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, signal, attemptSteps.step),
+        );
+        attemptSteps.finish();
+      },
+    );
+  } catch (error) {
+    throw new HandlerFailure(error);
+  }
+  return { outcome: { kind: 'processed', attempts: attempt.attempt }, handlerMs: performance.now() - handlerStarted };
 }
 
 export function claimFor(

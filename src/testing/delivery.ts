@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 
 import { pino, type Logger } from 'pino';
 
+import { DEFAULT_MAX_MESSAGES_PER_TRANSACTION } from '../config.js';
 import { configError } from '../errors.js';
 import { createTransactionBinder, type OncelyDatabase, resolvePool } from '../inbox/database.js';
 import type { DeadLetterReason } from '../inbox/dead-letters.js';
@@ -13,7 +14,7 @@ import { type AnyHandlerDefinition, type HandlerContext, isHandlerDefinition } f
 import type { Outcome, PartitionControl, PipelineContext } from '../pipeline/outcomes.js';
 import { prepareRecord } from '../pipeline/prepare.js';
 import { processChunk } from '../pipeline/process-chunk.js';
-import { processRecord } from '../pipeline/process-record.js';
+import { processRecords } from '../pipeline/process-group.js';
 import { DEFAULT_RETRY, type RetryPolicy } from '../pipeline/retry.js';
 
 /** A message to deliver to the handlers, as a producer would have sent it. */
@@ -41,12 +42,14 @@ export interface DeliveryOptions {
   readonly retry?: Partial<RetryPolicy>;
   /** Batch handlers: most messages per chunk. Default 500. */
   readonly batchSize?: number;
+  /** Per-message handlers: most messages per transaction, as the consumer's option. Default 100. */
+  readonly maxMessagesPerTransaction?: number;
   /** Default: silent. */
   readonly logger?: Logger;
   /** Values larger than this are dead-lettered (the consumer's `maxPayloadBytes`). Default: no limit. */
   readonly maxPayloadBytes?: number;
   /**
-   * Longest one record (or one batch chunk) may take to reach its recorded outcome. A record that
+   * Longest the records handed over at once may take to reach its recorded outcome. A record that
    * takes longer would stall its partition in production: the delivery stops working on it and
    * throws an `AssertionError` naming it. Default 30 000 ms.
    */
@@ -111,6 +114,7 @@ export class Delivery {
   readonly #pipeline: PipelineContext;
   readonly #handlers: ReadonlyMap<string, AnyHandlerDefinition>;
   readonly #batchSize: number;
+  readonly #maxMessagesPerTransaction: number;
   readonly #partitions: number;
   readonly #stallTimeoutMs: number;
   readonly #nextOffset = new Map<string, bigint>();
@@ -133,6 +137,7 @@ export class Delivery {
     }
     this.#handlers = handlers;
     this.#batchSize = options.batchSize ?? 500;
+    this.#maxMessagesPerTransaction = options.maxMessagesPerTransaction ?? DEFAULT_MAX_MESSAGES_PER_TRANSACTION;
     this.#partitions = options.partitions ?? 3;
     this.#stallTimeoutMs = options.stallTimeoutMs ?? 30_000;
     const logger = options.logger ?? pino({ level: 'silent' });
@@ -299,9 +304,16 @@ export class Delivery {
           expectOutcome(chunk[0] ?? first, result);
         }
       } else {
-        for (const record of records) {
-          expectOutcome(record, await bounded(record, processRecord(this.#pipeline, handler, record, control)));
-        }
+        // The consumer's own loop, commit grouping included.
+        const result = await bounded(
+          first,
+          processRecords(this.#pipeline, handler, records, control, {
+            maxMessages: this.#maxMessagesPerTransaction,
+            committed: () => undefined,
+          }),
+        );
+        if (result.kind === 'stopped') expectOutcome(result.record, { kind: 'paused' });
+        else expectOutcome(first, result);
       }
     } finally {
       await chain.close();
