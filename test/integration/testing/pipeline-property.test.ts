@@ -119,6 +119,8 @@ interface HandlerShape {
   readonly customDecode: boolean;
   readonly tombstone: 'dead-letter' | 'skip' | 'function';
   readonly redeliverAll: boolean;
+  /** Message mode: maxMessagesPerTransaction (1: no grouping; 3: small groups; 100: the default). */
+  readonly group: number;
 }
 
 const idSpec: fc.Arbitrary<IdSpec> = fc.oneof(
@@ -185,6 +187,7 @@ const shape: fc.Arbitrary<HandlerShape> = fc.record({
   customDecode: fc.boolean(),
   tombstone: fc.constantFrom('dead-letter', 'skip', 'function'),
   redeliverAll: fc.boolean(),
+  group: fc.constantFrom(1, 3, 100),
 });
 
 const workload = fc.record({ shape, records: fc.array(generated, { minLength: 1, maxLength: 14 }) });
@@ -438,6 +441,7 @@ async function runOnce({ shape: shapeOf, records }: { shape: HandlerShape; recor
     seed: SEED,
     retry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 },
     batchSize: 5,
+    maxMessagesPerTransaction: shapeOf.group,
     maxPayloadBytes: MAX_PAYLOAD_BYTES,
     stallTimeoutMs: STALL_TIMEOUT_MS,
   });
