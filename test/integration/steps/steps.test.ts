@@ -98,6 +98,42 @@ describe('steps (ctx.step)', () => {
     expect(await env.effectsOf(topic)).toHaveLength(1);
   });
 
+  it('G9: a commit group rolled back by a neighbour re-runs its handlers without calling a completed step again', async () => {
+    const topic = await env.createTopic('steps-group');
+    const groupId = env.groupId('steps-group');
+    const runs: string[] = [];
+    const consumer = env.consumer({
+      groupId,
+      retry: { attempts: 2, ...fastRetry },
+      handlers: [
+        chargeHandler(topic, provider.url, (ctx) => {
+          runs.push(ctx.messageId);
+          // The last order of the group fails after its charge: the whole group rolls back.
+          if (ctx.messageId === 'order-c') throw new Error('the ledger refused order-c');
+        }),
+      ],
+    });
+    const outcomes = recordOutcomes(consumer);
+    await env.produce(
+      topic,
+      ['order-a', 'order-b', 'order-c'].map((id) => ({ value: '{}', headers: { 'message-id': id } })),
+    );
+    await consumer.start();
+    await waitFor('three outcomes', () => outcomes.total === 3);
+    await provider.whenProcessed('/refunds', 1);
+
+    // order-a and order-b ran again after the rollback of order-c's group ...
+    expect(outcomes.processed.map((p) => p.messageId)).toEqual(['order-a', 'order-b']);
+    expect(runs.filter((id) => id === 'order-c')).toHaveLength(2);
+    expect(runs.filter((id) => id !== 'order-c').length).toBeGreaterThan(2);
+    // ... but every charge was called once: the re-runs replayed the recorded steps.
+    expect(chargeCalls()).toBe(3);
+    expect(provider.charges.size).toBe(3);
+    // Only the dead-lettered order was refunded.
+    expect(refundCalls()).toBe(1);
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['order-a', 'order-b']);
+  });
+
   it('G9: a message dead-lettered after its charge is refunded once, a failing refund retried', async () => {
     const topic = await env.createTopic('steps-refund');
     const groupId = env.groupId('steps-refund');
