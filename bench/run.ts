@@ -11,6 +11,9 @@
  * 5. Prints the table and the ratios, writes bench/results/latest.json, and exits 1 when a
  *    variant's correctness check failed. Performance targets are reported, never enforced.
  *
+ * The variants run compiled, under plain Node, with oncely from the built dist/: `npm run bench`
+ * builds both first, and this script refuses to start when either is older than its source.
+ *
  * BENCH_VARIANTS=R,B0 runs a subset; BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
  * BENCH_CPU_PROF=P,B writes a V8 CPU profile of those variants' processes to bench/results/
  * (summarize one with `npx tsx bench/profile-summary.ts bench/results/P.cpuprofile`).
@@ -43,7 +46,8 @@ import {
   formatVariantLegend,
   RSS_LIMIT_MB,
 } from './report.js';
-import { type LedgerSummary, ledgerName, PARTITIONS, produceEvents, resetLedger, summarizeLedger } from './workload.js';
+import { produceEvents } from './produce.js';
+import { type LedgerSummary, ledgerName, PARTITIONS, resetLedger, summarizeLedger } from './workload.js';
 
 /**
  * The last resort against a variant that keeps trickling outcomes without finishing (the variants
@@ -51,7 +55,7 @@ import { type LedgerSummary, ledgerName, PARTITIONS, produceEvents, resetLedger,
  */
 const VARIANT_TIMEOUT_MS = 5 * 60_000;
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
-const VARIANT_SCRIPT = fileURLToPath(new URL('./variant.ts', import.meta.url));
+const VARIANT_SCRIPT = fileURLToPath(new URL('./dist/variant.js', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 
 const log = (line: string): void => {
@@ -79,6 +83,41 @@ function selectedVariants(): VariantName[] {
   return VARIANT_NAMES.filter((name) => names.includes(name));
 }
 
+/** What the variant processes run, compiled to bench/dist/ by bench/tsconfig.variant.json. */
+const VARIANT_SOURCES = ['variant.ts', 'variants.ts', 'meter.ts', 'protocol.ts', 'workload.ts'];
+
+/** The newest modification time of `files`, in ms. */
+async function newest(files: readonly string[]): Promise<number> {
+  const times = await Promise.all(files.map(async (f) => (await stat(f)).mtimeMs));
+  return Math.max(0, ...times);
+}
+
+/**
+ * The variants measure the built code: a dist/ older than src/ (or a bench/dist/ older than the
+ * variants' source) would measure something else than what is checked out. `npm run bench` builds
+ * both first; this catches `npx tsx bench/run.ts` after an edit.
+ */
+async function assertBuilt(): Promise<void> {
+  const builtAt = async (file: string): Promise<number> =>
+    (await stat(join(REPO_ROOT, file)).catch(() => undefined))?.mtimeMs ?? 0;
+  const src = join(REPO_ROOT, 'src');
+  const oncelySources = (await readdir(src, { recursive: true }))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => join(src, f));
+  const stale: string[] = [];
+  if ((await builtAt('dist/index.js')) < (await newest(oncelySources))) stale.push('dist/');
+  if (
+    (await builtAt('bench/dist/variant.js')) < (await newest(VARIANT_SOURCES.map((f) => join(REPO_ROOT, 'bench', f))))
+  )
+    stale.push('bench/dist/');
+  if (stale.length > 0) {
+    throw new Error(
+      `${stale.join(' and ')} missing or older than the source: run \`npm run bench\` (it builds both), ` +
+        'or `npm run build && npx tsc -p bench/tsconfig.variant.json` first',
+    );
+  }
+}
+
 function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
@@ -91,15 +130,14 @@ async function runChild(
   cpuProfile: boolean,
   timeoutMs: number,
 ): Promise<{ result: VariantResult; pid: number | undefined }> {
-  // A directory per profiled variant: tsx's loader thread writes a profile of its own next to the
+  // A directory per profiled variant: a worker thread would write a profile of its own next to the
   // main thread's, and only the main thread's (the largest) is kept.
   const profileDir = `${RESULTS_DIR}cpu-${config.variant}`;
   const profileArgs = cpuProfile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const child = spawn(
-    process.execPath,
-    [...profileArgs, '--import', 'tsx', VARIANT_SCRIPT, config.variant, JSON.stringify(config)],
-    { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
+  const child = spawn(process.execPath, [...profileArgs, VARIANT_SCRIPT, config.variant, JSON.stringify(config)], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let stdout = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => (stdout += chunk));
@@ -232,6 +270,7 @@ async function checkpoint(pool: pg.Pool): Promise<void> {
 
 async function main(): Promise<number> {
   const wallStarted = performance.now();
+  await assertBuilt();
   // Other work on the machine skews every figure: recorded so a reader can tell a quiet run.
   const loadAverage = os.loadavg();
   const events = positiveInt('BENCH_EVENTS', 200_000);

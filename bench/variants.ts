@@ -1,6 +1,10 @@
 /**
  * The variants themselves. Each consumes the whole topic with its own consumer group, measures
  * itself with a Meter, stops, and checks its own result.
+ *
+ * This file runs compiled (bench/dist/, built by `npm run bench`) under plain Node, and imports
+ * oncely by its package name, which resolves to the built dist/: the oncely variants run the code
+ * a user installs, not the TypeScript source through a loader.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -17,7 +21,7 @@ import {
   defineBatchHandler,
   defineHandler,
   type InboxConsumer,
-} from '../src/index.js';
+} from 'oncely';
 import { Meter } from './meter.js';
 import type { OutcomeCounts, VariantConfig, VariantResult } from './protocol.js';
 import {
