@@ -81,3 +81,24 @@ export async function summarizeLedger(pool: pg.Pool, name: string): Promise<Ledg
     totalCents: Number(row?.total ?? 0),
   };
 }
+
+/** Where the hand-written inbox variants (B1, P1) keep their inbox: `bench.inbox_<variant>`. */
+export function inboxName(variant: string): string {
+  return ledgerName(variant).replace(/^ledger_/, 'inbox_');
+}
+
+/**
+ * Drops and creates a hand-written inbox, as the blog posts about the inbox pattern make it: the
+ * message ids a group has processed, keyed by (group, id), so a second insert of one conflicts.
+ */
+export async function resetInbox(pool: pg.Pool, name: string): Promise<void> {
+  await pool.query(`
+    CREATE SCHEMA IF NOT EXISTS ${BENCH_SCHEMA};
+    DROP TABLE IF EXISTS ${BENCH_SCHEMA}.${name};
+    CREATE TABLE ${BENCH_SCHEMA}.${name} (
+      consumer_group text NOT NULL,
+      message_id     text NOT NULL,
+      processed_at   timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (consumer_group, message_id)
+    );`);
+}
