@@ -30,13 +30,17 @@ function areaOf(frame: CallFrame): string {
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
   if (pkg !== null) return pkg[1] ?? url;
   if (url.startsWith('node:')) return 'node internals';
-  const own = /\/(src\/[^/]+|bench)\//.exec(url);
-  if (own !== null) return own[1] ?? url;
+  // The variants run oncely from the built dist/ (bench/dist/ for the bench's own code); an area
+  // is named after the source directory either way, so profiles of both read alike.
+  if (/\/bench\/(?:dist\/)?[^/]+$/.test(url)) return 'bench';
+  const own = /\/(?:src|dist)\/([^/]+)\/[^/]+$/.exec(url);
+  if (own !== null) return `src/${own[1] ?? ''}`;
+  if (/\/(?:src|dist)\/[^/]+$/.test(url)) return 'src';
   return url;
 }
 
 function shortUrl(url: string): string {
-  return url.replace(/^file:\/\/.*?\/(node_modules|src|bench)\//, '$1/');
+  return url.replace(/^file:\/\/.*?\/(node_modules|src|dist|bench)\//, '$1/');
 }
 
 async function main(): Promise<void> {

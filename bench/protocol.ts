@@ -4,14 +4,17 @@
 import type { LedgerSummary } from './workload.js';
 import type { Measurement } from './meter.js';
 
-export const VARIANT_NAMES = ['R', 'B0', 'P0', 'P', 'B', 'B-metrics', 'D', 'B-full'] as const;
+export const VARIANT_NAMES = ['R', 'B0', 'B1', 'P0', 'P1', 'P', 'G', 'B', 'B-metrics', 'D', 'B-full'] as const;
 export type VariantName = (typeof VARIANT_NAMES)[number];
 
 export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
   R: 'raw kafkajs eachBatch, no database',
   B0: 'hand-written: one transaction per 500-message chunk, one unnest INSERT',
+  B1: 'hand-written batched inbox: B0 plus one unnest INSERT … ON CONFLICT DO NOTHING into an inbox table',
   P0: 'hand-written: one drizzle transaction per message',
-  P: 'oncely, per-message mode',
+  P1: 'hand-written per-message inbox: kafkajs eachMessage, per message BEGIN, inbox INSERT, ledger INSERT, COMMIT',
+  P: 'oncely, per-message mode, maxMessagesPerTransaction 1 (one transaction per message)',
+  G: 'oncely, per-message mode with commit grouping (maxMessagesPerTransaction at its default)',
   B: 'oncely, batch mode (batchSize 500)',
   'B-metrics': 'oncely batch mode with Prometheus metrics on, scraped every 15 s',
   D: "oncely batch mode replaying B's range: every message a duplicate",
@@ -26,6 +29,8 @@ export interface VariantConfig {
   readonly groupId: string;
   /** `bench.<ledger>` receives this variant's writes. */
   readonly ledger: string;
+  /** B1 and P1 only: `bench.<inbox>` is their hand-written inbox. */
+  readonly inbox?: string;
   readonly events: number;
   /** Sum of all amounts produced: each complete ledger must add up to it. */
   readonly totalCents: number;

@@ -11,6 +11,9 @@
  * 5. Prints the table and the ratios, writes bench/results/latest.json, and exits 1 when a
  *    variant's correctness check failed. Performance targets are reported, never enforced.
  *
+ * The variants run compiled, under plain Node, with oncely from the built dist/: `npm run bench`
+ * builds both first, and this script refuses to start when either is older than its source.
+ *
  * BENCH_VARIANTS=R,B0 runs a subset; BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
  * BENCH_CPU_PROF=P,B writes a V8 CPU profile of those variants' processes to bench/results/
  * (summarize one with `npx tsx bench/profile-summary.ts bench/results/P.cpuprofile`).
@@ -41,9 +44,19 @@ import {
   formatRatios,
   formatTable,
   formatVariantLegend,
-  RSS_LIMIT_MB,
+  peakRss,
+  ratiosByName,
 } from './report.js';
-import { type LedgerSummary, ledgerName, PARTITIONS, produceEvents, resetLedger, summarizeLedger } from './workload.js';
+import { produceEvents } from './produce.js';
+import {
+  inboxName,
+  type LedgerSummary,
+  ledgerName,
+  PARTITIONS,
+  resetInbox,
+  resetLedger,
+  summarizeLedger,
+} from './workload.js';
 
 /**
  * The last resort against a variant that keeps trickling outcomes without finishing (the variants
@@ -51,8 +64,10 @@ import { type LedgerSummary, ledgerName, PARTITIONS, produceEvents, resetLedger,
  */
 const VARIANT_TIMEOUT_MS = 5 * 60_000;
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
-const VARIANT_SCRIPT = fileURLToPath(new URL('./variant.ts', import.meta.url));
+const VARIANT_SCRIPT = fileURLToPath(new URL('./dist/variant.js', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
+/** Variants with a hand-written inbox table of their own (`bench.inbox_<variant>`). */
+const HAND_WRITTEN_INBOX: readonly VariantName[] = ['B1', 'P1'];
 
 const log = (line: string): void => {
   process.stderr.write(`${line}\n`);
@@ -79,6 +94,41 @@ function selectedVariants(): VariantName[] {
   return VARIANT_NAMES.filter((name) => names.includes(name));
 }
 
+/** What the variant processes run, compiled to bench/dist/ by bench/tsconfig.variant.json. */
+const VARIANT_SOURCES = ['variant.ts', 'variants.ts', 'meter.ts', 'protocol.ts', 'workload.ts'];
+
+/** The newest modification time of `files`, in ms. */
+async function newest(files: readonly string[]): Promise<number> {
+  const times = await Promise.all(files.map(async (f) => (await stat(f)).mtimeMs));
+  return Math.max(0, ...times);
+}
+
+/**
+ * The variants measure the built code: a dist/ older than src/ (or a bench/dist/ older than the
+ * variants' source) would measure something else than what is checked out. `npm run bench` builds
+ * both first; this catches `npx tsx bench/run.ts` after an edit.
+ */
+async function assertBuilt(): Promise<void> {
+  const builtAt = async (file: string): Promise<number> =>
+    (await stat(join(REPO_ROOT, file)).catch(() => undefined))?.mtimeMs ?? 0;
+  const src = join(REPO_ROOT, 'src');
+  const oncelySources = (await readdir(src, { recursive: true }))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => join(src, f));
+  const stale: string[] = [];
+  if ((await builtAt('dist/index.js')) < (await newest(oncelySources))) stale.push('dist/');
+  if (
+    (await builtAt('bench/dist/variant.js')) < (await newest(VARIANT_SOURCES.map((f) => join(REPO_ROOT, 'bench', f))))
+  )
+    stale.push('bench/dist/');
+  if (stale.length > 0) {
+    throw new Error(
+      `${stale.join(' and ')} missing or older than the source: run \`npm run bench\` (it builds both), ` +
+        'or `npm run build && npx tsc -p bench/tsconfig.variant.json` first',
+    );
+  }
+}
+
 function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
@@ -91,15 +141,14 @@ async function runChild(
   cpuProfile: boolean,
   timeoutMs: number,
 ): Promise<{ result: VariantResult; pid: number | undefined }> {
-  // A directory per profiled variant: tsx's loader thread writes a profile of its own next to the
+  // A directory per profiled variant: a worker thread would write a profile of its own next to the
   // main thread's, and only the main thread's (the largest) is kept.
   const profileDir = `${RESULTS_DIR}cpu-${config.variant}`;
   const profileArgs = cpuProfile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const child = spawn(
-    process.execPath,
-    [...profileArgs, '--import', 'tsx', VARIANT_SCRIPT, config.variant, JSON.stringify(config)],
-    { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
+  const child = spawn(process.execPath, [...profileArgs, VARIANT_SCRIPT, config.variant, JSON.stringify(config)], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let stdout = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => (stdout += chunk));
@@ -232,6 +281,7 @@ async function checkpoint(pool: pg.Pool): Promise<void> {
 
 async function main(): Promise<number> {
   const wallStarted = performance.now();
+  await assertBuilt();
   // Other work on the machine skews every figure: recorded so a reader can tell a quiet run.
   const loadAverage = os.loadavg();
   const events = positiveInt('BENCH_EVENTS', 200_000);
@@ -288,7 +338,7 @@ async function main(): Promise<number> {
     const db = pool;
     const prepareVariant = async (
       variant: VariantName,
-    ): Promise<{ groupId: string; ledger: string; ledgerBefore?: LedgerSummary }> => {
+    ): Promise<{ groupId: string; ledger: string; inbox?: string; ledgerBefore?: LedgerSummary }> => {
       if (variant === 'D') {
         // The replay: B's group and ledger, with Kafka's and oncely's offsets both set back to the
         // start, so every message is read again and must be classified a duplicate.
@@ -313,12 +363,15 @@ async function main(): Promise<number> {
       const ledger = ledgerName(variant);
       await resetLedger(db, ledger);
       groups.push(groupId);
-      return { groupId, ledger };
+      if (!HAND_WRITTEN_INBOX.includes(variant)) return { groupId, ledger };
+      const inbox = inboxName(variant);
+      await resetInbox(db, inbox);
+      return { groupId, ledger, inbox };
     };
     for (const variant of variants) {
       try {
         // Preparing is part of the variant: when it fails, that variant fails and the run goes on.
-        const { groupId, ledger, ledgerBefore } = await prepareVariant(variant);
+        const { groupId, ledger, inbox, ledgerBefore } = await prepareVariant(variant);
         groupOf.set(variant, groupId);
         await checkpoint(pool);
         const config: VariantConfig = {
@@ -328,6 +381,7 @@ async function main(): Promise<number> {
           topic,
           groupId,
           ledger,
+          ...(inbox === undefined ? {} : { inbox }),
           events,
           totalCents: produced.totalCents,
           endOffsets: produced.endOffsets,
@@ -356,6 +410,7 @@ async function main(): Promise<number> {
     }
 
     const ratios = computeRatios(results);
+    const rss = peakRss(results);
     const wallSeconds = (performance.now() - wallStarted) / 1000;
     const report = [
       '',
@@ -367,8 +422,8 @@ async function main(): Promise<number> {
       '',
       formatVariantLegend(results),
       '',
-      'Ratios of throughput (targets are reported, not enforced):',
-      formatRatios(ratios, results),
+      'Ratios of throughput and peak RSS against their goal and must (reported, not enforced):',
+      formatRatios(ratios, rss),
       '',
       'This database’s limits, measured in this run:',
       formatLimits(limits),
@@ -401,8 +456,9 @@ async function main(): Promise<number> {
       produce: { seconds: produced.seconds },
       prefill,
       variants: results,
-      ratios,
-      rssLimitMb: RSS_LIMIT_MB,
+      // By name: B/B1, B/B0, G/P1, G/B, P/P1, D/B, B-full/B, …, peakRssMb (null: not measured).
+      ratios: ratiosByName(ratios, rss),
+      targets: [...ratios, rss],
       definitions: DEFINITIONS,
       wallSeconds,
       failures,

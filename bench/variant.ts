@@ -1,6 +1,7 @@
 /**
- * One variant in a process of its own, so its CPU time and peak RSS are its alone:
- * `node --import tsx bench/variant.ts <name> '<config json>'`. Prints one result line on stdout
+ * One variant in a process of its own, so its CPU time and peak RSS are its alone. Runs compiled,
+ * under plain Node (`npm run bench` builds it with bench/tsconfig.variant.json):
+ * `node bench/dist/variant.js <name> '<config json>'`. Prints one result line on stdout
  * (RESULT_MARKER + JSON) and exits 1 when a correctness check failed.
  */
 import { RESULT_MARKER, VARIANT_NAMES, type VariantConfig, type VariantName } from './protocol.js';

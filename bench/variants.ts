@@ -1,12 +1,24 @@
 /**
  * The variants themselves. Each consumes the whole topic with its own consumer group, measures
  * itself with a Meter, stops, and checks its own result.
+ *
+ * This file runs compiled (bench/dist/, built by `npm run bench`) under plain Node, and imports
+ * oncely by its package name, which resolves to the built dist/: the oncely variants run the code
+ * a user installs, not the TypeScript source through a loader.
  */
 import { performance } from 'node:perf_hooks';
 
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
-import { type Consumer, type EachBatchPayload, type IHeaders, Kafka, type KafkaMessage, logLevel } from 'kafkajs';
+import {
+  type Consumer,
+  type EachBatchPayload,
+  type EachMessagePayload,
+  type IHeaders,
+  Kafka,
+  type KafkaMessage,
+  logLevel,
+} from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
@@ -17,7 +29,7 @@ import {
   defineBatchHandler,
   defineHandler,
   type InboxConsumer,
-} from '../src/index.js';
+} from 'oncely';
 import { Meter } from './meter.js';
 import type { OutcomeCounts, VariantConfig, VariantResult } from './protocol.js';
 import {
@@ -92,10 +104,15 @@ function start(context: VariantContext): Promise<Running> {
     case 'R':
       return runKafkajs(context, rawBatch(context));
     case 'B0':
-      return runKafkajs(context, handWrittenBatch(context));
+      return runKafkajs(context, handWrittenBatch(context, undefined));
+    case 'B1':
+      return runKafkajs(context, handWrittenBatch(context, inboxOf(context.config)));
     case 'P0':
       return runKafkajs(context, handWrittenPerMessage(context));
+    case 'P1':
+      return runHandWrittenInbox(context, inboxOf(context.config));
     case 'P':
+    case 'G':
       return runOncely(context, oncelyPerMessage(context));
     case 'B':
     case 'B-metrics':
@@ -106,7 +123,7 @@ function start(context: VariantContext): Promise<Running> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Plain kafkajs: R, B0, P0
+// Plain kafkajs: R, B0, B1, P0, P1
 
 async function runKafkajs(
   context: VariantContext,
@@ -145,18 +162,25 @@ function rawBatch({ meter, counts }: VariantContext) {
  * B0: the fastest honest hand-written consumer — per chunk of 500, BEGIN, one INSERT of all rows
  * through unnest (three array parameters instead of 1,500 scalars), COMMIT, resolve. It validates
  * with the same zod schema as the oncely variants, so the comparison isolates what the inbox costs.
+ *
+ * B1 (`inbox` given): what a team writes when it adds an inbox to B0 — in the same transaction,
+ * one more unnest INSERT of the chunk's ids into its inbox table, ON CONFLICT DO NOTHING RETURNING
+ * the ids it inserted, and the ledger rows of those ids only: a message already in the inbox is
+ * a duplicate and changes nothing. The ledger statement is B0's, so B1 − B0 is the inbox alone.
  */
-function handWrittenBatch({ meter, counts, pool, config }: VariantContext) {
+function handWrittenBatch({ meter, counts, pool, config }: VariantContext, inbox: string | undefined) {
   const insert = `INSERT INTO ${BENCH_SCHEMA}.${config.ledger} (message_id, account_id, amount_cents)
                   ${UNNEST_LEDGER_ROWS}`;
+  const claim = `INSERT INTO ${BENCH_SCHEMA}.${inbox ?? ''} (consumer_group, message_id)
+                 SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING message_id`;
   return async (payload: EachBatchPayload): Promise<void> => {
     const { batch } = payload;
     for (let start = 0; start < batch.messages.length; start += CHUNK) {
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + CHUNK);
-      const ids: string[] = [];
-      const accounts: string[] = [];
-      const amounts: number[] = [];
+      let ids: string[] = [];
+      let accounts: string[] = [];
+      let amounts: number[] = [];
       for (const message of chunk) {
         const event = paymentCaptured.parse(JSON.parse(message.value?.toString() ?? 'null'));
         ids.push(messageIdOf(message.headers));
@@ -164,10 +188,23 @@ function handWrittenBatch({ meter, counts, pool, config }: VariantContext) {
         amounts.push(event.amountCents);
       }
       const started = performance.now();
+      let fresh = ids.length;
       const client = await pool.connect();
       try {
         await client.query('BEGIN');
-        await client.query(insert, [ids, accounts, amounts]);
+        if (inbox !== undefined) {
+          const { rows } = await client.query<{ message_id: string }>(claim, [config.groupId, ids]);
+          if (rows.length < ids.length) {
+            // Some were processed before: keep only the rows of the ids this statement inserted.
+            const inserted = new Set(rows.map((r) => r.message_id));
+            const keep = ids.map((id) => inserted.has(id));
+            ids = ids.filter((_, i) => keep[i]);
+            accounts = accounts.filter((_, i) => keep[i]);
+            amounts = amounts.filter((_, i) => keep[i]);
+            fresh = ids.length;
+          }
+        }
+        if (fresh > 0) await client.query(insert, [ids, accounts, amounts]);
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -176,10 +213,9 @@ function handWrittenBatch({ meter, counts, pool, config }: VariantContext) {
         client.release();
       }
       const workMs = performance.now() - started;
-      for (const message of chunk) {
-        counts.processed += 1;
-        meter.outcome(batch.partition, message.offset, workMs);
-      }
+      counts.processed += fresh;
+      counts.duplicates += chunk.length - fresh;
+      for (const message of chunk) meter.outcome(batch.partition, message.offset, workMs);
       // Committed: Kafka may move past the chunk now.
       const last = chunk.at(-1);
       if (last !== undefined) payload.resolveOffset(last.offset);
@@ -213,6 +249,57 @@ function handWrittenPerMessage({ meter, counts, pool, ledger }: VariantContext) 
   };
 }
 
+/**
+ * P1: the per-message inbox of the blog posts about the pattern — kafkajs `eachMessage` with its
+ * auto-commit, and per message one transaction: BEGIN, insert the id into the inbox ON CONFLICT
+ * DO NOTHING, the ledger insert only when that inserted a row (otherwise the message is a
+ * duplicate), COMMIT. kafkajs resolves each message's offset when eachMessage returns and commits
+ * them after each fetched batch.
+ */
+async function runHandWrittenInbox(
+  { kafka, config, meter, counts, pool }: VariantContext,
+  inbox: string,
+): Promise<Running> {
+  const claim = `INSERT INTO ${BENCH_SCHEMA}.${inbox} (consumer_group, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`;
+  const insert = `INSERT INTO ${BENCH_SCHEMA}.${config.ledger} (message_id, account_id, amount_cents) VALUES ($1, $2, $3)`;
+  const consumer: Consumer = kafka.consumer({ groupId: config.groupId });
+  await consumer.connect();
+  await consumer.subscribe({ topic: config.topic, fromBeginning: true });
+  await consumer.run({
+    partitionsConsumedConcurrently: CONCURRENCY,
+    eachMessage: async ({ partition, message }: EachMessagePayload) => {
+      // eachMessage hands over one message at a time: its delivery is this call.
+      meter.delivered(partition, [message.offset]);
+      const started = performance.now();
+      const event = paymentCaptured.parse(JSON.parse(message.value?.toString() ?? 'null'));
+      const messageId = messageIdOf(message.headers);
+      let fresh = false;
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const claimed = await client.query(claim, [config.groupId, messageId]);
+        fresh = claimed.rowCount === 1;
+        if (fresh) await client.query(insert, [messageId, event.accountId, event.amountCents]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      } finally {
+        client.release();
+      }
+      if (fresh) counts.processed += 1;
+      else counts.duplicates += 1;
+      meter.outcome(partition, message.offset, performance.now() - started);
+    },
+  });
+  return { stop: () => consumer.disconnect() };
+}
+
+function inboxOf(config: VariantConfig): string {
+  if (config.inbox === undefined) throw new Error(`${config.variant} needs its inbox table`);
+  return config.inbox;
+}
+
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -228,7 +315,7 @@ function offsetsOf(messages: readonly KafkaMessage[]): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// oncely: P, B, D, B-full
+// oncely: P, G, B, B-metrics, D, B-full
 
 function oncelyPerMessage({ config, ledger }: VariantContext): AnyHandlerDefinition {
   return defineHandler({
@@ -269,6 +356,8 @@ async function runOncely(context: VariantContext, handler: AnyHandlerDefinition)
     handlers: handler.kind === 'batch' ? [handler] : [handler],
     mode: handler.kind,
     ...(handler.kind === 'batch' ? { batchSize: CHUNK } : {}),
+    // P is the per-message mode without commit grouping; G leaves the option at its default.
+    ...(config.variant === 'P' ? { maxMessagesPerTransaction: 1 } : {}),
     concurrency: CONCURRENCY,
     // stderr: stdout carries the result line.
     logger: pino({ level: 'warn' }, pino.destination(2)),
@@ -364,7 +453,14 @@ async function check(context: VariantContext, ledger: LedgerSummary | undefined)
     expect('duplicates', counts.duplicates, 0);
     expect('dead letters', counts.deadLettered, 0);
   }
-  if (config.variant !== 'B0' && config.variant !== 'P0') {
+  if (config.inbox !== undefined) {
+    // The hand-written inboxes: one row per message of the group, as oncely's.
+    const { rows } = await pool.query<{ total: string }>(
+      `SELECT count(*) AS total FROM ${BENCH_SCHEMA}.${config.inbox} WHERE consumer_group = $1`,
+      [config.groupId],
+    );
+    expect('hand-written inbox rows of the group', Number(rows[0]?.total ?? 0), n);
+  } else if (config.variant !== 'B0' && config.variant !== 'P0') {
     const { rows } = await pool.query<{ processed: string; total: string }>(
       `SELECT count(*) FILTER (WHERE status = 'processed') AS processed, count(*) AS total
          FROM oncely.inbox WHERE consumer_group = $1`,

@@ -1,15 +1,11 @@
 /**
- * The benchmark's data: payment events of about 200 bytes, the zod schema a real consumer would
- * validate them with, and the ledger table every variant writes into.
+ * The benchmark's data as the variants see it: the zod schema a real consumer would validate the
+ * payment events with, and the ledger and inbox tables the variants write into. (Producing the
+ * events is in produce.ts: the variant processes import this file and nothing of oncely's source.)
  */
-import { randomUUID } from 'node:crypto';
-
 import { bigint, pgSchema, text, timestamp } from 'drizzle-orm/pg-core';
-import type { Message, Producer } from 'kafkajs';
 import type pg from 'pg';
 import { z } from 'zod';
-
-import { seededRandom } from '../src/testing/seeded-random.js';
 
 export const PARTITIONS = 4;
 /** Target size of one event's JSON value, in bytes. */
@@ -27,63 +23,6 @@ export const paymentCaptured = z.object({
 });
 
 export type PaymentCaptured = z.infer<typeof paymentCaptured>;
-
-/** One event's JSON, padded through `reference` to exactly EVENT_BYTES (all characters are ASCII). */
-function eventJson(n: number, next: () => number): { value: string; amountCents: number } {
-  const amountCents = 100 + Math.floor(next() * 99_900);
-  const event: PaymentCaptured = {
-    type: 'payment.captured',
-    paymentId: `pay_${n.toString(36).padStart(8, '0')}`,
-    accountId: `acct-${Math.floor(next() * 1000)}`,
-    amountCents,
-    currency: 'EUR',
-    capturedAt: new Date(Date.UTC(2026, 0, 1) + n * 1000).toISOString(),
-    reference: '',
-  };
-  const bare = JSON.stringify(event).length;
-  event.reference = 'r'.repeat(Math.max(0, EVENT_BYTES - bare));
-  return { value: JSON.stringify(event), amountCents };
-}
-
-export interface Produced {
-  readonly events: number;
-  /** Sum of every event's amount: what each ledger must add up to. */
-  readonly totalCents: number;
-  /** Per partition, the offset after its last message (the topic is fresh: offsets start at 0). */
-  readonly endOffsets: number[];
-  readonly seconds: number;
-}
-
-/**
- * Produces `events` payment events once, round-robin over the partitions so each holds a quarter
- * of them. Big sends and several in flight: producing is setup, not what is measured.
- */
-export async function produceEvents(producer: Producer, topic: string, events: number): Promise<Produced> {
-  const next = seededRandom(20261123);
-  const started = performance.now();
-  const perSend = 4_000;
-  const inFlight = 4;
-  let totalCents = 0;
-  const endOffsets = new Array<number>(PARTITIONS).fill(0);
-  for (let wave = 0; wave < events; wave += perSend * inFlight) {
-    const sends: Promise<unknown>[] = [];
-    for (let start = wave; start < Math.min(events, wave + perSend * inFlight); start += perSend) {
-      const messages: Message[] = [];
-      for (let n = start; n < Math.min(events, start + perSend); n++) {
-        const { value, amountCents } = eventJson(n, next);
-        totalCents += amountCents;
-        const partition = n % PARTITIONS;
-        endOffsets[partition] = (endOffsets[partition] ?? 0) + 1;
-        messages.push({ value, partition, headers: { 'message-id': randomUUID() } });
-      }
-      // acks -1: the broker has every message before any consumer starts; no compression, so
-      // consumers pay for decoding records only, as most payment topics are configured.
-      sends.push(producer.send({ topic, messages, acks: -1 }));
-    }
-    await Promise.all(sends);
-  }
-  return { events, totalCents, endOffsets, seconds: (performance.now() - started) / 1000 };
-}
 
 /** Where each variant's ledger lives: `bench.ledger_<variant>`. */
 export const BENCH_SCHEMA = 'bench';
@@ -141,4 +80,25 @@ export async function summarizeLedger(pool: pg.Pool, name: string): Promise<Ledg
     distinctIds: Number(row?.distinct_ids ?? 0),
     totalCents: Number(row?.total ?? 0),
   };
+}
+
+/** Where the hand-written inbox variants (B1, P1) keep their inbox: `bench.inbox_<variant>`. */
+export function inboxName(variant: string): string {
+  return ledgerName(variant).replace(/^ledger_/, 'inbox_');
+}
+
+/**
+ * Drops and creates a hand-written inbox, as the blog posts about the inbox pattern make it: the
+ * message ids a group has processed, keyed by (group, id), so a second insert of one conflicts.
+ */
+export async function resetInbox(pool: pg.Pool, name: string): Promise<void> {
+  await pool.query(`
+    CREATE SCHEMA IF NOT EXISTS ${BENCH_SCHEMA};
+    DROP TABLE IF EXISTS ${BENCH_SCHEMA}.${name};
+    CREATE TABLE ${BENCH_SCHEMA}.${name} (
+      consumer_group text NOT NULL,
+      message_id     text NOT NULL,
+      processed_at   timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (consumer_group, message_id)
+    );`);
 }
