@@ -157,7 +157,7 @@ export async function untilCommitted(
     if (!next.retry) {
       if (fallback !== undefined) {
         pipeline.logger.error(
-          { ...where, err: redactError(error) },
+          { ...locate(where), err: redactError(error) },
           'the outcome could not be stored as it is; storing it without headers and with a shortened error',
         );
         work = fallback;
@@ -167,13 +167,13 @@ export async function untilCommitted(
       }
       const stored = describeError(error);
       pipeline.logger.error(
-        { ...where, err: redactError(error) },
+        { ...locate(where), err: redactError(error) },
         'the outcome of this message cannot be stored; stopping the partition here instead of skipping it',
       );
       return { kind: 'unrecordable', messageId: where.messageId, error: stored, attempts: budget.attempts };
     }
     pipeline.logger.warn(
-      { ...where, err: redactError(error), delayMs: next.delayMs },
+      { ...locate(where), err: redactError(error), delayMs: next.delayMs },
       'could not record the outcome; retrying',
     );
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
@@ -254,6 +254,11 @@ export async function waitHeartbeating(ms: number, control: PartitionControl): P
   }
 }
 
+/** A record's place, for log lines: the logger already carries the group id. */
+export function locate(where: MessageCoordinates): Omit<MessageCoordinates, 'groupId'> {
+  return { topic: where.topic, partition: where.partition, offset: where.offset, messageId: where.messageId };
+}
+
 export function announce(
   pipeline: PipelineContext,
   where: MessageCoordinates,
@@ -265,7 +270,7 @@ export function announce(
   switch (outcome.kind) {
     case 'processed':
       if (logger.isLevelEnabled('debug')) {
-        logger.debug({ ...where, outcome: 'processed', attempts: outcome.attempts }, 'processed');
+        logger.debug({ ...locate(where), outcome: 'processed', attempts: outcome.attempts }, 'processed');
       }
       events.emit('message:processed', () => ({
         ...where,
@@ -275,7 +280,7 @@ export function announce(
       }));
       return;
     case 'skipped':
-      if (logger.isLevelEnabled('debug')) logger.debug({ ...where, outcome: 'skipped' }, 'tombstone skipped');
+      if (logger.isLevelEnabled('debug')) logger.debug({ ...locate(where), outcome: 'skipped' }, 'tombstone skipped');
       events.emit('message:skipped', () => ({
         ...where,
         reason: 'tombstone' as const,
@@ -285,7 +290,10 @@ export function announce(
       return;
     case 'duplicate':
       if (logger.isLevelEnabled('debug')) {
-        logger.debug({ ...where, outcome: 'duplicate', duplicateClass: outcome.duplicateClass }, 'duplicate skipped');
+        logger.debug(
+          { ...locate(where), outcome: 'duplicate', duplicateClass: outcome.duplicateClass },
+          'duplicate skipped',
+        );
       }
       events.emit('message:duplicate', () => ({
         ...where,
@@ -300,18 +308,26 @@ export function announce(
         headers: record.headers,
       }));
       return;
-    case 'dead_lettered':
-      logger.error(
-        {
-          ...where,
-          outcome: 'dead_lettered',
-          reason: outcome.reason,
-          attempts: outcome.attempts,
-          error: outcome.error,
-          ...(pipeline.logPayloads ? { value: record.value?.toString('utf8') } : {}),
-        },
-        `dead-lettered (${outcome.reason})`,
-      );
+    case 'dead_lettered': {
+      // Bad input (and a handler's NonRetriableError) is expected in a payments stream: one concise
+      // warn line, the stack only at debug. A handler that failed until its attempts ran out is not:
+      // logged as an error with everything stored.
+      const { stack, issues, ...brief } = outcome.error;
+      const expected = outcome.reason !== 'handler_failed' || outcome.error.code === 'ONCELY_NON_RETRIABLE';
+      const fields = {
+        ...locate(where),
+        outcome: 'dead_lettered',
+        reason: outcome.reason,
+        attempts: outcome.attempts,
+        error: expected ? brief : outcome.error,
+        ...(pipeline.logPayloads ? { value: record.value?.toString('utf8') } : {}),
+      };
+      const line = `dead-lettered (${outcome.reason}): ${outcome.error.message}`;
+      if (!expected) logger.error(fields, line);
+      else {
+        logger.warn(fields, line);
+        if (logger.isLevelEnabled('debug')) logger.debug({ ...locate(where), stack, issues }, 'dead letter details');
+      }
       events.emit('message:dead-lettered', () => ({
         ...where,
         reason: outcome.reason,
@@ -321,9 +337,10 @@ export function announce(
         headers: record.headers,
       }));
       return;
+    }
     case 'paused':
       logger.error(
-        { ...where, outcome: 'paused', attempts: outcome.attempts, error: outcome.error },
+        { ...locate(where), outcome: 'paused', attempts: outcome.attempts, error: outcome.error },
         'attempts exhausted; pausing the partition until resume()',
       );
       return;
@@ -331,7 +348,7 @@ export function announce(
       return; // logged where it was decided, with the database's error
     case 'abandoned':
       logger.info(
-        { ...where, outcome: 'abandoned' },
+        { ...locate(where), outcome: 'abandoned' },
         'stopped before an outcome was recorded; the message will be redelivered',
       );
       return;

@@ -138,7 +138,7 @@ export async function processRecords(
         break;
       case 'failed': {
         const { error, kind } = classifyAttemptFailure(result.error);
-        const where = { groupId: pipeline.groupId, topic: record.topic, partition: record.partition };
+        const where = { topic: record.topic, partition: record.partition };
         if (result.at === undefined) {
           // Failed at BEGIN or COMMIT (a deferred constraint, a swallowed error, a lost connection):
           // no record is known to be at fault, so the group's records go one per transaction,

@@ -19,6 +19,7 @@ import {
   deadLetteredBefore,
   FailureBudget,
   HandlerFailure,
+  locate,
   type Outcome,
   type PartitionControl,
   type PipelineContext,
@@ -143,7 +144,7 @@ async function recordOutcome(
     }
     if (next.counted) {
       pipeline.logger.warn(
-        { ...where, err: redactError(error), attempt: budget.attempts, delayMs: next.delayMs },
+        { ...locate(where), err: redactError(error), attempt: budget.attempts, delayMs: next.delayMs },
         'handler failed; retrying',
       );
       pipeline.events.emit('message:retrying', () => ({
@@ -156,7 +157,7 @@ async function recordOutcome(
       // The database failed (or lost a race), not the message: the transaction rolled back (or
       // died with its connection), so nothing of this attempt remains. No attempt is used up.
       pipeline.logger.warn(
-        { ...where, err: redactError(error), delayMs: next.delayMs, failure: kind },
+        { ...locate(where), err: redactError(error), delayMs: next.delayMs, failure: kind },
         kind === 'transient'
           ? 'database unavailable; retrying the message'
           : 'transaction conflict; retrying the message',

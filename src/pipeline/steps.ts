@@ -8,7 +8,7 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
 import type { MessageCoordinates } from './events.js';
 import type { BatchStepFunction } from './handler.js';
-import { type PartitionControl, type PipelineContext, waitHeartbeating } from './outcomes.js';
+import { locate, type PartitionControl, type PipelineContext, waitHeartbeating } from './outcomes.js';
 import { backoffDelay } from './retry.js';
 
 /** The steps of one handler attempt. `finish()` runs after the handler returned. */
@@ -137,7 +137,7 @@ export async function compensateSteps(
     } catch (failure) {
       // The database failed (reading or recording a step): retry while the partition is ours.
       const delayMs = backoffDelay(pipeline.retry, failures);
-      pipeline.logger.warn({ ...where, err: failure, delayMs }, 'could not compensate the steps; retrying');
+      pipeline.logger.warn({ ...locate(where), err: failure, delayMs }, 'could not compensate the steps; retrying');
       if (!(await waitHeartbeating(delayMs, control))) return undefined;
       continue;
     } finally {
@@ -146,7 +146,7 @@ export async function compensateSteps(
     if (report.stopped) return undefined;
     if (report.failed.length > 0 || report.unknown.length > 0) {
       pipeline.logger.error(
-        { ...where, compensation: { failed: report.failed.map((f) => f.step), unknown: report.unknown } },
+        { ...locate(where), compensation: { failed: report.failed.map((f) => f.step), unknown: report.unknown } },
         'some steps of a dead-lettered message could not be compensated',
       );
     }

@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
-import { defineHandler, type OncelyTransaction, payloadFingerprint } from '../../../src/index.js';
+import { defineHandler, NonRetriableError, type OncelyTransaction, payloadFingerprint } from '../../../src/index.js';
 import {
   effectHandler,
   effects,
@@ -202,6 +202,48 @@ describe('G2: every message read ends in exactly one recorded outcome', () => {
     await waitFor('two outcomes', () => outcomes.total === 2);
     // drizzle wraps the refusal in its DrizzleQueryError; the cause says what happened.
     await expect(kept?.execute('SELECT 1')).rejects.toMatchObject({ cause: { code: 'ONCELY_TRANSACTION_CLOSED' } });
+  });
+
+  it('logs an expected dead letter as one concise warn line and a handler that ran out of attempts as an error, each key once', async () => {
+    const topic = await env.createTopic('log-lines');
+    await env.produce(topic, [
+      { value: 'not json', headers: { 'message-id': 'bad-json' } },
+      jsonMessage('declined', { amountCents: 1 }),
+      jsonMessage('broken', { amountCents: 2 }),
+    ]);
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const consumer = env.consumer({
+      groupId: env.groupId('log-lines'),
+      logger,
+      retry: { attempts: 2, initialDelayMs: 5, maxDelayMs: 10 },
+      handlers: [
+        effectHandler(topic, (ctx) => {
+          if (ctx.messageId === 'declined') throw new NonRetriableError('card declined');
+          if (ctx.messageId === 'broken') throw new Error('ledger unavailable');
+        }),
+      ],
+    });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('three dead letters', () => outcomes.deadLettered.length === 3);
+    await consumer.stop();
+    const deadLetterLines = lines.filter((l) => l.includes('"outcome":"dead_lettered"'));
+    const byId = new Map(deadLetterLines.map((l) => [(JSON.parse(l) as { messageId: string }).messageId, l]));
+    for (const id of ['bad-json', 'declined']) {
+      const line = JSON.parse(byId.get(id) ?? '{}') as { level: number; msg: string; error: Record<string, unknown> };
+      expect(line.level).toBe(40); // warn
+      expect(line.error.stack).toBeUndefined();
+      expect(byId.get(id)?.length).toBeLessThan(1_000);
+    }
+    expect(JSON.parse(byId.get('declined') ?? '{}')).toMatchObject({
+      msg: 'dead-lettered (handler_failed): card declined',
+    });
+    const broken = JSON.parse(byId.get('broken') ?? '{}') as { level: number; error: Record<string, unknown> };
+    expect(broken.level).toBe(50); // error, with the stack
+    expect(broken.error.stack).toEqual(expect.stringContaining('ledger unavailable'));
+    // The logger carries the group id; a line must not repeat it.
+    for (const line of lines) expect(line.match(/"groupId"/g)?.length ?? 0).toBeLessThanOrEqual(1);
   });
 
   it('keeps payload values out of the logs unless logPayloads is on', async () => {
