@@ -10,6 +10,7 @@ import { pino, type Logger } from 'pino';
 import { configError } from '../errors.js';
 import { type DatabaseInput, resolvePool } from '../inbox/database.js';
 import { attachRelayMetrics, type RelayMetrics, type RelayMetricsOptions } from '../metrics/outbox.js';
+import { assertRegistry } from '../metrics/registry.js';
 import { decodeHeaders } from './headers.js';
 import {
   fetchPending,
@@ -427,6 +428,9 @@ function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions 
     if (!Number.isInteger(value) || value < 1) throw configError(`relay.${name}`, 'must be a whole number ≥ 1');
     return value;
   };
+  // Before the pool is made: a refused option must not leave a pool behind.
+  if (options.metrics !== undefined)
+    assertRegistry('relay.metrics', (options.metrics as { registry?: unknown }).registry);
   const { pool, owned } = resolvePool(options.db);
   const poolOptions = (pool as unknown as { options?: pg.ClientConfig }).options ?? {};
   return {
