@@ -94,14 +94,14 @@ function metricsOf(registry: PromClient.Registry): RegistryMetrics {
     }),
     handler: new client.Histogram({
       name: 'oncely_handler_duration_seconds',
-      help: "Time in the user's handler per committed transaction (one message, or one chunk in batch mode).",
+      help: "Time in the user's handler per committed transaction (one message, a commit group of messages, or one chunk in batch mode).",
       labelNames: ['group', 'topic'] as const,
       buckets: DURATION_BUCKETS,
       registers,
     }),
     transaction: new client.Histogram({
       name: 'oncely_transaction_duration_seconds',
-      help: 'Processing transactions from first statement to COMMIT (one message, or one chunk in batch mode).',
+      help: 'Processing transactions from first statement to COMMIT (one message, a commit group of messages, or one chunk in batch mode).',
       labelNames: ['group', 'topic'] as const,
       buckets: DURATION_BUCKETS,
       registers,
