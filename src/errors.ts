@@ -57,6 +57,12 @@ export const ERROR_CODES = [
   'ONCELY_REPLAY_AT_RISK',
   /** Reading a replay's range from Kafka failed or timed out. */
   'ONCELY_REPLAY_READ_FAILED',
+  /** `start()` could not reach PostgreSQL within `startTimeoutMs`; the pg error is the cause. */
+  'ONCELY_DATABASE_UNREACHABLE',
+  /** PostgreSQL refused what `start()` needs (credentials, privileges, a missing database); the pg error is the cause. */
+  'ONCELY_DATABASE_ERROR',
+  /** The Kafka broker refused what `start()` needs (authentication, authorisation, protocol); the kafkajs error is the cause. */
+  'ONCELY_KAFKA_ERROR',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

@@ -34,6 +34,8 @@ export {
 } from './pipeline/handler.js';
 export type { InboxConsumerOptions } from './config.js';
 export { METRIC_NAMES, type MetricsOptions } from './metrics/prometheus.js';
+export type { RelayMetricsOptions } from './metrics/outbox.js';
+export type { IdempotencyMetricsOptions, IdempotencyOutcome } from './metrics/idempotency.js';
 export { SPAN_ATTRIBUTES, type TracingOptions } from './tracing/spans.js';
 export type {
   ConsumerEventListener,

@@ -11,6 +11,12 @@ import {
   type TransactionBinder,
 } from '../inbox/database.js';
 import { inTransaction, type OpenTransaction } from '../inbox/transaction.js';
+import {
+  attachIdempotencyMetrics,
+  type IdempotencyCounter,
+  type IdempotencyMetricsOptions,
+  type IdempotencyOutcome,
+} from '../metrics/idempotency.js';
 import { type OutboxMessage, publish, type PublishedEvent } from '../outbox/publish.js';
 import { createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
 import { isNullBodyStatus, readLimited } from './body.js';
@@ -93,6 +99,12 @@ export interface IdempotentOptions<R = Request> {
   readonly problemTypeBase?: string;
   /** `SET LOCAL statement_timeout` for the request's transaction, in ms. Default: none. */
   readonly statementTimeoutMs?: number;
+  /**
+   * Prometheus metrics (needs the optional peer `prom-client`): `{ registry, route? }` counts
+   * requests with a key in `oncely_idempotency_requests_total{route, outcome}` (`created`,
+   * `replayed`, `conflict`, `mismatch`). `route` is a fixed name for this route. Default: none.
+   */
+  readonly metrics?: IdempotencyMetricsOptions;
 }
 
 /** What an idempotent handler gets besides the request. */
@@ -170,6 +182,7 @@ interface Resolved {
   readonly storeServerErrors: boolean;
   readonly problemTypeBase: string;
   readonly statementTimeoutMs: number | undefined;
+  readonly count: IdempotencyCounter | undefined;
 }
 
 function positive(option: string, value: number | undefined, fallback: number): number {
@@ -206,6 +219,7 @@ function resolveOptions<R>(options: IdempotentOptions<R>): Resolved {
     storeServerErrors: options.storeServerErrors ?? false,
     problemTypeBase: options.problemTypeBase ?? 'urn:oncely:problem:',
     statementTimeoutMs: options.statementTimeoutMs,
+    count: options.metrics === undefined ? undefined : attachIdempotencyMetrics(options.metrics),
   };
 }
 
@@ -344,8 +358,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       signal: request.signal,
     });
 
+    // Counted once the transaction is over: a `created` whose COMMIT failed stored nothing.
+    let outcome: IdempotencyOutcome | undefined;
     try {
-      return await transact(async (transaction) => {
+      const response = await transact(async (transaction) => {
         // The key's lock before its row: whoever holds it is the only request that may run the
         // handler for (scope, key) until its transaction ends, so the row read after it is final.
         let stored: StoredKey | undefined;
@@ -353,7 +369,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
           try {
             await waitLockKey(transaction.client, scope, key, settings.waitTimeoutMs);
           } catch (error) {
-            if (isLockTimeout(error)) throw new RollbackWith(inUse());
+            if (isLockTimeout(error)) {
+              outcome = 'conflict';
+              throw new RollbackWith(inUse());
+            }
             throw error;
           }
           stored = await findKey(transaction.client, scope, key);
@@ -362,10 +381,17 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
           stored = attempt.stored;
           // Held by another request: a finished one's live row is still answered (replay or 422);
           // without one, the key is in use.
-          if (!attempt.locked && stored?.live !== true) return inUse();
+          if (!attempt.locked && stored?.live !== true) {
+            outcome = 'conflict';
+            return inUse();
+          }
         }
         if (stored?.live === true) {
-          if (stored.fingerprint.equals(fingerprint)) return replay(stored);
+          if (stored.fingerprint.equals(fingerprint)) {
+            outcome = 'replayed';
+            return replay(stored);
+          }
+          outcome = 'mismatch';
           return problem(
             'idempotency_key_reused',
             `This Idempotency-Key was used with another request (${stored.method} ${stored.path} with other content). ` +
@@ -403,10 +429,16 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
           body: responseBody,
           ttlMs: settings.ttl,
         });
+        outcome = 'created';
         return response;
       });
+      if (outcome !== undefined) settings.count?.(outcome);
+      return response;
     } catch (error) {
-      if (error instanceof RollbackWith) return error.response;
+      if (error instanceof RollbackWith) {
+        if (outcome === 'conflict') settings.count?.(outcome);
+        return error.response;
+      }
       throw error;
     }
   }

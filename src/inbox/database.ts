@@ -125,6 +125,8 @@ export function createTransactionBinder(db: OncelyDatabase): TransactionBinder {
               'ONCELY_TRANSACTION_CLOSED',
               'ctx.tx was used after its message transaction had ended. Await every query inside the handler; ' +
                 'do not keep ctx.tx for later.',
+              // A handler that raced its own transaction may well finish in time on another attempt.
+              { retriable: true },
             ),
           );
         }

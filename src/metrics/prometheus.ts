@@ -3,17 +3,18 @@
  * it is loaded only when a consumer is given `metrics`, and metrics go to the registry the user
  * passes (never prom-client's global one), so two consumers or two libraries cannot collide.
  */
-import { createRequire } from 'node:module';
-
 import type { Kafka, Admin } from 'kafkajs';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type * as PromClient from 'prom-client';
 
-import { OncelyError } from '../errors.js';
 import { countOpenDeadLetters, type OpenDeadLetterCount } from '../inbox/status.js';
 import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
 import type { EventHub } from '../pipeline/events.js';
+import { runningReplayTotals, type RunningReplayTotals } from '../replay/store.js';
+import { IDEMPOTENCY_METRIC_NAMES } from './idempotency.js';
+import { RELAY_METRIC_NAMES } from './outbox.js';
+import { loadPromClient } from './registry.js';
 
 /** The `metrics` option of `createInboxConsumer()`. */
 export interface MetricsOptions {
@@ -25,16 +26,16 @@ export interface MetricsOptions {
   readonly registry: PromClient.Registry;
   /**
    * The least time between two reads of the figures a scrape asks the broker and the database
-   * for (`oncely_consumer_lag`, `oncely_dead_letters_open`); scrapes in between get the last
-   * figures. Default 15 000 ms.
+   * for (`oncely_consumer_lag`, `oncely_dead_letters_open`, the replay gauges); scrapes in between
+   * get the last figures. Default 15 000 ms.
    */
   readonly refreshIntervalMs?: number;
   /** Read `oncely_consumer_lag` from Kafka's admin API when scraped. Default true. */
   readonly lag?: boolean;
 }
 
-/** Every metric name oncely registers (the dashboard and alert rules are built on these). */
-export const METRIC_NAMES = [
+/** The metrics a consumer's `metrics` option registers. */
+export const CONSUMER_METRIC_NAMES = [
   'oncely_messages_total',
   'oncely_handler_duration_seconds',
   'oncely_transaction_duration_seconds',
@@ -42,13 +43,22 @@ export const METRIC_NAMES = [
   'oncely_retries_total',
   'oncely_consumer_lag',
   'oncely_dead_letters_open',
+  'oncely_replay_replayed_messages',
+  'oncely_replay_remaining_messages',
 ] as const;
+
+/**
+ * Every metric name oncely registers (the dashboard and alert rules are built on these): a
+ * consumer's, an outbox relay's and the idempotent HTTP routes'.
+ */
+export const METRIC_NAMES = [...CONSUMER_METRIC_NAMES, ...RELAY_METRIC_NAMES, ...IDEMPOTENCY_METRIC_NAMES] as const;
 
 /** What one consumer gives the gauges read on scrape. */
 interface Source {
   readonly groupId: string;
   readLag(): Promise<readonly PartitionLag[]>;
   readDeadLetters(): Promise<readonly OpenDeadLetterCount[]>;
+  readReplays(): Promise<readonly RunningReplayTotals[]>;
 }
 
 interface RegistryMetrics {
@@ -69,18 +79,6 @@ const AGE_BUCKETS = [1, 10, 60, 300, 900, HOUR, 6 * HOUR, DAY, 2 * DAY, 3 * DAY,
 // One set of metric objects per registry: prom-client refuses a second registration of a name.
 const byRegistry = new WeakMap<PromClient.Registry, RegistryMetrics>();
 
-function loadPromClient(): typeof PromClient {
-  try {
-    return createRequire(import.meta.url)('prom-client') as typeof PromClient;
-  } catch (error) {
-    throw new OncelyError(
-      'ONCELY_CONFIG',
-      'Invalid option `metrics`: it needs the prom-client package, which is not installed. Run `npm install prom-client`.',
-      { cause: error, context: { option: 'metrics' } },
-    );
-  }
-}
-
 function metricsOf(registry: PromClient.Registry): RegistryMetrics {
   const existing = byRegistry.get(registry);
   if (existing !== undefined) return existing;
@@ -96,14 +94,14 @@ function metricsOf(registry: PromClient.Registry): RegistryMetrics {
     }),
     handler: new client.Histogram({
       name: 'oncely_handler_duration_seconds',
-      help: "Time in the user's handler per committed transaction (one message, or one chunk in batch mode).",
+      help: "Time in the user's handler per committed transaction (one message, a commit group of messages, or one chunk in batch mode).",
       labelNames: ['group', 'topic'] as const,
       buckets: DURATION_BUCKETS,
       registers,
     }),
     transaction: new client.Histogram({
       name: 'oncely_transaction_duration_seconds',
-      help: 'Processing transactions from first statement to COMMIT (one message, or one chunk in batch mode).',
+      help: 'Processing transactions from first statement to COMMIT (one message, a commit group of messages, or one chunk in batch mode).',
       labelNames: ['group', 'topic'] as const,
       buckets: DURATION_BUCKETS,
       registers,
@@ -150,6 +148,39 @@ function metricsOf(registry: PromClient.Registry): RegistryMetrics {
         [...sources].map(async (source) => {
           for (const row of await source.readDeadLetters()) {
             this.set({ group: source.groupId, topic: row.topic, reason: row.reason }, row.open);
+          }
+        }),
+      );
+    },
+  });
+  // Replays are run by an operator (`oncely replay run`) and re-consumed by the group's consumers:
+  // their progress is the group's resume point against each range end, read from the database.
+  new client.Gauge({
+    name: 'oncely_replay_replayed_messages',
+    help: 'Messages re-read so far by the replays of a group still running (summed per topic).',
+    labelNames: ['group', 'topic'] as const,
+    registers,
+    async collect() {
+      this.reset();
+      await Promise.all(
+        [...sources].map(async (source) => {
+          for (const row of await source.readReplays())
+            this.set({ group: source.groupId, topic: row.topic }, row.replayed);
+        }),
+      );
+    },
+  });
+  new client.Gauge({
+    name: 'oncely_replay_remaining_messages',
+    help: 'Messages the replays of a group still running have left to re-read (summed per topic).',
+    labelNames: ['group', 'topic'] as const,
+    registers,
+    async collect() {
+      this.reset();
+      await Promise.all(
+        [...sources].map(async (source) => {
+          for (const row of await source.readReplays()) {
+            this.set({ group: source.groupId, topic: row.topic }, row.remaining);
           }
         }),
       );
@@ -247,6 +278,8 @@ export function attachMetrics(options: MetricsOptions, input: ConsumerMetricsInp
     readDeadLetters: cached(intervalMs, 'open dead letters', input.logger, () =>
       countOpenDeadLetters(input.pool, group),
     ),
+    // One read serves both replay gauges of a scrape (the cache answers the second).
+    readReplays: cached(intervalMs, 'replay progress', input.logger, () => runningReplayTotals(input.pool, group)),
   };
 
   return {
@@ -266,7 +299,7 @@ export function attachMetrics(options: MetricsOptions, input: ConsumerMetricsInp
  * At most one read per `intervalMs` (scrapes in between get the last figures), one read at a time.
  * A failed read is logged and yields no figures: a missing series is honest, a stale one is not.
  */
-function cached<T>(
+export function cached<T>(
   intervalMs: number,
   what: string,
   logger: Logger,

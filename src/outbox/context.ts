@@ -1,5 +1,6 @@
 import { OncelyError } from '../errors.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
+import { causalTraceHeaders } from '../tracing/trace-context.js';
 import { derivedMessageId } from './message-id.js';
 import { type OutboxMessage, publish, type PublishedEvent, type PublishTarget, TRACEPARENT_HEADER } from './publish.js';
 
@@ -11,8 +12,8 @@ export interface Cause {
 
 /**
  * `ctx.publish` of a per-message handler: the n-th call (from 0) gets message-id
- * `<inbound messageId>:<n>`, `causation-id` the inbound id, and the inbound `traceparent`. A new
- * context is made for every attempt, so a retried attempt (whose rows rolled back) numbers from 0
+ * `<inbound messageId>:<n>`, `causation-id` the inbound id, and the trace context of the active
+ * span or the inbound `traceparent` (see `causalTraceHeaders`). A new context is made for every attempt, so a retried attempt (whose rows rolled back) numbers from 0
  * again and publishes the same ids.
  */
 export function messagePublisher(
@@ -25,7 +26,8 @@ export function messagePublisher(
     publish(tx(), message, {
       messageId: derivedMessageId(cause.messageId, n++),
       causationId: cause.messageId,
-      ...(traceparent === undefined ? {} : { traceparent }),
+      // Read at each publish: the handler may have made a span active meanwhile.
+      ...causalTraceHeaders(traceparent),
     });
 }
 
@@ -54,7 +56,7 @@ export function batchPublisher(
     return publish(tx(), message, {
       messageId: derivedMessageId(cause.messageId, n),
       causationId: cause.messageId,
-      ...(traceparent === undefined ? {} : { traceparent }),
+      ...causalTraceHeaders(traceparent),
     });
   };
 }

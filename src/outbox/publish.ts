@@ -2,14 +2,17 @@ import { type SQL, sql } from 'drizzle-orm';
 
 import { OncelyError } from '../errors.js';
 import { MAX_MESSAGE_ID_LENGTH, MESSAGE_ID_HEADER } from '../kafka/message-identity.js';
+import { activeTraceHeaders } from '../tracing/trace-context.js';
 import { encodeHeaders, type OutboxHeaderValue } from './headers.js';
 import { uuidv7 } from './message-id.js';
 import { insertOutboxRow, type OutboxInsert, type Queryable } from './store.js';
 
 /** Header naming the inbound message an event was published for. */
 export const CAUSATION_ID_HEADER = 'causation-id';
-/** W3C trace context header, copied from the inbound record onto the events it causes. */
+/** W3C trace context header: the active span's, or the inbound record's, on the events it causes. */
 export const TRACEPARENT_HEADER = 'traceparent';
+/** W3C trace state, sent with a `traceparent` taken from the active span when that span has one. */
+export const TRACESTATE_HEADER = 'tracestate';
 
 /** An event to publish through the outbox. */
 export interface OutboxMessage {
@@ -38,8 +41,14 @@ export interface PublishOptions {
   readonly messageId?: string;
   /** The id of what caused this event (an inbound message, a request); sent as `causation-id`. Default none. */
   readonly causationId?: string;
-  /** W3C `traceparent` to send with the event. Default none. */
+  /**
+   * W3C `traceparent` to send with the event. Default: the active OpenTelemetry span's context
+   * (with its `tracestate`), when `@opentelemetry/api` is installed and a span is active; none
+   * otherwise.
+   */
   readonly traceparent?: string;
+  /** W3C `tracestate` sent with `traceparent`. Default: the active span's, when it gave the traceparent. */
+  readonly tracestate?: string;
 }
 
 /** What `publish` recorded. */
@@ -118,7 +127,17 @@ export function outboxRow(message: OutboxMessage, options: PublishOptions = {}):
   }
   const own: Record<string, string> = { [MESSAGE_ID_HEADER]: messageId };
   if (options.causationId !== undefined) own[CAUSATION_ID_HEADER] = options.causationId;
-  if (options.traceparent !== undefined) own[TRACEPARENT_HEADER] = options.traceparent;
+  // Published inside a span (an HTTP request's, a job's): the downstream consumer's span becomes
+  // its child. The caller's own traceparent wins.
+  const trace =
+    options.traceparent === undefined
+      ? activeTraceHeaders()
+      : { traceparent: options.traceparent, tracestate: options.tracestate };
+  if (trace !== undefined) {
+    own[TRACEPARENT_HEADER] = trace.traceparent;
+    const userTracestate = Object.keys(headers).some((h) => h.toLowerCase() === TRACESTATE_HEADER);
+    if (trace.tracestate !== undefined && !userTracestate) own[TRACESTATE_HEADER] = trace.tracestate;
+  }
   return {
     messageId,
     topic,

@@ -9,8 +9,18 @@ import { pino, type Logger } from 'pino';
 
 import { configError } from '../errors.js';
 import { type DatabaseInput, resolvePool } from '../inbox/database.js';
+import { attachRelayMetrics, type RelayMetrics, type RelayMetricsOptions } from '../metrics/outbox.js';
+import { assertRegistry } from '../metrics/registry.js';
 import { decodeHeaders } from './headers.js';
-import { fetchPending, markSent, OUTBOX_CHANNEL, type PendingRow, recordAttemptFailed } from './store.js';
+import {
+  fetchPending,
+  markSent,
+  OUTBOX_CHANNEL,
+  type PendingRow,
+  readOutboxBacklog,
+  recordAttemptFailed,
+  type SentRow,
+} from './store.js';
 
 /** Options of `createOutboxRelay()`. Only `db` and `kafka` are required. */
 export interface OutboxRelayOptions {
@@ -37,6 +47,13 @@ export interface OutboxRelayOptions {
   readonly logger?: Logger;
   /** Further kafkajs producer settings. `idempotent` and `maxInFlightRequests` are fixed by oncely. */
   readonly producer?: Omit<ProducerConfig, 'idempotent' | 'maxInFlightRequests' | 'transactionalId'>;
+  /**
+   * Prometheus metrics (needs the optional peer `prom-client`): `{ registry: new Registry() }`
+   * registers `oncely_outbox_backlog`, `oncely_outbox_oldest_pending_age_seconds` (read from the
+   * database when scraped, at most every `refreshIntervalMs`, default 15 s) and
+   * `oncely_relay_latency_seconds`. A standby relay reports the backlog too. Default: none.
+   */
+  readonly metrics?: RelayMetricsOptions;
   /** @internal For crash tests: called after the broker acknowledged a batch, before it is marked sent. */
   readonly afterSend?: (messageIds: readonly string[]) => Promise<void> | void;
 }
@@ -79,6 +96,12 @@ class Stopped extends Error {}
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const config = resolveRelayOptions(options);
   const { logger } = config;
+  // Built only when asked for; the backlog is read through the pool, not the relay's own session.
+  const metrics: RelayMetrics | undefined =
+    options.metrics === undefined
+      ? undefined
+      : attachRelayMetrics(options.metrics, () => readOutboxBacklog(config.pool), logger);
+  const recordSent = (sent: readonly SentRow[]): void => metrics?.observeSent(sent);
   let running: Promise<void> | undefined;
   let stopping: Promise<void> | undefined;
   let stopped = false;
@@ -252,9 +275,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     await config.afterSend?.(sendable.map((r) => r.messageId));
     // Acknowledged by all in-sync replicas (acks -1): only now is a row sent. A crash before this
     // UPDATE commits re-sends the rows, with the same message-id.
-    await markSent(
-      db,
-      sendable.map((r) => r.id),
+    recordSent(
+      await markSent(
+        db,
+        sendable.map((r) => r.id),
+      ),
     );
     return sendable.length;
   };
@@ -281,7 +306,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         continue;
       }
       await config.afterSend?.([row.messageId]);
-      await markSent(db, [row.id]);
+      recordSent(await markSent(db, [row.id]));
       sent++;
     }
     return sent;
@@ -355,12 +380,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     running ??= run().catch((error: unknown) => {
       logger.error({ err: error }, 'the outbox relay stopped unexpectedly');
     });
+    metrics?.start();
     return Promise.resolve();
   };
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       stopped = true;
+      metrics?.stop();
       onStop?.();
       notify();
       await running;
@@ -401,6 +428,9 @@ function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions 
     if (!Number.isInteger(value) || value < 1) throw configError(`relay.${name}`, 'must be a whole number ≥ 1');
     return value;
   };
+  // Before the pool is made: a refused option must not leave a pool behind.
+  if (options.metrics !== undefined)
+    assertRegistry('relay.metrics', (options.metrics as { registry?: unknown }).registry);
   const { pool, owned } = resolvePool(options.db);
   const poolOptions = (pool as unknown as { options?: pg.ClientConfig }).options ?? {};
   return {

@@ -98,14 +98,58 @@ export async function fetchPending(client: Queryable, limit: number): Promise<Pe
   }));
 }
 
-/** Marks rows sent: only ever after the broker acknowledged them. */
-export async function markSent(client: Queryable, ids: readonly string[]): Promise<void> {
-  if (ids.length === 0) return;
-  await client.query(
+/** A row just marked sent: its topic and `sent_at − created_at`, for the relay latency metric. */
+export interface SentRow {
+  readonly topic: string;
+  readonly latencySeconds: number;
+}
+
+/**
+ * Marks rows sent: only ever after the broker acknowledged them. Returns what was marked, with
+ * the latency measured by the database's own clock (no skew between hosts).
+ */
+export async function markSent(client: Queryable, ids: readonly string[]): Promise<SentRow[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await client.query<{ topic: string; latency: number }>(
     `UPDATE oncely.outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1
-      WHERE id = ANY($1::bigint[]) AND status = 'pending'`,
+      WHERE id = ANY($1::bigint[]) AND status = 'pending'
+      RETURNING topic, extract(epoch FROM sent_at - created_at)::float8 AS latency`,
     [ids],
   );
+  return rows.map((r) => ({ topic: r.topic, latencySeconds: r.latency }));
+}
+
+/** Rows counted per backlog read at most: the read stays bounded however far behind the relay is. */
+export const BACKLOG_COUNT_LIMIT = 100_000;
+
+/**
+ * Unsent rows per topic and status (pending, parked), counting at most
+ * {@link BACKLOG_COUNT_LIMIT} rows of each status, and the oldest pending row's age. The scans
+ * use the partial indexes of pending and parked rows; sent rows are never read.
+ */
+export async function readOutboxBacklog(
+  client: Queryable,
+  limit = BACKLOG_COUNT_LIMIT,
+): Promise<{
+  counts: { topic: string; status: 'pending' | 'parked'; rows: number }[];
+  oldestPendingAgeSeconds: number | null;
+}> {
+  const { rows } = await client.query<{ topic: string; status: 'pending' | 'parked'; n: string }>(
+    `SELECT topic, 'pending' AS status, count(*)::text AS n
+       FROM (SELECT topic FROM oncely.outbox WHERE status = 'pending' ORDER BY id LIMIT $1) p GROUP BY topic
+     UNION ALL
+     SELECT topic, 'parked', count(*)::text
+       FROM (SELECT topic FROM oncely.outbox WHERE status = 'parked' LIMIT $1) k GROUP BY topic`,
+    [limit],
+  );
+  const { rows: oldest } = await client.query<{ age: number | null }>(
+    `SELECT extract(epoch FROM now() - created_at)::float8 AS age
+       FROM oncely.outbox WHERE status = 'pending' ORDER BY id LIMIT 1`,
+  );
+  return {
+    counts: rows.map((r) => ({ topic: r.topic, status: r.status, rows: Number(r.n) })),
+    oldestPendingAgeSeconds: oldest[0]?.age ?? null,
+  };
 }
 
 /** Counts a failed attempt of one row; parks it when it can never be sent. */

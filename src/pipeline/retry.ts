@@ -1,4 +1,4 @@
-import { hasErrorCode } from '../errors.js';
+import { isOncelyError } from '../errors.js';
 
 /** How failed handler attempts are retried. Every field has a default; see `DEFAULT_RETRY`. */
 export interface RetryPolicy {
@@ -45,7 +45,10 @@ export function backoffDelay(policy: RetryPolicy, failures: number, random: () =
  * - `contention`: a serialization failure, a deadlock or a lock not available. Usually another
  *   transaction's doing, so retried without using up attempts — but a handler can cause them on its
  *   own every time, so only up to {@link MAX_CONTENTION_RETRIES} per message; then they count.
- * - `non_retriable`: retrying cannot help (`NonRetriableError`, validation errors). Dead-lettered now.
+ * - `non_retriable`: retrying cannot help, as the error itself says: an `OncelyError` with
+ *   `retriable: false` (`NonRetriableError`, a step misused, an event `ctx.publish` cannot write), a
+ *   Kafka protocol error kafkajs marks not retriable (a record over the broker's size limit, a
+ *   topic not authorised), a validation error. Dead-lettered now.
  * - `retriable`: anything else — a handler that throws, a constraint that fails (also at COMMIT),
  *   a statement of oncely's that the message's content makes fail. The message's fault until
  *   proven otherwise: retried per the policy, then dead-lettered. Never retried without bound.
@@ -112,12 +115,28 @@ export function classifyFailure({ error, inHandler, connectionLost }: FailureFac
   } else if (!inHandler && chain.some(isConnectionError)) {
     return 'transient';
   }
-  // ONCELY_CONFIG from inside a handler (a step name used twice, a step result JSON cannot hold)
-  // is a bug in the handler's code: every retry would fail the same way.
-  const hopeless = (e: unknown): boolean =>
-    hasErrorCode(e, 'ONCELY_NON_RETRIABLE') || hasErrorCode(e, 'ONCELY_CONFIG') || isValidationError(e);
-  if (chain.some(hopeless)) return 'non_retriable';
+  // Retriability is data on the error: the outermost error that states it decides (a user's error
+  // wrapping a NonRetriableError is as hopeless as the NonRetriableError itself).
+  for (const e of chain) {
+    if (isValidationError(e)) return 'non_retriable';
+    if (isOncelyError(e)) return e.retriable ? 'retriable' : 'non_retriable';
+    if (isKafkaProtocolError(e)) return e.retriable ? 'retriable' : 'non_retriable';
+  }
   return 'retriable';
+}
+
+/**
+ * A Kafka protocol error as kafkajs makes them (any copy of kafkajs): the broker's error `type`
+ * and kafkajs's `retriable` flag from the protocol's error table. Only these flags are read:
+ * kafkajs's other errors say `retriable: false` when its own retries ran out
+ * (`KafkaJSNumberOfRetriesExceeded`), which says nothing about a later attempt; their cause is read.
+ */
+export function isKafkaProtocolError(error: unknown): error is { type: string; retriable: boolean } {
+  if (typeof error !== 'object' || error === null) return false;
+  const { name, type, retriable } = error as { name?: unknown; type?: unknown; retriable?: unknown };
+  return (
+    typeof name === 'string' && name.startsWith('KafkaJS') && typeof type === 'string' && typeof retriable === 'boolean'
+  );
 }
 
 /** A socket or pool error of pg's: the database could not be reached, whatever the message. */

@@ -34,6 +34,12 @@ describe('metrics of a running consumer', () => {
       metrics: { registry, refreshIntervalMs: 0 },
     });
     const outcomes = recordOutcomes(consumer);
+    // Consecutive messages of a partition may share a transaction (commit grouping): the duration
+    // histograms count transactions, so they are checked against the transactions that committed.
+    let transactions = 0;
+    consumer.on('transaction:committed', () => {
+      transactions++;
+    });
     await consumer.start();
     await waitFor('five outcomes', () => outcomes.total === 5);
 
@@ -52,8 +58,9 @@ describe('metrics of a running consumer', () => {
     expect(
       await sample(registry, 'oncely_duplicate_age_seconds_count', { ...group, duplicate_class: 'republish' }),
     ).toBe(1);
-    expect(await sample(registry, 'oncely_handler_duration_seconds_count', group)).toBe(3);
-    expect(await sample(registry, 'oncely_transaction_duration_seconds_count', group)).toBe(3);
+    expect(transactions).toBeGreaterThanOrEqual(2); // one per partition at least
+    expect(await sample(registry, 'oncely_handler_duration_seconds_count', group)).toBe(transactions);
+    expect(await sample(registry, 'oncely_transaction_duration_seconds_count', group)).toBe(transactions);
     expect(await sample(registry, 'oncely_dead_letters_open', { ...group, reason: 'invalid_payload' })).toBe(1);
     // Kafka commits the resolved offsets after each batch: the lag reaches zero on both partitions.
     await waitFor('lag 0 on both partitions', async () => {

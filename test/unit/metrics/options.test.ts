@@ -6,7 +6,7 @@ import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { resolveConsumerConfig } from '../../../src/config.js';
-import { defineHandler, type InboxConsumerOptions } from '../../../src/index.js';
+import { createOutboxRelay, defineHandler, idempotent, type InboxConsumerOptions } from '../../../src/index.js';
 
 // Constructing these opens no connection.
 const pool = new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', max: 5 });
@@ -46,5 +46,24 @@ describe('the observability options', () => {
     expect(() => resolveConsumerConfig({ ...valid, startTimeoutMs: 0 })).toThrow(
       /`startTimeoutMs`: must be at least 1/,
     );
+  });
+
+  it('take a Registry for the relay and the idempotent routes too, and a bounded route name', async () => {
+    const registry = new Registry();
+    const relay = createOutboxRelay({ db: pool, kafka: valid.kafka, metrics: { registry } });
+    await relay.stop();
+    expect(() => createOutboxRelay({ db: pool, kafka: valid.kafka, metrics: { registry: {} as Registry } })).toThrow(
+      /`relay\.metrics\.registry`: expected a prom-client Registry/,
+    );
+    const db = drizzle(pool);
+    idempotent({ db, scope: 's', metrics: { registry, route: 'create-payment' } }, () => new Response(null));
+    // Every outcome starts at 0, so rate() sees the first count.
+    expect((await registry.getSingleMetric('oncely_idempotency_requests_total')?.get())?.values).toHaveLength(4);
+    expect(() =>
+      idempotent({ db, scope: 's', metrics: { registry: {} as Registry } }, () => new Response(null)),
+    ).toThrow(/`metrics\.registry`: expected a prom-client Registry/);
+    expect(() =>
+      idempotent({ db, scope: 's', metrics: { registry, route: 'x'.repeat(101) } }, () => new Response(null)),
+    ).toThrow(/`metrics\.route`/);
   });
 });

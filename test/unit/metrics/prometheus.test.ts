@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 
-import { attachMetrics, METRIC_NAMES } from '../../../src/metrics/prometheus.js';
+import { attachMetrics, CONSUMER_METRIC_NAMES } from '../../../src/metrics/prometheus.js';
 import { EventHub } from '../../../src/pipeline/events.js';
 
 const where = { groupId: 'payments', topic: 'charges', partition: 0, offset: '7', messageId: 'm-1', headers: {} };
@@ -38,7 +38,7 @@ describe('Prometheus metrics', () => {
   it('registers every documented metric in the registry it is given, not the global one', async () => {
     const { registry } = setUp();
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name).sort();
-    expect(names).toEqual([...METRIC_NAMES].sort());
+    expect(names).toEqual([...CONSUMER_METRIC_NAMES].sort());
   });
 
   it('counts messages by outcome, duplicate class and dead-letter reason', async () => {

@@ -1,3 +1,9 @@
+import {
+  KafkaJSConnectionError,
+  KafkaJSNonRetriableError,
+  KafkaJSNumberOfRetriesExceeded,
+  KafkaJSProtocolError,
+} from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 
 import { NonRetriableError, OncelyError } from '../../../src/errors.js';
@@ -81,8 +87,47 @@ describe('classifyFailure', () => {
   });
 
   it('counts a COMMIT turned into ROLLBACK against the handler', () => {
-    const error = new OncelyError('ONCELY_COMMIT_FAILED', 'rolled back');
+    const error = new OncelyError('ONCELY_COMMIT_FAILED', 'rolled back', { retriable: true });
     expect(classifyFailure({ error, inHandler: false, connectionLost: false })).toBe('retriable');
+  });
+
+  it('reads retriability from the OncelyError itself, not from a list of codes', () => {
+    const classify = (error: unknown) => classifyFailure({ error, inHandler: true, connectionLost: false });
+    expect(classify(new OncelyError('ONCELY_HANDLER_TIMEOUT', 'slow', { retriable: true }))).toBe('retriable');
+    // An event ctx.publish cannot write fails the same way on every attempt.
+    expect(classify(new OncelyError('ONCELY_INVALID_EVENT', 'cannot be JSON-encoded'))).toBe('non_retriable');
+    // The outermost error that states its retriability decides.
+    const wrapped = new OncelyError('ONCELY_HANDLER_TIMEOUT', 'slow', {
+      retriable: true,
+      cause: new NonRetriableError('inner'),
+    });
+    expect(classify(wrapped)).toBe('retriable');
+  });
+
+  it('reads kafkajs’s retriable flag of Kafka protocol errors, and looks through its own retries running out', () => {
+    const classify = (error: unknown) => classifyFailure({ error, inHandler: true, connectionLost: false });
+    const tooLarge = new KafkaJSProtocolError({
+      type: 'MESSAGE_TOO_LARGE',
+      code: 10,
+      retriable: false,
+      message: 'The request included a message larger than the max message size the server will accept',
+    } as unknown as string);
+    const noLeader = new KafkaJSProtocolError({
+      type: 'LEADER_NOT_AVAILABLE',
+      code: 5,
+      retriable: true,
+      message: 'There is no leader for this topic-partition as we are in the middle of a leadership election',
+    } as unknown as string);
+    expect(tooLarge.retriable).toBe(false);
+    expect(classify(tooLarge)).toBe('non_retriable');
+    expect(classify(noLeader)).toBe('retriable');
+    // kafkajs gave up retrying a leader election: a later attempt may well succeed.
+    const exhausted = new KafkaJSNumberOfRetriesExceeded(noLeader, { retryCount: 5, retryTime: 1000 });
+    expect(exhausted.retriable).toBe(false);
+    expect(classify(exhausted)).toBe('retriable');
+    expect(classify(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED'))).toBe('retriable');
+    // Not a protocol verdict: kafkajs's generic "do not retry" is about its own retrier only.
+    expect(classify(new KafkaJSNonRetriableError('Broker does not support the API'))).toBe('retriable');
   });
 
   it('retries anything else the handler throws per the policy', () => {
