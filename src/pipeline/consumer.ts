@@ -17,6 +17,7 @@ import type { PauseReason } from './events.js';
 import { type PipelineContext } from './outcomes.js';
 import { processChunk } from './process-chunk.js';
 import { processRecords } from './process-group.js';
+import { startError } from './start-errors.js';
 import { backoffDelay, classifyFailure } from './retry.js';
 
 export interface PausedPartition {
@@ -312,6 +313,8 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       await deadLetterTopic?.start();
       if (config.relay !== undefined) {
         const created = createOutboxRelay({
+          // The consumer's registry by default: its relay's metrics sit next to its own.
+          metrics: config.metrics,
           ...config.relay,
           db: config.db,
           kafka: config.kafka,
@@ -375,7 +378,8 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       removeSignalHandlers?.();
       config.pool.off('error', onIdleConnectionError);
       starting = undefined;
-      throw error;
+      // kafkajs and pg errors come out with a code of oncely's and the original as `cause`.
+      throw startError(error, { groupId: config.groupId });
     });
     return starting;
   };
