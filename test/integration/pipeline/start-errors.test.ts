@@ -1,7 +1,10 @@
 import { Kafka, logLevel } from 'kafkajs';
+import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
+import { pino } from 'pino';
 import { describe, expect, inject, it } from 'vitest';
 
+import { createInboxConsumer, defineHandler } from '../../../src/index.js';
 import { startError } from '../../../src/pipeline/start-errors.js';
 import { databaseUrlFor } from '../../support/settings.js';
 
@@ -34,6 +37,26 @@ describe('errors start() rejects with, from real clients', () => {
       });
     } finally {
       await Promise.all([missing.end(), refused.end()]);
+    }
+  });
+
+  it('a consumer started on a database that does not exist rejects with ONCELY_DATABASE_ERROR and the cause', async () => {
+    const pool = new pg.Pool({ connectionString: databaseUrlFor(inject('databaseUrl'), 'oncely_no_such_db'), max: 3 });
+    const consumer = createInboxConsumer({
+      kafka: new Kafka({ brokers: inject('kafkaBrokers'), logLevel: logLevel.NOTHING }),
+      db: drizzle(pool),
+      groupId: 'start-errors',
+      handlers: [defineHandler({ topic: 'start-errors', handle: () => undefined })],
+      handleSignals: false,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const error = await failureOf(() => consumer.start());
+      expect(error).toMatchObject({ code: 'ONCELY_DATABASE_ERROR', context: { sqlState: '3D000' } });
+      expect((error as Error).cause).toMatchObject({ code: '3D000' });
+    } finally {
+      await consumer.stop();
+      await pool.end();
     }
   });
 
