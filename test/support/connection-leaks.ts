@@ -78,18 +78,18 @@ export function trackConnections(): void {
       this.once('close', () => open.delete(entry));
     }
     return (connect as (...a: unknown[]) => net.Socket).apply(this, args);
-  } as typeof connect;
+  };
 }
 
 /** Connections still open to one of `ports` (sockets that are destroyed but not yet closed count as closed). */
 export function openConnections(ports: ReadonlySet<number>): OpenConnection[] {
   return openEntries(ports).map((e) => ({
-      host: e.host,
-      port: e.port,
-      localPort: e.socket.localPort,
-      openedAt: whoseConnection(e.openedAt),
-      test: e.test,
-    }));
+    host: e.host,
+    port: e.port,
+    localPort: e.socket.localPort,
+    openedAt: whoseConnection(e.openedAt),
+    test: e.test,
+  }));
 }
 
 /**
