@@ -57,7 +57,9 @@ describe('the connection leak check', () => {
       // The file's own pool, admin and producer are open too while its tests run: all are named.
       const failure = assertNoLeakedConnections(200);
       await expect(failure).rejects.toThrow(/still open after this file/);
-      await expect(failure).rejects.toThrow(/PostgreSQL 127\.0\.0\.1:\d+ .*opened at\n.*connection-leaks\.test\.ts/);
+      await expect(failure).rejects.toThrow(
+        /PostgreSQL 127\.0\.0\.1:\d+ .*opened in "[^"]*leaked connection" at\n.*connection-leaks\.test\.ts/,
+      );
     } finally {
       await pool.end();
     }
