@@ -36,6 +36,8 @@ export default defineConfig({
           // One Kafka broker and one PostgreSQL for the whole run; each test file gets its own
           // database and each test its own topics and group.
           globalSetup: ['test/support/global-setup.ts'],
+          // A file that leaves a consumer, a pool or a broker connection open fails.
+          setupFiles: ['test/support/leak-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 180_000,
           // Two cores: two files at a time keeps the broker responsive.

@@ -1,6 +1,3 @@
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-
 import Table from 'cli-table3';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
@@ -18,6 +15,7 @@ import {
   retryDeadLetters,
 } from '../pipeline/dead-letter-admin.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
+import { importUserModule } from './load-module.js';
 import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage } from './output.js';
 
 interface Common {
@@ -176,7 +174,7 @@ function report(result: ResolveResult, options: Common): void {
 async function loadHandlers(
   modulePath: string,
 ): Promise<{ handlers: AnyHandlerDefinition[]; schema?: Record<string, unknown> }> {
-  const exports = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+  const exports = await importUserModule(modulePath);
   const candidates = Object.values(exports).flatMap((value) => (Array.isArray(value) ? (value as unknown[]) : [value]));
   const handlers = candidates.filter(isHandlerDefinition);
   if (handlers.length === 0) {

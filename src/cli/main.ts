@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
-import { runDev } from './dev.js';
+import { parsePort, runDev } from './dev.js';
 import { runMigrate } from './database.js';
 import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
 import { runDoctor } from './doctor.js';
@@ -59,6 +59,14 @@ program
   .option('--json', 'print JSON for scripts')
   .action(runStatusScreen);
 
+// The module is imported by the CLI: one that starts its consumer (or a server) when imported would
+// start it inside the retry or replay command too.
+const HANDLERS_MODULE_HELP =
+  '\nThe --handlers module is imported: it must not start a consumer when imported (export the\n' +
+  'handlers from a module of their own, and start the consumer in another). A TypeScript module is\n' +
+  'loaded with tsx when it is installed (npm install --save-dev tsx); otherwise run\n' +
+  '`node --import tsx ./node_modules/oncely/dist/cli/main.js …` or pass the compiled .js file.';
+
 const deadLetters = program.command('dead-letters').description('inspect, retry and discard dead letters');
 const reason = (): Option => new Option('--reason <reason>', 'only this reason').choices(DEAD_LETTER_REASONS);
 
@@ -89,13 +97,14 @@ deadLetters
   .addOption(databaseUrl())
   .requiredOption(
     '--handlers <module>',
-    "a module exporting the consumer's handlers (and optionally its drizzle `schema`)",
+    "a module exporting the consumer's handlers (and optionally its drizzle `schema`); .js, or .ts with tsx installed",
   )
   .option('--all', 'retry every open dead letter (narrowed by --group, --topic, --reason)')
   .option('--group <id>', 'with --all: only this consumer group')
   .option('--topic <name>', 'with --all: only this source topic')
   .addOption(reason())
   .option('--json', 'print JSON for scripts')
+  .addHelpText('after', HANDLERS_MODULE_HELP)
   .action(runRetry);
 
 deadLetters
@@ -216,7 +225,8 @@ for (const mode of ['plan', 'run'] as const) {
     .option('--to <ISO time|offset|latest>', 'the end of the range (exclusive)', 'latest')
     .option('--partitions <list>', 'only these partitions, e.g. 0,1', parsePartitions)
     .option('--handlers <module>', 'a module exporting the handlers, when one derives ids with messageId(event)')
-    .option('--json', 'print JSON for scripts');
+    .option('--json', 'print JSON for scripts')
+    .addHelpText('after', HANDLERS_MODULE_HELP);
   if (mode === 'run') command.option('--force', 'proceed although messages are at risk of applying twice');
   command.action(mode === 'plan' ? runReplayPlan : runReplayRun);
 }
@@ -236,6 +246,27 @@ program
 program
   .command('dev')
   .description('start Kafka and PostgreSQL for local work; print their addresses; stop them on Ctrl-C')
+  .option(
+    '--kafka-port <port>',
+    'the broker listens on this port of 127.0.0.1 (default: a new free port each start)',
+    parsePort,
+  )
+  .option(
+    '--pg-port <port>',
+    'PostgreSQL listens on this port of 127.0.0.1 (default: a new free port each start)',
+    parsePort,
+  )
+  .option(
+    '--data-dir <dir>',
+    'keep the PostgreSQL data in this directory between runs (default: a throwaway cluster; Kafka topics are always new)',
+  )
+  .addHelpText(
+    'after',
+    '\nWith fixed ports the addresses stay the same between runs, e.g.\n' +
+      '  oncely dev --kafka-port 9092 --pg-port 5432 --data-dir .oncely/postgres\n' +
+      'prints KAFKA_BROKERS=127.0.0.1:9092 and DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres.\n' +
+      'A service whose variable (KAFKA_BROKERS, DATABASE_URL) is already set is used as it is.',
+  )
   .action(runDev);
 
 try {

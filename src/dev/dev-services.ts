@@ -57,6 +57,12 @@ export interface DevServicesOptions {
      * @default {}
      */
     brokerProperties?: Record<string, string>;
+    /**
+     * The broker's port on 127.0.0.1 (local broker) or on the Docker host, so that the address is
+     * the same on every start. Refused when `KAFKA_BROKERS` is set (that broker is used as is).
+     * @default a free port, new on every start
+     */
+    port?: number;
   };
   postgres?: {
     /**
@@ -64,6 +70,19 @@ export interface DevServicesOptions {
      * @default '15-alpine'
      */
     version?: string;
+    /**
+     * The server's port on 127.0.0.1 (local cluster) or on the Docker host. Refused when
+     * `DATABASE_URL` is set.
+     * @default a free port, new on every start
+     */
+    port?: number;
+    /**
+     * A directory that keeps the PostgreSQL data between runs: created (initdb) on first use,
+     * reused after, never removed (the local cluster lives in `<dataDir>/data`; a Docker container
+     * mounts it). Refused when `DATABASE_URL` is set.
+     * @default a temporary directory, removed on stop
+     */
+    dataDir?: string;
   };
 }
 
@@ -197,7 +216,13 @@ function notRestartable(source: DevServiceSource): () => Promise<void> {
 
 async function startKafka(
   plan: KafkaPlan,
-  options: { cacheDir: string; version: string; tunables: Record<string, string>; logger: Logger },
+  options: {
+    cacheDir: string;
+    version: string;
+    tunables: Record<string, string>;
+    logger: Logger;
+    port: number | undefined;
+  },
 ): Promise<RunningKafka> {
   switch (plan.source) {
     case 'env':
@@ -209,7 +234,7 @@ async function startKafka(
         stop: () => Promise.resolve(),
       };
     case 'docker': {
-      const container = await startDockerKafka(options.tunables, options.logger);
+      const container = await startDockerKafka(options.tunables, options.logger, options.port);
       return {
         brokers: container.brokers,
         pid: () => undefined,
@@ -231,6 +256,7 @@ async function startKafka(
         version: options.version,
         tunables: options.tunables,
         logger: options.logger,
+        port: options.port,
       });
       return {
         brokers: broker.brokers,
@@ -243,18 +269,57 @@ async function startKafka(
   }
 }
 
-async function startPostgres(plan: PostgresPlan, options: { tag: string; logger: Logger }): Promise<RunningPostgres> {
+async function startPostgres(
+  plan: PostgresPlan,
+  options: { tag: string; logger: Logger; port: number | undefined; dataDir: string | undefined },
+): Promise<RunningPostgres> {
   switch (plan.source) {
     case 'env':
       return { url: plan.url, pid: () => undefined, dataDir: undefined, stop: () => Promise.resolve() };
     case 'docker': {
-      const container = await startDockerPostgres(options.tag, options.logger);
+      const container = await startDockerPostgres(options.tag, options.logger, {
+        port: options.port,
+        dataDir: options.dataDir,
+      });
       return { url: container.url, pid: () => undefined, dataDir: undefined, stop: () => container.stop() };
     }
     case 'local': {
-      const server = await LocalPostgres.start({ binDir: plan.pgBinDir, logger: options.logger });
-      return { url: server.url, pid: () => server.pid, dataDir: server.dataDir, stop: () => server.stop() };
+      const server = await LocalPostgres.start({
+        binDir: plan.pgBinDir,
+        logger: options.logger,
+        port: options.port,
+        dataDir: options.dataDir,
+      });
+      return {
+        url: server.url,
+        pid: () => server.pid,
+        // Only a temporary directory is reported as one (tests check that those are removed).
+        dataDir: options.dataDir === undefined ? server.dataDir : undefined,
+        stop: () => server.stop(),
+      };
     }
+  }
+}
+
+function validPort(option: string, port: number | undefined): number | undefined {
+  if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65_535)) {
+    throw configError(option, `${String(port)} is not a TCP port (1–65535)`);
+  }
+  return port;
+}
+
+/** A fixed port or a data directory only means something for a server oncely dev starts. */
+function refuseWithConfigured(
+  option: string,
+  variable: 'KAFKA_BROKERS' | 'DATABASE_URL',
+  value: unknown,
+  env: Readonly<Record<string, string | undefined>>,
+): void {
+  if (value !== undefined && configured(env[variable]) !== undefined) {
+    throw configError(
+      option,
+      `${variable} is set, so that server is used as it is and none is started: unset ${variable}, or leave ${option} out`,
+    );
   }
 }
 
@@ -288,6 +353,16 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
   if (!DOCKER_TAG.test(tag)) {
     throw configError('postgres.version', `"${tag}" is not a Docker image tag such as 15-alpine.`);
   }
+  const kafkaPort = validPort('kafka.port', options.kafka?.port);
+  const postgresPort = validPort('postgres.port', options.postgres?.port);
+  const dataDir = options.postgres?.dataDir;
+  if (dataDir?.trim() === '') throw configError('postgres.dataDir', 'give a directory, or leave it out');
+  refuseWithConfigured('kafka.port', 'KAFKA_BROKERS', kafkaPort, env);
+  refuseWithConfigured('postgres.port', 'DATABASE_URL', postgresPort, env);
+  refuseWithConfigured('postgres.dataDir', 'DATABASE_URL', dataDir, env);
+  if (kafkaPort !== undefined && kafkaPort === postgresPort) {
+    throw configError('postgres.port', `Kafka and PostgreSQL cannot both listen on port ${kafkaPort}`);
+  }
   const tunables = mergeBrokerProperties(options.kafka?.brokerProperties);
   const cacheDir = options.cacheDir ?? resolveCacheDir(process.env);
 
@@ -297,8 +372,8 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
   const needsWatchdog = plan.kafka.source === 'local' || plan.postgres.source === 'local';
   if (needsWatchdog) await watchdog.acquire();
   const [kafkaResult, postgresResult] = await Promise.allSettled([
-    startKafka(plan.kafka, { cacheDir, version, tunables, logger }),
-    startPostgres(plan.postgres, { tag, logger }),
+    startKafka(plan.kafka, { cacheDir, version, tunables, logger, port: kafkaPort }),
+    startPostgres(plan.postgres, { tag, logger, port: postgresPort, dataDir }),
   ]);
   if (kafkaResult.status === 'rejected' || postgresResult.status === 'rejected') {
     // Leave nothing half-started behind.

@@ -7,6 +7,9 @@
  * there is the detection that leads here and the fallback when it fails (see probe.ts). Containers
  * are removed by testcontainers' reaper (Ryuk) if this process dies, so they need no watchdog.
  */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+
 import type { Logger } from 'pino';
 
 import { OncelyError } from '../errors.js';
@@ -33,11 +36,16 @@ function failed(what: string, error: unknown): OncelyError {
 export async function startDockerKafka(
   tunables: Readonly<Record<string, string>>,
   logger: Logger,
+  hostPort?: number,
 ): Promise<DockerService & { brokers: string[] }> {
   const started = Date.now();
   try {
     const { KafkaContainer } = await import('@testcontainers/kafka');
-    const container = await new KafkaContainer(KAFKA_IMAGE)
+    const kafka = new KafkaContainer(KAFKA_IMAGE);
+    // A fixed host port replaces the random binding of the client port; the container advertises
+    // whichever host port it is mapped to.
+    if (hostPort !== undefined) kafka.withExposedPorts({ container: KAFKA_CONTAINER_PORT, host: hostPort });
+    const container = await kafka
       .withKraft()
       // The same test-friendly tunables as the local broker (short session timeouts and so on).
       .withEnvironment(confluentEnvironment(tunables))
@@ -55,12 +63,24 @@ export async function startDockerKafka(
   }
 }
 
-export async function startDockerPostgres(tag: string, logger: Logger): Promise<DockerService & { url: string }> {
+export async function startDockerPostgres(
+  tag: string,
+  logger: Logger,
+  options: { port?: number | undefined; dataDir?: string | undefined } = {},
+): Promise<DockerService & { url: string }> {
   const image = `postgres:${tag}`;
   const started = Date.now();
   try {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
-    const container = await new PostgreSqlContainer(image)
+    const postgres = new PostgreSqlContainer(image);
+    if (options.port !== undefined) postgres.withExposedPorts({ container: 5432, host: options.port });
+    if (options.dataDir !== undefined) {
+      // The image initialises an empty directory and reuses one that holds a cluster.
+      const source = path.resolve(options.dataDir);
+      await mkdir(source, { recursive: true });
+      postgres.withBindMounts([{ source, target: '/var/lib/postgresql/data' }]);
+    }
+    const container = await postgres
       .withDatabase('postgres')
       .withUsername('postgres')
       .withPassword('postgres')

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { OncelyError, isOncelyError } from '../errors.js';
 import { brokerProperties, randomClusterId, renderLog4jProperties, renderProperties } from './kafka-properties.js';
 import {
+  assertPortFree,
   freePorts,
   openLogFile,
   runCommand,
@@ -34,6 +35,8 @@ export interface LocalKafkaOptions {
   readonly logger: Logger;
   /** Default 90 s. */
   readonly readyTimeoutMs?: number;
+  /** A fixed client port on 127.0.0.1; default a free one. (The controller port is always a free one.) */
+  readonly port?: number | undefined;
 }
 
 const HEAP = ['-Xms256m', '-Xmx512m'];
@@ -105,6 +108,7 @@ export class LocalKafka {
   }
 
   static async start(options: LocalKafkaOptions): Promise<LocalKafka> {
+    if (options.port !== undefined) await assertPortFree(options.port, 'Kafka', '--kafka-port');
     for (let attempt = 1; ; attempt++) {
       const root = await mkdtemp(path.join(tmpdir(), 'oncely-kafka-'));
       // Registered before anything runs in it: a parent killed from here on leaves nothing behind.
@@ -129,7 +133,9 @@ export class LocalKafka {
         return kafka;
       } catch (error) {
         await kafka.stop();
-        const retry = attempt < MAX_ATTEMPTS && isOncelyError(error) && lostPortRace(error.message);
+        // A port of the user's choice is not raced for: another server has it.
+        const retry =
+          options.port === undefined && attempt < MAX_ATTEMPTS && isOncelyError(error) && lostPortRace(error.message);
         if (!retry) throw error;
         options.logger.debug({ attempt }, 'oncely dev: Kafka lost a port race, retrying with new ports');
       }
@@ -137,7 +143,10 @@ export class LocalKafka {
   }
 
   private static async prepare(root: string, options: LocalKafkaOptions): Promise<Layout> {
-    const [port, controllerPort] = await freePorts(2);
+    // Three distinct free ports: with a fixed client port, one of them may be that very port.
+    const free = await freePorts(3);
+    const port = options.port ?? free[0];
+    const controllerPort = free.find((p) => p !== port);
     if (port === undefined || controllerPort === undefined) throw new Error('no ports allocated');
     const logsDir = path.join(root, 'logs');
     await mkdir(logsDir);

@@ -1,15 +1,18 @@
 /**
- * A throwaway PostgreSQL cluster: initdb into a fresh temporary directory, pg_ctl start on a free
- * port of 127.0.0.1, removed again on stop.
+ * A PostgreSQL cluster run from the machine's binaries: by default a throwaway one (initdb into a
+ * fresh temporary directory, pg_ctl start on a free port of 127.0.0.1, removed again on stop); with
+ * `dataDir`, one kept in that directory between runs (initdb only the first time), and with `port`
+ * on that port.
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 
 import { OncelyError } from '../errors.js';
 import {
+  assertPortFree,
   freePorts,
   isProcessAlive,
   runCommand,
@@ -25,6 +28,10 @@ import { watchdog } from './watchdog.js';
 export interface LocalPostgresOptions {
   readonly binDir: string;
   readonly logger: Logger;
+  /** A fixed port on 127.0.0.1; default a free one. */
+  readonly port?: number | undefined;
+  /** Keep the cluster here (created on first use, never removed); default a temporary directory. */
+  readonly dataDir?: string | undefined;
 }
 
 interface RunAs {
@@ -84,6 +91,8 @@ export class LocalPostgres {
     private readonly root: string,
     private readonly runAs: RunAs | undefined,
     private readonly entryId: number,
+    /** A directory the user gave: its cluster outlives this run. */
+    private readonly kept: boolean,
   ) {}
 
   get url(): string {
@@ -109,24 +118,55 @@ export class LocalPostgres {
 
   static async start(options: LocalPostgresOptions): Promise<LocalPostgres> {
     const runAs = await unprivilegedUser();
-    const root = await mkdtemp(path.join(tmpdir(), 'oncely-pg-'));
+    const kept = options.dataDir !== undefined;
+    const root =
+      options.dataDir === undefined ? await mkdtemp(path.join(tmpdir(), 'oncely-pg-')) : path.resolve(options.dataDir);
+    if (kept) await mkdir(root, { recursive: true });
     const entryId = watchdog.add({
       pidFile: path.join(root, 'data', 'postmaster.pid'),
       // SIGQUIT = immediate shutdown: quick, and unlike SIGKILL it releases the shared memory.
+      // A kept cluster recovers from it on its next start, as from a crash.
       stopSignal: 'SIGQUIT',
       exitSignal: 'SIGQUIT',
       marker: root,
-      dirs: [root],
+      // The user's directory is theirs: the watchdog stops its server but never removes it.
+      dirs: kept ? [] : [root],
     });
-    const postgres = new LocalPostgres(options, root, runAs, entryId);
+    const postgres = new LocalPostgres(options, root, runAs, entryId, kept);
     try {
       if (runAs !== undefined) await chown(root, runAs.uid, runAs.gid);
-      await postgres.initdb();
+      if (kept && runAs !== undefined) await postgres.assertReachable(runAs);
+      if (kept && (await exists(path.join(root, 'data', 'PG_VERSION')))) {
+        options.logger.info({ dataDir: root }, 'oncely dev: reusing the PostgreSQL cluster kept in the data directory');
+      } else {
+        await postgres.initdb();
+      }
       await postgres.startServer();
       return postgres;
     } catch (error) {
       await postgres.stop();
       throw error;
+    }
+  }
+
+  /**
+   * As root the server runs as another user, who must be able to reach a directory the user chose
+   * (a temporary one always is): initdb's own "Permission denied" does not say why.
+   */
+  private async assertReachable(runAs: RunAs): Promise<void> {
+    const result = await runCommand('/bin/sh', ['-c', 'test -w "$0" && test -x "$0"', this.root], {
+      cwd: '/',
+      uid: runAs.uid,
+      gid: runAs.gid,
+      timeoutMs: 10_000,
+    });
+    if (result.code !== 0) {
+      throw new OncelyError(
+        'ONCELY_DEV_SERVICES_FAILED',
+        `PostgreSQL runs as the user "${runAs.name}" (it refuses to run as root), who cannot reach ${this.root}: ` +
+          `choose a data directory that user can reach, or let it through the parents (chmod o+x on each).`,
+        { context: { dataDir: this.root } },
+      );
     }
   }
 
@@ -149,7 +189,9 @@ export class LocalPostgres {
       'trust',
       '-U',
       'postgres',
-      '--no-sync', // the cluster is thrown away; durability of the *server* (fsync=on) is kept
+      // A throwaway cluster needs no fsync of initdb's own files (the *server* keeps fsync=on); a
+      // kept one does, or a power cut could leave it unusable.
+      ...(this.kept ? [] : ['--no-sync']),
       '-E',
       'UTF8',
       // The host's locale may be missing or not UTF-8, which makes initdb fail; C is always there.
@@ -161,8 +203,10 @@ export class LocalPostgres {
 
   private async startServer(): Promise<void> {
     const started = Date.now();
+    const fixed = this.options.port;
+    if (fixed !== undefined) await assertPortFree(fixed, 'PostgreSQL', '--pg-port');
     for (let attempt = 1; ; attempt++) {
-      const [port] = await freePorts(1);
+      const [port] = fixed === undefined ? await freePorts(1) : [fixed];
       if (port === undefined) throw new Error('no port allocated');
       this.port = port;
       const serverOptions = [
@@ -187,7 +231,14 @@ export class LocalPostgres {
       ]);
       if (result.code === 0) break;
       const log = await tailFile(this.logFile, 20);
-      if (attempt < MAX_ATTEMPTS && lostPortRace(log)) continue;
+      // A port of the user's choice is not raced for: another server has it.
+      if (fixed === undefined && attempt < MAX_ATTEMPTS && lostPortRace(log)) continue;
+      if (this.kept && /another server might be running|lock file .* already exists/i.test(log + result.output)) {
+        throw this.failure(
+          `the cluster in ${this.root} is in use by another server (another \`oncely dev --data-dir\`?)`,
+          `${result.output}\n${log}`,
+        );
+      }
       throw this.failure(`pg_ctl start failed (exit ${result.code ?? result.signal})`, `${result.output}\n${log}`);
     }
     this.postmasterPid = await this.readPid();
@@ -214,7 +265,10 @@ export class LocalPostgres {
     );
   }
 
-  /** Idempotent: `pg_ctl stop -m fast`, waits for the postmaster to be gone, removes the directory. */
+  /**
+   * Idempotent: `pg_ctl stop -m fast`, waits for the postmaster to be gone, removes the directory
+   * unless it is a kept one.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const pid = this.postmasterPid ?? (await this.readPid());
@@ -228,9 +282,18 @@ export class LocalPostgres {
         }
       }
       this.postmasterPid = undefined;
-      await rm(this.root, { recursive: true, force: true, maxRetries: 3 });
+      if (!this.kept) await rm(this.root, { recursive: true, force: true, maxRetries: 3 });
       watchdog.remove(this.entryId);
     })();
     return this.stopping;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
   }
 }

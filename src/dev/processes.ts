@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 
+import { OncelyError } from '../errors.js';
+
 /**
  * True while `pid` names a running process. A zombie counts as gone: after a parent is killed its
  * orphans are reaped by PID 1 whenever PID 1 gets to it, and a zombie serves no one meanwhile.
@@ -99,6 +101,27 @@ export async function freePorts(count: number): Promise<number[]> {
   });
   await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
   return ports;
+}
+
+/**
+ * Fails with a clear message when `port` on 127.0.0.1 is taken, before a server is started on it
+ * (whose own failure would be buried in its log).
+ */
+export async function assertPortFree(port: number, service: string, option: string): Promise<void> {
+  const free = await new Promise<boolean>((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+  if (!free) {
+    throw new OncelyError(
+      'ONCELY_DEV_SERVICES_FAILED',
+      `Port ${port} on 127.0.0.1 is in use, so ${service} cannot listen there: stop what holds it ` +
+        `(is another \`oncely dev\` running?) or choose another ${option}.`,
+      { context: { port } },
+    );
+  }
 }
 
 /** The last `lines` lines of a text file, or '' when it does not exist. */

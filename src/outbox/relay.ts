@@ -119,8 +119,16 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     onStop = () => reject(new Stopped('the relay is stopping'));
   });
   stopRequested.catch(() => undefined);
+  // Work still running in kafkajs (abandoned or not): a send abandoned by stop() against a reachable
+  // broker finishes a moment later and may open a broker connection after the disconnect.
+  const inFlight = new Set<Promise<unknown>>();
   const untilStopped = <T>(work: Promise<T>): Promise<T> => {
-    work.catch(() => undefined); // an abandoned send's failure is nobody's concern
+    const settled = work.then(
+      () => undefined,
+      () => undefined, // an abandoned send's failure is nobody's concern
+    );
+    inFlight.add(settled);
+    void settled.finally(() => inFlight.delete(settled));
     return Promise.race([work, stopRequested]);
   };
 
@@ -154,12 +162,24 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     Math.min(config.maxBackoffMs, config.initialBackoffMs * 2 ** Math.min(failures - 1, 20)) *
     (0.8 + Math.random() * 0.4);
 
+  /** Second disconnects pending; stop() waits a short while for them. */
+  const lingering = new Set<Promise<unknown>>();
   const closeKafka = async (): Promise<void> => {
     const [p, a] = [producer, admin];
     producer = undefined;
     admin = undefined;
     knownTopics = undefined;
-    await Promise.all([p?.disconnect().catch(() => undefined), a?.disconnect().catch(() => undefined)]);
+    const disconnect = (): Promise<unknown> =>
+      Promise.all([p?.disconnect().catch(() => undefined), a?.disconnect().catch(() => undefined)]);
+    await disconnect();
+    // Once the work still running in these clients ends, disconnect again: whatever connection it
+    // opened after the first disconnect is closed too (in the background: it may take kafkajs'
+    // retries against an unreachable broker).
+    if (inFlight.size > 0 && (p !== undefined || a !== undefined)) {
+      const again = Promise.all([...inFlight]).then(disconnect);
+      lingering.add(again);
+      void again.finally(() => lingering.delete(again));
+    }
   };
 
   const closeDatabase = async (): Promise<void> => {
@@ -393,6 +413,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       await running;
       await closeKafka();
       await closeDatabase();
+      // Usually a moment (a send the broker is answering); bounded, for one it never answers.
+      await Promise.race([Promise.all([...lingering]), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
       if (config.ownedPool) await config.pool.end().catch(() => undefined);
     })();
     return stopping;

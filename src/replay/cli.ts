@@ -1,11 +1,9 @@
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-
 import Table from 'cli-table3';
 import { SingleBar } from 'cli-progress';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 
+import { importUserModule } from '../cli/load-module.js';
 import { configError } from '../errors.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { purge } from '../retention/purge.js';
@@ -249,7 +247,7 @@ export function formatReplayStatus(replays: readonly ReplayProgress[]): string[]
 export { replayStatus };
 
 async function loadHandlers(modulePath: string): Promise<AnyHandlerDefinition[]> {
-  const exports = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+  const exports = await importUserModule(modulePath);
   const candidates = Object.values(exports).flatMap((value) => (Array.isArray(value) ? (value as unknown[]) : [value]));
   const handlers = candidates.filter(isHandlerDefinition);
   if (handlers.length === 0) {

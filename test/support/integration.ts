@@ -12,6 +12,7 @@ import {
   type InboxConsumerOptions,
   type OncelyDatabase,
 } from '../../src/index.js';
+import { assertNoLeakedConnections } from './connection-leaks.js';
 import { type effects } from './effects.js';
 import { databaseUrlFor, TEST_CONSUMER_CONFIG, testPool } from './settings.js';
 
@@ -90,10 +91,21 @@ export function useTestEnvironment(): TestEnvironment {
     await state.producer?.disconnect();
     await state.admin?.disconnect();
     await state.pool?.end();
-    if (adminClient !== undefined) {
-      if (state.database !== undefined)
-        await adminClient.query(`DROP DATABASE IF EXISTS ${state.database} WITH (FORCE)`);
-      await adminClient.end();
+    await adminClient?.end();
+    try {
+      // Before the drop: DROP DATABASE … WITH (FORCE) would close a leaked pool's connections
+      // from the server side, and the leak would go unnoticed.
+      await assertNoLeakedConnections();
+    } finally {
+      if (state.database !== undefined) {
+        const dropper = new pg.Client({ connectionString: inject('databaseUrl') });
+        await dropper.connect();
+        try {
+          await dropper.query(`DROP DATABASE IF EXISTS ${state.database} WITH (FORCE)`);
+        } finally {
+          await dropper.end();
+        }
+      }
     }
   });
 
