@@ -19,7 +19,7 @@ import {
   resolveDuplicate,
   waitHeartbeating,
 } from './outcomes.js';
-import { type PreparedRecord, prepareRecord } from './prepare.js';
+import { type PreparedRecord, prepareRecords } from './prepare.js';
 import { deadLetter } from './process-record.js';
 import { batchContext, runBounded } from './run-handler.js';
 import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
@@ -56,7 +56,7 @@ export async function processChunk(
   control: PartitionControl,
   committed: (lastOffset: string) => void,
 ): Promise<ChunkResult> {
-  const prepared = records.map((record) => prepareRecord(pipeline, handler, record));
+  const prepared = prepareRecords(pipeline, handler, records);
   return runChunk(pipeline, handler, prepared, control, committed, pipeline.retry.attempts);
 }
 
