@@ -1,6 +1,6 @@
 import { OncelyError } from '../errors.js';
 import type { StoredError } from '../inbox/dead-letters.js';
-import { deriveMessageId, type MessageIdSource, payloadFingerprint } from '../kafka/message-identity.js';
+import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from '../kafka/message-identity.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { decode, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
@@ -74,10 +74,12 @@ export function prepareRecords(
  */
 class Prepared implements PreparedRecord {
   readonly record: ConsumedRecord;
-  readonly payloadHash: Buffer;
+  /** The payload's fingerprint as a `latin1` string (a chunk's claim sends them all as one buffer). */
+  readonly payloadDigest: string;
   readonly firstSeenAt: Date;
   readonly messageId: string | null;
   readonly idSource: MessageIdSource;
+  #payloadHash: Buffer | undefined;
   readonly #groupId: string;
   readonly #handler: AnyHandlerDefinition;
   #verdict: Verdict | undefined;
@@ -88,7 +90,7 @@ class Prepared implements PreparedRecord {
     groupId: string,
     handler: AnyHandlerDefinition,
     record: ConsumedRecord,
-    payloadHash: Buffer,
+    payloadDigest: string,
     firstSeenAt: Date,
     messageId: string | null,
     idSource: MessageIdSource,
@@ -96,7 +98,8 @@ class Prepared implements PreparedRecord {
     info: MessageInfo | undefined,
   ) {
     this.record = record;
-    this.payloadHash = payloadHash;
+    this.payloadDigest = payloadDigest;
+    this.#payloadHash = undefined;
     this.firstSeenAt = firstSeenAt;
     this.messageId = messageId;
     this.idSource = idSource;
@@ -105,6 +108,10 @@ class Prepared implements PreparedRecord {
     this.#verdict = verdict;
     this.#info = info;
     this.#where = undefined;
+  }
+
+  get payloadHash(): Buffer {
+    return (this.#payloadHash ??= Buffer.from(this.payloadDigest, 'latin1'));
   }
 
   get info(): MessageInfo {
@@ -139,6 +146,13 @@ class Prepared implements PreparedRecord {
  * `offset + 1` as a decimal string. Offsets are 64-bit; below 2^53 a double holds them exactly,
  * which saves a BigInt per record in every partition that has not written nine quadrillion records.
  */
+/** The payload fingerprints of `prepared`, concatenated: 32 bytes each, in order. */
+export function concatDigests(prepared: readonly PreparedRecord[]): Buffer {
+  let digests = '';
+  for (const p of prepared) digests += p instanceof Prepared ? p.payloadDigest : p.payloadHash.toString('latin1');
+  return Buffer.from(digests, 'latin1');
+}
+
 export function offsetAfter(offset: string): string {
   const n = Number(offset);
   return n < Number.MAX_SAFE_INTEGER ? String(n + 1) : (BigInt(offset) + 1n).toString();
@@ -158,7 +172,7 @@ function prepare(
   record: ConsumedRecord,
   firstSeenAt: Date,
 ): Prepared {
-  const payloadHash = payloadFingerprint(record.value);
+  const payloadDigest = payloadFingerprintLatin1(record.value);
   const tombstonePolicy = handler.tombstone ?? 'dead-letter';
   const size = record.value?.length ?? 0;
   const oversize = pipeline.maxPayloadBytes !== undefined && size > pipeline.maxPayloadBytes;
@@ -211,7 +225,7 @@ function prepare(
     pipeline.groupId,
     handler,
     record,
-    payloadHash,
+    payloadDigest,
     firstSeenAt,
     messageId,
     identity.source,
