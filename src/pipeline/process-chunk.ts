@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 
-import { type ChunkClaim, claimChunk, findInboxEntries, type InboxEntry, reclassifyClaims } from '../inbox/claims.js';
+import { claimChunk, findInboxEntries, type InboxEntry, reclassifyChunkClaims } from '../inbox/claims.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
@@ -19,7 +19,7 @@ import {
   resolveDuplicate,
   waitHeartbeating,
 } from './outcomes.js';
-import { type PreparedRecord, prepareRecords } from './prepare.js';
+import { concatDigests, type PreparedRecord, prepareRecords } from './prepare.js';
 import { deadLetter } from './process-record.js';
 import { batchContext, runBounded } from './run-handler.js';
 import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
@@ -221,38 +221,44 @@ async function chunkTransaction(
   const first = chunk[0];
   const last = chunk.at(-1);
   if (first === undefined || last === undefined) return [];
-  const claims: ChunkClaim[] = [];
+  const claimable: PreparedRecord[] = [];
+  const messageIds: string[] = [];
+  const offsets: string[] = [];
   for (const p of chunk) {
-    if (p.messageId !== null)
-      claims.push({ messageId: p.messageId, offset: p.record.offset, payloadHash: p.payloadHash });
+    if (p.messageId === null) continue;
+    claimable.push(p);
+    messageIds.push(p.messageId);
+    offsets.push(p.record.offset);
   }
   // One statement claims every id, records the partition's next offset past the chunk and turns
   // synchronous_commit on for this transaction.
-  const claimed = await claimChunk(t.client, {
+  const { conflicts } = await claimChunk(t.client, {
     groupId: pipeline.groupId,
     inboxScope: pipeline.inboxScope,
     topic: first.record.topic,
     partition: first.record.partition,
-    claims,
+    messageIds,
+    offsets,
+    payloadHashes: concatDigests(claimable),
     attempts: attempt,
     nextOffset: last.nextOffset,
     firstSeenAt: first.firstSeenAt,
   });
-  const taken = chunk.filter((p) => p.messageId !== null && !claimed.has(p.record.offset));
   // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
   // statement inserted for an id that occurs twice in the chunk.
   const holders =
-    taken.length === 0
+    conflicts.size === 0
       ? new Map<string, InboxEntry>()
       : await findInboxEntries(
           t.client,
           pipeline.inboxScope,
-          taken.map((p) => p.messageId ?? ''),
+          claimable.filter((p) => conflicts.has(p.record.offset)).map((p) => p.messageId ?? ''),
         );
 
   const outcomes: Outcome[] = [];
   const events: BatchEvent<unknown>[] = [];
   const stepRecords = new Map<string, PreparedRecord>();
+  // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
   const reclassified = { deadLettered: [] as string[], skipped: [] as string[] };
   for (const p of chunk) {
     const { record, messageId } = p;
@@ -272,8 +278,7 @@ async function chunkTransaction(
       );
       continue;
     }
-    const row = claimed.get(record.offset);
-    if (row === undefined) {
+    if (conflicts.has(record.offset)) {
       // A duplicate: classified by fingerprint and coordinates, never decoded.
       const existing = holders.get(messageId);
       // Deleted between the conflict and the read (a retention purge): retry the whole chunk.
@@ -285,7 +290,7 @@ async function chunkTransaction(
     // Claimed: only now is the message decoded and validated.
     const verdict = p.verdict;
     if (verdict.kind === 'invalid') {
-      reclassified.deadLettered.push(row);
+      reclassified.deadLettered.push(messageId);
       await recordDeadLetter(pipeline, t, {
         record,
         messageId,
@@ -299,11 +304,11 @@ async function chunkTransaction(
       stepRecords.set(messageId, p);
       outcomes.push({ kind: 'processed', attempts: attempt });
     } else {
-      reclassified.skipped.push(row);
+      reclassified.skipped.push(messageId);
       outcomes.push({ kind: 'skipped' }); // a tombstone recorded and skipped
     }
   }
-  await reclassifyClaims(t.client, reclassified);
+  await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
 
   if (events.length > 0) {
     const handlerStarted = performance.now();
