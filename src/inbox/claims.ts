@@ -269,6 +269,57 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
   return { conflicts: conflicts === null || conflicts === undefined ? NO_CONFLICTS : new Set(conflicts) };
 }
 
+/**
+ * The optimistic half of a chunk claim, for ids {@link findInboxEntries} just found free: a plain
+ * INSERT, with the partition's next offset and `synchronous_commit = on` like {@link claimChunk}.
+ * No `ON CONFLICT`, so no speculative insertion (PostgreSQL's ON CONFLICT writes an extra WAL
+ * record per row to confirm each speculative insert). When an id was taken meanwhile — a
+ * concurrent claimer committed, or still holds it — the unique index makes the statement fail
+ * with SQLSTATE 23505 ({@link isClaimRace}); that aborts the transaction, so the caller rolls back
+ * and claims the chunk again with {@link claimChunk}.
+ */
+export async function insertChunkClaims(client: pg.ClientBase, request: ChunkClaimRequest): Promise<void> {
+  const { messageIds, offsets } = request;
+  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
+    throw new TypeError(
+      'insertChunkClaims: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages',
+    );
+  }
+  await client.query({
+    name: 'oncely_insert_chunk_claims_v1',
+    text: `
+WITH claimed AS (
+  INSERT INTO oncely.inbox
+    (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
+  SELECT $10, message_id, $2, $3, "offset", substring($6::bytea FROM (ord::int - 1) * 32 + 1 FOR 32), 'processed', $7, $8
+    FROM unnest($4::text[], $5::bigint[]) WITH ORDINALITY AS t(message_id, "offset", ord)
+), moved AS (
+  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
+  VALUES ($1, $2, $3, $9::bigint)
+  ON CONFLICT (consumer_group, topic, partition)
+  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
+)
+SELECT set_config('synchronous_commit', 'on', true) AS sync`,
+    values: [
+      request.groupId,
+      request.topic,
+      request.partition,
+      textArrayLiteral(messageIds),
+      `{${offsets.join(',')}}`,
+      request.payloadHashes,
+      request.attempts,
+      request.firstSeenAt,
+      request.nextOffset,
+      request.inboxScope,
+    ],
+  });
+}
+
+/** Whether `error` is the unique violation of an optimistic claim that lost a race (SQLSTATE 23505). */
+export function isClaimRace(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
+
 const NEEDS_ESCAPE = /["\\]/;
 
 /**

@@ -1,6 +1,14 @@
 import { performance } from 'node:perf_hooks';
 
-import { claimChunk, findInboxEntries, type InboxEntry, reclassifyChunkClaims } from '../inbox/claims.js';
+import {
+  claimChunk,
+  type ChunkClaimRequest,
+  findInboxEntries,
+  type InboxEntry,
+  insertChunkClaims,
+  isClaimRace,
+  reclassifyChunkClaims,
+} from '../inbox/claims.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
@@ -71,15 +79,21 @@ async function runChunk(
   const last = chunk.at(-1);
   if (last === undefined) return { kind: 'done' };
   const budget = new FailureBudget(pipeline.retry, attemptBudget);
+  const modes = claimModesOf(pipeline);
+  const partitionKey = `${last.record.topic}\u0000${last.record.partition}`;
+  let mode = modes.get(partitionKey) ?? 'insert';
   for (;;) {
     const attempt = budget.attempts + 1;
     const started = performance.now();
     let failure: unknown;
     try {
       const timing = { handlerMs: -1 };
-      const outcomes = await control.transactions.run((t) =>
-        chunkTransaction(pipeline, handler, chunk, t, attempt, control, timing),
+      const claimMode = mode;
+      const { outcomes, conflicted } = await control.transactions.run((t) =>
+        chunkTransaction(pipeline, handler, chunk, t, attempt, control, timing, claimMode),
       );
+      // What this chunk found decides how the partition's next chunk is claimed.
+      modes.set(partitionKey, conflicted ? 'read-first' : 'insert');
       // Committed: every record of the chunk has its outcome, and the partition's next offset is
       // past the chunk — only now may Kafka's offset move past it.
       committed(last.record.offset);
@@ -102,6 +116,12 @@ async function runChunk(
       });
       return { kind: 'done' };
     } catch (error) {
+      if (error instanceof ClaimRaced && mode !== 'on-conflict') {
+        // Nothing ran but the claim, and the rollback undid it: claim again, more carefully. Not
+        // an attempt of the handler's, so nothing is counted and nothing waited for.
+        mode = mode === 'insert' ? 'read-first' : 'on-conflict';
+        continue;
+      }
       failure = error;
     }
 
@@ -217,43 +237,12 @@ async function chunkTransaction(
   attempt: number,
   control: PartitionControl,
   timing: { handlerMs: number },
-): Promise<Outcome[]> {
+  mode: ClaimMode,
+): Promise<{ readonly outcomes: Outcome[]; readonly conflicted: boolean }> {
   const first = chunk[0];
   const last = chunk.at(-1);
-  if (first === undefined || last === undefined) return [];
-  const claimable: PreparedRecord[] = [];
-  const messageIds: string[] = [];
-  const offsets: string[] = [];
-  for (const p of chunk) {
-    if (p.messageId === null) continue;
-    claimable.push(p);
-    messageIds.push(p.messageId);
-    offsets.push(p.record.offset);
-  }
-  // One statement claims every id, records the partition's next offset past the chunk and turns
-  // synchronous_commit on for this transaction.
-  const { conflicts } = await claimChunk(t.client, {
-    groupId: pipeline.groupId,
-    inboxScope: pipeline.inboxScope,
-    topic: first.record.topic,
-    partition: first.record.partition,
-    messageIds,
-    offsets,
-    payloadHashes: concatDigests(claimable),
-    attempts: attempt,
-    nextOffset: last.nextOffset,
-    firstSeenAt: first.firstSeenAt,
-  });
-  // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
-  // statement inserted for an id that occurs twice in the chunk.
-  const holders =
-    conflicts.size === 0
-      ? new Map<string, InboxEntry>()
-      : await findInboxEntries(
-          t.client,
-          pipeline.inboxScope,
-          claimable.filter((p) => conflicts.has(p.record.offset)).map((p) => p.messageId ?? ''),
-        );
+  if (first === undefined || last === undefined) return { outcomes: [], conflicted: false };
+  const { conflicts, holders } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
   const events: BatchEvent<unknown>[] = [];
@@ -331,5 +320,134 @@ async function chunkTransaction(
     }
     timing.handlerMs = performance.now() - handlerStarted;
   }
-  return outcomes;
+  return { outcomes, conflicted: conflicts.size > 0 };
+}
+
+/**
+ * How a chunk's ids are claimed:
+ * - `insert`: a plain INSERT of every id, betting that none is taken — the common case of new
+ *   work, which then skips both a read and `ON CONFLICT`'s speculative insertion;
+ * - `read-first`: the holders of the ids are read first (one primary-key lookup each), then the
+ *   free ones inserted plainly — a replay of duplicates then writes no inbox row at all;
+ * - `on-conflict`: one `INSERT … ON CONFLICT DO NOTHING`, which cannot lose a race.
+ * A partition's chunk starts in the mode its previous chunk called for (`read-first` after one
+ * with duplicates, `insert` otherwise). A plain INSERT that meets a taken id fails on the unique
+ * index (a duplicate, an id twice in the chunk, or a concurrent claimer); the failed statement
+ * aborts the transaction, so the chunk is rolled back (nothing but the claim had run) and claimed
+ * again in the next, more careful mode — no savepoint on the common path.
+ */
+type ClaimMode = 'insert' | 'read-first' | 'on-conflict';
+
+/** Thrown inside a chunk's transaction when its plain INSERT met a taken id (SQLSTATE 23505). */
+class ClaimRaced extends Error {
+  constructor(cause: unknown) {
+    super('a chunk claim met an id that is already taken; claiming again', { cause });
+  }
+}
+
+const claimModes = new WeakMap<PipelineContext, Map<string, ClaimMode>>();
+
+/** Per partition (`topic\u0000partition`), how its next chunk is claimed. */
+function claimModesOf(pipeline: PipelineContext): Map<string, ClaimMode> {
+  let modes = claimModes.get(pipeline);
+  if (modes === undefined) {
+    modes = new Map();
+    claimModes.set(pipeline, modes);
+  }
+  return modes;
+}
+
+const NO_HOLDERS: ReadonlyMap<string, InboxEntry> = new Map();
+const NO_CONFLICTS: ReadonlySet<string> = new Set();
+
+/**
+ * Claims the chunk's ids in `mode`, records the partition's next offset past the chunk and turns
+ * synchronous_commit on for this transaction. Returns the offsets whose id was not claimed, and
+ * the rows holding those ids.
+ */
+async function claimIds(
+  pipeline: PipelineContext,
+  t: OpenTransaction,
+  chunk: readonly PreparedRecord[],
+  attempt: number,
+  mode: ClaimMode,
+): Promise<{ readonly conflicts: ReadonlySet<string>; readonly holders: ReadonlyMap<string, InboxEntry> }> {
+  const first = chunk[0];
+  const last = chunk.at(-1);
+  if (first === undefined || last === undefined) return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+  const claimable: PreparedRecord[] = [];
+  const messageIds: string[] = [];
+  for (const p of chunk) {
+    if (p.messageId === null) continue;
+    claimable.push(p);
+    messageIds.push(p.messageId);
+  }
+  const claimOf = (records: readonly PreparedRecord[], ids: readonly string[]): ChunkClaimRequest => ({
+    groupId: pipeline.groupId,
+    inboxScope: pipeline.inboxScope,
+    topic: first.record.topic,
+    partition: first.record.partition,
+    messageIds: ids,
+    offsets: records.map((p) => p.record.offset),
+    payloadHashes: concatDigests(records),
+    attempts: attempt,
+    nextOffset: last.nextOffset,
+    firstSeenAt: first.firstSeenAt,
+  });
+
+  if (mode === 'on-conflict') {
+    const { conflicts } = await claimChunk(t.client, claimOf(claimable, messageIds));
+    // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
+    // statement inserted for an id that occurs twice in the chunk.
+    const holders =
+      conflicts.size === 0
+        ? NO_HOLDERS
+        : await findInboxEntries(
+            t.client,
+            pipeline.inboxScope,
+            claimable.filter((p) => conflicts.has(p.record.offset)).map((p) => p.messageId ?? ''),
+          );
+    return { conflicts, holders };
+  }
+
+  if (mode === 'insert') {
+    await insertOrRace(t, claimOf(claimable, messageIds));
+    return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+  }
+
+  // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
+  // chunk conflicts with the first, like any duplicate).
+  const holders = new Map(await findInboxEntries(t.client, pipeline.inboxScope, messageIds));
+  const conflicts = new Set<string>();
+  const free: PreparedRecord[] = [];
+  const freeIds: string[] = [];
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  for (const p of claimable) {
+    const id = p.messageId ?? '';
+    if (holders.has(id)) {
+      conflicts.add(p.record.offset);
+    } else if (seen.has(id)) {
+      conflicts.add(p.record.offset);
+      repeated.push(id);
+    } else {
+      seen.add(id);
+      free.push(p);
+      freeIds.push(id);
+    }
+  }
+  await insertOrRace(t, claimOf(free, freeIds));
+  // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
+  if (repeated.length > 0) {
+    for (const [id, entry] of await findInboxEntries(t.client, pipeline.inboxScope, repeated)) holders.set(id, entry);
+  }
+  return { conflicts, holders };
+}
+
+async function insertOrRace(t: OpenTransaction, request: ChunkClaimRequest): Promise<void> {
+  try {
+    await insertChunkClaims(t.client, request);
+  } catch (error) {
+    throw isClaimRace(error) ? new ClaimRaced(error) : error;
+  }
 }
