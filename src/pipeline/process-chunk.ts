@@ -110,10 +110,7 @@ async function runChunk(
           handlerMs: timing.handlerMs,
         }));
       }
-      outcomes.forEach((outcome, i) => {
-        const prepared = chunk[i];
-        if (prepared !== undefined) announce(pipeline, prepared.where, outcome, durationMs, prepared.record);
-      });
+      announceChunk(pipeline, chunk, outcomes, durationMs);
       return { kind: 'done' };
     } catch (error) {
       if (error instanceof ClaimRaced && mode !== 'on-conflict') {
@@ -158,6 +155,66 @@ async function runChunk(
     }
     // Waiting heartbeats the group, so the member keeps its partitions while it backs off.
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
+  }
+}
+
+/**
+ * Announces a committed chunk's outcomes. The two common ones — processed and duplicate — are
+ * emitted here, their payloads built only when the event has listeners and without copying the
+ * coordinates through a spread; the rest (and everything when debug logging is on) go through
+ * {@link announce}, as in per-message mode.
+ */
+function announceChunk(
+  pipeline: PipelineContext,
+  chunk: readonly PreparedRecord[],
+  outcomes: readonly Outcome[],
+  durationMs: number,
+): void {
+  const { events, groupId } = pipeline;
+  const fast = !pipeline.logger.isLevelEnabled('debug');
+  const processed = events.listening('message:processed');
+  const duplicate = events.listening('message:duplicate');
+  for (let i = 0; i < outcomes.length; i++) {
+    const outcome = outcomes[i];
+    const prepared = chunk[i];
+    if (outcome === undefined || prepared === undefined) continue;
+    const { record } = prepared;
+    if (fast && outcome.kind === 'processed') {
+      if (processed) {
+        events.emitBuilt('message:processed', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          attempts: outcome.attempts,
+          durationMs,
+          headers: record.headers,
+        });
+      }
+    } else if (fast && outcome.kind === 'duplicate') {
+      if (duplicate) {
+        const { original } = outcome;
+        events.emitBuilt('message:duplicate', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          duplicateClass: outcome.duplicateClass,
+          original: {
+            topic: original.topic,
+            partition: original.partition,
+            offset: original.offset,
+            processedAt: original.processedAt,
+          },
+          durationMs,
+          headers: record.headers,
+        });
+      }
+    } else {
+      announce(pipeline, prepared.where, outcome, durationMs, record);
+    }
   }
 }
 
@@ -245,6 +302,9 @@ async function chunkTransaction(
   const { conflicts, holders } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
+  // Outcomes are read-only: every record of the chunk with the same one shares one object.
+  const processed: Outcome = { kind: 'processed', attempts: attempt };
+  const skipped: Outcome = { kind: 'skipped' };
   const events: BatchEvent<unknown>[] = [];
   const stepRecords = new Map<string, PreparedRecord>();
   // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
@@ -291,10 +351,10 @@ async function chunkTransaction(
     } else if (verdict.kind === 'apply') {
       events.push({ event: verdict.event, messageId, message: p.info });
       stepRecords.set(messageId, p);
-      outcomes.push({ kind: 'processed', attempts: attempt });
+      outcomes.push(processed);
     } else {
       reclassified.skipped.push(messageId);
-      outcomes.push({ kind: 'skipped' }); // a tombstone recorded and skipped
+      outcomes.push(skipped); // a tombstone recorded and skipped
     }
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
