@@ -142,10 +142,6 @@ class Prepared implements PreparedRecord {
   }
 }
 
-/**
- * `offset + 1` as a decimal string. Offsets are 64-bit; below 2^53 a double holds them exactly,
- * which saves a BigInt per record in every partition that has not written nine quadrillion records.
- */
 /** The payload fingerprints of `prepared`, concatenated: 32 bytes each, in order. */
 export function concatDigests(prepared: readonly PreparedRecord[]): Buffer {
   let digests = '';
@@ -153,6 +149,10 @@ export function concatDigests(prepared: readonly PreparedRecord[]): Buffer {
   return Buffer.from(digests, 'latin1');
 }
 
+/**
+ * `offset + 1` as a decimal string. Offsets are 64-bit; below 2^53 a double holds them exactly,
+ * which saves a BigInt per record in every partition that has not written nine quadrillion records.
+ */
 export function offsetAfter(offset: string): string {
   const n = Number(offset);
   return n < Number.MAX_SAFE_INTEGER ? String(n + 1) : (BigInt(offset) + 1n).toString();
