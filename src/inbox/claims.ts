@@ -183,13 +183,6 @@ export async function loadNextOffsets(pool: pg.Pool, groupId: string, topic: str
   return new Map(rows.map((r) => [r.partition, BigInt(r.next_offset)]));
 }
 
-/** One message of a chunk to claim; the chunk shares group, topic and partition. */
-export interface ChunkClaim {
-  readonly messageId: string;
-  readonly offset: string;
-  readonly payloadHash: Buffer;
-}
-
 export interface ChunkClaimRequest {
   /** The consumer group, for `oncely.offsets`. */
   readonly groupId: string;
@@ -197,43 +190,58 @@ export interface ChunkClaimRequest {
   readonly inboxScope: string;
   readonly topic: string;
   readonly partition: number;
-  readonly claims: readonly ChunkClaim[];
-  /** Every row is claimed as `processed` with these attempts; {@link reclassifyClaims} corrects exceptions. */
+  /** The ids to claim, in chunk (offset) order. */
+  readonly messageIds: readonly string[];
+  /** Each id's offset: unique within the chunk, which shares one partition. */
+  readonly offsets: readonly string[];
+  /** Each id's payload fingerprint, 32 bytes apiece, concatenated in the same order. */
+  readonly payloadHashes: Buffer;
+  /** Every row is claimed as `processed` with these attempts; {@link reclassifyChunkClaims} corrects exceptions. */
   readonly attempts: number;
   /** The partition's next offset after the whole chunk. */
   readonly nextOffset: string;
   readonly firstSeenAt: Date;
 }
 
+/** What a chunk's claim answers: only the exceptions, so the common case carries nothing back. */
+export interface ChunkClaimResult {
+  /** The offsets whose id was not claimed (another row holds it): empty when every id was claimed. */
+  readonly conflicts: ReadonlySet<string>;
+}
+
+const NO_CONFLICTS: ReadonlySet<string> = new Set();
+
 /**
  * Claims a whole chunk of one partition in one statement, records the partition's next offset and
- * sets `synchronous_commit = on` locally — one round trip, like {@link claimMessage}. The messages
- * travel as three arrays through `unnest`, so the statement has nine parameters however long the
- * chunk is (a VALUES list would hit PostgreSQL's 65,535-parameter limit). Rows are inserted in
- * chunk order: when an id occurs twice in the chunk, the first occurrence claims it and the later
- * one conflicts with it like any duplicate. Returns, per claimed offset, its row's location.
+ * sets `synchronous_commit = on` locally — one round trip, like {@link claimMessage}. However long
+ * the chunk, the statement has ten parameters (a VALUES list would hit PostgreSQL's 65,535-parameter
+ * limit): ids and offsets as array literals built here (cheaper than the driver's per-element
+ * escaping), the fingerprints as one binary buffer cut into 32-byte slices in SQL (no hex text, no
+ * `decode()`). Rows are inserted in chunk order: when an id occurs twice in the chunk, the first
+ * occurrence claims it and the later one conflicts with it like any duplicate.
+ *
+ * It answers with the offsets not claimed, and only when there are any: a chunk of new messages
+ * gets back one row of two nulls, not an array per claimed message to send and parse.
  */
-export async function claimChunk(client: pg.ClientBase, request: ChunkClaimRequest): Promise<Map<string, string>> {
-  const ids: string[] = [];
-  const offsets: string[] = [];
-  const hashes: string[] = [];
-  for (const claim of request.claims) {
-    ids.push(claim.messageId);
-    offsets.push(claim.offset);
-    hashes.push(claim.payloadHash.toString('hex'));
+export async function claimChunk(client: pg.ClientBase, request: ChunkClaimRequest): Promise<ChunkClaimResult> {
+  const { messageIds, offsets } = request;
+  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
+    throw new TypeError(
+      'claimChunk: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages',
+    );
   }
-  const { rows } = await client.query<{ claimed: string[] | null; rows: string[] | null }>({
-    name: 'oncely_claim_chunk_v3',
+  const { rows } = await client.query<{ conflicts: string[] | null }>({
+    name: 'oncely_claim_chunk_v4',
     text: `
 WITH input AS (
-  SELECT * FROM unnest($4::text[], $5::bigint[], $6::text[]) WITH ORDINALITY AS t(message_id, "offset", payload_hash, ord)
+  SELECT * FROM unnest($4::text[], $5::bigint[]) WITH ORDINALITY AS t(message_id, "offset", ord)
 ), claimed AS (
   INSERT INTO oncely.inbox
     (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
-  SELECT $10, message_id, $2, $3, "offset", decode(payload_hash, 'hex'), 'processed', $7, $8
+  SELECT $10, message_id, $2, $3, "offset", substring($6::bytea FROM (ord::int - 1) * 32 + 1 FOR 32), 'processed', $7, $8
     FROM input ORDER BY ord
   ON CONFLICT (consumer_group, message_id) DO NOTHING
-  RETURNING "offset", ctid
+  RETURNING "offset"
 ), moved AS (
   INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
   VALUES ($1, $2, $3, $9::bigint)
@@ -241,36 +249,104 @@ WITH input AS (
   DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
 )
 SELECT set_config('synchronous_commit', 'on', true) AS sync,
-       ARRAY(SELECT "offset"::text FROM claimed) AS claimed,
-       ARRAY(SELECT ctid::text FROM claimed) AS rows`,
+       CASE WHEN (SELECT count(*) FROM claimed) < cardinality($4::text[])
+            THEN ARRAY(SELECT "offset"::text FROM input WHERE "offset" NOT IN (SELECT "offset" FROM claimed))
+       END AS conflicts`,
     values: [
       request.groupId,
       request.topic,
       request.partition,
-      ids,
-      offsets,
-      hashes,
+      textArrayLiteral(messageIds),
+      `{${offsets.join(',')}}`,
+      request.payloadHashes,
       request.attempts,
       request.firstSeenAt,
       request.nextOffset,
       request.inboxScope,
     ],
   });
-  const claimed = rows[0]?.claimed ?? [];
-  const located = rows[0]?.rows ?? [];
-  return new Map(claimed.map((offset, i) => [offset, located[i] ?? '']));
+  const conflicts = rows[0]?.conflicts;
+  return { conflicts: conflicts === null || conflicts === undefined ? NO_CONFLICTS : new Set(conflicts) };
+}
+
+/**
+ * The optimistic half of a chunk claim, for ids {@link findInboxEntries} just found free: a plain
+ * INSERT, with the partition's next offset and `synchronous_commit = on` like {@link claimChunk}.
+ * No `ON CONFLICT`, so no speculative insertion (PostgreSQL's ON CONFLICT writes an extra WAL
+ * record per row to confirm each speculative insert). When an id was taken meanwhile — a
+ * concurrent claimer committed, or still holds it — the unique index makes the statement fail
+ * with SQLSTATE 23505 ({@link isClaimRace}); that aborts the transaction, so the caller rolls back
+ * and claims the chunk again with {@link claimChunk}.
+ */
+export async function insertChunkClaims(client: pg.ClientBase, request: ChunkClaimRequest): Promise<void> {
+  const { messageIds, offsets } = request;
+  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
+    throw new TypeError(
+      'insertChunkClaims: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages',
+    );
+  }
+  await client.query({
+    name: 'oncely_insert_chunk_claims_v1',
+    text: `
+WITH claimed AS (
+  INSERT INTO oncely.inbox
+    (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
+  SELECT $10, message_id, $2, $3, "offset", substring($6::bytea FROM (ord::int - 1) * 32 + 1 FOR 32), 'processed', $7, $8
+    FROM unnest($4::text[], $5::bigint[]) WITH ORDINALITY AS t(message_id, "offset", ord)
+), moved AS (
+  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
+  VALUES ($1, $2, $3, $9::bigint)
+  ON CONFLICT (consumer_group, topic, partition)
+  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
+)
+SELECT set_config('synchronous_commit', 'on', true) AS sync`,
+    values: [
+      request.groupId,
+      request.topic,
+      request.partition,
+      textArrayLiteral(messageIds),
+      `{${offsets.join(',')}}`,
+      request.payloadHashes,
+      request.attempts,
+      request.firstSeenAt,
+      request.nextOffset,
+      request.inboxScope,
+    ],
+  });
+}
+
+/** Whether `error` is the unique violation of an optimistic claim that lost a race (SQLSTATE 23505). */
+export function isClaimRace(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
+
+const NEEDS_ESCAPE = /["\\]/;
+
+/**
+ * A PostgreSQL `text[]` literal. Every element is quoted, so only `"` and `\` need escaping (ids
+ * hold no NUL); most ids have neither, and skip the replace.
+ */
+function textArrayLiteral(values: readonly string[]): string {
+  let literal = '{';
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] ?? '';
+    literal += `${i === 0 ? '' : ','}"${NEEDS_ESCAPE.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
+  }
+  return `${literal}}`;
 }
 
 /**
  * Corrects rows claimed as `processed` whose message turned out, once decoded after the claim,
- * to be invalid (`dead_lettered`) or a skipped tombstone (`processed`, attempts 0). Rows are found
- * by the location the claim returned: a TID scan, whatever the statistics say. The locations stay
- * valid because the rows are this transaction's own, uncommitted and touched by nobody else.
+ * to be invalid (`dead_lettered`) or a skipped tombstone (`processed`, attempts 0). See
+ * {@link reclassifyChunkClaims} for rows located by id.
  */
 export async function reclassifyClaims(
   client: pg.ClientBase,
   changes: { readonly deadLettered: readonly string[]; readonly skipped: readonly string[] },
 ): Promise<void> {
+  // Rows are found by the location the claim returned: a TID scan, whatever the statistics say.
+  // The locations stay valid because the rows are this transaction's own, uncommitted and touched
+  // by nobody else.
   if (changes.deadLettered.length > 0) {
     await client.query(`UPDATE oncely.inbox SET status = 'dead_lettered', attempts = 0 WHERE ctid = ANY($1::tid[])`, [
       changes.deadLettered,
@@ -278,6 +354,35 @@ export async function reclassifyClaims(
   }
   if (changes.skipped.length > 0) {
     await client.query('UPDATE oncely.inbox SET attempts = 0 WHERE ctid = ANY($1::tid[])', [changes.skipped]);
+  }
+}
+
+/**
+ * {@link reclassifyClaims} for a chunk's claims, by message id: the chunk claim does not send back
+ * where its rows went (that would cost every chunk an array per message for an exception few ever
+ * see). Each id is found by one primary-key lookup (the LATERAL form of {@link HOLDERS_SQL}, whatever
+ * the statistics say), and the rows are then updated by location, a TID scan.
+ */
+export async function reclassifyChunkClaims(
+  client: pg.ClientBase,
+  inboxScope: string,
+  changes: { readonly deadLettered: readonly string[]; readonly skipped: readonly string[] },
+): Promise<void> {
+  const located = `ARRAY(SELECT h.ctid FROM unnest($2::text[]) AS wanted(message_id)
+    CROSS JOIN LATERAL (
+      SELECT ctid FROM oncely.inbox i WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id LIMIT 1
+    ) h)`;
+  if (changes.deadLettered.length > 0) {
+    await client.query(`UPDATE oncely.inbox SET status = 'dead_lettered', attempts = 0 WHERE ctid = ANY(${located})`, [
+      inboxScope,
+      changes.deadLettered,
+    ]);
+  }
+  if (changes.skipped.length > 0) {
+    await client.query(`UPDATE oncely.inbox SET attempts = 0 WHERE ctid = ANY(${located})`, [
+      inboxScope,
+      changes.skipped,
+    ]);
   }
 }
 

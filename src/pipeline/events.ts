@@ -151,11 +151,34 @@ export class EventHub {
     };
   }
 
+  /** Whether `event` has listeners: a hot loop checks once, then builds payloads only if so. */
+  listening(event: ConsumerEventName): boolean {
+    const set = this.#listeners.get(event);
+    return set !== undefined && set.size > 0;
+  }
+
+  /**
+   * Calls the listeners of `event` with a payload already built: for a loop that checked
+   * {@link listening} once, instead of a `build` closure per call.
+   */
+  emitBuilt<E extends ConsumerEventName>(event: E, payload: ConsumerEvents[E]): void {
+    const set = this.#listeners.get(event);
+    if (set === undefined || set.size === 0) return;
+    this.#call(event, set, payload);
+  }
+
   /** Calls the listeners of `event` with the payload `build()` makes — if there are any. */
   emit<E extends ConsumerEventName>(event: E, build: () => ConsumerEvents[E]): void {
     const set = this.#listeners.get(event);
     if (set === undefined || set.size === 0) return;
-    const payload = build();
+    this.#call(event, set, build());
+  }
+
+  #call<E extends ConsumerEventName>(
+    event: E,
+    set: ReadonlySet<(payload: never) => unknown>,
+    payload: ConsumerEvents[E],
+  ): void {
     for (const listener of set) {
       try {
         const result = (listener as ConsumerEventListener<E>)(payload);

@@ -1,6 +1,6 @@
 import { OncelyError } from '../errors.js';
 import type { StoredError } from '../inbox/dead-letters.js';
-import { deriveMessageId, type MessageIdSource, payloadFingerprint } from '../kafka/message-identity.js';
+import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from '../kafka/message-identity.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { decode, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
@@ -48,9 +48,131 @@ export function prepareRecord(
   handler: AnyHandlerDefinition,
   record: ConsumedRecord,
 ): PreparedRecord {
+  return prepare(pipeline, handler, record, new Date());
+}
+
+/**
+ * {@link prepareRecord} for a chunk of one partition's records: they were first seen together, so
+ * they share one `firstSeenAt`.
+ */
+export function prepareRecords(
+  pipeline: PipelineContext,
+  handler: AnyHandlerDefinition,
+  records: readonly ConsumedRecord[],
+): PreparedRecord[] {
   const firstSeenAt = new Date();
-  const info = toMessageInfo(record);
-  const payloadHash = payloadFingerprint(record.value);
+  const prepared = new Array<PreparedRecord>(records.length);
+  for (let i = 0; i < records.length; i++) prepared[i] = prepare(pipeline, handler, records[i]!, firstSeenAt);
+  return prepared;
+}
+
+/**
+ * A prepared record. A class, not an object literal with getters and closures: the lazy parts
+ * (the handler's view of the record, the coordinates, the next offset, the verdict) are
+ * prototype getters, so a record costs one small object until something asks for more — on the
+ * hot path of a replay nothing does.
+ */
+class Prepared implements PreparedRecord {
+  readonly record: ConsumedRecord;
+  /** The payload's fingerprint as a `latin1` string (a chunk's claim sends them all as one buffer). */
+  readonly payloadDigest: string;
+  readonly firstSeenAt: Date;
+  readonly messageId: string | null;
+  readonly idSource: MessageIdSource;
+  #payloadHash: Buffer | undefined;
+  readonly #groupId: string;
+  readonly #handler: AnyHandlerDefinition;
+  #verdict: Verdict | undefined;
+  #info: MessageInfo | undefined;
+  #where: MessageCoordinates | undefined;
+
+  constructor(
+    groupId: string,
+    handler: AnyHandlerDefinition,
+    record: ConsumedRecord,
+    payloadDigest: string,
+    firstSeenAt: Date,
+    messageId: string | null,
+    idSource: MessageIdSource,
+    verdict: Verdict | undefined,
+    info: MessageInfo | undefined,
+  ) {
+    this.record = record;
+    this.payloadDigest = payloadDigest;
+    this.#payloadHash = undefined;
+    this.firstSeenAt = firstSeenAt;
+    this.messageId = messageId;
+    this.idSource = idSource;
+    this.#groupId = groupId;
+    this.#handler = handler;
+    this.#verdict = verdict;
+    this.#info = info;
+    this.#where = undefined;
+  }
+
+  get payloadHash(): Buffer {
+    return (this.#payloadHash ??= Buffer.from(this.payloadDigest, 'latin1'));
+  }
+
+  get info(): MessageInfo {
+    return (this.#info ??= toMessageInfo(this.record));
+  }
+
+  get nextOffset(): string {
+    return offsetAfter(this.record.offset);
+  }
+
+  get where(): MessageCoordinates {
+    const { record } = this;
+    return (this.#where ??= {
+      groupId: this.#groupId,
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      messageId: this.messageId,
+    });
+  }
+
+  get decided(): boolean {
+    return this.#verdict !== undefined;
+  }
+
+  get verdict(): Verdict {
+    return (this.#verdict ??= decideByDecoding(this.#handler, this.info));
+  }
+}
+
+/** The payload fingerprints of `prepared`, concatenated: 32 bytes each, in order. */
+export function concatDigests(prepared: readonly PreparedRecord[]): Buffer {
+  let digests = '';
+  for (const p of prepared) digests += p instanceof Prepared ? p.payloadDigest : p.payloadHash.toString('latin1');
+  return Buffer.from(digests, 'latin1');
+}
+
+/**
+ * `offset + 1` as a decimal string. Offsets are 64-bit; below 2^53 a double holds them exactly,
+ * which saves a BigInt per record in every partition that has not written nine quadrillion records.
+ */
+export function offsetAfter(offset: string): string {
+  const n = Number(offset);
+  return n < Number.MAX_SAFE_INTEGER ? String(n + 1) : (BigInt(offset) + 1n).toString();
+}
+
+// A tombstone with the 'dead-letter' policy fails decoding, with a message saying how to accept it.
+function decideByDecoding(handler: AnyHandlerDefinition, info: MessageInfo): Verdict {
+  const decoded = decode(handler, info);
+  return decoded.ok
+    ? { kind: 'apply', event: decoded.event }
+    : { kind: 'invalid', error: describeError(decoded.error) };
+}
+
+function prepare(
+  pipeline: PipelineContext,
+  handler: AnyHandlerDefinition,
+  record: ConsumedRecord,
+  firstSeenAt: Date,
+): Prepared {
+  const payloadDigest = payloadFingerprintLatin1(record.value);
   const tombstonePolicy = handler.tombstone ?? 'dead-letter';
   const size = record.value?.length ?? 0;
   const oversize = pipeline.maxPayloadBytes !== undefined && size > pipeline.maxPayloadBytes;
@@ -60,6 +182,7 @@ export function prepareRecord(
   // read, which the pipeline does only after the claim: a duplicate (every message of a replay)
   // is never decoded. A handler with messageId(event) needs the event for the id: decoded now.
   let verdict: Verdict | undefined;
+  let info: MessageInfo | undefined;
   if (oversize) {
     verdict = {
       kind: 'invalid',
@@ -75,22 +198,18 @@ export function prepareRecord(
   } else if (isTombstone && typeof tombstonePolicy === 'function') {
     verdict = { kind: 'tombstone' };
   }
-  // A tombstone with the 'dead-letter' policy fails decoding, with a message saying how to accept it.
-  const decideByDecoding = (): Verdict => {
-    const decoded = decode(handler, info);
-    return decoded.ok
-      ? { kind: 'apply', event: decoded.event }
-      : { kind: 'invalid', error: describeError(decoded.error) };
-  };
-  if (verdict === undefined && handler.messageId !== undefined) verdict = decideByDecoding();
+  let fromHandler: (() => unknown) | undefined;
+  if (verdict === undefined && handler.messageId !== undefined) {
+    const messageInfo = toMessageInfo(record);
+    info = messageInfo;
+    verdict = decideByDecoding(handler, messageInfo);
+    if (verdict.kind === 'apply') {
+      const event = verdict.event;
+      fromHandler = () => handler.messageId?.(event, messageInfo);
+    }
+  }
 
-  const decodedEvent = verdict?.kind === 'apply' ? verdict.event : undefined;
-  const identity = deriveMessageId(
-    record,
-    verdict?.kind === 'apply' && handler.messageId !== undefined
-      ? () => handler.messageId?.(decodedEvent, info)
-      : undefined,
-  );
+  const identity = deriveMessageId(record, fromHandler);
   let messageId: string | null = identity.ok ? identity.id : null;
   if (identity.source === 'coordinates' && !pipeline.requireMessageId) warnCoordinateIds(pipeline, record);
   const idProblem = !identity.ok
@@ -102,30 +221,17 @@ export function prepareRecord(
     messageId = null;
     verdict = { kind: 'unclaimable', error: describeError(new OncelyError('ONCELY_INVALID_MESSAGE_ID', idProblem)) };
   }
-
-  return {
+  return new Prepared(
+    pipeline.groupId,
+    handler,
     record,
-    info,
-    payloadHash,
-    nextOffset: (BigInt(record.offset) + 1n).toString(),
+    payloadDigest,
     firstSeenAt,
     messageId,
-    idSource: identity.source,
-    where: {
-      groupId: pipeline.groupId,
-      topic: record.topic,
-      partition: record.partition,
-      offset: record.offset,
-      messageId,
-    },
-    get decided() {
-      return verdict !== undefined;
-    },
-    get verdict() {
-      verdict ??= decideByDecoding();
-      return verdict;
-    },
-  };
+    identity.source,
+    verdict,
+    info,
+  );
 }
 
 /**

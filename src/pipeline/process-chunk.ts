@@ -1,6 +1,14 @@
 import { performance } from 'node:perf_hooks';
 
-import { type ChunkClaim, claimChunk, findInboxEntries, type InboxEntry, reclassifyClaims } from '../inbox/claims.js';
+import {
+  claimChunk,
+  type ChunkClaimRequest,
+  findInboxEntries,
+  type InboxEntry,
+  insertChunkClaims,
+  isClaimRace,
+  reclassifyChunkClaims,
+} from '../inbox/claims.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
@@ -19,7 +27,7 @@ import {
   resolveDuplicate,
   waitHeartbeating,
 } from './outcomes.js';
-import { type PreparedRecord, prepareRecord } from './prepare.js';
+import { concatDigests, type PreparedRecord, prepareRecords } from './prepare.js';
 import { deadLetter } from './process-record.js';
 import { batchContext, runBounded } from './run-handler.js';
 import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
@@ -56,7 +64,7 @@ export async function processChunk(
   control: PartitionControl,
   committed: (lastOffset: string) => void,
 ): Promise<ChunkResult> {
-  const prepared = records.map((record) => prepareRecord(pipeline, handler, record));
+  const prepared = prepareRecords(pipeline, handler, records);
   return runChunk(pipeline, handler, prepared, control, committed, pipeline.retry.attempts);
 }
 
@@ -71,15 +79,21 @@ async function runChunk(
   const last = chunk.at(-1);
   if (last === undefined) return { kind: 'done' };
   const budget = new FailureBudget(pipeline.retry, attemptBudget);
+  const modes = claimModesOf(pipeline);
+  const partitionKey = `${last.record.topic}\u0000${last.record.partition}`;
+  let mode = modes.get(partitionKey) ?? 'insert';
   for (;;) {
     const attempt = budget.attempts + 1;
     const started = performance.now();
     let failure: unknown;
     try {
       const timing = { handlerMs: -1 };
-      const outcomes = await control.transactions.run((t) =>
-        chunkTransaction(pipeline, handler, chunk, t, attempt, control, timing),
+      const claimMode = mode;
+      const { outcomes, conflicted } = await control.transactions.run((t) =>
+        chunkTransaction(pipeline, handler, chunk, t, attempt, control, timing, claimMode),
       );
+      // What this chunk found decides how the partition's next chunk is claimed.
+      modes.set(partitionKey, conflicted ? 'read-first' : 'insert');
       // Committed: every record of the chunk has its outcome, and the partition's next offset is
       // past the chunk — only now may Kafka's offset move past it.
       committed(last.record.offset);
@@ -96,12 +110,15 @@ async function runChunk(
           handlerMs: timing.handlerMs,
         }));
       }
-      outcomes.forEach((outcome, i) => {
-        const prepared = chunk[i];
-        if (prepared !== undefined) announce(pipeline, prepared.where, outcome, durationMs, prepared.record);
-      });
+      announceChunk(pipeline, chunk, outcomes, durationMs);
       return { kind: 'done' };
     } catch (error) {
+      if (error instanceof ClaimRaced && mode !== 'on-conflict') {
+        // Nothing ran but the claim, and the rollback undid it: claim again, more carefully. Not
+        // an attempt of the handler's, so nothing is counted and nothing waited for.
+        mode = mode === 'insert' ? 'read-first' : 'on-conflict';
+        continue;
+      }
       failure = error;
     }
 
@@ -138,6 +155,66 @@ async function runChunk(
     }
     // Waiting heartbeats the group, so the member keeps its partitions while it backs off.
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
+  }
+}
+
+/**
+ * Announces a committed chunk's outcomes. The two common ones — processed and duplicate — are
+ * emitted here, their payloads built only when the event has listeners and without copying the
+ * coordinates through a spread; the rest (and everything when debug logging is on) go through
+ * {@link announce}, as in per-message mode.
+ */
+function announceChunk(
+  pipeline: PipelineContext,
+  chunk: readonly PreparedRecord[],
+  outcomes: readonly Outcome[],
+  durationMs: number,
+): void {
+  const { events, groupId } = pipeline;
+  const fast = !pipeline.logger.isLevelEnabled('debug');
+  const processed = events.listening('message:processed');
+  const duplicate = events.listening('message:duplicate');
+  for (let i = 0; i < outcomes.length; i++) {
+    const outcome = outcomes[i];
+    const prepared = chunk[i];
+    if (outcome === undefined || prepared === undefined) continue;
+    const { record } = prepared;
+    if (fast && outcome.kind === 'processed') {
+      if (processed) {
+        events.emitBuilt('message:processed', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          attempts: outcome.attempts,
+          durationMs,
+          headers: record.headers,
+        });
+      }
+    } else if (fast && outcome.kind === 'duplicate') {
+      if (duplicate) {
+        const { original } = outcome;
+        events.emitBuilt('message:duplicate', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          duplicateClass: outcome.duplicateClass,
+          original: {
+            topic: original.topic,
+            partition: original.partition,
+            offset: original.offset,
+            processedAt: original.processedAt,
+          },
+          durationMs,
+          headers: record.headers,
+        });
+      }
+    } else {
+      announce(pipeline, prepared.where, outcome, durationMs, record);
+    }
   }
 }
 
@@ -217,42 +294,20 @@ async function chunkTransaction(
   attempt: number,
   control: PartitionControl,
   timing: { handlerMs: number },
-): Promise<Outcome[]> {
+  mode: ClaimMode,
+): Promise<{ readonly outcomes: Outcome[]; readonly conflicted: boolean }> {
   const first = chunk[0];
   const last = chunk.at(-1);
-  if (first === undefined || last === undefined) return [];
-  const claims: ChunkClaim[] = [];
-  for (const p of chunk) {
-    if (p.messageId !== null)
-      claims.push({ messageId: p.messageId, offset: p.record.offset, payloadHash: p.payloadHash });
-  }
-  // One statement claims every id, records the partition's next offset past the chunk and turns
-  // synchronous_commit on for this transaction.
-  const claimed = await claimChunk(t.client, {
-    groupId: pipeline.groupId,
-    inboxScope: pipeline.inboxScope,
-    topic: first.record.topic,
-    partition: first.record.partition,
-    claims,
-    attempts: attempt,
-    nextOffset: last.nextOffset,
-    firstSeenAt: first.firstSeenAt,
-  });
-  const taken = chunk.filter((p) => p.messageId !== null && !claimed.has(p.record.offset));
-  // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
-  // statement inserted for an id that occurs twice in the chunk.
-  const holders =
-    taken.length === 0
-      ? new Map<string, InboxEntry>()
-      : await findInboxEntries(
-          t.client,
-          pipeline.inboxScope,
-          taken.map((p) => p.messageId ?? ''),
-        );
+  if (first === undefined || last === undefined) return { outcomes: [], conflicted: false };
+  const { conflicts, holders } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
+  // Outcomes are read-only: every record of the chunk with the same one shares one object.
+  const processed: Outcome = { kind: 'processed', attempts: attempt };
+  const skipped: Outcome = { kind: 'skipped' };
   const events: BatchEvent<unknown>[] = [];
   const stepRecords = new Map<string, PreparedRecord>();
+  // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
   const reclassified = { deadLettered: [] as string[], skipped: [] as string[] };
   for (const p of chunk) {
     const { record, messageId } = p;
@@ -272,8 +327,7 @@ async function chunkTransaction(
       );
       continue;
     }
-    const row = claimed.get(record.offset);
-    if (row === undefined) {
+    if (conflicts.has(record.offset)) {
       // A duplicate: classified by fingerprint and coordinates, never decoded.
       const existing = holders.get(messageId);
       // Deleted between the conflict and the read (a retention purge): retry the whole chunk.
@@ -285,7 +339,7 @@ async function chunkTransaction(
     // Claimed: only now is the message decoded and validated.
     const verdict = p.verdict;
     if (verdict.kind === 'invalid') {
-      reclassified.deadLettered.push(row);
+      reclassified.deadLettered.push(messageId);
       await recordDeadLetter(pipeline, t, {
         record,
         messageId,
@@ -297,13 +351,13 @@ async function chunkTransaction(
     } else if (verdict.kind === 'apply') {
       events.push({ event: verdict.event, messageId, message: p.info });
       stepRecords.set(messageId, p);
-      outcomes.push({ kind: 'processed', attempts: attempt });
+      outcomes.push(processed);
     } else {
-      reclassified.skipped.push(row);
-      outcomes.push({ kind: 'skipped' }); // a tombstone recorded and skipped
+      reclassified.skipped.push(messageId);
+      outcomes.push(skipped); // a tombstone recorded and skipped
     }
   }
-  await reclassifyClaims(t.client, reclassified);
+  await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
 
   if (events.length > 0) {
     const handlerStarted = performance.now();
@@ -326,5 +380,134 @@ async function chunkTransaction(
     }
     timing.handlerMs = performance.now() - handlerStarted;
   }
-  return outcomes;
+  return { outcomes, conflicted: conflicts.size > 0 };
+}
+
+/**
+ * How a chunk's ids are claimed:
+ * - `insert`: a plain INSERT of every id, betting that none is taken — the common case of new
+ *   work, which then skips both a read and `ON CONFLICT`'s speculative insertion;
+ * - `read-first`: the holders of the ids are read first (one primary-key lookup each), then the
+ *   free ones inserted plainly — a replay of duplicates then writes no inbox row at all;
+ * - `on-conflict`: one `INSERT … ON CONFLICT DO NOTHING`, which cannot lose a race.
+ * A partition's chunk starts in the mode its previous chunk called for (`read-first` after one
+ * with duplicates, `insert` otherwise). A plain INSERT that meets a taken id fails on the unique
+ * index (a duplicate, an id twice in the chunk, or a concurrent claimer); the failed statement
+ * aborts the transaction, so the chunk is rolled back (nothing but the claim had run) and claimed
+ * again in the next, more careful mode — no savepoint on the common path.
+ */
+type ClaimMode = 'insert' | 'read-first' | 'on-conflict';
+
+/** Thrown inside a chunk's transaction when its plain INSERT met a taken id (SQLSTATE 23505). */
+class ClaimRaced extends Error {
+  constructor(cause: unknown) {
+    super('a chunk claim met an id that is already taken; claiming again', { cause });
+  }
+}
+
+const claimModes = new WeakMap<PipelineContext, Map<string, ClaimMode>>();
+
+/** Per partition (`topic\u0000partition`), how its next chunk is claimed. */
+function claimModesOf(pipeline: PipelineContext): Map<string, ClaimMode> {
+  let modes = claimModes.get(pipeline);
+  if (modes === undefined) {
+    modes = new Map();
+    claimModes.set(pipeline, modes);
+  }
+  return modes;
+}
+
+const NO_HOLDERS: ReadonlyMap<string, InboxEntry> = new Map();
+const NO_CONFLICTS: ReadonlySet<string> = new Set();
+
+/**
+ * Claims the chunk's ids in `mode`, records the partition's next offset past the chunk and turns
+ * synchronous_commit on for this transaction. Returns the offsets whose id was not claimed, and
+ * the rows holding those ids.
+ */
+async function claimIds(
+  pipeline: PipelineContext,
+  t: OpenTransaction,
+  chunk: readonly PreparedRecord[],
+  attempt: number,
+  mode: ClaimMode,
+): Promise<{ readonly conflicts: ReadonlySet<string>; readonly holders: ReadonlyMap<string, InboxEntry> }> {
+  const first = chunk[0];
+  const last = chunk.at(-1);
+  if (first === undefined || last === undefined) return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+  const claimable: PreparedRecord[] = [];
+  const messageIds: string[] = [];
+  for (const p of chunk) {
+    if (p.messageId === null) continue;
+    claimable.push(p);
+    messageIds.push(p.messageId);
+  }
+  const claimOf = (records: readonly PreparedRecord[], ids: readonly string[]): ChunkClaimRequest => ({
+    groupId: pipeline.groupId,
+    inboxScope: pipeline.inboxScope,
+    topic: first.record.topic,
+    partition: first.record.partition,
+    messageIds: ids,
+    offsets: records.map((p) => p.record.offset),
+    payloadHashes: concatDigests(records),
+    attempts: attempt,
+    nextOffset: last.nextOffset,
+    firstSeenAt: first.firstSeenAt,
+  });
+
+  if (mode === 'on-conflict') {
+    const { conflicts } = await claimChunk(t.client, claimOf(claimable, messageIds));
+    // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
+    // statement inserted for an id that occurs twice in the chunk.
+    const holders =
+      conflicts.size === 0
+        ? NO_HOLDERS
+        : await findInboxEntries(
+            t.client,
+            pipeline.inboxScope,
+            claimable.filter((p) => conflicts.has(p.record.offset)).map((p) => p.messageId ?? ''),
+          );
+    return { conflicts, holders };
+  }
+
+  if (mode === 'insert') {
+    await insertOrRace(t, claimOf(claimable, messageIds));
+    return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+  }
+
+  // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
+  // chunk conflicts with the first, like any duplicate).
+  const holders = new Map(await findInboxEntries(t.client, pipeline.inboxScope, messageIds));
+  const conflicts = new Set<string>();
+  const free: PreparedRecord[] = [];
+  const freeIds: string[] = [];
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  for (const p of claimable) {
+    const id = p.messageId ?? '';
+    if (holders.has(id)) {
+      conflicts.add(p.record.offset);
+    } else if (seen.has(id)) {
+      conflicts.add(p.record.offset);
+      repeated.push(id);
+    } else {
+      seen.add(id);
+      free.push(p);
+      freeIds.push(id);
+    }
+  }
+  await insertOrRace(t, claimOf(free, freeIds));
+  // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
+  if (repeated.length > 0) {
+    for (const [id, entry] of await findInboxEntries(t.client, pipeline.inboxScope, repeated)) holders.set(id, entry);
+  }
+  return { conflicts, holders };
+}
+
+async function insertOrRace(t: OpenTransaction, request: ChunkClaimRequest): Promise<void> {
+  try {
+    await insertChunkClaims(t.client, request);
+  } catch (error) {
+    throw isClaimRace(error) ? new ClaimRaced(error) : error;
+  }
 }

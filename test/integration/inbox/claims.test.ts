@@ -6,11 +6,16 @@ import { inject } from 'vitest';
 
 import {
   CLAIM,
+  claimChunk,
+  type ChunkClaimRequest,
   type ClaimRequest,
   claimMessage,
   findInboxEntries,
   HOLDERS_SQL,
+  insertChunkClaims,
+  isClaimRace,
   loadNextOffsets,
+  reclassifyChunkClaims,
 } from '../../../src/inbox/claims.js';
 import { migrate } from '../../../src/migrate/migrate.js';
 import { databaseUrlFor, testPool } from '../../support/settings.js';
@@ -211,6 +216,92 @@ describe('claimMessage on PostgreSQL', () => {
       expect(nodes.some((n) => String(n['Node Type']).includes('Hash'))).toBe(false);
       expect(await findInboxEntries(client, 'stale-b', ids)).toHaveProperty('size', 500);
       await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+  });
+});
+
+/** A chunk of `ids` at offsets from `from`, each id's fingerprint 32 bytes of its index. */
+const chunkRequest = (group: string, ids: readonly string[], from = 0): ChunkClaimRequest => ({
+  groupId: group,
+  inboxScope: group,
+  topic: 't',
+  partition: 0,
+  messageIds: ids,
+  offsets: ids.map((_, i) => String(from + i)),
+  payloadHashes: Buffer.concat(ids.map((_, i) => Buffer.alloc(32, from + i))),
+  attempts: 1,
+  nextOffset: String(from + ids.length),
+  firstSeenAt: new Date(),
+});
+
+describe('chunk claims on PostgreSQL', () => {
+  it('stores each fingerprint byte for byte and answers with only the offsets it did not claim', async () => {
+    const group = `chunk-${randomUUID()}`;
+    // Quotes, backslashes, commas and braces must survive the array literal.
+    const ids = ['a', 'b"q', 'c\\d', 'e,f', '{g}', 'a'];
+    const client = await pool.connect();
+    try {
+      const first = await inTx(client, () => claimChunk(client, chunkRequest(group, ids)));
+      // The repeated id conflicts with its first occurrence, claimed by the same statement.
+      expect([...first.conflicts]).toEqual(['5']);
+      const { rows } = await client.query<{ message_id: string; offset: string; payload_hash: Buffer }>(
+        'SELECT message_id, "offset", payload_hash FROM oncely.inbox WHERE consumer_group = $1 ORDER BY "offset"',
+        [group],
+      );
+      expect(rows.map((r) => [r.message_id, r.offset, r.payload_hash.toString('hex')])).toEqual(
+        ids.slice(0, 5).map((id, i) => [id, String(i), Buffer.alloc(32, i).toString('hex')]),
+      );
+      const fresh = await inTx(client, () => claimChunk(client, chunkRequest(group, ['h', 'i'], 6)));
+      expect(fresh.conflicts.size).toBe(0);
+      const replay = await inTx(client, () => claimChunk(client, chunkRequest(group, ['b"q', 'new', 'i'], 8)));
+      expect([...replay.conflicts].sort()).toEqual(['10', '8']);
+      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(11n);
+    } finally {
+      client.release();
+    }
+  });
+
+  it('inserts free ids plainly, and fails with a unique violation on a taken one (the transaction must roll back)', async () => {
+    const group = `plain-${randomUUID()}`;
+    const client = await pool.connect();
+    try {
+      await inTx(client, () => insertChunkClaims(client, chunkRequest(group, ['x', 'y'])));
+      expect((await findInboxEntries(client, group, ['x', 'y'])).size).toBe(2);
+      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(2n);
+      const raced = await inTx(client, () => insertChunkClaims(client, chunkRequest(group, ['z', 'y'], 2))).catch(
+        (error: unknown) => error,
+      );
+      expect(isClaimRace(raced)).toBe(true);
+      // Rolled back whole: neither the free id nor the next offset was recorded.
+      expect((await findInboxEntries(client, group, ['z'])).size).toBe(0);
+      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(2n);
+      expect(isClaimRace(new Error('other'))).toBe(false);
+    } finally {
+      client.release();
+    }
+  });
+
+  it('reclassifies claimed rows by id: invalid ones dead-lettered, skipped tombstones with no attempts', async () => {
+    const group = `reclassify-${randomUUID()}`;
+    const other = `${group}-other`;
+    const client = await pool.connect();
+    try {
+      await inTx(client, () => claimChunk(client, chunkRequest(other, ['bad'])));
+      await inTx(client, async () => {
+        await claimChunk(client, { ...chunkRequest(group, ['ok', 'bad', 'tomb']), attempts: 3 });
+        await reclassifyChunkClaims(client, group, { deadLettered: ['bad'], skipped: ['tomb'] });
+      });
+      const status = async (scope: string) =>
+        (
+          await client.query<{ message_id: string; status: string; attempts: number }>(
+            'SELECT message_id, status, attempts FROM oncely.inbox WHERE consumer_group = $1 ORDER BY "offset"',
+            [scope],
+          )
+        ).rows.map((r) => `${r.message_id}:${r.status}:${r.attempts}`);
+      expect(await status(group)).toEqual(['ok:processed:3', 'bad:dead_lettered:0', 'tomb:processed:0']);
+      expect(await status(other)).toEqual(['bad:processed:1']); // another inbox's row with the same id is untouched
     } finally {
       client.release();
     }

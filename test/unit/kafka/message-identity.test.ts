@@ -1,6 +1,14 @@
+import { createHash } from 'node:crypto';
+
 import { describe, expect, it } from 'vitest';
 
-import { deriveMessageId, payloadFingerprint } from '../../../src/kafka/message-identity.js';
+import {
+  deriveMessageId,
+  payloadFingerprint,
+  payloadFingerprintLatin1,
+  sha256OneShot,
+  sha256Streaming,
+} from '../../../src/kafka/message-identity.js';
 
 const at = { topic: 'payments', partition: 3, offset: '1234567890123', headers: {} };
 
@@ -184,5 +192,24 @@ describe('payloadFingerprint', () => {
     expect(
       payloadFingerprint(Buffer.from('{"amount":100}')).equals(payloadFingerprint(Buffer.from('{"amount":101}'))),
     ).toBe(false);
+  });
+
+  it('gives the same digest through crypto.hash as through createHash (stored fingerprints must not change)', () => {
+    // The engines field allows Node 20.9, which has no crypto.hash: both paths must agree byte for byte.
+    expect(sha256OneShot).toBeDefined(); // the Node running the tests has it
+    const values = [
+      Buffer.alloc(0),
+      Buffer.from([0x00, 0xff, 0x80]),
+      Buffer.from('{"amount":100}'),
+      Buffer.alloc(70_000, 7),
+    ];
+    for (const value of values) {
+      const oneShot = sha256OneShot?.(value);
+      const streaming = sha256Streaming(value);
+      expect(oneShot).toBe(streaming);
+      expect(Buffer.from(streaming, 'latin1').toString('hex')).toBe(createHash('sha256').update(value).digest('hex'));
+      expect(payloadFingerprint(value).equals(createHash('sha256').update(value).digest())).toBe(true);
+      expect(payloadFingerprintLatin1(value)).toBe(streaming);
+    }
   });
 });

@@ -43,4 +43,21 @@ describe('EventHub', () => {
     expect(lines.join('')).toContain('sync listener bug');
     expect(lines.join('')).toContain('async listener bug');
   });
+
+  it('says whether an event has listeners, and hands a built payload to them all', () => {
+    const hub = new EventHub(pino({ level: 'silent' }));
+    expect(hub.listening('consumer:crash')).toBe(false);
+    const seen: unknown[] = [];
+    const off = hub.on('consumer:crash', (e) => void seen.push(e));
+    hub.on('consumer:crash', () => {
+      throw new Error('a listener bug does not stop the others');
+    });
+    expect(hub.listening('consumer:crash')).toBe(true);
+    expect(hub.listening('partition:resumed')).toBe(false);
+    hub.emitBuilt('consumer:crash', crash);
+    expect(seen).toEqual([crash]);
+    off();
+    hub.emitBuilt('consumer:crash', crash);
+    expect(seen).toHaveLength(1);
+  });
 });
