@@ -210,20 +210,37 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
   };
 
   // One admin client, made on first use and closed with the runner: reading offsets is rare
-  // (once per partition per assignment), a connection per read would be wasteful.
-  let admin: Admin | undefined;
-  const withAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
-    if (admin === undefined) {
-      const created = options.kafka.admin();
+  // (once per partition per assignment), a connection per read would be wasteful. Held as a
+  // promise, so partitions that read at once share one connection instead of each opening one
+  // (and all but the last leaking), and stop() closes one still connecting.
+  let admin: Promise<Admin> | undefined;
+  const connectAdmin = async (): Promise<Admin> => {
+    const created = options.kafka.admin();
+    try {
       await created.connect();
-      admin = created;
+    } catch (error) {
+      await created.disconnect().catch(() => undefined);
+      throw error;
+    }
+    return created;
+  };
+  const withAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
+    const current = (admin ??= connectAdmin());
+    let client: Admin;
+    try {
+      client = await current;
+    } catch (error) {
+      if (admin === current) admin = undefined;
+      throw error;
     }
     try {
-      return await read(admin);
+      return await read(client);
     } catch (error) {
-      const broken = admin;
-      admin = undefined;
-      await broken?.disconnect().catch(() => undefined);
+      // A failed read may have left the connection broken: the next read connects anew.
+      if (admin === current) {
+        admin = undefined;
+        await client.disconnect().catch(() => undefined);
+      }
       throw error;
     }
   };
@@ -251,7 +268,7 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     } finally {
       const current = admin;
       admin = undefined;
-      await current?.disconnect().catch(() => undefined);
+      await current?.then((client) => client.disconnect()).catch(() => undefined);
     }
   };
 
