@@ -11,10 +11,11 @@ import { Kafka, logLevel, type Message } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
 
+import { type PaymentProvider, startPaymentProvider } from '../examples/payments/provider.js';
 import { PAYMENTS_DDL } from '../examples/payments/schema.js';
 import { startDevServices } from '../src/dev/index.js';
 import { migrate } from '../src/migrate/migrate.js';
-import { check, expectationFrom, type LoggedRecord } from './checker.js';
+import { check, checkProvider, expectationFrom, type LoggedRecord, type ProviderVerdict } from './checker.js';
 import { checkDownstream, createDownstreamConsumer, DOWNSTREAM_DDL } from './downstream.js';
 import { seededRandom } from '../src/testing/seeded-random.js';
 import { buildWorkload } from './workload.js';
@@ -43,6 +44,8 @@ export interface ChaosSummary {
   readonly seed: number;
   readonly mode: 'message' | 'batch';
   readonly events: number;
+  /** Unique captured payments among them (the rest refund some of these). */
+  readonly captures: number;
   readonly sent: number;
   readonly duplicatesSent: number;
   readonly keyReuseSent: number;
@@ -69,6 +72,8 @@ export interface ChaosSummary {
     /** Relay re-sends the downstream inbox skipped. */
     readonly duplicatesSkipped: { redelivery: number; republish: number };
   };
+  /** The payment provider's own records (it runs in the orchestrator, so it outlives every kill). */
+  readonly provider: Omit<ProviderVerdict, 'violations'>;
   readonly violations: readonly string[];
   /** Consumer processes that exited on their own (restarted, like a process manager would), with their last words. */
   readonly crashes: readonly string[];
@@ -129,6 +134,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   let supervising = true;
   const counters = { kills: 0, brokerRestarts: 0, connectionsKilled: 0, connectionKillRounds: 0, joins: 0, leaves: 0 };
   let failed = true;
+  // The payment provider every member charges captured payments at, through ctx.step. It runs here,
+  // in the orchestrator, so its records (and its answers to a retried key) survive the members'
+  // SIGKILLs: a kill between its charge and the step record must not lead to a second charge.
+  let provider: PaymentProvider | undefined;
 
   const env = {
     KAFKA_BROKERS: services.kafka.brokers.join(','),
@@ -138,6 +147,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     // The ledger handler publishes ledger.posted through the outbox; each member runs a relay.
     LEDGER_POSTED_TOPIC: postedTopic,
     MODE: options.mode,
+    PROVIDER_URL: '', // set once the provider listens, before the first member starts
     APPLICATION_NAME,
     // Errors only, on the members' stderr: kept as a crashed member's last words in the summary.
     ONCELY_LOG_LEVEL: process.env.ONCELY_LOG_LEVEL ?? 'error',
@@ -181,6 +191,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   };
 
   try {
+    provider = await startPaymentProvider();
+    env.PROVIDER_URL = provider.url;
     await admin.connect();
     await admin.query(`CREATE DATABASE ${database}`);
     await migrate(pool);
@@ -351,11 +363,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     violations.push(...verdict.violations);
     const second = await checkDownstream(pool, expected);
     violations.push(...second.violations);
+    const { violations: providerViolations, ...charged } = await checkProvider(pool, groupId, provider);
+    violations.push(...providerViolations);
     failed = violations.length > 0;
     return {
       seed: options.seed,
       mode: options.mode,
       events: options.events,
+      captures: workload.counts.captured,
       sent,
       duplicatesSent: workload.counts.duplicates,
       keyReuseSent: workload.counts.keyReuse,
@@ -375,6 +390,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         unexpected: second.unexpected.length,
         duplicatesSkipped: downstreamTally,
       },
+      provider: charged,
       violations,
       crashes,
       wallSeconds: Math.round((Date.now() - started) / 100) / 10,
@@ -393,6 +409,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     if (!failed) await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await admin.end().catch(() => undefined);
     await services.stop();
+    await provider?.close();
   }
 }
 
@@ -491,7 +508,7 @@ export function formatSummary(summary: ChaosSummary): string {
   const rows: [string, string][] = [
     ['seed', String(summary.seed)],
     ['mode', summary.mode],
-    ['events (unique)', String(summary.events)],
+    ['events (unique) / captures', `${summary.events} / ${summary.captures}`],
     ['messages sent / in topic', `${summary.sent} / ${summary.inTopic}`],
     [
       '  duplicates / key reuse / poison sent',
@@ -523,12 +540,20 @@ export function formatSummary(summary: ChaosSummary): string {
     ['downstream lost', String(summary.downstream.lost)],
     ['downstream doubled', String(summary.downstream.doubled)],
     ['downstream unexpected', String(summary.downstream.unexpected)],
+    [
+      'provider charges (payments charged)',
+      `${summary.provider.charges} (${summary.provider.paymentsCharged}) expected ${summary.provider.expectedCharges}`,
+    ],
+    ['  calls repeated with the same key (deduped)', String(summary.provider.repeatedCalls)],
+    ['  applied captures not charged', String(summary.provider.uncharged)],
+    ['  charged twice', String(summary.provider.chargedTwice)],
+    ['refunds for dead letters', `${summary.provider.refunds} expected ${summary.provider.expectedRefunds}`],
     ['consumer crashes (restarted)', String(summary.crashes.length)],
     ['wall time', `${summary.wallSeconds} s`],
     [
       'verdict',
       summary.violations.length === 0
-        ? 'PASS: zero lost, zero doubled on both hops, every partition committed to its end'
+        ? 'PASS: zero lost, zero doubled on both hops, nothing charged twice, every partition committed to its end'
         : 'FAIL',
     ],
   ];

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 
 import { paymentEvent } from '../examples/payments/handler.js';
+import type { PaymentProvider } from '../examples/payments/provider.js';
 
 /** A record as read back from the topic after the run. */
 export interface LoggedRecord {
@@ -133,4 +134,109 @@ export async function check(pool: pg.Pool, groupId: string, expected: Expectatio
     );
 
   return { applied: entries.length, lost, doubled, unexpected, deadLettersByReason, violations };
+}
+
+/** What the payment provider's own records say, against the ledger and the dead letters. */
+export interface ProviderVerdict {
+  /** Charges the provider made: one per idempotency key. */
+  readonly charges: number;
+  /** Distinct payments among them. */
+  readonly paymentsCharged: number;
+  /** Captured payments in the ledger, plus charged payments that were dead-lettered afterwards. */
+  readonly expectedCharges: number;
+  /** Requests that repeated a key the provider had already charged (a call made again after a kill or a cut connection). */
+  readonly repeatedCalls: number;
+  /** Captured payments in the ledger the provider never charged. */
+  readonly uncharged: number;
+  /** Payments charged more than once, whatever keys were used. */
+  readonly chargedTwice: number;
+  readonly refunds: number;
+  /** Charged payments whose message was dead-lettered after the charge (`handler_failed`). */
+  readonly expectedRefunds: number;
+  readonly violations: string[];
+}
+
+/**
+ * Checks the provider by payment id, not by key: a second key for the same payment would be a
+ * second charge the provider cannot dedupe. Every captured payment applied to the ledger is
+ * charged exactly once; a charged payment that is not in the ledger must have been dead-lettered
+ * and refunded once; nothing else is refunded.
+ */
+export async function checkProvider(
+  pool: pg.Pool,
+  groupId: string,
+  provider: Pick<PaymentProvider, 'charges' | 'refunds'>,
+): Promise<ProviderVerdict> {
+  const violations: string[] = [];
+  const { rows: captures } = await pool.query<{ payment_id: string }>(
+    "SELECT DISTINCT payment_id FROM payments.ledger_entries WHERE kind = 'capture'",
+  );
+  const applied = new Set(captures.map((c) => c.payment_id));
+  // Only handler_failed dead letters ran the handler (and so its charge step); the others were
+  // refused before it (invalid payload, a reused id whose original stands).
+  const { rows: letters } = await pool.query<{ value: Buffer | null }>(
+    "SELECT value FROM oncely.dead_letters WHERE consumer_group = $1 AND reason = 'handler_failed'",
+    [groupId],
+  );
+  const deadLettered = new Set<string>();
+  for (const letter of letters) {
+    const parsed = paymentEvent.safeParse(safeJson(letter.value?.toString('utf8')));
+    if (parsed.success) deadLettered.add(parsed.data.paymentId);
+  }
+
+  const chargesPerPayment = new Map<string, number>();
+  const paymentOfCharge = new Map<string, string>();
+  let repeatedCalls = 0;
+  for (const charge of provider.charges.values()) {
+    chargesPerPayment.set(charge.paymentId, (chargesPerPayment.get(charge.paymentId) ?? 0) + 1);
+    paymentOfCharge.set(charge.id, charge.paymentId);
+    repeatedCalls += charge.calls - 1;
+  }
+  const chargedTwice = [...chargesPerPayment].filter(([, n]) => n > 1).map(([payment]) => payment);
+  const uncharged = [...applied].filter((payment) => !chargesPerPayment.has(payment));
+  const notApplied = [...chargesPerPayment.keys()].filter((payment) => !applied.has(payment));
+  const strays = notApplied.filter((payment) => !deadLettered.has(payment));
+  const toRefund = new Set(notApplied.filter((payment) => deadLettered.has(payment)));
+
+  const refundsPerPayment = new Map<string, number>();
+  for (const refund of provider.refunds.values()) {
+    const payment = paymentOfCharge.get(refund.chargeId) ?? `unknown charge ${refund.chargeId}`;
+    refundsPerPayment.set(payment, (refundsPerPayment.get(payment) ?? 0) + 1);
+  }
+  const wrongRefunds = [...refundsPerPayment].filter(([payment, n]) => !toRefund.has(payment) || n > 1);
+  const unrefunded = [...toRefund].filter((payment) => !refundsPerPayment.has(payment));
+
+  const some = (ids: readonly string[]): string => ids.slice(0, 5).join(', ');
+  if (chargedTwice.length > 0)
+    violations.push(`${chargedTwice.length} payments charged twice at the provider (e.g. ${some(chargedTwice)})`);
+  if (uncharged.length > 0)
+    violations.push(`${uncharged.length} applied captures never charged at the provider (e.g. ${some(uncharged)})`);
+  if (strays.length > 0)
+    violations.push(`${strays.length} payments charged but neither applied nor dead-lettered (e.g. ${some(strays)})`);
+  if (unrefunded.length > 0)
+    violations.push(`${unrefunded.length} dead-lettered charges not refunded (e.g. ${some(unrefunded)})`);
+  if (wrongRefunds.length > 0)
+    violations.push(
+      `${wrongRefunds.length} payments refunded without a dead letter or more than once (e.g. ${some(wrongRefunds.map(([p]) => p))})`,
+    );
+
+  return {
+    charges: provider.charges.size,
+    paymentsCharged: chargesPerPayment.size,
+    expectedCharges: applied.size + toRefund.size,
+    repeatedCalls,
+    uncharged: uncharged.length,
+    chargedTwice: chargedTwice.length,
+    refunds: provider.refunds.size,
+    expectedRefunds: toRefund.size,
+    violations,
+  };
+}
+
+function safeJson(text: string | undefined): unknown {
+  try {
+    return text === undefined ? undefined : JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

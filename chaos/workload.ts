@@ -12,6 +12,8 @@ export interface ChaosWorkload {
   readonly messages: readonly ChaosMessage[];
   readonly counts: {
     readonly unique: number;
+    /** Unique `payment.captured` events: each is charged at the provider exactly once. */
+    readonly captured: number;
     readonly duplicates: number;
     readonly keyReuse: number;
     readonly poison: number;
@@ -76,5 +78,5 @@ export function buildWorkload(unique: number, random: () => number, accounts = 6
       kind: 'key_reuse',
     });
   }
-  return { messages, counts: { unique, duplicates, keyReuse, poison } };
+  return { messages, counts: { unique, captured: captured.length, duplicates, keyReuse, poison } };
 }

@@ -34,7 +34,9 @@ const consumer = createInboxConsumer({
   }), // oncely logs what matters; kafkajs logs a fresh broker's transient coordinator errors as ERROR
   db: drizzle(pool, { schema }),
   groupId: required('GROUP_ID'),
-  handlers: batch ? [paymentsBatchHandler(required('TOPIC'))] : [paymentsHandler(required('TOPIC'), { providerUrl })],
+  handlers: batch
+    ? [paymentsBatchHandler(required('TOPIC'), { providerUrl })]
+    : [paymentsHandler(required('TOPIC'), { providerUrl })],
   concurrency: 4,
   handleSignals: true,
   // Logs go to stderr: stdout carries the outcome lines the demo reads.

@@ -24,7 +24,7 @@ export const paymentEvent = z.discriminatedUnion('type', [
 
 export type PaymentEvent = z.infer<typeof paymentEvent>;
 
-/** Options of {@link paymentsHandler}. */
+/** Options of {@link paymentsHandler} and {@link paymentsBatchHandler}. */
 export interface PaymentsHandlerOptions {
   /** Charge captured payments at this payment provider through `ctx.step`. Default: no provider call. */
   readonly providerUrl?: string;
@@ -34,6 +34,9 @@ export interface PaymentsHandlerOptions {
  * Charges a captured payment at the provider as a step: recorded once done, never called again for
  * this message, always with the same idempotency key (the provider dedupes a call made again after a
  * crash), and refunded if the message is finally dead-lettered.
+ *
+ * `step` is the step function of this event's message: `ctx.step` in a per-message handler, and
+ * `ctx.step` bound to the event in a batch handler (see {@link paymentsBatchHandler}).
  */
 async function chargeAtProvider(step: StepFunction, providerUrl: string, event: PaymentEvent): Promise<void> {
   const post = async (path: string, idempotencyKey: string, body: object, signal: AbortSignal): Promise<unknown> => {
@@ -126,8 +129,14 @@ export function paymentsHandler(topic: string, options: PaymentsHandlerOptions =
  * The same ledger in batch mode: one INSERT for a chunk's ledger entries and one upsert per
  * account with the chunk's sum, all in the chunk's transaction. A chunk with an unsupported
  * currency fails as a whole; oncely splits it until that event is alone and dead-letters it.
+ *
+ * With `providerUrl`, each captured payment of the chunk is charged through a step of its own
+ * event, after the whole chunk was validated (an invalid event fails the chunk before any charge
+ * is made). A charge held for review fails the chunk the same way: oncely splits it, the other
+ * events' charges are recorded steps and are not made again when their halves run, and the held
+ * one is dead-lettered alone and refunded through its step's compensation.
  */
-export function paymentsBatchHandler(topic: string) {
+export function paymentsBatchHandler(topic: string, options: PaymentsHandlerOptions = {}) {
   return defineBatchHandler({
     topic,
     schema: paymentEvent,
@@ -138,6 +147,18 @@ export function paymentsBatchHandler(topic: string) {
         const kind = event.type === 'payment.captured' ? ('capture' as const) : ('refund' as const);
         return { paymentId: event.paymentId, accountId: event.accountId, kind, amountCents: signed, messageId };
       });
+      const { providerUrl } = options;
+      if (providerUrl !== undefined)
+        // One at a time, in offset order: the chunk's transaction is open meanwhile either way, and
+        // a held charge stops the chunk before later events are charged in this attempt.
+        for (const item of events) {
+          if (item.event.type !== 'payment.captured') continue;
+          await chargeAtProvider(
+            (name, fn, stepOptions) => ctx.step(item, name, fn, stepOptions),
+            providerUrl,
+            item.event,
+          );
+        }
       await ctx.tx.insert(ledgerEntries).values(entries);
       const sums = new Map<string, number>();
       for (const entry of entries) sums.set(entry.accountId, (sums.get(entry.accountId) ?? 0) + entry.amountCents);

@@ -6,11 +6,12 @@ import { randomUUID } from 'node:crypto';
 
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'oncely';
-import { type DevServices, expectSameAsCleanDelivery, startDevServices } from 'oncely/testing';
+import { deliverOnce, type DevServices, expectSameAsCleanDelivery, startDevServices } from 'oncely/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type PaymentEvent, paymentsHandler } from './handler.js';
+import { type PaymentEvent, paymentsBatchHandler, paymentsHandler } from './handler.js';
+import { REVIEW_SUFFIX, startPaymentProvider } from './provider.js';
 import { PAYMENTS_DDL, schema } from './schema.js';
 
 let services: DevServices;
@@ -83,5 +84,66 @@ describe('payments handler', () => {
     });
     expect(reports.clean.processed).toBe(50);
     expect(reports.mutated?.deadLettered.key_reuse).toBe(50);
+  });
+});
+
+describe('payments batch handler with a provider', () => {
+  it('G9: charges each captured payment once through its own step; a held charge is split out, dead-lettered and refunded', async () => {
+    const provider = await startPaymentProvider();
+    try {
+      await pool.query('TRUNCATE payments.ledger_entries, payments.accounts');
+      const events: PaymentEvent[] = [];
+      for (let n = 0; n < 12; n++)
+        events.push({
+          type: 'payment.captured',
+          paymentId: `bpay-${n}`,
+          // One payment the provider holds for review, in the middle of the chunk.
+          accountId: n === 5 ? `bacct${REVIEW_SUFFIX}` : `bacct-${n % 3}`,
+          amountCents: 1_000 + n,
+          currency: 'EUR',
+        });
+      events.push({
+        type: 'payment.refunded',
+        paymentId: 'bpay-0',
+        accountId: 'bacct-0',
+        amountCents: 300,
+        currency: 'EUR',
+      });
+      const report = await deliverOnce({
+        db: drizzle(pool, { schema }),
+        handlers: [paymentsBatchHandler('payments', { providerUrl: provider.url })],
+        // One partition: all 13 events in one chunk, so the held charge fails the chunk and oncely splits it.
+        partitions: 1,
+        messages: events.map((value, i) => ({
+          topic: 'payments',
+          key: 'one-partition',
+          value,
+          headers: { 'message-id': `bevt-${i}` },
+        })),
+      });
+      expect(report.processed).toBe(12);
+      expect(report.deadLettered).toEqual({ handler_failed: 1 });
+
+      // Every captured payment charged exactly once, although the chunk ran several times while
+      // being split: the charges before the held one were recorded steps, not called again.
+      const charged = [...provider.charges.values()].map((c) => c.paymentId).sort();
+      expect(charged).toEqual(
+        events
+          .filter((e) => e.type === 'payment.captured')
+          .map((e) => e.paymentId)
+          .sort(),
+      );
+      expect([...provider.charges.values()].every((c) => c.calls === 1)).toBe(true);
+      // The held one refunded once, through its step's compensation.
+      const held = [...provider.charges.values()].find((c) => c.paymentId === 'bpay-5');
+      expect([...provider.refunds.values()].map((r) => r.chargeId)).toEqual([held?.id]);
+
+      const { rows } = await pool.query<{ payment_id: string }>(
+        "SELECT payment_id FROM payments.ledger_entries WHERE kind = 'capture'",
+      );
+      expect(rows.map((r) => r.payment_id).sort()).toEqual(charged.filter((p) => p !== 'bpay-5'));
+    } finally {
+      await provider.close();
+    }
   });
 });
