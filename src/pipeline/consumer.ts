@@ -1,24 +1,25 @@
 import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
 import { OncelyError } from '../errors.js';
 import { groupsByTopic, loadNextOffsets } from '../inbox/claims.js';
-import { TransactionChain } from '../inbox/transaction.js';
 import type { StoredError } from '../inbox/dead-letters.js';
+import { TransactionChain } from '../inbox/transaction.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type PartitionBatch } from '../kafka/runner.js';
 import { attachMetrics } from '../metrics/prometheus.js';
 import { latestMigrationId } from '../migrate/migrate.js';
 import { createOutboxRelay, type OutboxRelay } from '../outbox/relay.js';
-import { attachTracing } from '../tracing/spans.js';
 import { type RetentionSchedule, startRetention } from '../retention/schedule.js';
-import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
-import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
+import { attachTracing } from '../tracing/spans.js';
+
+import type { PipelineContext } from './context.js';
 import { describeError, redactError } from './error-record.js';
+import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
 import type { PauseReason } from './events.js';
-import { type PipelineContext } from './outcomes.js';
+import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
 import { processChunk } from './process-chunk.js';
 import { processRecords } from './process-group.js';
-import { startError } from './start-errors.js';
 import { backoffDelay, classifyFailure } from './retry.js';
+import { startError } from './start-errors.js';
 
 export interface PausedPartition {
   readonly topic: string;

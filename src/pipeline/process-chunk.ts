@@ -12,25 +12,19 @@ import {
 import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
+
+import { announce } from './announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { recordDeadLetter } from './dead-letter.js';
+import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
 import { describeError, redactError } from './error-record.js';
 import type { BatchEvent, BatchHandlerDefinition } from './handler.js';
-import {
-  announce,
-  classifyAttemptFailure,
-  deadLetteredBefore,
-  FailureBudget,
-  HandlerFailure,
-  type Outcome,
-  type PartitionControl,
-  type PipelineContext,
-  resolveDuplicate,
-  waitHeartbeating,
-} from './outcomes.js';
 import { concatDigests, type PreparedRecord, prepareRecords } from './prepare.js';
 import { deadLetter } from './process-record.js';
+import { classifyAttemptFailure, FailureBudget, HandlerFailure } from './retry.js';
 import { batchContext, runBounded } from './run-handler.js';
 import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
+import { waitHeartbeating } from './waiting.js';
 
 export type ChunkResult =
   | { readonly kind: 'done' }

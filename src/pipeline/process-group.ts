@@ -14,22 +14,18 @@
 import { performance } from 'node:perf_hooks';
 
 import { recordOffset } from '../inbox/claims.js';
-import { claimInGroup } from '../inbox/group-claim.js';
 import type { StoredError } from '../inbox/dead-letters.js';
+import { claimInGroup } from '../inbox/group-claim.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
+
+import { announce } from './announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { redactError } from './error-record.js';
-import type { HandlerDefinition } from './handler.js';
 import type { PauseReason } from './events.js';
-import {
-  announce,
-  classifyAttemptFailure,
-  HandlerFailure,
-  type Outcome,
-  type PartitionControl,
-  type PipelineContext,
-} from './outcomes.js';
+import type { HandlerDefinition } from './handler.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
 import { applyRecord, claimFor, type EarlierAttempt, processRecord } from './process-record.js';
+import { classifyAttemptFailure, HandlerFailure } from './retry.js';
 import { MessageSteps } from './steps.js';
 
 /** A group also commits once it has been open this long, so a slow handler does not hold many rows' locks. */

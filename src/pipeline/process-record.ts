@@ -2,8 +2,11 @@ import { performance } from 'node:perf_hooks';
 
 import { claimMessage, type ClaimRequest, type ClaimResult, reclassifyClaims } from '../inbox/claims.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
+
+import { announce, locate } from './announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import {
   claimAndDeadLetter,
   type DeadLetterInput,
@@ -11,25 +14,14 @@ import {
   minimalLetter,
   recordDeadLetter,
 } from './dead-letter.js';
+import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
 import { describeError, redactError } from './error-record.js';
 import type { HandlerContext, HandlerDefinition } from './handler.js';
-import {
-  announce,
-  classifyAttemptFailure,
-  deadLetteredBefore,
-  FailureBudget,
-  HandlerFailure,
-  locate,
-  type Outcome,
-  type PartitionControl,
-  type PipelineContext,
-  resolveDuplicate,
-  untilCommitted,
-  waitHeartbeating,
-} from './outcomes.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
+import { classifyAttemptFailure, FailureBudget, HandlerFailure } from './retry.js';
 import { messageContext, runBounded } from './run-handler.js';
 import { compensateSteps, MessageSteps } from './steps.js';
+import { untilCommitted, waitHeartbeating } from './waiting.js';
 
 /**
  * Takes one record to exactly one recorded outcome (README: "The processing transaction"):

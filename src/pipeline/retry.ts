@@ -1,4 +1,5 @@
 import { isOncelyError } from '../errors.js';
+import { ConnectionLostError } from '../inbox/transaction.js';
 
 /** How failed handler attempts are retried. Every field has a default; see `DEFAULT_RETRY`. */
 export interface RetryPolicy {
@@ -170,4 +171,57 @@ export function isValidationError(error: unknown): error is { issues: unknown[] 
 /** A server error from pg (a DatabaseError): it carries a SQLSTATE `code` and a `severity`. */
 function isPgError(error: unknown): boolean {
   return typeof error === 'object' && error !== null && 'severity' in error && 'code' in error;
+}
+
+/** A failure of the user's handler (as opposed to one of oncely's own statements). */
+export class HandlerFailure extends Error {
+  constructor(readonly error: unknown) {
+    super('the handler failed', { cause: error });
+  }
+}
+
+/**
+ * What made an attempt fail (unwrapped from {@link HandlerFailure} and {@link ConnectionLostError})
+ * and how to treat it: any failure on a connection that died is the database's, not the message's.
+ */
+export function classifyAttemptFailure(failure: unknown): { readonly error: unknown; readonly kind: FailureKind } {
+  const connectionLost = failure instanceof ConnectionLostError;
+  const inner = connectionLost ? failure.cause : failure;
+  const handlerFailure = inner instanceof HandlerFailure ? inner : undefined;
+  const error = handlerFailure !== undefined ? handlerFailure.error : inner;
+  const kind = classifyFailure({ error, inHandler: handlerFailure !== undefined, connectionLost });
+  return { error, kind };
+}
+
+/**
+ * Counts an attempt's failures by kind and says how long to wait before the next try, or that
+ * the message's attempts are used up. Outages never use up attempts; contention does only past
+ * {@link MAX_CONTENTION_RETRIES}, so a handler that deadlocks with itself still ends.
+ */
+export class FailureBudget {
+  #outages = 0;
+  #contention = 0;
+  attempts = 0;
+
+  constructor(
+    private readonly policy: RetryPolicy,
+    private readonly attemptBudget: number = policy.attempts,
+  ) {}
+
+  /** `retry` with a delay (and whether an attempt was used), or `exhausted`. */
+  next(
+    kind: FailureKind,
+  ): { readonly retry: true; readonly delayMs: number; readonly counted: boolean } | { readonly retry: false } {
+    if (kind === 'transient') {
+      this.#outages += 1;
+      return { retry: true, delayMs: backoffDelay(this.policy, this.#outages), counted: false };
+    }
+    if (kind === 'contention' && this.#contention < MAX_CONTENTION_RETRIES) {
+      this.#contention += 1;
+      return { retry: true, delayMs: backoffDelay(this.policy, Math.min(this.#contention, 4)), counted: false };
+    }
+    this.attempts += 1;
+    if (kind === 'non_retriable' || this.attempts >= this.attemptBudget) return { retry: false };
+    return { retry: true, delayMs: backoffDelay(this.policy, this.attempts), counted: true };
+  }
 }

@@ -9,9 +9,9 @@ import { createTransactionBinder, type OncelyDatabase, resolvePool } from '../in
 import type { DeadLetterReason } from '../inbox/dead-letters.js';
 import { type OpenTransaction, TransactionChain, type Transactions } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../pipeline/context.js';
 import { EventHub } from '../pipeline/events.js';
 import { type AnyHandlerDefinition, type HandlerContext, isHandlerDefinition } from '../pipeline/handler.js';
-import type { Outcome, PartitionControl, PipelineContext } from '../pipeline/outcomes.js';
 import { prepareRecord } from '../pipeline/prepare.js';
 import { processChunk } from '../pipeline/process-chunk.js';
 import { processRecords } from '../pipeline/process-group.js';
