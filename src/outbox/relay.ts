@@ -299,6 +299,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       await markSent(
         db,
         sendable.map((r) => r.id),
+        metrics !== undefined,
       ),
     );
     return sendable.length;
@@ -326,7 +327,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         continue;
       }
       await config.afterSend?.([row.messageId]);
-      recordSent(await markSent(db, [row.id]));
+      recordSent(await markSent(db, [row.id], metrics !== undefined));
       sent++;
     }
     return sent;

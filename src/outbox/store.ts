@@ -105,14 +105,21 @@ export interface SentRow {
 }
 
 /**
- * Marks rows sent: only ever after the broker acknowledged them. Returns what was marked, with
- * the latency measured by the database's own clock (no skew between hosts).
+ * Marks rows sent: only ever after the broker acknowledged them. With `withLatency` (the relay
+ * has metrics), returns what was marked with the latency measured by the database's own clock (no
+ * skew between hosts); without, returns nothing, so a relay without metrics does not read 500 rows
+ * back per batch.
  */
-export async function markSent(client: Queryable, ids: readonly string[]): Promise<SentRow[]> {
+export async function markSent(client: Queryable, ids: readonly string[], withLatency = false): Promise<SentRow[]> {
   if (ids.length === 0) return [];
+  const update = `UPDATE oncely.outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1
+      WHERE id = ANY($1::bigint[]) AND status = 'pending'`;
+  if (!withLatency) {
+    await client.query(update, [ids]);
+    return [];
+  }
   const { rows } = await client.query<{ topic: string; latency: number }>(
-    `UPDATE oncely.outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1
-      WHERE id = ANY($1::bigint[]) AND status = 'pending'
+    `${update}
       RETURNING topic, extract(epoch FROM sent_at - created_at)::float8 AS latency`,
     [ids],
   );
