@@ -96,10 +96,21 @@ export async function claimMessage(client: pg.ClientBase, request: ClaimRequest)
       request.inboxScope,
     ],
   });
-  const row = rows[0]?.row;
+  return claimResult(client, request, rows[0]?.row);
+}
+
+/**
+ * The answer to a claim whose INSERT returned `row` (null or undefined: it conflicted). The holder
+ * of a taken id is read after the INSERT, in a new statement: READ COMMITTED gives it a fresh
+ * snapshot, so a holder committed by a concurrent transaction (the one the INSERT waited for) is
+ * visible.
+ */
+export async function claimResult(
+  client: pg.ClientBase,
+  request: Pick<ClaimRequest, 'inboxScope' | 'messageId'>,
+  row: string | null | undefined,
+): Promise<ClaimResult> {
   if (row !== null && row !== undefined) return { claimed: true, row };
-  // Read after the INSERT, in a new statement: READ COMMITTED gives it a fresh snapshot, so a holder
-  // committed by a concurrent transaction (the one the INSERT waited for) is visible.
   const existing = await findInboxEntry(client, request.inboxScope, request.messageId);
   if (existing === undefined) {
     // The conflicting row was deleted between the conflict and the read (a retention purge).
@@ -224,12 +235,6 @@ const NO_CONFLICTS: ReadonlySet<string> = new Set();
  * gets back one row of two nulls, not an array per claimed message to send and parse.
  */
 export async function claimChunk(client: pg.ClientBase, request: ChunkClaimRequest): Promise<ChunkClaimResult> {
-  const { messageIds, offsets } = request;
-  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
-    throw new TypeError(
-      'claimChunk: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages',
-    );
-  }
   const { rows } = await client.query<{ conflicts: string[] | null }>({
     name: 'oncely_claim_chunk_v4',
     text: `
@@ -252,18 +257,7 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
        CASE WHEN (SELECT count(*) FROM claimed) < cardinality($4::text[])
             THEN ARRAY(SELECT "offset"::text FROM input WHERE "offset" NOT IN (SELECT "offset" FROM claimed))
        END AS conflicts`,
-    values: [
-      request.groupId,
-      request.topic,
-      request.partition,
-      textArrayLiteral(messageIds),
-      `{${offsets.join(',')}}`,
-      request.payloadHashes,
-      request.attempts,
-      request.firstSeenAt,
-      request.nextOffset,
-      request.inboxScope,
-    ],
+    values: chunkClaimValues('claimChunk', request),
   });
   const conflicts = rows[0]?.conflicts;
   return { conflicts: conflicts === null || conflicts === undefined ? NO_CONFLICTS : new Set(conflicts) };
@@ -279,12 +273,6 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
  * and claims the chunk again with {@link claimChunk}.
  */
 export async function insertChunkClaims(client: pg.ClientBase, request: ChunkClaimRequest): Promise<void> {
-  const { messageIds, offsets } = request;
-  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
-    throw new TypeError(
-      'insertChunkClaims: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages',
-    );
-  }
   await client.query({
     name: 'oncely_insert_chunk_claims_v1',
     text: `
@@ -300,19 +288,33 @@ WITH claimed AS (
   DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
 )
 SELECT set_config('synchronous_commit', 'on', true) AS sync`,
-    values: [
-      request.groupId,
-      request.topic,
-      request.partition,
-      textArrayLiteral(messageIds),
-      `{${offsets.join(',')}}`,
-      request.payloadHashes,
-      request.attempts,
-      request.firstSeenAt,
-      request.nextOffset,
-      request.inboxScope,
-    ],
+    values: chunkClaimValues('insertChunkClaims', request),
   });
+}
+
+/**
+ * The parameters both chunk claim statements take ($1 … $10), after checking that the arrays
+ * describe the same messages.
+ */
+function chunkClaimValues(caller: string, request: ChunkClaimRequest): unknown[] {
+  const { messageIds, offsets } = request;
+  if (request.payloadHashes.length !== messageIds.length * 32 || offsets.length !== messageIds.length) {
+    throw new TypeError(
+      `${caller}: messageIds, offsets and payloadHashes (32 bytes each) must describe the same messages`,
+    );
+  }
+  return [
+    request.groupId,
+    request.topic,
+    request.partition,
+    textArrayLiteral(messageIds),
+    `{${offsets.join(',')}}`,
+    request.payloadHashes,
+    request.attempts,
+    request.firstSeenAt,
+    request.nextOffset,
+    request.inboxScope,
+  ];
 }
 
 /** Whether `error` is the unique violation of an optimistic claim that lost a race (SQLSTATE 23505). */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 
-import { type ClaimRequest, type ClaimResult, findInboxEntry } from './claims.js';
+import { type ClaimRequest, type ClaimResult, claimResult } from './claims.js';
 
 /**
  * Claims one message of a commit group: the inbox insert of {@link claimMessage} without the
@@ -39,12 +39,5 @@ export async function claimInGroup(
       request.firstSeenAt,
     ],
   });
-  const row = rows[0]?.row;
-  if (row !== undefined) return { claimed: true, row };
-  // A new statement, so READ COMMITTED reads with a fresh snapshot (see claimMessage).
-  const existing = await findInboxEntry(client, request.inboxScope, request.messageId);
-  if (existing === undefined) {
-    throw new Error(`message id ${request.messageId} conflicted but its inbox row vanished; retrying`);
-  }
-  return { claimed: false, existing };
+  return claimResult(client, request, rows[0]?.row);
 }
