@@ -1,43 +1,95 @@
 import type pg from 'pg';
 
-import { type ClaimRequest, type ClaimResult, claimResult } from './claims.js';
+import { textArrayLiteral } from './claims.js';
+
+export interface GroupClaimRequest {
+  /** The inbox the ids are claimed in; see `ClaimRequest.inboxScope`. */
+  readonly inboxScope: string;
+  readonly topic: string;
+  readonly partition: number;
+  /** The ids to claim, in offset order. */
+  readonly messageIds: readonly string[];
+  /** Each id's offset: unique within the group, which shares one partition. */
+  readonly offsets: readonly string[];
+  /** Each id's payload fingerprint, 32 bytes apiece, concatenated in the same order. */
+  readonly payloadHashes: Buffer;
+  /** Each id's `attempts` as claimed (1, or 0 for a tombstone to skip). */
+  readonly attempts: readonly number[];
+  readonly firstSeenAt: Date;
+}
 
 /**
- * Claims one message of a commit group: the inbox insert of {@link claimMessage} without the
- * offsets upsert and without `synchronous_commit`. A group records the partition's next offset
- * once, after its last message ({@link recordOffset}, which also turns synchronous_commit on for
- * the transaction): one offsets row version per group instead of one per message.
+ * Claims every id of a commit group in one statement, before the first handler runs: one round
+ * trip per group instead of one per message. Rows are claimed as `processed`; the group records
+ * the partition's next offset once, after its last message ({@link recordOffset}, which also
+ * turns synchronous_commit on), and corrects the rows of messages that turn out otherwise
+ * (`reclassifyChunkClaims`) or that it did not reach ({@link releaseGroupClaims}).
  *
- * Same concurrency rule as the single claim: INSERT … ON CONFLICT DO NOTHING on the primary key,
- * so a concurrent claimer waits on the unique index and then sees the conflict.
+ * The same concurrency rule as every claim: INSERT … ON CONFLICT DO NOTHING on the primary key, so
+ * a concurrent claimer waits on the unique index and then sees the conflict. Rows are inserted in
+ * offset order: an id twice in the group is claimed by its first occurrence, and the later one
+ * conflicts with it like any duplicate. Answers with the offsets not claimed, only when there are
+ * any (see `claimChunk`).
  */
-export const GROUP_CLAIM = {
-  name: 'oncely_group_claim_v1',
-  text: `
-INSERT INTO oncely.inbox
-  (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
-VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8, $9)
-ON CONFLICT (consumer_group, message_id) DO NOTHING
-RETURNING ctid::text AS row`,
-} as const;
-
-export async function claimInGroup(
-  client: pg.ClientBase,
-  request: Omit<ClaimRequest, 'groupId' | 'nextOffset'>,
-): Promise<ClaimResult> {
-  const { rows } = await client.query<{ row: string }>({
-    ...GROUP_CLAIM,
+export async function claimGroup(client: pg.ClientBase, request: GroupClaimRequest): Promise<ReadonlySet<string>> {
+  const { messageIds, offsets, attempts } = request;
+  if (
+    request.payloadHashes.length !== messageIds.length * 32 ||
+    offsets.length !== messageIds.length ||
+    attempts.length !== messageIds.length
+  ) {
+    throw new TypeError('claimGroup: messageIds, offsets, attempts and payloadHashes must describe the same messages');
+  }
+  const { rows } = await client.query<{ conflicts: string[] | null }>({
+    name: 'oncely_claim_group_v1',
+    text: `
+WITH input AS (
+  SELECT * FROM unnest($4::text[], $5::bigint[], $6::int[]) WITH ORDINALITY AS t(message_id, "offset", attempts, ord)
+), claimed AS (
+  INSERT INTO oncely.inbox
+    (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
+  SELECT $1, message_id, $2, $3, "offset", substring($7::bytea FROM (ord::int - 1) * 32 + 1 FOR 32), 'processed', attempts, $8
+    FROM input ORDER BY ord
+  ON CONFLICT (consumer_group, message_id) DO NOTHING
+  RETURNING "offset"
+)
+SELECT CASE WHEN (SELECT count(*) FROM claimed) < cardinality($4::text[])
+            THEN ARRAY(SELECT "offset"::text FROM input WHERE "offset" NOT IN (SELECT "offset" FROM claimed))
+       END AS conflicts`,
     values: [
       request.inboxScope,
-      request.messageId,
       request.topic,
       request.partition,
-      request.offset,
-      request.payloadHash,
-      request.status,
-      request.attempts,
+      textArrayLiteral(messageIds),
+      `{${offsets.join(',')}}`,
+      `{${attempts.join(',')}}`,
+      request.payloadHashes,
       request.firstSeenAt,
     ],
   });
-  return claimResult(client, request, rows[0]?.row);
+  const conflicts = rows[0]?.conflicts;
+  return conflicts === null || conflicts === undefined ? NO_CONFLICTS : new Set(conflicts);
+}
+
+const NO_CONFLICTS: ReadonlySet<string> = new Set();
+
+/**
+ * Deletes the rows this transaction claimed for messages the group did not reach (it ended early:
+ * its time bound, or the partition was lost). Those messages are delivered again and must find
+ * their ids free. The rows are this transaction's own, uncommitted: nobody else has seen them.
+ * Each id is found by one primary-key lookup (the LATERAL form of `HOLDERS_SQL`).
+ */
+export async function releaseGroupClaims(
+  client: pg.ClientBase,
+  inboxScope: string,
+  messageIds: readonly string[],
+): Promise<void> {
+  if (messageIds.length === 0) return;
+  await client.query(
+    `DELETE FROM oncely.inbox WHERE ctid = ANY(ARRAY(SELECT h.ctid FROM unnest($2::text[]) AS wanted(message_id)
+       CROSS JOIN LATERAL (
+         SELECT ctid FROM oncely.inbox i WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id LIMIT 1
+       ) h))`,
+    [inboxScope, messageIds],
+  );
 }

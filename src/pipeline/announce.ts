@@ -3,6 +3,7 @@ import type { ConsumedRecord } from '../kafka/runner.js';
 
 import type { Outcome, PipelineContext } from './context.js';
 import type { MessageCoordinates } from './events.js';
+import type { PreparedRecord } from './prepare.js';
 
 /** A record's place, for log lines: the logger already carries the group id. */
 export function locate(where: MessageCoordinates): Omit<MessageCoordinates, 'groupId'> {
@@ -102,5 +103,65 @@ export function announce(
         'stopped before an outcome was recorded; the message will be redelivered',
       );
       return;
+  }
+}
+
+/**
+ * Announces the committed outcomes of a chunk or a commit group, `outcomes[i]` being `records[i]`'s.
+ * The two common ones — processed and duplicate — are emitted here, their payloads built only
+ * when the event has listeners and without copying the coordinates through a spread; the rest
+ * (and everything when debug logging is on) go through {@link announce}.
+ */
+export function announceAll(
+  pipeline: PipelineContext,
+  records: readonly PreparedRecord[],
+  outcomes: readonly Outcome[],
+  durationOf: (index: number) => number,
+): void {
+  const { events, groupId } = pipeline;
+  const fast = !pipeline.logger.isLevelEnabled('debug');
+  const processed = events.listening('message:processed');
+  const duplicate = events.listening('message:duplicate');
+  for (let i = 0; i < outcomes.length; i++) {
+    const outcome = outcomes[i];
+    const prepared = records[i];
+    if (outcome === undefined || prepared === undefined) continue;
+    const { record } = prepared;
+    if (fast && outcome.kind === 'processed') {
+      if (processed) {
+        events.emitBuilt('message:processed', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          attempts: outcome.attempts,
+          durationMs: durationOf(i),
+          headers: record.headers,
+        });
+      }
+    } else if (fast && outcome.kind === 'duplicate') {
+      if (duplicate) {
+        const { original } = outcome;
+        events.emitBuilt('message:duplicate', {
+          groupId,
+          topic: record.topic,
+          partition: record.partition,
+          offset: record.offset,
+          messageId: prepared.messageId,
+          duplicateClass: outcome.duplicateClass,
+          original: {
+            topic: original.topic,
+            partition: original.partition,
+            offset: original.offset,
+            processedAt: original.processedAt,
+          },
+          durationMs: durationOf(i),
+          headers: record.headers,
+        });
+      }
+    } else {
+      announce(pipeline, prepared.where, outcome, durationOf(i), record);
+    }
   }
 }

@@ -48,8 +48,9 @@ export function prepareRecord(
   pipeline: PipelineContext,
   handler: AnyHandlerDefinition,
   record: ConsumedRecord,
+  firstSeenAt: Date = new Date(),
 ): PreparedRecord {
-  return prepare(pipeline, handler, record, new Date());
+  return prepare(pipeline, handler, record, firstSeenAt);
 }
 
 /**

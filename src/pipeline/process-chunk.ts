@@ -13,7 +13,7 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 
-import { announce } from './announce.js';
+import { announce, announceAll } from './announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { recordDeadLetter } from './dead-letter.js';
 import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
@@ -104,7 +104,7 @@ async function runChunk(
           handlerMs: timing.handlerMs,
         }));
       }
-      announceChunk(pipeline, chunk, outcomes, durationMs);
+      announceAll(pipeline, chunk, outcomes, () => durationMs);
       return { kind: 'done' };
     } catch (error) {
       if (error instanceof ClaimRaced && mode !== 'on-conflict') {
@@ -149,66 +149,6 @@ async function runChunk(
     }
     // Waiting heartbeats the group, so the member keeps its partitions while it backs off.
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
-  }
-}
-
-/**
- * Announces a committed chunk's outcomes. The two common ones — processed and duplicate — are
- * emitted here, their payloads built only when the event has listeners and without copying the
- * coordinates through a spread; the rest (and everything when debug logging is on) go through
- * {@link announce}, as in per-message mode.
- */
-function announceChunk(
-  pipeline: PipelineContext,
-  chunk: readonly PreparedRecord[],
-  outcomes: readonly Outcome[],
-  durationMs: number,
-): void {
-  const { events, groupId } = pipeline;
-  const fast = !pipeline.logger.isLevelEnabled('debug');
-  const processed = events.listening('message:processed');
-  const duplicate = events.listening('message:duplicate');
-  for (let i = 0; i < outcomes.length; i++) {
-    const outcome = outcomes[i];
-    const prepared = chunk[i];
-    if (outcome === undefined || prepared === undefined) continue;
-    const { record } = prepared;
-    if (fast && outcome.kind === 'processed') {
-      if (processed) {
-        events.emitBuilt('message:processed', {
-          groupId,
-          topic: record.topic,
-          partition: record.partition,
-          offset: record.offset,
-          messageId: prepared.messageId,
-          attempts: outcome.attempts,
-          durationMs,
-          headers: record.headers,
-        });
-      }
-    } else if (fast && outcome.kind === 'duplicate') {
-      if (duplicate) {
-        const { original } = outcome;
-        events.emitBuilt('message:duplicate', {
-          groupId,
-          topic: record.topic,
-          partition: record.partition,
-          offset: record.offset,
-          messageId: prepared.messageId,
-          duplicateClass: outcome.duplicateClass,
-          original: {
-            topic: original.topic,
-            partition: original.partition,
-            offset: original.offset,
-            processedAt: original.processedAt,
-          },
-          durationMs,
-          headers: record.headers,
-        });
-      }
-    } else {
-      announce(pipeline, prepared.where, outcome, durationMs, record);
-    }
   }
 }
 
@@ -471,7 +411,7 @@ async function claimIds(
 
   // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
   // chunk conflicts with the first, like any duplicate).
-  const holders = new Map(await findInboxEntries(t.client, pipeline.inboxScope, messageIds));
+  const holders = new Map(await findInboxEntries(t.client, pipeline.inboxScope, messageIds, concatDigests(claimable)));
   const conflicts = new Set<string>();
   const free: PreparedRecord[] = [];
   const freeIds: string[] = [];

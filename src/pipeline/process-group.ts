@@ -13,18 +13,19 @@
  */
 import { performance } from 'node:perf_hooks';
 
-import { recordOffset } from '../inbox/claims.js';
+import { type ClaimResult, findInboxEntries, type InboxEntry, recordOffset } from '../inbox/claims.js';
 import type { StoredError } from '../inbox/dead-letters.js';
-import { claimInGroup } from '../inbox/group-claim.js';
+import { claimGroup, releaseGroupClaims } from '../inbox/group-claim.js';
+import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 
-import { announce } from './announce.js';
+import { announceAll } from './announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { redactError } from './error-record.js';
 import type { PauseReason } from './events.js';
 import type { HandlerDefinition } from './handler.js';
-import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { applyRecord, claimFor, type EarlierAttempt, processRecord } from './process-record.js';
+import { concatDigests, type PreparedRecord, prepareRecord } from './prepare.js';
+import { applyRecord, type EarlierAttempt, processRecord } from './process-record.js';
 import { classifyAttemptFailure, HandlerFailure } from './retry.js';
 import { MessageSteps } from './steps.js';
 
@@ -174,6 +175,10 @@ function ownFailure(error: unknown): unknown {
 /**
  * One transaction for records[from…] — at most `limit`, ending early at a record that must go alone,
  * after MAX_GROUP_MS, or when the partition is no longer ours. Announces the outcomes once committed.
+ *
+ * The group's ids are claimed together, in one statement, before the first handler runs: a
+ * message costs its handler's statements and no round trip of oncely's own. A group that ends
+ * early releases the claims of the messages it did not reach, in the same transaction.
  */
 async function runGroup(
   pipeline: PipelineContext,
@@ -183,31 +188,24 @@ async function runGroup(
   limit: number,
   control: PartitionControl,
 ): Promise<GroupResult> {
-  const prepared: PreparedRecord[] = [];
+  const members = groupMembers(pipeline, handler, records, from, limit);
+  if (members.length === 0) return { kind: 'alone' };
   const outcomes: Outcome[] = [];
   const durations: number[] = [];
   const began = performance.now();
   let handlerMs = 0;
+  let reached = 0;
   let current: number | undefined;
   let currentSteps: MessageSteps | undefined;
-  let aloneFirst = false;
   try {
     await control.transactions.run(async (t) => {
-      for (let i = 0; i < limit; i++) {
-        const record = records[from + i];
-        if (record === undefined) break;
+      const { conflicts, holders } = await claimMembers(pipeline, t, members);
+      for (let i = 0; i < members.length; i++) {
+        const p = members[i] as PreparedRecord & { readonly messageId: string };
         if (i > 0 && (performance.now() - began >= MAX_GROUP_MS || !control.isActive())) break;
-        const p = prepareRecord(pipeline, handler, record);
-        const messageId = p.messageId;
-        if (messageId === null || (p.decided && p.verdict.kind === 'invalid')) {
-          // Dead-lettered without a claim, by the single-record path and its fallbacks: end the
-          // group before it.
-          if (i === 0) aloneFirst = true;
-          break;
-        }
         current = i;
         const started = performance.now();
-        const claim = claimFor(pipeline, p, messageId);
+        const messageId = p.messageId;
         const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
         currentSteps = steps;
         const applied = await applyRecord(pipeline, handler, p, t, control, {
@@ -215,15 +213,17 @@ async function runGroup(
           // A tombstone to skip is recorded with 0 attempts, as alone.
           attempt: p.decided && p.verdict.kind === 'skip' ? 0 : 1,
           steps,
-          claim: (request) => claimInGroup(t.client, { ...claim, ...request }),
+          claim: () => Promise.resolve(claimedAlready(p, messageId, conflicts, holders)),
         });
         if (applied.handlerMs >= 0) handlerMs += applied.handlerMs;
-        prepared.push(p);
         outcomes.push(applied.outcome);
         durations.push(performance.now() - started);
+        reached = i + 1;
         current = undefined;
       }
-      const last = prepared.at(-1);
+      // Ended early: the messages not reached are delivered again and must find their ids free.
+      await releaseGroupClaims(t.client, pipeline.inboxScope, unreachedClaims(members, reached, conflicts));
+      const last = members[reached - 1];
       if (last === undefined) return;
       // The partition's next offset once, past the group's last record, with synchronous_commit on:
       // the group's outcomes and its resume point commit together.
@@ -235,20 +235,102 @@ async function runGroup(
       });
     });
   } catch (error) {
-    const attempted = prepared.length + (current === undefined ? 0 : 1);
+    const attempted = reached + (current === undefined ? 0 : 1);
     return { kind: 'failed', at: current, attempted, error, steps: current === undefined ? undefined : currentSteps };
   }
-  const last = prepared.at(-1);
-  if (aloneFirst || last === undefined) return { kind: 'alone' };
+  const last = members[reached - 1];
+  if (last === undefined) return { kind: 'alone' };
   // Committed: every record of the group has its outcome, and the partition's next offset is past it.
   const durationMs = performance.now() - began;
   const { groupId, topic, partition } = last.where;
-  const messages = prepared.length;
+  const messages = reached;
   pipeline.events.emit('transaction:committed', () => ({ groupId, topic, partition, messages, durationMs, handlerMs }));
-  for (let i = 0; i < prepared.length; i++) {
-    const p = prepared[i];
-    const outcome = outcomes[i];
-    if (p !== undefined && outcome !== undefined) announce(pipeline, p.where, outcome, durations[i] ?? 0, p.record);
-  }
+  announceAll(pipeline, members, outcomes, (i) => durations[i] ?? 0);
   return { kind: 'committed', count: messages, lastOffset: last.record.offset };
+}
+
+/**
+ * The records of the next group, prepared: up to `limit` from `from`, ending before the first one
+ * that must go alone (no id to claim, or known invalid without decoding: dead-lettered without a
+ * claim by the single-record path and its fallbacks). Empty when the first record must go alone.
+ */
+function groupMembers(
+  pipeline: PipelineContext,
+  handler: HandlerDefinition,
+  records: readonly ConsumedRecord[],
+  from: number,
+  limit: number,
+): PreparedRecord[] {
+  const members: PreparedRecord[] = [];
+  const firstSeenAt = new Date();
+  for (let i = 0; i < limit; i++) {
+    const record = records[from + i];
+    if (record === undefined) break;
+    const p = prepareRecord(pipeline, handler, record, firstSeenAt);
+    if (p.messageId === null || (p.decided && p.verdict.kind === 'invalid')) break;
+    members.push(p);
+  }
+  return members;
+}
+
+/** Claims the members' ids in one statement, and reads the holders of those already taken. */
+async function claimMembers(
+  pipeline: PipelineContext,
+  t: OpenTransaction,
+  members: readonly PreparedRecord[],
+): Promise<{ readonly conflicts: ReadonlySet<string>; readonly holders: ReadonlyMap<string, InboxEntry> }> {
+  const first = members[0];
+  if (first === undefined) return { conflicts: new Set(), holders: new Map() };
+  const messageIds = members.map((p) => p.messageId ?? '');
+  const conflicts = await claimGroup(t.client, {
+    inboxScope: pipeline.inboxScope,
+    topic: first.record.topic,
+    partition: first.record.partition,
+    messageIds,
+    offsets: members.map((p) => p.record.offset),
+    payloadHashes: concatDigests(members),
+    attempts: members.map((p) => (p.decided && p.verdict.kind === 'skip' ? 0 : 1)),
+    firstSeenAt: first.firstSeenAt,
+  });
+  if (conflicts.size === 0) return { conflicts, holders: new Map() };
+  // Read with a fresh snapshot: it sees holders committed concurrently (the claim waited for
+  // them) and the rows the claim inserted for an id that occurs twice in the group.
+  const taken = members.filter((p) => conflicts.has(p.record.offset));
+  const holders = await findInboxEntries(
+    t.client,
+    pipeline.inboxScope,
+    taken.map((p) => p.messageId ?? ''),
+    concatDigests(taken),
+  );
+  return { conflicts, holders };
+}
+
+/** A member's claim, as made by {@link claimMembers}: ours (its row is found by id), or a holder's. */
+function claimedAlready(
+  p: PreparedRecord,
+  messageId: string,
+  conflicts: ReadonlySet<string>,
+  holders: ReadonlyMap<string, InboxEntry>,
+): ClaimResult {
+  if (!conflicts.has(p.record.offset)) return { claimed: true, row: null };
+  const existing = holders.get(messageId);
+  // Deleted between the conflict and the read (a retention purge): rare and harmless, the group
+  // rolls back and runs again.
+  if (existing === undefined)
+    throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
+  return { claimed: false, existing };
+}
+
+/** The ids the claim took for members from `reached` on, which the group did not get to. */
+function unreachedClaims(
+  members: readonly PreparedRecord[],
+  reached: number,
+  conflicts: ReadonlySet<string>,
+): string[] {
+  const ids: string[] = [];
+  for (let i = reached; i < members.length; i++) {
+    const p = members[i];
+    if (p !== undefined && p.messageId !== null && !conflicts.has(p.record.offset)) ids.push(p.messageId);
+  }
+  return ids;
 }

@@ -1,6 +1,12 @@
 import { performance } from 'node:perf_hooks';
 
-import { claimMessage, type ClaimRequest, type ClaimResult, reclassifyClaims } from '../inbox/claims.js';
+import {
+  claimMessage,
+  type ClaimRequest,
+  type ClaimResult,
+  reclassifyChunkClaims,
+  reclassifyClaims,
+} from '../inbox/claims.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
@@ -195,7 +201,10 @@ export async function applyRecord(
   const verdict = prepared.verdict;
   if (verdict.kind === 'invalid') {
     // Deterministic: no retry. The claimed row becomes the dead letter's inbox row.
-    await reclassifyClaims(t.client, { deadLettered: [claimed.row], skipped: [] });
+    const deadLettered = { deadLettered: [claimed.row ?? messageId], skipped: [] };
+    await (claimed.row === null
+      ? reclassifyChunkClaims(t.client, pipeline.inboxScope, deadLettered)
+      : reclassifyClaims(t.client, deadLettered));
     await recordDeadLetter(pipeline, t, {
       record,
       messageId,

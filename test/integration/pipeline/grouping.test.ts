@@ -60,6 +60,43 @@ describe('commit grouping (maxMessagesPerTransaction)', () => {
     await consumer.stop();
   });
 
+  it('G1: a group cut short by its time bound gives back the claims of the messages it did not reach: each is processed once, later, and an id twice in the group is one republish', async () => {
+    const topic = await env.createTopic('group-cut');
+    // One fetch: the group claims all five ids at once, then s0's handler outlasts the group's
+    // time bound, so the group commits s0 alone and must release s1, s2 and s3.
+    const ids = ['s0', 's1', 's2', 's1', 's3'];
+    await env.produce(
+      topic,
+      ids.map((id) => jsonMessage(id, { id })),
+    );
+    const calls: Call[] = [];
+    const consumer = env.consumer({
+      groupId: env.groupId('group-cut'),
+      handlers: [
+        effectHandler(topic, async (ctx) => {
+          const result = await ctx.tx.execute<{ txid: string }>(sql`SELECT txid_current()::text AS txid`);
+          calls.push({ messageId: ctx.messageId, attempt: ctx.attempt, txid: result.rows[0]?.txid ?? '' });
+          if (ctx.messageId === 's0') await new Promise((resolve) => setTimeout(resolve, 250));
+        }),
+      ],
+    });
+    const sizes: number[] = [];
+    consumer.on('transaction:committed', (e) => sizes.push(e.messages));
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('every outcome', () => outcomes.total === ids.length);
+
+    expect(sizes[0]).toBe(1);
+    // Released, not left claimed: the messages the first group did not reach were processed,
+    // each exactly once, in a later transaction; only the repeated id is a duplicate.
+    expect(outcomes.processed.map((p) => p.messageId)).toEqual(['s0', 's1', 's2', 's3']);
+    expect(outcomes.duplicates).toEqual([expect.objectContaining({ messageId: 's1', duplicateClass: 'republish' })]);
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['s0', 's1', 's2', 's3']);
+    expect(calls.map((c) => c.messageId)).toEqual(['s0', 's1', 's2', 's3']);
+    expect(calls[1]?.txid).not.toBe(calls[0]?.txid);
+    await consumer.stop();
+  });
+
   it('G3: a group is one transaction whose offsets move after its commit; maxMessagesPerTransaction bounds it, and 1 gives one transaction per message', async () => {
     const commits = async (max: number): Promise<{ sizes: number[]; txids: Map<string, number> }> => {
       const topic = await env.createTopic(`group-size-${max}`);
