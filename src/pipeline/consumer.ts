@@ -1,10 +1,8 @@
 import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
 import { OncelyError } from '../errors.js';
-import { groupsByTopic, loadNextOffsets } from '../inbox/claims.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import { TransactionChain } from '../inbox/transaction.js';
+import { groupsByTopic } from '../inbox/claims.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
-import { type ConsumedRecord, createKafkaRunner, type KafkaRunner, type PartitionBatch } from '../kafka/runner.js';
+import { createKafkaRunner, type KafkaRunner } from '../kafka/runner.js';
 import { attachMetrics } from '../metrics/prometheus.js';
 import { latestMigrationId } from '../migrate/migrate.js';
 import { createOutboxRelay, type OutboxRelay } from '../outbox/relay.js';
@@ -12,26 +10,15 @@ import { type RetentionSchedule, startRetention } from '../retention/schedule.js
 import { attachTracing } from '../tracing/spans.js';
 
 import type { PipelineContext } from './context.js';
-import { describeError, redactError } from './error-record.js';
+import { redactError } from './error-record.js';
 import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
-import type { PauseReason } from './events.js';
-import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
-import { processChunk } from './process-chunk.js';
-import { processRecords } from './process-group.js';
+import { type BatchProcessing, processBatch } from './partition-batch.js';
+import { PartitionPauses, type PausedPartition } from './pauses.js';
 import { backoffDelay, classifyFailure } from './retry.js';
+import { ResumePoints } from './resume-points.js';
 import { startError } from './start-errors.js';
 
-export interface PausedPartition {
-  readonly topic: string;
-  readonly partition: number;
-  /** The message the partition stopped at (for an offsets mismatch: the recorded resume point). */
-  readonly offset: string;
-  readonly messageId: string | null;
-  /** Why: attempts ran out (`onExhausted: 'pause'`), its outcome could not be stored, or the offsets disagree. */
-  readonly reason: PauseReason;
-  readonly error: StoredError;
-  readonly pausedAt: Date;
-}
+export type { PausedPartition } from './pauses.js';
 
 export interface InboxConsumer {
   /**
@@ -106,8 +93,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
       await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
     },
   };
-  const pausedPartitions = new Map<string, PausedPartition>();
-  const partitionKey = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+  const pauses = new PartitionPauses(config.groupId, config.logger, events, () => runner);
   let assignment: Readonly<Record<string, readonly number[]>> = {};
   const resumePoints = new ResumePoints(
     config,
@@ -120,10 +106,11 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         );
         runner?.seek(topic, partition, offset);
       },
-      mismatch: (topic, partition, found) => offsetsMismatch(topic, partition, found),
+      mismatch: (topic, partition, found) => pauses.offsetsMismatch(topic, partition, found),
     },
     () => runner,
   );
+  const processing: BatchProcessing = { config, pipeline, resumePoints, pauses };
 
   let runner: KafkaRunner | undefined;
   let starting: Promise<void> | undefined;
@@ -135,171 +122,6 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   // connection on its own; a consumer must not die of it.
   const onIdleConnectionError = (error: Error): void => {
     config.logger.warn({ err: error }, 'an idle database connection was lost; the pool will open a new one');
-  };
-
-  /** The partition's levers, and one connection for its transactions while this batch lasts. */
-  const partitionControl = (batch: PartitionBatch) => ({
-    heartbeat: () => batch.heartbeat(),
-    isActive: () => batch.isActive(),
-    transactions: new TransactionChain(config.pool, config.bind),
-  });
-
-  /** Nothing is resolved: the partition stays at this record, fetched again on resume(). */
-  const pausePartition = (
-    record: ConsumedRecord,
-    stopped: { messageId: string | null; reason: PauseReason; error: StoredError; attempts: number },
-  ): void => {
-    const { topic, partition, offset } = record;
-    const { attempts, ...why } = stopped;
-    const paused: PausedPartition = { topic, partition, offset, ...why, pausedAt: new Date() };
-    runner?.pause(topic, partition);
-    pausedPartitions.set(partitionKey(topic, partition), paused);
-    events.emit('partition:paused', () => ({ ...paused, groupId: config.groupId, attempts }));
-  };
-
-  /**
-   * The recorded resume point and the log disagree: skipping to where Kafka is would lose messages
-   * silently, so the partition stops here until an operator decides (`oncely offsets show|reset`).
-   */
-  const offsetsMismatch = (topic: string, partition: number, found: OffsetsMismatch): void => {
-    if (pausedPartitions.has(partitionKey(topic, partition))) return;
-    const { resumeAt, logStart, logEnd, problem } = found;
-    const explanation =
-      problem === 'ahead-of-log'
-        ? `oncely.offsets says the next offset is ${resumeAt}, but the log ends at ${logEnd}: the topic was deleted and re-created, or its log truncated`
-        : `oncely.offsets says the next offset is ${resumeAt}, but the log starts at ${logStart}: messages were deleted before they were processed`;
-    const message =
-      `Partition ${topic}/${partition} paused: ${explanation}. Nothing was skipped. ` +
-      `Check with \`oncely offsets show --group ${config.groupId} --topic ${topic}\`, then move both offsets with ` +
-      `\`oncely offsets reset --group ${config.groupId} --topic ${topic} --partitions ${partition} --to <offset|earliest|latest>\` ` +
-      'while the group is stopped, and start the consumer again.';
-    const error = describeError(
-      new OncelyError('ONCELY_OFFSETS_MISMATCH', message, {
-        context: {
-          topic,
-          partition,
-          resumeOffset: resumeAt.toString(),
-          logStartOffset: logStart.toString(),
-          logEndOffset: logEnd.toString(),
-        },
-      }),
-    );
-    config.logger.error(
-      {
-        topic,
-        partition,
-        resumeOffset: resumeAt.toString(),
-        logStartOffset: logStart.toString(),
-        logEndOffset: logEnd.toString(),
-        problem,
-      },
-      message,
-    );
-    runner?.pause(topic, partition);
-    pausedPartitions.set(partitionKey(topic, partition), {
-      topic,
-      partition,
-      offset: resumeAt.toString(),
-      messageId: null,
-      reason: 'offsets-mismatch',
-      error,
-      pausedAt: new Date(),
-    });
-    events.emit('partition:offsets-mismatch', () => ({
-      groupId: config.groupId,
-      topic,
-      partition,
-      resumeOffset: resumeAt.toString(),
-      logStartOffset: logStart.toString(),
-      logEndOffset: logEnd.toString(),
-      problem,
-    }));
-  };
-
-  /** Message mode: each record its own claim and handler call, grouped into transactions (process-group.ts). */
-  const processMessages = async (
-    batch: PartitionBatch,
-    handler: HandlerDefinition,
-    records: readonly ConsumedRecord[],
-  ): Promise<void> => {
-    const control = partitionControl(batch);
-    try {
-      const result = await processRecords(pipeline, handler, records, control, {
-        maxMessages: config.maxMessagesPerTransaction,
-        // Called only after a commit: the outcomes up to that offset are durable, so Kafka may pass them (G3).
-        committed: (offset) => batch.resolve(offset),
-      });
-      if (result.kind === 'stopped') {
-        const { record, messageId, reason, error, attempts } = result;
-        pausePartition(record, { messageId, reason, error, attempts });
-      }
-    } finally {
-      await control.transactions.close();
-    }
-  };
-
-  /** Chunks of up to batchSize records, each in one transaction. */
-  const processChunks = async (
-    batch: PartitionBatch,
-    handler: BatchHandlerDefinition,
-    records: readonly ConsumedRecord[],
-  ): Promise<void> => {
-    const control = partitionControl(batch);
-    try {
-      for (let start = 0; start < records.length; start += config.batchSize) {
-        if (!batch.isActive()) return;
-        const chunk = records.slice(start, start + config.batchSize);
-        control.transactions.expectMore(start + config.batchSize < records.length);
-        // Called after each commit: the outcomes up to that offset are durable, so Kafka may pass them.
-        const result = await processChunk(pipeline, handler, chunk, control, (offset) => batch.resolve(offset));
-        if (result.kind === 'abandoned') return;
-        if (result.kind === 'paused' || result.kind === 'unrecordable') {
-          const { record, messageId } = result.at;
-          const reason = result.kind === 'paused' ? 'exhausted' : 'unrecordable';
-          pausePartition(record, { messageId, reason, error: result.error, attempts: result.attempts });
-          return;
-        }
-        await batch.heartbeat();
-      }
-    } finally {
-      await control.transactions.close();
-    }
-  };
-
-  const processBatch = async (batch: PartitionBatch): Promise<void> => {
-    const handler = config.handlers.get(batch.topic);
-    if (handler === undefined) return; // not subscribed by us; cannot happen with one subscription per handler
-    const start = await resumePoints.startOf(batch, pipeline);
-    if (start === undefined) return; // stopped while the database or the broker was unreachable
-    // Offsets that disagree with the log: paused, nothing processed (see offsetsMismatch).
-    if (start.mismatch !== undefined || pausedPartitions.has(partitionKey(batch.topic, batch.partition))) return;
-    if (!batch.isActive()) return;
-    // Fetched from where Kafka was before oncely moved the partition to its resume point: stale.
-    // Only until the first batch fetched from there; after it, the partition reads on as usual.
-    if (start.seekTo !== undefined && resumePoints.seekPending(batch)) {
-      if (BigInt(batch.fetchedOffset) > start.seekTo) return;
-      resumePoints.seekDone(batch);
-    }
-    const resumeAt = start.resumeAt ?? 0n;
-
-    // Below the resume point recorded in PostgreSQL: these records' outcomes committed before a
-    // crash or rebalance lost Kafka's offset commit. Pass over them without claiming; resolving
-    // them is safe because their outcomes are durable.
-    let firstNew = 0;
-    while (firstNew < batch.records.length && BigInt(batch.records[firstNew]?.offset ?? '0') < resumeAt) firstNew++;
-    const passedOver = batch.records[firstNew - 1];
-    if (passedOver !== undefined) batch.resolve(passedOver.offset);
-    const records = firstNew === 0 ? batch.records : batch.records.slice(firstNew);
-    if (records.length === 0) {
-      const last = batch.records.at(-1);
-      if (last !== undefined && BigInt(last.offset) + 1n < resumeAt && batch.isActive()) {
-        // The whole batch was below the resume point and more is: jump there instead of fetching it.
-        batch.seek(resumeAt.toString());
-      }
-      return;
-    }
-    if (handler.kind === 'batch') await processChunks(batch, handler, records);
-    else await processMessages(batch, handler, records);
   };
 
   const start = (): Promise<void> => {
@@ -331,19 +153,17 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
         concurrency: config.concurrency,
         fromBeginning: config.fromBeginning,
         consumerConfig: config.consumerConfig,
-        onBatch: processBatch,
+        onBatch: (batch) => processBatch(processing, batch),
         onGroupJoin: (assigned) => {
           // Ownership may have changed: read the resume points again for what is now ours, and
           // forget the pauses of partitions that went elsewhere (their new owner decides afresh).
           assignment = assigned;
           resumePoints.clear();
-          for (const [key, paused] of pausedPartitions) {
-            if (!(assigned[paused.topic]?.includes(paused.partition) ?? false)) pausedPartitions.delete(key);
-          }
+          pauses.keepOnly(assigned);
           // kafkajs keeps a partition paused after it left and came back, and forgets every pause
           // when the consumer is re-created: set the state anew, so an owned partition is either
           // consumed or reported paused, never silently idle.
-          runner?.reconcilePauses(assigned, (topic, partition) => pausedPartitions.has(partitionKey(topic, partition)));
+          runner?.reconcilePauses(assigned, (topic, partition) => pauses.has(topic, partition));
           config.logger.info({ assignment: assigned }, 'joined the group');
           // Check the offsets of what is now ours at once: a partition with nothing new to fetch
           // must still be moved back to its resume point or stopped on a mismatch.
@@ -444,15 +264,14 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   };
 
   const resume = (topic: string, partition: number): void => {
-    const key = partitionKey(topic, partition);
-    if (!pausedPartitions.has(key)) {
+    if (!pauses.has(topic, partition)) {
       throw new OncelyError('ONCELY_CONFIG', `Partition ${topic}/${partition} is not paused; see consumer.paused().`, {
         context: { topic, partition },
       });
     }
     if (runner === undefined)
       throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
-    pausedPartitions.delete(key);
+    pauses.release(topic, partition);
     // After an offsets mismatch, read the offsets again: resuming checks them anew.
     resumePoints.clear();
     runner.resume(topic, partition);
@@ -464,157 +283,10 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     start,
     stop,
     resume,
-    paused: () => [...pausedPartitions.values()],
+    paused: () => pauses.list(),
     on: (event, listener) => events.on(event, listener),
     [Symbol.asyncDispose]: stop,
   };
-}
-
-/** The recorded resume point disagrees with the log; see `partition:offsets-mismatch`. */
-interface OffsetsMismatch {
-  readonly resumeAt: bigint;
-  readonly logStart: bigint;
-  readonly logEnd: bigint;
-  readonly problem: 'ahead-of-log' | 'behind-log-start';
-}
-
-/** Where a partition starts in this group generation. */
-interface PartitionStart {
-  /** The next offset recorded in `oncely.offsets`; undefined when none is. */
-  readonly resumeAt: bigint | undefined;
-  /** Kafka had no committed offset (or an earlier one): the partition was moved to `resumeAt`. */
-  readonly seekTo?: bigint;
-  readonly mismatch?: OffsetsMismatch;
-}
-
-interface ResumeActions {
-  assigned(topic: string, partition: number): boolean;
-  seek(topic: string, partition: number, offset: string): void;
-  mismatch(topic: string, partition: number, found: OffsetsMismatch): void;
-}
-
-/**
- * Per partition, where to start: the next offset recorded in `oncely.offsets`, checked against
- * the log's bounds and Kafka's committed offset, once per group generation (after each join) and
- * per topic. Acts on what it finds for the partitions this member owns: moves a partition Kafka
- * has no offset for back to its resume point (instead of the log's end, which would skip what was
- * produced meanwhile), and stops one whose resume point is outside the log.
- */
-class ResumePoints {
-  readonly #config: ResolvedConsumerConfig;
-  readonly #actions: ResumeActions;
-  readonly #runner: () => KafkaRunner | undefined;
-  #byTopic = new Map<string, Promise<Map<number, PartitionStart>>>();
-  /** Partitions moved to their resume point whose first batch from there has not come yet. */
-  #seeking = new Set<string>();
-
-  constructor(config: ResolvedConsumerConfig, actions: ResumeActions, runner: () => KafkaRunner | undefined) {
-    this.#config = config;
-    this.#actions = actions;
-    this.#runner = runner;
-  }
-
-  clear(): void {
-    this.#byTopic = new Map();
-    this.#seeking = new Set();
-  }
-
-  seekPending(batch: PartitionBatch): boolean {
-    return this.#seeking.has(`${batch.topic}\u0000${batch.partition}`);
-  }
-
-  seekDone(batch: PartitionBatch): void {
-    this.#seeking.delete(`${batch.topic}\u0000${batch.partition}`);
-  }
-
-  /** Starts reading a topic's starts now (after a join); problems are retried by the batches. */
-  check(topic: string, pipeline: PipelineContext): void {
-    this.#load(topic).catch((error: unknown) => {
-      pipeline.logger.warn(
-        { err: redactError(error), topic },
-        'could not check resume points yet; retrying with the next batch',
-      );
-    });
-  }
-
-  /** The batch's partition's start; undefined if the consumer stopped first. */
-  async startOf(batch: PartitionBatch, pipeline: PipelineContext): Promise<PartitionStart | undefined> {
-    for (let failures = 1; ; failures++) {
-      try {
-        return (await this.#load(batch.topic)).get(batch.partition) ?? { resumeAt: undefined };
-      } catch (error) {
-        const delayMs = backoffDelay(pipeline.retry, failures);
-        pipeline.logger.warn(
-          { err: redactError(error), topic: batch.topic, delayMs },
-          'could not read resume points; retrying',
-        );
-        if (!batch.isActive()) return undefined;
-        await batch.heartbeat();
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
-      }
-    }
-  }
-
-  #load(topic: string): Promise<Map<number, PartitionStart>> {
-    let pending = this.#byTopic.get(topic);
-    if (pending === undefined) {
-      pending = this.#read(topic);
-      this.#byTopic.set(topic, pending);
-      // A failed read is not kept: the next batch reads again.
-      pending.catch(() => {
-        if (this.#byTopic.get(topic) === pending) this.#byTopic.delete(topic);
-      });
-    }
-    return pending;
-  }
-
-  async #read(topic: string): Promise<Map<number, PartitionStart>> {
-    const runner = this.#runner();
-    // PostgreSQL first, the log after: the log's end only grows, so a resume point committed
-    // before this read can never look ahead of the end read after it.
-    const resumePoints = await loadNextOffsets(this.#config.pool, this.#config.groupId, topic);
-    const [bounds, committed] =
-      runner === undefined || resumePoints.size === 0
-        ? [new Map<number, { start: bigint; end: bigint }>(), new Map<number, bigint>()]
-        : await Promise.all([runner.logBounds(topic), runner.committedOffsets(topic)]);
-    const starts = new Map<number, PartitionStart>();
-    for (const [partition, resumeAt] of resumePoints) {
-      const start = decideStart(resumeAt, bounds.get(partition), committed.get(partition));
-      starts.set(partition, start);
-      if (!this.#actions.assigned(topic, partition)) continue;
-      if (start.mismatch !== undefined) this.#actions.mismatch(topic, partition, start.mismatch);
-      else if (start.seekTo !== undefined) {
-        this.#seeking.add(`${topic}\u0000${partition}`);
-        this.#actions.seek(topic, partition, start.seekTo.toString());
-      }
-    }
-    return starts;
-  }
-}
-
-/**
- * Where a partition with a recorded resume point starts. Kafka's committed offset wins when it is
- * later (an operator moved it on purpose); a resume point past the log's end, or a start before the
- * log's beginning, is a mismatch; no committed offset (or an earlier one) means: move to the resume point.
- */
-export function decideStart(
-  resumeAt: bigint,
-  bounds: { readonly start: bigint; readonly end: bigint } | undefined,
-  committed: bigint | undefined,
-): PartitionStart {
-  if (bounds === undefined) return { resumeAt };
-  const effective = committed !== undefined && committed > resumeAt ? committed : resumeAt;
-  if (resumeAt > bounds.end) {
-    return { resumeAt, mismatch: { resumeAt, logStart: bounds.start, logEnd: bounds.end, problem: 'ahead-of-log' } };
-  }
-  if (effective < bounds.start) {
-    return {
-      resumeAt,
-      mismatch: { resumeAt, logStart: bounds.start, logEnd: bounds.end, problem: 'behind-log-start' },
-    };
-  }
-  if (committed === undefined || committed < resumeAt) return { resumeAt, seekTo: resumeAt };
-  return { resumeAt };
 }
 
 /**
