@@ -1,4 +1,5 @@
 // A namespace import: `hash` is missing before Node 20.12, and a named import of it would fail to load.
+import { isUtf8 } from 'node:buffer';
 import * as crypto from 'node:crypto';
 
 /**
@@ -26,7 +27,13 @@ export type MessageIdResult =
   | { readonly ok: true; readonly id: string; readonly source: MessageIdSource }
   | { readonly ok: false; readonly source: MessageIdSource; readonly problem: string };
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+/**
+ * UTF-8 bytes (already checked) as text, without one leading byte order mark: exactly what a
+ * fatal UTF-8 TextDecoder returns, which is how header ids were always read (ids are frozen).
+ */
+function utf8WithoutBom(value: Buffer): string {
+  return value.toString('utf8', value[0] === 0xef && value[1] === 0xbb && value[2] === 0xbf ? 3 : 0);
+}
 
 /**
  * Derives a message's id. NEVER CHANGE THIS FORMAT: the ids it returns are the keys of rows
@@ -129,11 +136,8 @@ function decodeHeader(
     if (typeof value === 'string') {
       text = value;
     } else {
-      try {
-        text = strictUtf8.decode(value);
-      } catch {
-        return { ok: false, problem: 'the header value is not valid UTF-8' };
-      }
+      if (!isUtf8(value)) return { ok: false, problem: 'the header value is not valid UTF-8' };
+      text = utf8WithoutBom(value);
     }
     if (first === undefined) first = text;
     else if (first !== text) return { ok: false, problem: 'the header is repeated with different values' };

@@ -1,10 +1,10 @@
+import { isUtf8 } from 'node:buffer';
+
 import { OncelyError } from '../errors.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import type { AnyHandlerDefinition, MessageInfo } from './handler.js';
 
 export type Decoded = { readonly ok: true; readonly event: unknown } | { readonly ok: false; readonly error: unknown };
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The record as a handler sees it (`ctx.message`). */
 export function toMessageInfo(record: ConsumedRecord): MessageInfo {
@@ -60,16 +60,15 @@ function decodeJson(value: Buffer | null): unknown {
       "The message has no value (a tombstone). Set the handler's `tombstone` option to 'skip' them or to a function that handles them.",
     );
   }
-  let text: string;
-  try {
-    text = strictUtf8.decode(value);
-  } catch (error) {
-    throw new OncelyError('ONCELY_INVALID_PAYLOAD', 'The message value is not valid UTF-8, so it cannot be JSON.', {
-      cause: error,
-    });
+  // Checked first, then converted: Buffer#toString would turn invalid bytes into U+FFFD silently,
+  // and a payment event whose bytes were replaced is not the event that was sent.
+  if (!isUtf8(value)) {
+    throw new OncelyError('ONCELY_INVALID_PAYLOAD', 'The message value is not valid UTF-8, so it cannot be JSON.');
   }
   try {
-    return JSON.parse(text) as unknown;
+    // A leading byte order mark is not part of the JSON text (as a UTF-8 TextDecoder would drop it).
+    const start = value[0] === 0xef && value[1] === 0xbb && value[2] === 0xbf ? 3 : 0;
+    return JSON.parse(value.toString('utf8', start)) as unknown;
   } catch (error) {
     // V8's message quotes the start of the input ("card-41111"… is not valid JSON): payment data
     // must not reach the logs through it, so only the position is kept, and not the cause.

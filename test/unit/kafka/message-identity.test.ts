@@ -31,6 +31,13 @@ describe('deriveMessageId', () => {
       'message-id',
     ],
     [
+      'the header without one leading byte order mark, multi-byte characters kept',
+      { ...at, headers: { 'message-id': Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('pay-Zoë-💳')]) } },
+      undefined,
+      'pay-Zoë-💳',
+      'message-id',
+    ],
+    [
       'the message-id header when the handler returns null',
       { ...at, headers: { 'message-id': Buffer.from('h-1') } },
       (): unknown => null,
