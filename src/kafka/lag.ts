@@ -1,5 +1,7 @@
 import type { Admin } from 'kafkajs';
 
+import { committedOffsets, topicLog } from './offsets.js';
+
 /** One partition's lag: how many records the group has yet to commit past. */
 export interface PartitionLag {
   readonly topic: string;
@@ -13,7 +15,7 @@ export interface PartitionLag {
 }
 
 /**
- * Lag per partition, log end − committed, from two admin requests per topic. Read from Kafka's
+ * Lag per partition, log end − committed, from two admin requests per topic (src/kafka/offsets.ts). Read from Kafka's
  * committed offsets (not from what a consumer has fetched), so a consumer that is stuck, paused or
  * not running at all shows a lag that keeps growing: exactly what an alert must see.
  */
@@ -22,19 +24,19 @@ export async function readConsumerLag(
   groupId: string,
   topics: readonly string[],
 ): Promise<PartitionLag[]> {
-  const committed = await admin.fetchOffsets({ groupId, topics: [...topics] });
-  const committedBy = new Map<string, string>();
-  for (const { topic, partitions } of committed) {
-    for (const { partition, offset } of partitions) committedBy.set(`${topic}\u0000${partition}`, offset);
-  }
   const result: PartitionLag[] = [];
   for (const topic of topics) {
-    const ends = await admin.fetchTopicOffsets(topic);
-    for (const { partition, high, low } of ends) {
-      const offset = committedBy.get(`${topic}\u0000${partition}`);
-      const done = offset === undefined || BigInt(offset) < 0n ? null : offset;
-      const lag = BigInt(high) - BigInt(done ?? low);
-      result.push({ topic, partition, logEnd: high, committed: done, lag: lag < 0n ? 0 : Number(lag) });
+    const committed = await committedOffsets(admin, groupId, topic);
+    for (const { partition, logStart, highWatermark } of await topicLog(admin, topic)) {
+      const done = committed.get(partition);
+      const lag = highWatermark - (done ?? logStart);
+      result.push({
+        topic,
+        partition,
+        logEnd: highWatermark.toString(),
+        committed: done === undefined ? null : done.toString(),
+        lag: lag < 0n ? 0 : Number(lag),
+      });
     }
   }
   return result.sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);

@@ -2,6 +2,7 @@ import type { Admin, Consumer, ConsumerConfig, EachBatchPayload, Kafka, KafkaMes
 
 import { isOncelyError, OncelyError } from '../errors.js';
 import type { IdentitySource } from './message-identity.js';
+import { committedOffsets as readCommittedOffsets, topicLog } from './offsets.js';
 
 /** One consumed record, free of kafkajs types. */
 export interface ConsumedRecord extends IdentitySource {
@@ -247,20 +248,12 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
 
   const logBounds: KafkaRunner['logBounds'] = (topic) =>
     withAdmin(async (client) => {
-      const offsets = await client.fetchTopicOffsets(topic);
-      return new Map(offsets.map((o) => [o.partition, { start: BigInt(o.low), end: BigInt(o.high) }]));
+      const log = await topicLog(client, topic);
+      return new Map(log.map((p) => [p.partition, { start: p.logStart, end: p.highWatermark }]));
     });
 
   const committedOffsets: KafkaRunner['committedOffsets'] = (topic) =>
-    withAdmin(async (client) => {
-      const [entry] = await client.fetchOffsets({ groupId: options.groupId, topics: [topic] });
-      const committed = new Map<number, bigint>();
-      // kafkajs answers "-1" for a partition with no committed offset.
-      for (const { partition, offset } of entry?.partitions ?? []) {
-        if (BigInt(offset) >= 0n) committed.set(partition, BigInt(offset));
-      }
-      return committed;
-    });
+    withAdmin((client) => readCommittedOffsets(client, options.groupId, topic));
 
   const stopAll = async (): Promise<void> => {
     try {

@@ -2,14 +2,8 @@ import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
-import {
-  assertNoLiveMembers,
-  committedOffsets,
-  type PartitionLog,
-  setCommittedOffsets,
-  topicLog,
-  withAdmin,
-} from './kafka-admin.js';
+import { committedOffsets, type PartitionLog, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
+import { assertNoLiveMembers, withAdmin } from './kafka-admin.js';
 import { inTransaction, readResumePoints, setResumePoints } from './store.js';
 
 /**

@@ -4,9 +4,10 @@ import type pg from 'pg';
 import { OncelyError } from '../errors.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
+import { committedOffsets, offsetsAtTime, topicLog } from '../kafka/offsets.js';
 import { decode, toMessageInfo } from '../pipeline/decode.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
-import { committedOffsets, offsetsAtTime, readRanges, topicLog, withAdmin } from './kafka-admin.js';
+import { readRanges, withAdmin } from './kafka-admin.js';
 import { lookUpInbox, readHorizons, readResumePoints } from './store.js';
 
 /**

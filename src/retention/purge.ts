@@ -3,7 +3,8 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 
 import { configError } from '../errors.js';
-import { committedOffsets, withAdmin } from '../replay/kafka-admin.js';
+import { committedOffsets } from '../kafka/offsets.js';
+import { withAdmin } from '../replay/kafka-admin.js';
 import {
   deleteInboxBatch,
   deleteResolvedDeadLetters,
