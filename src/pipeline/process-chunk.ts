@@ -13,10 +13,11 @@ import type { StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 
+import { afterClaim, claimAmong, invalidIdError, type Reclassified } from './after-claim.js';
 import { announce, announceAll } from './announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { recordDeadLetter } from './dead-letter.js';
-import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
+import { deadLetteredBefore } from './duplicates.js';
 import { describeError, redactError } from './error-record.js';
 import type { BatchEvent, BatchHandlerDefinition } from './handler.js';
 import { concatDigests, type PreparedRecord, prepareRecords } from './prepare.js';
@@ -242,11 +243,11 @@ async function chunkTransaction(
   const events: BatchEvent<unknown>[] = [];
   const stepRecords = new Map<string, PreparedRecord>();
   // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
-  const reclassified = { deadLettered: [] as string[], skipped: [] as string[] };
+  const reclassified: Reclassified = { deadLettered: [], skipped: [] };
   for (const p of chunk) {
     const { record, messageId } = p;
     if (messageId === null) {
-      const error = p.verdict.kind === 'unclaimable' ? p.verdict.error : describeError(new Error('invalid message id'));
+      const error = invalidIdError(p);
       const stored = await recordDeadLetter(pipeline, t, {
         record,
         messageId: null,
@@ -261,34 +262,22 @@ async function chunkTransaction(
       );
       continue;
     }
-    if (conflicts.has(record.offset)) {
-      // A duplicate: classified by fingerprint and coordinates, never decoded.
-      const existing = holders.get(messageId);
-      // Deleted between the conflict and the read (a retention purge): retry the whole chunk.
-      if (existing === undefined)
-        throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
-      outcomes.push(await resolveDuplicate(pipeline, t, record, messageId, p.payloadHash, existing));
-      continue;
-    }
-    // Claimed: only now is the message decoded and validated.
-    const verdict = p.verdict;
-    if (verdict.kind === 'invalid') {
-      reclassified.deadLettered.push(messageId);
-      await recordDeadLetter(pipeline, t, {
-        record,
-        messageId,
-        reason: 'invalid_payload',
-        error: verdict.error,
-        attempts: 0,
-      });
-      outcomes.push({ kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 });
-    } else if (verdict.kind === 'apply') {
-      events.push({ event: verdict.event, messageId, message: p.info });
+    const claimed = claimAmong(p, messageId, conflicts, holders);
+    // Every id was claimed with this attempt's count, a skipped tombstone's too: corrected by id.
+    const after = await afterClaim(pipeline, t, p, messageId, claimed, reclassified, {
+      locate: messageId,
+      skipClaimed: true,
+    });
+    if (after.kind === 'settled') {
+      outcomes.push(after.outcome);
+    } else if (after.verdict.kind === 'apply') {
+      events.push({ event: after.verdict.event, messageId, message: p.info });
       stepRecords.set(messageId, p);
       outcomes.push(processed);
     } else {
-      reclassified.skipped.push(messageId);
-      outcomes.push(skipped); // a tombstone recorded and skipped
+      // A tombstone for the handler's function: batch handlers take events only (handler.ts
+      // refuses a tombstone function in batch mode), so this cannot happen; recorded as skipped.
+      outcomes.push(skipped);
     }
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);

@@ -13,12 +13,13 @@
  */
 import { performance } from 'node:perf_hooks';
 
-import { type ClaimResult, findInboxEntries, type InboxEntry, recordOffset } from '../inbox/claims.js';
+import { findInboxEntries, type InboxEntry, recordOffset } from '../inbox/claims.js';
 import type { StoredError } from '../inbox/dead-letters.js';
 import { claimGroup, releaseGroupClaims } from '../inbox/group-claim.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 
+import { claimAmong } from './after-claim.js';
 import { announceAll } from './announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from './context.js';
 import { redactError } from './error-record.js';
@@ -213,7 +214,7 @@ async function runGroup(
           // A tombstone to skip is recorded with 0 attempts, as alone.
           attempt: p.decided && p.verdict.kind === 'skip' ? 0 : 1,
           steps,
-          claim: () => Promise.resolve(claimedAlready(p, messageId, conflicts, holders)),
+          claim: () => Promise.resolve(claimAmong(p, messageId, conflicts, holders)),
         });
         if (applied.handlerMs >= 0) handlerMs += applied.handlerMs;
         outcomes.push(applied.outcome);
@@ -303,22 +304,6 @@ async function claimMembers(
     concatDigests(taken),
   );
   return { conflicts, holders };
-}
-
-/** A member's claim, as made by {@link claimMembers}: ours (its row is found by id), or a holder's. */
-function claimedAlready(
-  p: PreparedRecord,
-  messageId: string,
-  conflicts: ReadonlySet<string>,
-  holders: ReadonlyMap<string, InboxEntry>,
-): ClaimResult {
-  if (!conflicts.has(p.record.offset)) return { claimed: true, row: null };
-  const existing = holders.get(messageId);
-  // Deleted between the conflict and the read (a retention purge): rare and harmless, the group
-  // rolls back and runs again.
-  if (existing === undefined)
-    throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
-  return { claimed: false, existing };
 }
 
 /** The ids the claim took for members from `reached` on, which the group did not get to. */

@@ -11,15 +11,10 @@ import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
 import type { OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 
+import { afterClaim, invalidIdError, type Reclassified } from './after-claim.js';
 import { announce, locate } from './announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from './context.js';
-import {
-  claimAndDeadLetter,
-  type DeadLetterInput,
-  deadLetterUnclaimable,
-  minimalLetter,
-  recordDeadLetter,
-} from './dead-letter.js';
+import { claimAndDeadLetter, type DeadLetterInput, deadLetterUnclaimable, minimalLetter } from './dead-letter.js';
 import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
 import { describeError, redactError } from './error-record.js';
 import type { HandlerContext, HandlerDefinition } from './handler.js';
@@ -72,9 +67,7 @@ async function recordOutcome(
   if (messageId === null) {
     // Without a valid id there is nothing to claim: the dead letter (one per record, by its
     // coordinates) is the recorded outcome, committed with the partition's next offset.
-    const verdict = prepared.verdict;
-    const error = verdict.kind === 'unclaimable' ? verdict.error : describeError(new Error('invalid message id'));
-    return deadLetter(pipeline, control, prepared, 'invalid_message_id', error, 0);
+    return deadLetter(pipeline, control, prepared, 'invalid_message_id', invalidIdError(prepared), 0);
   }
   const claim = claimFor(pipeline, prepared, messageId);
   if (prepared.decided && prepared.verdict.kind === 'invalid') {
@@ -190,39 +183,26 @@ export async function applyRecord(
   control: PartitionControl,
   attempt: RecordAttempt,
 ): Promise<{ readonly outcome: Outcome; readonly handlerMs: number }> {
-  const { record } = prepared;
   const { messageId } = attempt;
   const claimed = await attempt.claim({ status: 'processed', attempts: attempt.attempt });
-  if (!claimed.claimed) {
-    const outcome = await resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
-    return { outcome, handlerMs: -1 };
-  }
-  // Claimed: only now is the message decoded and validated (a duplicate never is).
-  const verdict = prepared.verdict;
-  if (verdict.kind === 'invalid') {
-    // Deterministic: no retry. The claimed row becomes the dead letter's inbox row.
-    const deadLettered = { deadLettered: [claimed.row ?? messageId], skipped: [] };
-    await (claimed.row === null
-      ? reclassifyChunkClaims(t.client, pipeline.inboxScope, deadLettered)
-      : reclassifyClaims(t.client, deadLettered));
-    await recordDeadLetter(pipeline, t, {
-      record,
-      messageId,
-      reason: 'invalid_payload',
-      error: verdict.error,
-      attempts: 0,
-    });
-    return {
-      outcome: { kind: 'dead_lettered', reason: 'invalid_payload', error: verdict.error, attempts: 0 },
-      handlerMs: -1,
-    };
-  }
+  const reclassified: Reclassified = { deadLettered: [], skipped: [] };
+  const row = claimed.claimed ? claimed.row : null;
+  // A tombstone to skip was claimed with 0 attempts already: nothing to correct for it.
+  const after = await afterClaim(pipeline, t, prepared, messageId, claimed, reclassified, {
+    locate: row ?? messageId,
+    skipClaimed: false,
+  });
+  await (row === null
+    ? reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified)
+    : reclassifyClaims(t.client, reclassified));
+  if (after.kind === 'settled') return { outcome: after.outcome, handlerMs: -1 };
+  const { verdict } = after;
   const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =
     verdict.kind === 'apply'
       ? (ctx) => handler.handle(verdict.event, ctx)
-      : verdict.kind === 'tombstone' && typeof handler.tombstone === 'function'
+      : typeof handler.tombstone === 'function'
         ? handler.tombstone
-        : undefined; // a tombstone to skip
+        : undefined;
   if (apply === undefined) return { outcome: { kind: 'skipped' }, handlerMs: -1 };
   const handlerStarted = performance.now();
   try {

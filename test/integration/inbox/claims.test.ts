@@ -17,6 +17,7 @@ import {
   loadNextOffsets,
   reclassifyChunkClaims,
 } from '../../../src/inbox/claims.js';
+import { claimGroup, releaseGroupClaims } from '../../../src/inbox/group-claim.js';
 import { migrate } from '../../../src/migrate/migrate.js';
 import { databaseUrlFor, testPool } from '../../support/settings.js';
 
@@ -204,7 +205,7 @@ describe('claimMessage on PostgreSQL', () => {
       const ids = Array.from({ length: 500 }, (_, i) => `b-${i * 37 + 1}`);
       const { rows } = await client.query<{ 'QUERY PLAN': { Plan: unknown }[] }>(
         `EXPLAIN (ANALYZE, FORMAT JSON) ${HOLDERS_SQL}`,
-        ['stale-b', ids],
+        ['stale-b', ids, null],
       );
       const nodes = planNodes(rows[0]?.['QUERY PLAN']);
       const inboxScans = nodes.filter((n) => n['Relation Name'] === 'inbox');
@@ -258,6 +259,65 @@ describe('chunk claims on PostgreSQL', () => {
       const replay = await inTx(client, () => claimChunk(client, chunkRequest(group, ['b"q', 'new', 'i'], 8)));
       expect([...replay.conflicts].sort()).toEqual(['10', '8']);
       expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(11n);
+    } finally {
+      client.release();
+    }
+  });
+
+  it('reads holders with their times and fingerprints: the caller’s bytes where the stored ones match, the stored ones where not', async () => {
+    const group = `holders-${randomUUID()}`;
+    const client = await pool.connect();
+    try {
+      const before = Date.now();
+      await inTx(client, () => claimChunk(client, chunkRequest(group, ['p', 'q'])));
+      // p with its own fingerprint (byte 0), q with another than the one stored (byte 1).
+      const asked = Buffer.concat([Buffer.alloc(32, 0), Buffer.alloc(32, 9)]);
+      const holders = await findInboxEntries(client, group, ['p', 'q', 'absent'], asked);
+      expect([...holders.keys()].sort()).toEqual(['p', 'q']);
+      expect(holders.get('p')?.payloadHash.equals(Buffer.alloc(32, 0))).toBe(true);
+      expect(holders.get('q')?.payloadHash.equals(Buffer.alloc(32, 1))).toBe(true);
+      expect(holders.get('q')).toMatchObject({ topic: 't', partition: 0, offset: '1', status: 'processed' });
+      const processedAt = holders.get('p')?.processedAt?.getTime() ?? 0;
+      expect(processedAt).toBeGreaterThanOrEqual(before - 1000);
+      expect(processedAt).toBeLessThanOrEqual(Date.now() + 1000);
+      // Without fingerprints to compare, every holder's own.
+      const plain = await findInboxEntries(client, group, ['q']);
+      expect(plain.get('q')?.payloadHash.equals(Buffer.alloc(32, 1))).toBe(true);
+    } finally {
+      client.release();
+    }
+  });
+
+  it('claims a commit group in one statement (an id twice: the first claims it) and releases the claims of members not reached', async () => {
+    const group = `group-${randomUUID()}`;
+    const ids = ['g1', 'g2', 'g1', 'g3'];
+    const client = await pool.connect();
+    try {
+      await inTx(client, async () => {
+        const conflicts = await claimGroup(client, {
+          inboxScope: group,
+          topic: 't',
+          partition: 0,
+          messageIds: ids,
+          offsets: ids.map((_, i) => String(i)),
+          payloadHashes: Buffer.concat(ids.map((_, i) => Buffer.alloc(32, i))),
+          attempts: [1, 0, 1, 1],
+          firstSeenAt: new Date(),
+        });
+        expect([...conflicts]).toEqual(['2']);
+        // The group stopped after g1 and g2: g3's claim goes, the others stay.
+        await releaseGroupClaims(client, group, ['g3']);
+      });
+      const { rows } = await client.query<{ message_id: string; offset: string; attempts: number }>(
+        'SELECT message_id, "offset", attempts FROM oncely.inbox WHERE consumer_group = $1 ORDER BY "offset"',
+        [group],
+      );
+      expect(rows.map((r) => [r.message_id, r.offset, r.attempts])).toEqual([
+        ['g1', '0', 1],
+        ['g2', '1', 0],
+      ]);
+      // A group claim writes no resume point: the group records it once, after its last message.
+      expect((await loadNextOffsets(pool, group, 't')).size).toBe(0);
     } finally {
       client.release();
     }
