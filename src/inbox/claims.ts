@@ -198,24 +198,28 @@ export async function loadNextOffsets(pool: pg.Pool, groupId: string, topic: str
   return new Map(rows.map((r) => [r.partition, BigInt(r.next_offset)]));
 }
 
-export interface ChunkClaimRequest {
-  /** The consumer group, for `oncely.offsets`. */
-  readonly groupId: string;
+/** Many ids of one partition, claimed by one statement (a chunk's, a commit group's). */
+export interface ManyIds {
   /** The inbox the ids are claimed in; see {@link ClaimRequest.inboxScope}. */
   readonly inboxScope: string;
   readonly topic: string;
   readonly partition: number;
-  /** The ids to claim, in chunk (offset) order. */
+  /** The ids to claim, in offset order. */
   readonly messageIds: readonly string[];
-  /** Each id's offset: unique within the chunk, which shares one partition. */
+  /** Each id's offset: unique among them, as they share one partition. */
   readonly offsets: readonly string[];
   /** Each id's payload fingerprint, 32 bytes apiece, concatenated in the same order. */
   readonly payloadHashes: Buffer;
+  readonly firstSeenAt: Date;
+}
+
+export interface ChunkClaimRequest extends ManyIds {
+  /** The consumer group, for `oncely.offsets`. */
+  readonly groupId: string;
   /** Every row is claimed as `processed` with these attempts; {@link reclassifyChunkClaims} corrects exceptions. */
   readonly attempts: number;
   /** The partition's next offset after the whole chunk. */
   readonly nextOffset: string;
-  readonly firstSeenAt: Date;
 }
 
 /** What a chunk's claim answers: only the exceptions, so the common case carries nothing back. */

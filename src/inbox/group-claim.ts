@@ -1,21 +1,10 @@
 import type pg from 'pg';
 
-import { textArrayLiteral } from './claims.js';
+import { type ManyIds, textArrayLiteral } from './claims.js';
 
-export interface GroupClaimRequest {
-  /** The inbox the ids are claimed in; see `ClaimRequest.inboxScope`. */
-  readonly inboxScope: string;
-  readonly topic: string;
-  readonly partition: number;
-  /** The ids to claim, in offset order. */
-  readonly messageIds: readonly string[];
-  /** Each id's offset: unique within the group, which shares one partition. */
-  readonly offsets: readonly string[];
-  /** Each id's payload fingerprint, 32 bytes apiece, concatenated in the same order. */
-  readonly payloadHashes: Buffer;
+export interface GroupClaimRequest extends ManyIds {
   /** Each id's `attempts` as claimed (1, or 0 for a tombstone to skip). */
   readonly attempts: readonly number[];
-  readonly firstSeenAt: Date;
 }
 
 /**

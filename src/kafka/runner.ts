@@ -54,12 +54,21 @@ export interface KafkaRunnerOptions {
   readonly startTimeoutMs: number;
 }
 
-/** Connection trouble and leader elections: kafkajs marks them retriable. */
+/**
+ * Connection trouble and leader elections: kafkajs marks them retriable. And one it does not: a
+ * TypeError inside kafkajs itself ("Cannot destructure property 'topicMetadata' of … null"), which
+ * its admin client throws when a broker going down answers a metadata request with nothing
+ * (kafkajs issues 461 and 549). Starting while the broker restarts must wait for it, not fail.
+ */
 function isRetriableKafkaError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null || isOncelyError(error)) return false;
+  if (error instanceof TypeError) return KAFKAJS_FRAME.test(error.stack ?? '');
   const { name, retriable } = error as { name?: unknown; retriable?: unknown };
   return retriable === true || name === 'KafkaJSNumberOfRetriesExceeded' || name === 'KafkaJSConnectionError';
 }
+
+/** A stack frame of kafkajs's own code (the first frame after the message line). */
+const KAFKAJS_FRAME = /^[^\n]*\n\s+at [^\n]*[\\/]kafkajs[\\/]src[\\/]/;
 
 export interface KafkaRunner {
   /**

@@ -84,6 +84,29 @@ describe('createKafkaRunner', () => {
     expect(calls.listTopics).toBe(1);
   });
 
+  it('retries the TypeError kafkajs throws on an empty metadata answer from a broker going down, and no other TypeError', async () => {
+    const emptyMetadata = new TypeError(
+      "Cannot destructure property 'topicMetadata' of '(intermediate value)' as it is null.",
+    );
+    emptyMetadata.stack =
+      `TypeError: ${emptyMetadata.message}\n` +
+      '    at Object.fetchTopicMetadata (/app/node_modules/kafkajs/src/admin/index.js:591:24)\n' +
+      '    at async assertTopicsExist (/app/dist/kafka/runner.js:330:26)';
+    let failures = 1;
+    const flaky = fakeKafka({
+      listTopics: () => (failures-- > 0 ? Promise.reject(emptyMetadata) : Promise.resolve(['t'])),
+    });
+    const retries: unknown[] = [];
+    await runnerFor(flaky.kafka, retries).start();
+    expect(retries).toEqual([emptyMetadata]);
+
+    // A TypeError of anyone else's code is a bug to see at once, not an outage to wait out.
+    const ours = new TypeError('x is not a function');
+    const broken = fakeKafka({ listTopics: () => Promise.reject(ours) });
+    await expect(runnerFor(broken.kafka).start()).rejects.toBe(ours);
+    expect(broken.calls.listTopics).toBe(1);
+  });
+
   it('stops retrying once the start is no longer wanted (the consumer is stopping)', async () => {
     const { kafka, calls } = fakeKafka({ listTopics: () => Promise.reject(connectionRefused) });
     await expect(runnerFor(kafka).start(() => false)).rejects.toBe(connectionRefused);
