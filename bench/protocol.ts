@@ -4,7 +4,7 @@
 import type { LedgerSummary } from './workload.js';
 import type { Measurement } from './meter.js';
 
-export const VARIANT_NAMES = ['R', 'B0', 'B1', 'P0', 'P1', 'P', 'G', 'B', 'B-metrics', 'D', 'B-full'] as const;
+export const VARIANT_NAMES = ['R', 'B0', 'B1', 'P0', 'P1', 'P', 'G', 'G0', 'B', 'B-metrics', 'D', 'B-full'] as const;
 export type VariantName = (typeof VARIANT_NAMES)[number];
 
 export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
@@ -15,6 +15,7 @@ export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
   P1: 'hand-written per-message inbox: kafkajs eachMessage, per message BEGIN, inbox INSERT, ledger INSERT, COMMIT',
   P: 'oncely, per-message mode, maxMessagesPerTransaction 1 (one transaction per message)',
   G: 'oncely, per-message mode with commit grouping (maxMessagesPerTransaction at its default)',
+  G0: "G with a handler that writes nothing: oncely's own cost per grouped message",
   B: 'oncely, batch mode (batchSize 500)',
   'B-metrics': 'oncely batch mode with Prometheus metrics on, scraped every 15 s',
   D: "oncely batch mode replaying B's range: every message a duplicate",
