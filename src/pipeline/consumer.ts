@@ -73,26 +73,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
   // The outbox relay of `relay` (or of a dead-letter topic), made at each start: one process at a
   // time sends, the others stand by, so it is safe in every replica.
   let relay: OutboxRelay | undefined;
-  const pipeline: PipelineContext = {
-    groupId: config.groupId,
-    inboxScope: config.inboxScope,
-    pool: config.pool,
-    bind: config.bind,
-    retry: config.retry,
-    logger: config.logger,
-    logPayloads: config.logPayloads,
-    events,
-    handlerTimeoutMs: config.handlerTimeoutMs,
-    requireMessageId: config.requireMessageId,
-    maxPayloadBytes: config.maxPayloadBytes,
-    onExhausted: config.onExhausted,
-    deadLetterTopic,
-    warnedCoordinateIds: new Set(),
-    // From another pooled connection: the stuck one is busy with the statement to cancel.
-    cancelBackend: async (pid) => {
-      await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
-    },
-  };
+  const pipeline = pipelineContext(config, events, deadLetterTopic);
   const pauses = new PartitionPauses(config.groupId, config.logger, events, () => runner);
   let assignment: Readonly<Record<string, readonly number[]>> = {};
   const resumePoints = new ResumePoints(
@@ -286,6 +267,34 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     paused: () => pauses.list(),
     on: (event, listener) => events.on(event, listener),
     [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** What the record pipeline needs of the consumer: its settings, its events and its connections. */
+function pipelineContext(
+  config: ResolvedConsumerConfig,
+  events: EventHub,
+  deadLetterTopic: PipelineContext['deadLetterTopic'],
+): PipelineContext {
+  return {
+    groupId: config.groupId,
+    inboxScope: config.inboxScope,
+    pool: config.pool,
+    bind: config.bind,
+    retry: config.retry,
+    logger: config.logger,
+    logPayloads: config.logPayloads,
+    events,
+    handlerTimeoutMs: config.handlerTimeoutMs,
+    requireMessageId: config.requireMessageId,
+    maxPayloadBytes: config.maxPayloadBytes,
+    onExhausted: config.onExhausted,
+    deadLetterTopic,
+    warnedCoordinateIds: new Set(),
+    // From another pooled connection: the stuck one is busy with the statement to cancel.
+    cancelBackend: async (pid) => {
+      await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
+    },
   };
 }
 

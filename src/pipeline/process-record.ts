@@ -19,7 +19,7 @@ import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
 import { describeError, redactError } from './error-record.js';
 import type { HandlerContext, HandlerDefinition } from './handler.js';
 import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { classifyAttemptFailure, FailureBudget, HandlerFailure } from './retry.js';
+import { classifyAttemptFailure, FailureBudget, type FailureKind, HandlerFailure } from './retry.js';
 import { messageContext, runBounded } from './run-handler.js';
 import { compensateSteps, MessageSteps } from './steps.js';
 import { untilCommitted, waitHeartbeating } from './waiting.js';
@@ -83,81 +83,118 @@ async function recordOutcome(
   let failure: unknown = earlier?.failure;
   for (;;) {
     const attempt = budget.attempts + 1;
-    if (failure === undefined)
-      try {
-        const began = performance.now();
-        let handlerMs = -1;
-        // Committed when this returns: the handler's writes, the inbox row and the partition's next
-        // offset are durable together.
-        const outcome = await control.transactions.run(async (t): Promise<Outcome> => {
-          const applied = await applyRecord(pipeline, handler, prepared, t, control, {
-            messageId,
-            attempt: skipping ? 0 : attempt,
-            steps,
-            claim: (request) => claimMessage(t.client, { ...claim, ...request }),
-          });
-          handlerMs = applied.handlerMs;
-          return applied.outcome;
-        });
-        if (handlerMs >= 0) {
-          const { groupId, topic, partition } = where;
-          const durationMs = performance.now() - began;
-          pipeline.events.emit('transaction:committed', () => ({
-            groupId,
-            topic,
-            partition,
-            messages: 1,
-            durationMs,
-            handlerMs,
-          }));
-        }
-        return outcome;
-      } catch (error) {
-        failure = error;
-      }
+    if (failure === undefined) {
+      const tried = await attemptAlone(pipeline, handler, prepared, control, {
+        messageId,
+        attempt: skipping ? 0 : attempt,
+        steps,
+        claim: (t, request) => claimMessage(t.client, { ...claim, ...request }),
+      });
+      if (tried.ok) return tried.outcome;
+      failure = tried.failure;
+    }
 
     const { error, kind } = classifyAttemptFailure(failure);
     failure = undefined;
     const next = budget.next(kind);
     if (!next.retry) {
-      const stored = describeError(error);
-      if (pipeline.onExhausted === 'pause') {
-        // Order matters more than progress here: record nothing, keep the offset where it is,
-        // and let the partition wait for resume() (the message is then retried from attempt 1).
-        return { kind: 'paused', messageId, error: stored, attempts: budget.attempts };
-      }
-      // Out of attempts (or retrying cannot help): record the failure so the partition moves on.
-      // The handler's writes were rolled back with each attempt; only the dead letter remains —
-      // and the external effects of its completed steps, which are compensated first (steps.ts).
-      const withCompensation = await compensateSteps(pipeline, control, steps, where, stored);
-      if (withCompensation === undefined) return { kind: 'abandoned' };
-      return deadLetter(pipeline, control, prepared, 'handler_failed', withCompensation, budget.attempts);
+      return giveUp(pipeline, prepared, messageId, control, steps, describeError(error), budget.attempts);
     }
-    if (next.counted) {
-      pipeline.logger.warn(
-        { ...locate(where), err: redactError(error), attempt: budget.attempts, delayMs: next.delayMs },
-        'handler failed; retrying',
-      );
-      pipeline.events.emit('message:retrying', () => ({
-        ...where,
-        attempt: budget.attempts,
-        delayMs: next.delayMs,
-        error,
-      }));
-    } else {
-      // The database failed (or lost a race), not the message: the transaction rolled back (or
-      // died with its connection), so nothing of this attempt remains. No attempt is used up.
-      pipeline.logger.warn(
-        { ...locate(where), err: redactError(error), delayMs: next.delayMs, failure: kind },
-        kind === 'transient'
-          ? 'database unavailable; retrying the message'
-          : 'transaction conflict; retrying the message',
-      );
-    }
+    noteRetry(pipeline, where, error, kind, budget.attempts, next);
     // Waiting heartbeats the group: a long backoff must not get this member evicted and the
     // partition handed to another member while this one still works on it.
     if (!(await waitHeartbeating(next.delayMs, control))) return { kind: 'abandoned' };
   }
+}
+
+/**
+ * One attempt at a message in a transaction of its own. Committed when it returns `ok`: the
+ * handler's writes, the inbox row and the partition's next offset are durable together.
+ */
+async function attemptAlone(
+  pipeline: PipelineContext,
+  handler: HandlerDefinition,
+  prepared: PreparedRecord,
+  control: PartitionControl,
+  attempt: Omit<RecordAttempt, 'claim'> & {
+    readonly claim: (t: OpenTransaction, request: Pick<ClaimRequest, 'status' | 'attempts'>) => Promise<ClaimResult>;
+  },
+): Promise<{ readonly ok: true; readonly outcome: Outcome } | { readonly ok: false; readonly failure: unknown }> {
+  const began = performance.now();
+  let handlerMs = -1;
+  try {
+    const outcome = await control.transactions.run(async (t): Promise<Outcome> => {
+      const applied = await applyRecord(pipeline, handler, prepared, t, control, {
+        ...attempt,
+        claim: (request) => attempt.claim(t, request),
+      });
+      handlerMs = applied.handlerMs;
+      return applied.outcome;
+    });
+    if (handlerMs >= 0) {
+      const { groupId, topic, partition } = prepared.where;
+      const durationMs = performance.now() - began;
+      pipeline.events.emit('transaction:committed', () => ({
+        groupId,
+        topic,
+        partition,
+        messages: 1,
+        durationMs,
+        handlerMs,
+      }));
+    }
+    return { ok: true, outcome };
+  } catch (failure) {
+    return { ok: false, failure };
+  }
+}
+
+/** Out of attempts, or retrying cannot help: the partition pauses, or the message is dead-lettered. */
+async function giveUp(
+  pipeline: PipelineContext,
+  prepared: PreparedRecord,
+  messageId: string,
+  control: PartitionControl,
+  steps: MessageSteps,
+  stored: StoredError,
+  attempts: number,
+): Promise<Outcome> {
+  if (pipeline.onExhausted === 'pause') {
+    // Order matters more than progress here: record nothing, keep the offset where it is,
+    // and let the partition wait for resume() (the message is then retried from attempt 1).
+    return { kind: 'paused', messageId, error: stored, attempts };
+  }
+  // Record the failure so the partition moves on. The handler's writes were rolled back with
+  // each attempt; only the dead letter remains — and the external effects of its completed
+  // steps, which are compensated first (steps.ts).
+  const withCompensation = await compensateSteps(pipeline, control, steps, prepared.where, stored);
+  if (withCompensation === undefined) return { kind: 'abandoned' };
+  return deadLetter(pipeline, control, prepared, 'handler_failed', withCompensation, attempts);
+}
+
+/** Says that the message is tried again, and why: its own failure (counted) or the database's. */
+function noteRetry(
+  pipeline: PipelineContext,
+  where: PreparedRecord['where'],
+  error: unknown,
+  kind: FailureKind,
+  attempts: number,
+  next: { readonly counted: boolean; readonly delayMs: number },
+): void {
+  if (next.counted) {
+    pipeline.logger.warn(
+      { ...locate(where), err: redactError(error), attempt: attempts, delayMs: next.delayMs },
+      'handler failed; retrying',
+    );
+    pipeline.events.emit('message:retrying', () => ({ ...where, attempt: attempts, delayMs: next.delayMs, error }));
+    return;
+  }
+  // The database failed (or lost a race), not the message: the transaction rolled back (or died
+  // with its connection), so nothing of this attempt remains. No attempt is used up.
+  pipeline.logger.warn(
+    { ...locate(where), err: redactError(error), delayMs: next.delayMs, failure: kind },
+    kind === 'transient' ? 'database unavailable; retrying the message' : 'transaction conflict; retrying the message',
+  );
 }
 
 /** How {@link applyRecord} claims: with the partition's offset (alone) or without (in a group). */
