@@ -15,9 +15,9 @@ export interface PartitionLag {
 }
 
 /**
- * Lag per partition, log end − committed, from two admin requests per topic (src/kafka/offsets.ts). Read from Kafka's
- * committed offsets (not from what a consumer has fetched), so a consumer that is stuck, paused or
- * not running at all shows a lag that keeps growing: exactly what an alert must see.
+ * Lag per partition, log end − committed, from two admin requests per topic (src/kafka/offsets.ts).
+ * Read from Kafka's committed offsets (not from what a consumer has fetched), so a consumer that is
+ * stuck, paused or not running at all shows a lag that keeps growing: what an alert must see.
  */
 export async function readConsumerLag(
   admin: Admin,

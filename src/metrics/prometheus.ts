@@ -174,37 +174,35 @@ function metricsOf(registry: PromClient.Registry): RegistryMetrics {
   });
   // Replays are run by an operator (`oncely replay run`) and re-consumed by the group's consumers:
   // their progress is the group's resume point against each range end, read from the database.
-  new client.Gauge({
-    name: 'oncely_replay_replayed_messages',
-    help: 'Messages re-read so far by the replays of a group still running (summed per topic).',
-    labelNames: ['group', 'topic'] as const,
-    registers,
-    async collect() {
-      this.reset();
-      await Promise.all(
-        [...sources].map(async (source) => {
-          for (const row of await source.readReplays())
-            this.set({ group: source.groupId, topic: row.topic }, row.replayed);
-        }),
-      );
-    },
-  });
-  new client.Gauge({
-    name: 'oncely_replay_remaining_messages',
-    help: 'Messages the replays of a group still running have left to re-read (summed per topic).',
-    labelNames: ['group', 'topic'] as const,
-    registers,
-    async collect() {
-      this.reset();
-      await Promise.all(
-        [...sources].map(async (source) => {
-          for (const row of await source.readReplays()) {
-            this.set({ group: source.groupId, topic: row.topic }, row.remaining);
-          }
-        }),
-      );
-    },
-  });
+  const replayGauge = (name: string, help: string, value: (row: RunningReplayTotals) => number): void => {
+    new client.Gauge({
+      name,
+      help,
+      labelNames: ['group', 'topic'] as const,
+      registers,
+      async collect() {
+        this.reset();
+        await Promise.all(
+          [...sources].map(async (source) => {
+            // Read once per refresh interval (see `cached`), whichever of the two gauges asks first.
+            for (const row of await source.readReplays()) {
+              this.set({ group: source.groupId, topic: row.topic }, value(row));
+            }
+          }),
+        );
+      },
+    });
+  };
+  replayGauge(
+    'oncely_replay_replayed_messages',
+    'Messages re-read so far by the replays of a group still running (summed per topic).',
+    (row) => row.replayed,
+  );
+  replayGauge(
+    'oncely_replay_remaining_messages',
+    'Messages the replays of a group still running have left to re-read (summed per topic).',
+    (row) => row.remaining,
+  );
   byRegistry.set(registry, metrics);
   return metrics;
 }

@@ -149,7 +149,7 @@ function isConnectionError(error: unknown): boolean {
 }
 
 /** `error` and its causes, outermost first (at most 6 deep). */
-function causeChain(error: unknown): unknown[] {
+export function causeChain(error: unknown): unknown[] {
   const chain: unknown[] = [];
   for (let current = error; current !== undefined && current !== null && chain.length < 6;) {
     chain.push(current);

@@ -4,7 +4,7 @@
  * again may succeed. Errors are recognised by shape (any copy of kafkajs or pg), never imported.
  */
 import { isOncelyError, OncelyError, type ErrorContext } from '../errors.js';
-import { classifyFailure, isKafkaProtocolError } from './retry.js';
+import { causeChain, classifyFailure, isKafkaProtocolError } from './retry.js';
 
 /** kafkajs errors that mean the broker could not be reached (not that it refused). */
 const KAFKA_CONNECTION_ERRORS = new Set([
@@ -97,14 +97,4 @@ function isPgError(error: unknown): error is { code: unknown; message: string } 
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** `error` and its causes, outermost first (at most 6 deep). */
-function causeChain(error: unknown): unknown[] {
-  const chain: unknown[] = [];
-  for (let current = error; current !== undefined && current !== null && chain.length < 6;) {
-    chain.push(current);
-    current = (current as { cause?: unknown }).cause;
-  }
-  return chain;
 }
