@@ -77,6 +77,7 @@ export {
 export {
   createStepRunner,
   stepIdempotencyKey,
+  compensationIdempotencyKey,
   type Compensate,
   type CompensateOptions,
   type CompensationContext,

@@ -11,20 +11,21 @@ export interface Cause {
 }
 
 /**
- * `ctx.publish` of a per-message handler: the n-th call (from 0) gets message-id
- * `<inbound messageId>:<n>`, `causation-id` the inbound id, and the trace context of the active
+ * `ctx.publish` of a per-message handler: the n-th call (from 0) gets the message-id derived from
+ * (inbox scope, inbound messageId, n) (see `derivedMessageId`), `causation-id` the inbound id, and the trace context of the active
  * span or the inbound `traceparent` (see `causalTraceHeaders`). A new context is made for every attempt, so a retried attempt (whose rows rolled back) numbers from 0
  * again and publishes the same ids.
  */
 export function messagePublisher(
   tx: () => PublishTarget,
+  scope: string,
   cause: Cause,
 ): (message: OutboxMessage) => Promise<PublishedEvent> {
   let n = 0;
   const traceparent = headerText(cause.message.headers, TRACEPARENT_HEADER);
   return (message) =>
     publish(tx(), message, {
-      messageId: derivedMessageId(cause.messageId, n++),
+      messageId: derivedMessageId(scope, cause.messageId, n++),
       causationId: cause.messageId,
       // Read at each publish: the handler may have made a span active meanwhile.
       ...causalTraceHeaders(traceparent),
@@ -37,6 +38,7 @@ export function messagePublisher(
  */
 export function batchPublisher(
   tx: () => PublishTarget,
+  scope: string,
 ): (message: OutboxMessage, options: { readonly causedBy: Cause }) => Promise<PublishedEvent> {
   const counters = new Map<string, number>();
   return (message, options) => {
@@ -54,7 +56,7 @@ export function batchPublisher(
     counters.set(cause.messageId, n + 1);
     const traceparent = headerText(cause.message.headers, TRACEPARENT_HEADER);
     return publish(tx(), message, {
-      messageId: derivedMessageId(cause.messageId, n),
+      messageId: derivedMessageId(scope, cause.messageId, n),
       causationId: cause.messageId,
       ...causalTraceHeaders(traceparent),
     });

@@ -1,6 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
-import { MAX_MESSAGE_ID_LENGTH } from '../kafka/message-identity.js';
+import { derivedId } from '../identity.js';
 
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits. Time-ordered, so ids of
@@ -18,26 +18,24 @@ export function uuidv7(now: number = Date.now()): string {
 }
 
 /**
- * The message-id of the n-th event (0-based, in publish order) published while handling the
- * inbound message `causationId`: `<causationId>:<n>`. The same on every attempt (a failed attempt
+ * The message-id of the n-th event (0-based, in publish order) published while handling inbound
+ * message `causationId` in inbox scope `scope`: the identity `event:<len>:<scope>:<len>:<id>:n<n>`
+ * (see `derivedId`; a digest form past 255 characters). The scope is part of it, so two groups that
+ * consume one topic and both publish never collide. The same on every attempt (a failed attempt
  * rolls its rows back and the next one numbers from 0 again) and on a replay, so a downstream
- * oncely consumer dedupes it. When that would pass the 255-character limit of message ids, the
- * inbound id is replaced by its SHA-256 (hex), still deterministic.
+ * oncely consumer dedupes it.
  *
  * Never change this format: events already published would look new downstream.
  */
-export function derivedMessageId(causationId: string, n: number): string {
-  const id = `${causationId}:${n}`;
-  if (id.length <= MAX_MESSAGE_ID_LENGTH) return id;
-  return `${createHash('sha256').update(causationId, 'utf8').digest('hex')}:${n}`;
+export function derivedMessageId(scope: string, causationId: string, n: number): string {
+  return derivedId({ kind: 'event', scope, id: causationId, n });
 }
 
 /**
- * The outbox row id of a dead letter's record: one per (group, source record), so a dead letter is
- * published once. (Its `message-id` header keeps the dead message's own id.) Never change it.
+ * The outbox row id of a dead letter's record: one per (inbox scope, source record), so a dead
+ * letter is published once. (Its `message-id` header keeps the dead message's own id.) Never
+ * change it.
  */
-export function deadLetterOutboxId(groupId: string, topic: string, partition: number, offset: string): string {
-  const id = `dead-letter:${groupId}:${topic}/${partition}/${offset}`;
-  if (id.length <= MAX_MESSAGE_ID_LENGTH) return id;
-  return `dead-letter:${createHash('sha256').update(id, 'utf8').digest('hex')}`;
+export function deadLetterOutboxId(scope: string, topic: string, partition: number, offset: string): string {
+  return derivedId({ kind: 'dead-letter', scope, id: `${topic}/${partition}/${offset}` });
 }

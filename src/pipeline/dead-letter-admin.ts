@@ -159,6 +159,7 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
                   messageContext(
                     t,
                     info,
+                    letter.groupId,
                     messageId,
                     attempt,
                     logger,
@@ -175,7 +176,18 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
         }
         apply = async (signal) => {
           const steps = singleAttemptSteps(pool, letter.groupId, messageId, signal);
-          await applyOne(handler, decoded.event, t, info, messageId, attempt, logger, signal, steps.step);
+          await applyOne(
+            handler,
+            decoded.event,
+            t,
+            info,
+            letter.groupId,
+            messageId,
+            attempt,
+            logger,
+            signal,
+            steps.step,
+          );
           steps.finish();
         };
       }

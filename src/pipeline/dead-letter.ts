@@ -82,7 +82,7 @@ export async function recordDeadLetter(
   if (deadLetterTopic === undefined) return true;
   const out = deadLetterTopic.toRecord({ ...letter, groupId: target.groupId });
   await insertOutboxRow(t.client, {
-    messageId: deadLetterOutboxId(target.groupId, record.topic, record.partition, record.offset),
+    messageId: deadLetterOutboxId(target.inboxScope, record.topic, record.partition, record.offset),
     topic: out.topic,
     partition: out.partition,
     key: out.key,

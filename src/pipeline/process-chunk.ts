@@ -294,7 +294,10 @@ async function chunkTransaction(
         },
         async (signal) => {
           const steps = batchAttemptSteps(pipeline, stepRecords, signal);
-          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal, steps.step));
+          await handler.handleBatch(
+            events,
+            batchContext(t, first.where, pipeline.inboxScope, attempt, pipeline.logger, signal, steps.step),
+          );
           steps.finish();
         },
       );

@@ -254,7 +254,16 @@ export async function applyRecord(
       async (signal) => {
         const attemptSteps = attempt.steps.attempt(signal);
         await apply(
-          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, signal, attemptSteps.step),
+          messageContext(
+            t,
+            prepared.info,
+            pipeline.inboxScope,
+            messageId,
+            attempt.attempt,
+            pipeline.logger,
+            signal,
+            attemptSteps.step,
+          ),
         );
         attemptSteps.finish();
       },

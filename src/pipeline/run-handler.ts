@@ -108,6 +108,7 @@ async function cancelStuckHandler(bounds: Bounds, applied: Promise<void>): Promi
 export function messageContext(
   transaction: OpenTransaction,
   message: MessageInfo,
+  scope: string,
   messageId: string,
   attempt: number,
   logger: Logger,
@@ -122,7 +123,7 @@ export function messageContext(
     attempt,
     step,
     // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
-    publish: messagePublisher(() => transaction.tx, { messageId, message }),
+    publish: messagePublisher(() => transaction.tx, scope, { messageId, message }),
     get signal() {
       return signal();
     },
@@ -137,6 +138,7 @@ export function messageContext(
 export function batchContext(
   transaction: OpenTransaction,
   where: { readonly topic: string; readonly partition: number },
+  scope: string,
   attempt: number,
   logger: Logger,
   signal: () => AbortSignal,
@@ -149,7 +151,7 @@ export function batchContext(
     topic: where.topic,
     partition: where.partition,
     attempt,
-    publish: batchPublisher(() => transaction.tx),
+    publish: batchPublisher(() => transaction.tx, scope),
     get signal() {
       return signal();
     },
@@ -179,6 +181,7 @@ export function applyOne(
   event: unknown,
   transaction: OpenTransaction,
   message: MessageInfo,
+  scope: string,
   messageId: string,
   attempt: number,
   logger: Logger,
@@ -186,10 +189,10 @@ export function applyOne(
   step?: StepFunction,
 ): Promise<void> | void {
   if (handler.kind === 'message') {
-    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, signal, step));
+    return handler.handle(event, messageContext(transaction, message, scope, messageId, attempt, logger, signal, step));
   }
   const events: BatchEvent<unknown>[] = [{ event, messageId, message }];
   const batchStep: BatchStepFunction | undefined =
     step === undefined ? undefined : (_event, name, fn, options) => step(name, fn, options);
-  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, signal, batchStep));
+  return handler.handleBatch(events, batchContext(transaction, message, scope, attempt, logger, signal, batchStep));
 }

@@ -16,13 +16,16 @@
 import type pg from 'pg';
 
 import { configError, NonRetriableError, OncelyError } from '../errors.js';
+import { externalKey } from '../identity.js';
 import { loadSteps, recordStep, type StoredStep } from './store.js';
 
 /** What a step's function receives. */
 export interface StepCallContext {
   /**
-   * `<scope>:<ownerId>:<step name>`: the same on every attempt of this owner. Send it to the
-   * provider (Stripe's `Idempotency-Key` header) so a retried call is recognised, not repeated.
+   * `oncely-step.<step name>~<digest of scope, owner and name>` (at most 255 characters of
+   * `[A-Za-z0-9._~-]`): the same on every attempt of this owner and never shared by two owners.
+   * Send it to the provider (Stripe's `Idempotency-Key` header) so a retried call is recognised,
+   * not repeated.
    */
   readonly idempotencyKey: string;
   /** Aborts when the attempt is given up (the handler timeout): pass it to `fetch`. */
@@ -31,7 +34,7 @@ export interface StepCallContext {
 
 /** What a compensation receives. */
 export interface CompensationContext {
-  /** `<scope>:<ownerId>:compensate:<step name>`: the same on every try of this compensation. */
+  /** `oncely-compensation.<step name>~<digest>`: the same on every try of this compensation. */
   readonly idempotencyKey: string;
   /** Aborts when the try runs past `timeoutMs` (a failed try, retried): pass it to `fetch`. */
   readonly signal: AbortSignal;
@@ -134,11 +137,30 @@ const COMPENSATION_PREFIX = 'compensate:';
 const MAX_NAME_LENGTH = 200;
 
 /**
- * The idempotency key of a step. NEVER change this format: keys already sent to providers must be
- * sent again, identical, by every later version, or a retry after an upgrade charges twice.
+ * The idempotency key of a step: a digest of (scope, owner, generation, name) behind a readable
+ * prefix (`oncely-step.<name>~<digest>`, see `externalKey`), so two owners can never share one
+ * (`acme:eu` + `k1` and `acme` + `eu:k1` used to) and it fits providers' 255-character limit.
+ * NEVER change this format again: keys already sent to providers must be sent again, identical,
+ * by every later version, or a retry after an upgrade charges twice.
  */
-export function stepIdempotencyKey(scope: string, ownerId: string, name: string): string {
-  return `${scope}:${ownerId}:${name}`;
+export function stepIdempotencyKey(scope: string, ownerId: string, name: string, generation?: number | bigint): string {
+  return externalKey({ kind: 'step', scope, id: ownerId, name, ...(generation === undefined ? {} : { generation }) });
+}
+
+/** The idempotency key of a step's compensation: like {@link stepIdempotencyKey}, of its own kind. */
+export function compensationIdempotencyKey(
+  scope: string,
+  ownerId: string,
+  name: string,
+  generation?: number | bigint,
+): string {
+  return externalKey({
+    kind: 'compensation',
+    scope,
+    id: ownerId,
+    name,
+    ...(generation === undefined ? {} : { generation }),
+  });
 }
 
 const neverAborted = new AbortController().signal;
@@ -290,7 +312,7 @@ class Runner implements StepRunner {
         report.unknown.push(step.name);
         continue;
       }
-      const idempotencyKey = stepIdempotencyKey(this.scope, this.ownerId, name);
+      const idempotencyKey = compensationIdempotencyKey(this.scope, this.ownerId, step.name);
       for (let tries = 1; ; tries++) {
         try {
           const value = await withTimeout(options.timeoutMs ?? 30_000, (signal) =>

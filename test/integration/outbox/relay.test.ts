@@ -5,6 +5,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 
 import {
   defineBatchHandler,
+  defineHandler,
   discardParked,
   listOutbox,
   publish,
@@ -13,6 +14,7 @@ import {
 } from '../../../src/index.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 import { readTopic, testRelay } from './support.js';
+import { derivedMessageId } from '../../../src/outbox/message-id.js';
 
 const env = useTestEnvironment();
 
@@ -55,8 +57,9 @@ describe('the outbox relay', () => {
     expect(written.map((r) => r.n)).toEqual(['committed']);
     // Inside a handler: the first attempt publishes and then fails; only the retry's commit counts.
     let attempts = 0;
+    const rollbackGroup = env.groupId('ob-rollback');
     const consumer = env.consumer({
-      groupId: env.groupId('ob-rollback'),
+      groupId: rollbackGroup,
       handlers: [
         effectHandler(source, async (ctx) => {
           await ctx.publish({ topic: out, key: 'k', value: { n: 'from-handler', attempt: ctx.attempt } });
@@ -89,7 +92,7 @@ describe('the outbox relay', () => {
       { n: 'from-handler', attempt: 2 },
     ]);
     expect(received[1]?.headers).toMatchObject({
-      'message-id': 'payment-1:0',
+      'message-id': derivedMessageId(rollbackGroup, 'payment-1', 0),
       'causation-id': 'payment-1',
       traceparent: '00-abc-def-01',
     });
@@ -222,6 +225,7 @@ describe('the outbox relay', () => {
   it("publishes from a batch handler with ids derived from each event, sent by the consumer's own relay", async () => {
     const source = await env.createTopic('ob-batch-src');
     const out = await env.createTopic('ob-batch-out');
+    const batchGroup = env.groupId('ob-batch');
     const handler = defineBatchHandler({
       topic: source,
       async handleBatch(events, ctx) {
@@ -232,7 +236,7 @@ describe('the outbox relay', () => {
       },
     });
     const consumer = env.consumer({
-      groupId: env.groupId('ob-batch'),
+      groupId: batchGroup,
       handlers: [handler],
       relay: { pollIntervalMs: 200, standbyPollMs: 200 },
     });
@@ -240,11 +244,48 @@ describe('the outbox relay', () => {
     await consumer.start();
     const received = await readTopic(env.kafka, out, (r) => r.length >= 4);
     expect(received.map((r) => [r.headers['message-id'], r.headers['causation-id'], r.value])).toEqual([
-      ['p-1:0', 'p-1', '{"step":"one"}'],
-      ['p-1:1', 'p-1', '{"step":"two"}'],
-      ['p-2:0', 'p-2', '{"step":"one"}'],
-      ['p-2:1', 'p-2', '{"step":"two"}'],
+      [derivedMessageId(batchGroup, 'p-1', 0), 'p-1', '{"step":"one"}'],
+      [derivedMessageId(batchGroup, 'p-1', 1), 'p-1', '{"step":"two"}'],
+      [derivedMessageId(batchGroup, 'p-2', 0), 'p-2', '{"step":"one"}'],
+      [derivedMessageId(batchGroup, 'p-2', 1), 'p-2', '{"step":"two"}'],
     ]);
+  });
+
+  it('G8: two groups consuming one topic both publish for every message, with distinct stable event ids', async () => {
+    const source = await env.createTopic('ob-groups-src');
+    const out = await env.createTopic('ob-groups-out');
+    const groups = [env.groupId('billing'), env.groupId('shipping')] as const;
+    const consumers = groups.map((groupId) =>
+      env.consumer({
+        groupId,
+        // A collision is a constraint violation on every attempt: fail fast instead of backing off.
+        retry: { attempts: 2, initialDelayMs: 10, maxDelayMs: 20 },
+        handlers: [
+          defineHandler({
+            topic: source,
+            handle: (_event, ctx) =>
+              ctx.publish({ topic: out, key: ctx.messageId, value: { by: groupId } }).then(() => undefined),
+          }),
+        ],
+        relay: { pollIntervalMs: 200, standbyPollMs: 200 },
+      }),
+    );
+    const outcomes = consumers.map((c) => recordOutcomes(c));
+    await env.produce(source, [jsonMessage('order-1', {}), jsonMessage('order-2', {})]);
+    for (const c of consumers) await c.start();
+    await waitFor('both groups recorded both messages', () =>
+      outcomes.every((o) => o.processed.length + o.deadLettered.length === 2),
+    );
+    expect(outcomes.map((o) => o.deadLettered)).toEqual([[], []]);
+
+    const received = await readTopic(env.kafka, out, (r) => r.length >= 4);
+    const ids = received.map((r) => r.headers['message-id']);
+    expect(new Set(ids).size).toBe(4);
+    expect(received.map((r) => [r.headers['message-id'], r.value]).sort()).toEqual(
+      groups
+        .flatMap((g) => ['order-1', 'order-2'].map((m) => [derivedMessageId(g, m, 0), JSON.stringify({ by: g })]))
+        .sort(),
+    );
   });
 
   it('stops promptly while the broker is unreachable, leaving the rows pending', async () => {

@@ -15,6 +15,7 @@ import { spawnFixture } from '../../support/child.js';
 import { recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 import { callProvider, type PaymentProvider, startPaymentProvider } from '../../support/payment-provider.js';
 import { type Charge, chargeHandler, twoChargesThenFail } from './charge-handler.js';
+import { compensationIdempotencyKey, stepIdempotencyKey } from '../../../src/steps/runner.js';
 
 const env = useTestEnvironment();
 const fastRetry = { initialDelayMs: 10, maxDelayMs: 50, jitter: 0 };
@@ -64,7 +65,9 @@ describe('steps (ctx.step)', () => {
 
     expect(chargeCalls()).toBe(2);
     // Both calls carried the same key, so the provider made one charge.
-    expect(new Set(provider.calls.map((c) => c.idempotencyKey))).toEqual(new Set([`${groupId}:order-1:charge`]));
+    expect(new Set(provider.calls.map((c) => c.idempotencyKey))).toEqual(
+      new Set([stepIdempotencyKey(groupId, 'order-1', 'charge')]),
+    );
     expect(provider.charges.size).toBe(1);
     expect(await env.effectsOf(topic)).toHaveLength(1);
     expect((await stepRows(groupId)).map((r) => r.name)).toEqual(['charge']);
@@ -158,7 +161,7 @@ describe('steps (ctx.step)', () => {
     expect(provider.refunds.size).toBe(1);
     const [refund] = [...provider.refunds.values()];
     expect(refund?.chargeId).toBe([...provider.charges.values()][0]?.id);
-    expect(provider.calls.at(-1)?.idempotencyKey).toBe(`${groupId}:order-3:compensate:charge`);
+    expect(provider.calls.at(-1)?.idempotencyKey).toBe(compensationIdempotencyKey(groupId, 'order-3', 'charge'));
     const { rows } = await env.pool.query<{ error: StoredError }>(
       'SELECT error FROM oncely.dead_letters WHERE consumer_group = $1',
       [groupId],
@@ -310,7 +313,7 @@ describe('steps (ctx.step)', () => {
     expect(attempts).toBeGreaterThanOrEqual(2);
     expect(chargeCalls()).toBe(3);
     expect(new Set(provider.calls.map((c) => c.idempotencyKey))).toEqual(
-      new Set([1, 2, 3].map((n) => `${groupId}:batch-${n}:charge`)),
+      new Set([1, 2, 3].map((n) => stepIdempotencyKey(groupId, `batch-${n}`, 'charge'))),
     );
   });
 
@@ -355,7 +358,7 @@ describe('steps (ctx.step)', () => {
     expect(chargeCalls()).toBe(3);
     expect(refundCalls()).toBe(1);
     expect(provider.calls.find((c) => c.path === '/refunds')?.idempotencyKey).toBe(
-      `${groupId}:poison:compensate:charge`,
+      compensationIdempotencyKey(groupId, 'poison', 'charge'),
     );
   });
 

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defineHandler, publish } from '../../../src/index.js';
 import { AsyncLocalContextManager } from '../../support/otel-context.js';
 import { recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
+import { derivedMessageId } from '../../../src/outbox/message-id.js';
 
 const env = useTestEnvironment();
 let exporter: InMemorySpanExporter;
@@ -45,8 +46,9 @@ describe('trace context through the outbox', () => {
     ]);
 
     let ledgerSpanId = '';
+    const upstreamGroup = env.groupId('trace-a');
     const upstream = env.consumer({
-      groupId: env.groupId('trace-a'),
+      groupId: upstreamGroup,
       tracing: { tracerProvider: provider },
       relay: { pollIntervalMs: 200 },
       handlers: [
@@ -90,12 +92,13 @@ describe('trace context through the outbox', () => {
     expect(upstreamSpan?.spanContext().traceId).toBe(traceId);
     const downstreamSpan = (id: string) =>
       spans.find((s) => s.name === `process ${outTopic}` && s.attributes['messaging.message.id'] === id);
-    for (const id of ['pay-1:0', 'pay-1:1', 'pay-1:2']) {
+    const [id0, id1, id2] = [0, 1, 2].map((n) => derivedMessageId(upstreamGroup, 'pay-1', n));
+    for (const id of [id0, id1, id2].map((i) => i ?? '')) {
       expect(downstreamSpan(id)?.spanContext().traceId, id).toBe(traceId);
     }
-    expect(downstreamSpan('pay-1:0')?.parentSpanContext?.spanId).toBe(checkout.spanContext().spanId);
-    expect(downstreamSpan('pay-1:1')?.parentSpanContext?.spanId).toBe(ledgerSpanId);
-    expect(downstreamSpan('pay-1:2')?.parentSpanContext?.spanId).toBe(checkout.spanContext().spanId);
+    expect(downstreamSpan(id0 ?? '')?.parentSpanContext?.spanId).toBe(checkout.spanContext().spanId);
+    expect(downstreamSpan(id1 ?? '')?.parentSpanContext?.spanId).toBe(ledgerSpanId);
+    expect(downstreamSpan(id2 ?? '')?.parentSpanContext?.spanId).toBe(checkout.spanContext().spanId);
   });
 
   it('writes the active span’s traceparent and tracestate on events published outside a consumer, unless one is given', async () => {

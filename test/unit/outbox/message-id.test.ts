@@ -13,18 +13,25 @@ describe('outbox message ids', () => {
     expect(new Set(Array.from({ length: 1000 }, () => uuidv7(1)))).toHaveProperty('size', 1000);
   });
 
-  it('derives <inbound id>:<n>, pinned: this format is frozen', () => {
-    expect(derivedMessageId('payment-1', 0)).toBe('payment-1:0');
-    expect(derivedMessageId('orders/0/42', 3)).toBe('orders/0/42:3');
-    expect(deadLetterOutboxId('ledger', 'payments', 1, '42')).toBe('dead-letter:ledger:payments/1/42');
+  it('derives event ids from (scope, inbound id, n), pinned: this format is frozen', () => {
+    expect(derivedMessageId('billing', 'payment-1', 0)).toBe('event:7:billing:9:payment-1:n0');
+    expect(derivedMessageId('shipping', 'orders/0/42', 3)).toBe('event:8:shipping:11:orders/0/42:n3');
+    expect(deadLetterOutboxId('ledger', 'payments', 1, '42')).toBe('dead-letter:6:ledger:13:payments/1/42');
   });
 
-  it('hashes an inbound id whose derived id would pass 255 characters, deterministically', () => {
+  it('gives two groups that publish for one inbound message two different event ids', () => {
+    expect(derivedMessageId('billing', 'payment-1', 0)).not.toBe(derivedMessageId('shipping', 'payment-1', 0));
+    expect(derivedMessageId('a:b', 'c', 0)).not.toBe(derivedMessageId('a', 'b:c', 0));
+  });
+
+  it('digests an event id that would pass 255 characters, deterministically, behind a readable prefix', () => {
     const long = 'x'.repeat(255);
-    const id = derivedMessageId(long, 7);
-    expect(id).toBe('d22609da3ae3956ca4877056a8e580eed744a6f7d7cfa5b19dd88d52fcc0d435:7');
-    expect(derivedMessageId(long, 7)).toBe(id);
-    expect(deadLetterOutboxId('g'.repeat(255), 't', 0, '1')).toMatch(/^dead-letter:[0-9a-f]{64}$/);
+    const id = derivedMessageId('ledger', long, 7);
+    expect(id).toMatch(/^event#6:ledger:255:x+~[A-Za-z0-9_-]{43}$/);
+    expect([...id]).toHaveLength(255);
+    expect(derivedMessageId('ledger', long, 7)).toBe(id);
+    expect(derivedMessageId('ledger', long, 8)).not.toBe(id);
+    expect(deadLetterOutboxId('g'.repeat(255), 't', 0, '1')).toMatch(/^dead-letter#[^~]+~[A-Za-z0-9_-]{43}$/);
   });
 
   it('sets message-id, causation-id and traceparent, encodes JSON values and keeps bytes as they are', () => {

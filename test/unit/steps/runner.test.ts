@@ -3,15 +3,25 @@ import { describe, expect, it } from 'vitest';
 
 import { OncelyError } from '../../../src/errors.js';
 import { classifyFailure } from '../../../src/pipeline/retry.js';
-import { createStepRunner, stepIdempotencyKey } from '../../../src/steps/runner.js';
+import { createStepRunner, stepIdempotencyKey, compensationIdempotencyKey } from '../../../src/steps/runner.js';
 
 // Never queried: every check below fails before the runner touches the database.
 const pool = {} as pg.Pool;
 
 describe('steps', () => {
   it('pins the idempotency key format: keys already sent to providers must never change', () => {
-    expect(stepIdempotencyKey('ledger', 'pay-1', 'charge')).toBe('ledger:pay-1:charge');
-    expect(stepIdempotencyKey('tenant-9', 'key 1', 'compensate:charge')).toBe('tenant-9:key 1:compensate:charge');
+    // A digest of the identity (DESIGN.md §3a) behind a readable prefix; computed independently
+    // here as SHA-256 (base64url) of the documented encoding.
+    expect(stepIdempotencyKey('ledger', 'pay-1', 'charge')).toBe(
+      'oncely-step.charge~wCdMYLvWa-I-yXfqsctXxbmCBTzaYz-Qb6RaSKrBTFo',
+    );
+    expect(compensationIdempotencyKey('tenant-9', 'key 1', 'charge')).toBe(
+      'oncely-compensation.charge~N1fkKoPqem2iLpxishg4_NrHpRICYrm86C3sCfW9fwg',
+    );
+    expect(stepIdempotencyKey('acme', 'k1', 'charge', 3)).toBe(
+      'oncely-step.charge~bnKJCsIWg2dtTs93Bvq7XYCXtwqzRifd4IBiRLGKXq4',
+    );
+    expect(stepIdempotencyKey('acme:eu', 'k1', 'charge')).not.toBe(stepIdempotencyKey('acme', 'eu:k1', 'charge'));
   });
 
   it('refuses an empty name and the compensate: prefix with ONCELY_CONFIG, before any call', async () => {
