@@ -125,10 +125,11 @@ describe('steps (ctx.step)', () => {
     await waitFor('three outcomes', () => outcomes.total === 3);
     await provider.whenProcessed('/refunds', 1);
 
-    // order-a and order-b ran again after the rollback of order-c's group ...
+    // order-a and order-b ran again after the rollback of order-c's group (unless a loaded
+    // machine made the group's 100 ms bound cut it before order-c: then they committed alone) ...
     expect(outcomes.processed.map((p) => p.messageId)).toEqual(['order-a', 'order-b']);
     expect(runs.filter((id) => id === 'order-c')).toHaveLength(2);
-    expect(runs.filter((id) => id !== 'order-c').length).toBeGreaterThan(2);
+    expect(runs.filter((id) => id !== 'order-c').length).toBeGreaterThanOrEqual(2);
     // ... but every charge was called once: the re-runs replayed the recorded steps.
     expect(chargeCalls()).toBe(3);
     expect(provider.charges.size).toBe(3);
@@ -405,7 +406,7 @@ describe('createStepRunner (framework-neutral)', () => {
         calls += 1;
         return { key: idempotencyKey, at: new Date(0), skipped: undefined };
       });
-      expect(first).toEqual({ key: `${scope}:key-1:charge`, at: '1970-01-01T00:00:00.000Z' });
+      expect(first).toEqual({ key: stepIdempotencyKey(scope, 'key-1', 'charge'), at: '1970-01-01T00:00:00.000Z' });
       await client.query('ROLLBACK');
     } finally {
       client.release();
@@ -415,7 +416,7 @@ describe('createStepRunner (framework-neutral)', () => {
       calls += 1;
       return 'called again';
     });
-    expect(again).toEqual({ key: `${scope}:key-1:charge`, at: '1970-01-01T00:00:00.000Z' });
+    expect(again).toEqual({ key: stepIdempotencyKey(scope, 'key-1', 'charge'), at: '1970-01-01T00:00:00.000Z' });
     expect(await retry.step('nothing', () => undefined)).toBeNull();
     expect(calls).toBe(1);
     // A result JSON cannot hold is refused, not stored as something else.
