@@ -281,6 +281,7 @@ program
   )
   .action(runDev);
 
+requireSubcommands(program);
 oneLineUsageErrors(program);
 
 try {
@@ -309,4 +310,24 @@ function oneLineUsageErrors(command: Command): void {
     },
   });
   for (const sub of command.commands) oneLineUsageErrors(sub);
+}
+
+/**
+ * A command that only groups others (`oncely offsets`, `oncely outbox`, … and `oncely` itself),
+ * run without one or with an unknown one, fails with one line instead of printing its help.
+ */
+function requireSubcommands(command: Command): void {
+  const subcommands = command.commands.filter((c) => c.name() !== 'help');
+  if (subcommands.length === 0) return;
+  for (const sub of subcommands) requireSubcommands(sub);
+  // A group with a default command (`replay` runs `plan`) dispatches to it before any action.
+  command
+    .argument('[command]')
+    .usage('[options] [command]')
+    .action((name: string | undefined) => {
+      const names = subcommands.map((c) => c.name()).join(', ');
+      command.error(
+        name === undefined ? `missing command: one of ${names}` : `unknown command '${name}': one of ${names}`,
+      );
+    });
 }

@@ -151,7 +151,7 @@ const DATABASE_FIX = 'check --database-url / DATABASE_URL and that PostgreSQL ac
 
 /** How to fix what PostgreSQL refused, by SQLSTATE. */
 function databaseFix(sqlState: string): string {
-  if (sqlState === '3D000') return 'the database does not exist: check its name in --database-url / DATABASE_URL';
+  if (sqlState === '3D000') return 'check the database name in --database-url / DATABASE_URL';
   if (sqlState.startsWith('28')) return 'check the user name and password in --database-url / DATABASE_URL';
   if (sqlState === '42P01' || sqlState === '3F000') return 'run `oncely migrate` against this database first';
   if (sqlState === '42501') return 'grant the database user usage of schema oncely and its tables';
