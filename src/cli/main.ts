@@ -325,9 +325,30 @@ function requireSubcommands(command: Command): void {
     .argument('[command]')
     .usage('[options] [command]')
     .action((name: string | undefined) => {
-      const names = subcommands.map((c) => c.name()).join(', ');
+      const names = subcommands.map((c) => c.name());
+      if (name === undefined) command.error(`missing command: one of ${names.join(', ')}`);
+      const near = names.find((n) => editDistance(n, name) <= 2);
       command.error(
-        name === undefined ? `missing command: one of ${names}` : `unknown command '${name}': one of ${names}`,
+        near === undefined
+          ? `unknown command '${name}': one of ${names.join(', ')}`
+          : `unknown command '${name}' (did you mean ${near}?)`,
       );
     });
+}
+
+/** Levenshtein distance: how many single-letter edits turn `a` into `b` (`stauts` → `status`: 2). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        (previous[j] ?? 0) + 1,
+        (current[j - 1] ?? 0) + 1,
+        (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }
