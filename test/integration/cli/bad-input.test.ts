@@ -82,7 +82,7 @@ const badInputs: readonly BadInput[] = [
   {
     name: 'G6: replay run for an unknown group is refused and writes nothing',
     args: () => ['replay', 'run', '--group', unknown, '--topic', topic, '--from', '0'],
-    says: /group "no-such-group-[^"]+" has no offsets for topic .*check the group and topic names/,
+    says: /group "no-such-group-[^"]+" has no offsets for topic .*Check the group and topic names/,
   },
   {
     name: 'G6: replay run with --from after --to is refused and writes nothing',
