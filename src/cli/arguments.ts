@@ -26,3 +26,11 @@ export function duration(value: string): number {
     throw new InvalidArgumentError('Give a duration such as 7d, 12h, 30m, 90s or 500ms.');
   }
 }
+
+/** Any text but an empty one (`DATABASE_URL=` in an env file): `example` shows what to give. */
+export function nonEmpty(example: string): (value: string) => string {
+  return (value) => {
+    if (value.trim() === '') throw new InvalidArgumentError(`It is empty: give ${example}.`);
+    return value;
+  };
+}

@@ -9,7 +9,7 @@ import { parsePort, runDev } from './dev.js';
 import { runMigrate } from './database.js';
 import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
 import { runDoctor } from './doctor.js';
-import { duration, wholeNumber } from './arguments.js';
+import { duration, nonEmpty, wholeNumber } from './arguments.js';
 import { exitQuietlyOnClosedPipe, failureLine } from './output.js';
 import { runStatusScreen } from './status-screen.js';
 
@@ -39,7 +39,10 @@ const program = new Command('oncely')
   .showHelpAfterError(false);
 
 const databaseUrl = (): Option =>
-  new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL').makeOptionMandatory();
+  new Option('--database-url <url>', 'PostgreSQL connection string')
+    .env('DATABASE_URL')
+    .argParser(nonEmpty('a PostgreSQL URL such as postgres://user@host:5432/database'))
+    .makeOptionMandatory();
 
 program
   .command('migrate')
@@ -183,7 +186,10 @@ program
 
 // Offsets, replay and retention (src/replay/cli.ts): they need Kafka as well as the database.
 const brokers = (): Option =>
-  new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated').env('KAFKA_BROKERS').makeOptionMandatory();
+  new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated')
+    .env('KAFKA_BROKERS')
+    .argParser(nonEmpty('host:port[,host:port]'))
+    .makeOptionMandatory();
 const offsets = program.command('offsets').description("show or reset a group's offsets in Kafka and oncely.offsets");
 
 offsets
@@ -304,7 +310,9 @@ function oneLineUsageErrors(command: Command): void {
         .replace(/^error: /, '')
         .replaceAll(/\s*\n\s*/g, ' ')
         .replace(/[.\s]+$/, '');
-      const fromEnv = command.options.find((o) => o.envVar !== undefined && problem.includes(`'${o.flags}'`));
+      const fromEnv = problem.endsWith('not specified')
+        ? command.options.find((o) => o.envVar !== undefined && problem.includes(`'${o.flags}'`))
+        : undefined;
       const fix = fromEnv === undefined ? '' : ` (or set ${fromEnv.envVar})`;
       write(`oncely: ${problem}${fix}; see \`${path(command)} --help\`\n`);
     },

@@ -142,6 +142,12 @@ const badInputs: readonly BadInput[] = [
     says: /required option '--database-url <url>' not specified \(or set DATABASE_URL\)/,
   },
   {
+    name: 'an empty DATABASE_URL is named as empty, not sent to PostgreSQL',
+    args: () => ['status'],
+    env: { DATABASE_URL: '' },
+    says: /value '' from env 'DATABASE_URL' is invalid. It is empty: give a PostgreSQL URL/,
+  },
+  {
     name: 'status on an unreachable database says how to fix it',
     args: () => ['status', '--database-url', 'postgres://nobody@127.0.0.1:1/none'],
     says: /cannot reach PostgreSQL \(connect ECONNREFUSED .*\): check --database-url \/ DATABASE_URL/,

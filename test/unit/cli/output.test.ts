@@ -2,7 +2,7 @@ import { InvalidArgumentError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
-import { duration, wholeNumber } from '../../../src/cli/arguments.js';
+import { duration, nonEmpty, wholeNumber } from '../../../src/cli/arguments.js';
 import {
   colourEnabled,
   colours,
@@ -95,6 +95,8 @@ describe('CLI output', () => {
       expect(() => wholeNumber(1)(bad)).toThrow(InvalidArgumentError);
     }
     expect(wholeNumber(0)('0')).toBe(0);
+    expect(nonEmpty('a URL')('postgres://db')).toBe('postgres://db');
+    expect(() => nonEmpty('a URL')(' ')).toThrow(/It is empty: give a URL/);
     expect(duration('12h')).toBe(12 * 3_600_000);
     expect(() => duration('7days')).toThrow(/Give a duration such as 7d/);
     expect([
