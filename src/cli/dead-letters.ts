@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -16,7 +15,7 @@ import {
 } from '../pipeline/dead-letter-admin.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { importUserModule } from './load-module.js';
-import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage } from './output.js';
+import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage, table as outputTable } from './output.js';
 
 interface Common {
   readonly databaseUrl: string;
@@ -56,11 +55,17 @@ export async function runList(
     print(`No ${options.status === 'all' ? '' : `${options.status} `}dead letters.`);
     return;
   }
-  const table = new Table({
-    head: ['id', 'group', 'topic/partition/offset', 'message id', 'reason', 'attempts', 'status', 'created', 'error'],
-    // Colours only for a person at a terminal: a pipe or a file gets plain text.
-    ...(process.stdout.isTTY ? {} : { style: { head: [], border: [] } }),
-  });
+  const table = outputTable([
+    'id',
+    'group',
+    'topic/partition/offset',
+    'message id',
+    'reason',
+    'attempts',
+    'status',
+    'created',
+    'error',
+  ]);
   for (const l of letters) {
     table.push([
       l.id,

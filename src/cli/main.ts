@@ -9,7 +9,8 @@ import { parsePort, runDev } from './dev.js';
 import { runMigrate } from './database.js';
 import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
 import { runDoctor } from './doctor.js';
-import { exitQuietlyOnClosedPipe } from './output.js';
+import { duration, nonEmpty, wholeNumber } from './arguments.js';
+import { exitQuietlyOnClosedPipe, failureLine } from './output.js';
 import { runStatusScreen } from './status-screen.js';
 
 // `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
@@ -21,7 +22,8 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
   version: string;
 };
 import {
-  parseDuration,
+  formatDuration,
+  PURGE_INBOX_FLOOR_MS,
   parsePartitions,
   runOffsetsReset,
   runOffsetsShow,
@@ -33,11 +35,14 @@ import {
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
   .version(version, '-V, --version', 'print the oncely version')
-  .showHelpAfterError()
-  .configureOutput({ outputError: (text, write) => write(text) });
+  // A usage error is one line naming the problem and where to read more (see oneLineUsageErrors).
+  .showHelpAfterError(false);
 
 const databaseUrl = (): Option =>
-  new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL').makeOptionMandatory();
+  new Option('--database-url <url>', 'PostgreSQL connection string')
+    .env('DATABASE_URL')
+    .argParser(nonEmpty('a PostgreSQL URL such as postgres://user@host:5432/database'))
+    .makeOptionMandatory();
 
 program
   .command('migrate')
@@ -55,7 +60,7 @@ program
   .addOption(
     new Option('--brokers <list>', 'Kafka brokers, comma-separated, for group state and lag').env('KAFKA_BROKERS'),
   )
-  .option('--watch [seconds]', 'redraw every few seconds (default 5) on a terminal, until Ctrl-C')
+  .option('--watch [seconds]', 'redraw every few seconds (default 5) on a terminal, until Ctrl-C', wholeNumber(1))
   .option('--json', 'print JSON for scripts')
   .action(runStatusScreen);
 
@@ -80,7 +85,7 @@ deadLetters
   .addOption(
     new Option('--status <status>', 'which ones').choices(['open', 'retried', 'discarded', 'all']).default('open'),
   )
-  .addOption(new Option('--limit <n>', 'at most this many').argParser((v) => Number.parseInt(v, 10)).default(100))
+  .addOption(new Option('--limit <n>', 'at most this many').argParser(wholeNumber(1)).default(100))
   .option('--json', 'print JSON for scripts')
   .action(runList);
 
@@ -115,8 +120,6 @@ deadLetters
   .option('--json', 'print JSON for scripts')
   .action(runDiscard);
 
-const integer = (v: string): number => Number.parseInt(v, 10);
-
 program
   .command('relay')
   .description(
@@ -126,9 +129,11 @@ program
   .addOption(
     new Option('--brokers <list>', 'Kafka brokers, host:port[,host:port]').env('KAFKA_BROKERS').makeOptionMandatory(),
   )
-  .addOption(new Option('--batch-size <n>', 'events per round (default 500)').argParser(integer))
+  .addOption(new Option('--batch-size <n>', 'events per round (default 500)').argParser(wholeNumber(1)))
   .addOption(
-    new Option('--poll-interval <ms>', 'fallback poll when no notification came (default 1000)').argParser(integer),
+    new Option('--poll-interval <ms>', 'fallback poll when no notification came (default 1000)').argParser(
+      wholeNumber(1),
+    ),
   )
   .action(runRelay);
 
@@ -144,7 +149,7 @@ outbox
       .choices(['pending', 'sent', 'parked', 'discarded', 'all'])
       .default('parked'),
   )
-  .addOption(new Option('--limit <n>', 'at most this many').argParser(integer).default(100))
+  .addOption(new Option('--limit <n>', 'at most this many').argParser(wholeNumber(1)).default(100))
   .option('--json', 'print JSON for scripts')
   .action(runOutboxList);
 
@@ -174,16 +179,17 @@ program
   .addOption(new Option('--brokers <list>', 'Kafka brokers, comma-separated').env('KAFKA_BROKERS'))
   .option('--group <id...>', 'only these consumer groups (default: every group with recorded offsets)')
   .addOption(
-    new Option('--max-lag <n>', 'lag above this many records is a warning')
-      .argParser((v) => Number.parseInt(v, 10))
-      .default(1000),
+    new Option('--max-lag <n>', 'lag above this many records is a warning').argParser(wholeNumber(0)).default(1000),
   )
   .option('--json', 'print JSON for scripts')
   .action(runDoctor);
 
 // Offsets, replay and retention (src/replay/cli.ts): they need Kafka as well as the database.
 const brokers = (): Option =>
-  new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated').env('KAFKA_BROKERS').makeOptionMandatory();
+  new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated')
+    .env('KAFKA_BROKERS')
+    .argParser(nonEmpty('host:port[,host:port]'))
+    .makeOptionMandatory();
 const offsets = program.command('offsets').description("show or reset a group's offsets in Kafka and oncely.offsets");
 
 offsets
@@ -237,9 +243,21 @@ program
   .addOption(databaseUrl())
   .addOption(brokers())
   .requiredOption('--group <id>', 'the consumer group')
-  .option('--inbox-for <duration>', 'keep inbox rows this long (7d, 12h, …)', parseDuration, 7 * 86_400_000)
-  .option('--dead-letters-for <duration>', 'keep resolved dead letters this long', parseDuration, 30 * 86_400_000)
-  .addOption(new Option('--batch-size <n>', 'rows per delete').argParser((v) => Number.parseInt(v, 10)).default(5_000))
+  .addOption(
+    new Option('--inbox-for <duration>', 'keep inbox rows this long (7d, 12h, 30m, 90s)')
+      .argParser(duration)
+      .default(7 * 86_400_000, '7d'),
+  )
+  .addOption(
+    new Option('--dead-letters-for <duration>', 'keep resolved dead letters this long')
+      .argParser(duration)
+      .default(30 * 86_400_000, '30d'),
+  )
+  .addOption(new Option('--batch-size <n>', 'rows per delete').argParser(wholeNumber(1)).default(5_000))
+  .option(
+    '--force',
+    `purge although --inbox-for is below ${formatDuration(PURGE_INBOX_FLOOR_MS)} (dedupe records younger than that go too)`,
+  )
   .option('--json', 'print JSON for scripts')
   .action(runPurge);
 
@@ -269,12 +287,76 @@ program
   )
   .action(runDev);
 
+requireSubcommands(program);
+oneLineUsageErrors(program);
+
 try {
   await program.parseAsync();
 } catch (error) {
-  const code = (error as { code?: unknown }).code;
-  process.stderr.write(
-    `oncely: ${(error as Error).message}${typeof code === 'string' && code.startsWith('ONCELY_') ? ` (${code})` : ''}\n`,
-  );
+  process.stderr.write(`${failureLine(error)}\n`);
   process.exitCode = 1;
+}
+
+/**
+ * Commander's usage errors (unknown option or command, missing or invalid value) as one line on
+ * stderr: the problem, and where to read the command's options; no usage dump after it. A missing
+ * option that can come from the environment says which variable.
+ */
+function oneLineUsageErrors(command: Command): void {
+  const path = (c: Command | null): string => (c === null ? '' : `${path(c.parent)} ${c.name()}`.trim());
+  command.configureOutput({
+    outputError: (text, write) => {
+      const problem = text
+        .replace(/^error: /, '')
+        .replaceAll(/\s*\n\s*/g, ' ')
+        .replace(/[.\s]+$/, '');
+      const fromEnv = problem.endsWith('not specified')
+        ? command.options.find((o) => o.envVar !== undefined && problem.includes(`'${o.flags}'`))
+        : undefined;
+      const fix = fromEnv === undefined ? '' : ` (or set ${fromEnv.envVar})`;
+      write(`oncely: ${problem}${fix}; see \`${path(command)} --help\`\n`);
+    },
+  });
+  for (const sub of command.commands) oneLineUsageErrors(sub);
+}
+
+/**
+ * A command that only groups others (`oncely offsets`, `oncely outbox`, … and `oncely` itself),
+ * run without one or with an unknown one, fails with one line instead of printing its help.
+ */
+function requireSubcommands(command: Command): void {
+  const subcommands = command.commands.filter((c) => c.name() !== 'help');
+  if (subcommands.length === 0) return;
+  for (const sub of subcommands) requireSubcommands(sub);
+  // A group with a default command (`replay` runs `plan`) dispatches to it before any action.
+  command
+    .argument('[command]')
+    .usage('[options] [command]')
+    .action((name: string | undefined) => {
+      const names = subcommands.map((c) => c.name());
+      if (name === undefined) command.error(`missing command: one of ${names.join(', ')}`);
+      const near = names.find((n) => editDistance(n, name) <= 2);
+      command.error(
+        near === undefined
+          ? `unknown command '${name}': one of ${names.join(', ')}`
+          : `unknown command '${name}' (did you mean ${near}?)`,
+      );
+    });
+}
+
+/** Levenshtein distance: how many single-letter edits turn `a` into `b` (`stauts` → `status`: 2). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        (previous[j] ?? 0) + 1,
+        (current[j - 1] ?? 0) + 1,
+        (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }

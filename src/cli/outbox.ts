@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -6,6 +5,7 @@ import { pino } from 'pino';
 import { configError } from '../errors.js';
 import { createOutboxRelay } from '../outbox/relay.js';
 import { discardParked, listOutbox, type OutboxStatus, retryParked } from '../outbox/store.js';
+import { table as outputTable } from './output.js';
 
 interface Common {
   readonly databaseUrl: string;
@@ -73,7 +73,7 @@ export async function runOutboxList(
     print(`No ${options.status === 'all' ? '' : `${options.status} `}outbox events.`);
     return;
   }
-  const table = new Table({ head: ['id', 'status', 'topic', 'key', 'message-id', 'attempts', 'error', 'created'] });
+  const table = outputTable(['id', 'status', 'topic', 'key', 'message-id', 'attempts', 'error', 'created']);
   for (const e of entries) {
     const last = (e.lastError ?? {}) as { code?: string; message?: string };
     const error = `${last.code ?? ''} ${last.message ?? ''}`;

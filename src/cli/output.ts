@@ -1,7 +1,10 @@
 /**
  * What every command shares about its output: a closed pipe ends the command quietly
- * (`oncely migrate --dry-run | head`), colour only on a terminal, stored errors printed readably.
+ * (`oncely migrate --dry-run | head`), when to colour, stored errors printed readably, and a failure
+ * as one line that says what to do.
  */
+import Table from 'cli-table3';
+
 import type { StoredError } from '../inbox/dead-letters.js';
 
 /**
@@ -15,14 +18,44 @@ export function exitQuietlyOnClosedPipe(stream: NodeJS.WriteStream = process.std
   });
 }
 
-/** ANSI colour when the stream is a terminal and NO_COLOR is not set; plain text otherwise. */
-export function colours(stream: NodeJS.WriteStream = process.stdout) {
-  const on = stream.isTTY === true && process.env.NO_COLOR === undefined && process.env.TERM !== 'dumb';
+/**
+ * Whether a command colours what it writes to `stream`: the one place that decides, for every
+ * command. `NO_COLOR` (non-empty) turns colour off whatever else is set; `FORCE_COLOR` turns it
+ * on, even into a pipe or a file, unless it is `0` or `false`; otherwise only a terminal (not
+ * `TERM=dumb`) gets colour. See no-color.org and force-color.org.
+ */
+export function colourEnabled(
+  stream: Pick<NodeJS.WriteStream, 'isTTY'> = process.stdout,
+  env: NodeJS.ProcessEnv = process.env,
+): boolean {
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
+  const force = env.FORCE_COLOR;
+  if (force !== undefined && force !== '') return !['0', 'false'].includes(force.toLowerCase());
+  return stream.isTTY === true && env.TERM !== 'dumb';
+}
+
+/** ANSI colour when {@link colourEnabled} says so; plain text otherwise. */
+export function colours(
+  stream: Pick<NodeJS.WriteStream, 'isTTY'> = process.stdout,
+  env: NodeJS.ProcessEnv = process.env,
+) {
+  const on = colourEnabled(stream, env);
   const paint =
     (code: number) =>
     (text: string): string =>
       on ? `\u001b[${code}m${text}\u001b[0m` : text;
   return { green: paint(32), yellow: paint(33), red: paint(31), bold: paint(1), dim: paint(2) };
+}
+
+/**
+ * A cli-table3 table for stdout. Its colour library decides by itself (and colours a pipe), so the
+ * style is set from {@link colourEnabled}: plain borders and headings unless colour is on.
+ */
+export function table(head: string[], stream: Pick<NodeJS.WriteStream, 'isTTY'> = process.stdout) {
+  return new Table({
+    head,
+    style: colourEnabled(stream) ? { head: ['cyan'], border: ['grey'] } : { head: [], border: [] },
+  });
 }
 
 /** Dead-letter ids are PostgreSQL bigints: positive whole numbers. */
@@ -94,4 +127,72 @@ export function formatStoredError(error: StoredError): string[] {
     );
   }
   return lines;
+}
+
+/** kafkajs errors that mean no broker answered (any copy of kafkajs: recognised by name). */
+const KAFKA_UNREACHABLE = new Set([
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+]);
+
+/** Socket errors of a connection that never got a server's answer. */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ECONNRESET',
+]);
+
+const DATABASE_FIX = 'check --database-url / DATABASE_URL and that PostgreSQL accepts connections from here';
+
+/** How to fix what PostgreSQL refused, by SQLSTATE. */
+function databaseFix(sqlState: string): string {
+  if (sqlState === '3D000') return 'check the database name in --database-url / DATABASE_URL';
+  if (sqlState.startsWith('28')) return 'check the user name and password in --database-url / DATABASE_URL';
+  if (sqlState === '42P01' || sqlState === '3F000') return 'run `oncely migrate` against this database first';
+  if (sqlState === '42501') return 'grant the database user usage of schema oncely and its tables';
+  return 'see the PostgreSQL error above';
+}
+
+/**
+ * A failed command as one line for stderr: what happened and how to fix it. oncely's own errors
+ * already say both; a kafkajs or pg error that reached the command gets the fix here (recognised by
+ * shape, as everywhere: any copy of those libraries).
+ */
+export function failureLine(error: unknown): string {
+  const chain: unknown[] = [];
+  for (let e = error; typeof e === 'object' && e !== null && chain.length < 6; e = (e as { cause?: unknown }).cause) {
+    chain.push(e);
+  }
+  const fields = (e: unknown) => e as { name?: unknown; message?: unknown; code?: unknown; type?: unknown };
+  const text = (e: unknown): string => {
+    const { message } = fields(e);
+    return (typeof message === 'string' ? message : String(e)).replaceAll(/\s*\n\s*/g, ' ').trim();
+  };
+  const outer = fields(error);
+  if (typeof outer.code === 'string' && outer.code.startsWith('ONCELY_')) {
+    return `oncely: ${text(error)} (${outer.code})`;
+  }
+  const kafka = chain.filter((e) => typeof fields(e).name === 'string' && String(fields(e).name).startsWith('KafkaJS'));
+  if (kafka.length > 0) {
+    const innermost = kafka.at(-1);
+    if (kafka.some((e) => KAFKA_UNREACHABLE.has(String(fields(e).name)))) {
+      return `oncely: cannot reach Kafka (${text(innermost)}): check --brokers / KAFKA_BROKERS and that the brokers are reachable from here`;
+    }
+    if (kafka.some((e) => fields(e).type === 'UNKNOWN_TOPIC_OR_PARTITION')) {
+      return `oncely: ${text(innermost)}: check --topic (the topic does not exist) and that --brokers / KAFKA_BROKERS name the right cluster`;
+    }
+    return `oncely: Kafka refused the request (${text(innermost)}): check the brokers' ACLs for this group and topic`;
+  }
+  const server = chain.find((e) => 'severity' in (e as object) && typeof fields(e).code === 'string');
+  if (server !== undefined) {
+    return `oncely: PostgreSQL: ${text(server)} (SQLSTATE ${String(fields(server).code)}): ${databaseFix(String(fields(server).code))}`;
+  }
+  const socket = chain.find((e) => typeof fields(e).code === 'string' && UNREACHABLE_CODES.has(String(fields(e).code)));
+  if (socket !== undefined) return `oncely: cannot reach PostgreSQL (${text(socket)}): ${DATABASE_FIX}`;
+  return `oncely: ${text(error)}`;
 }

@@ -1,14 +1,16 @@
-import Table from 'cli-table3';
 import { SingleBar } from 'cli-progress';
+import { InvalidArgumentError } from 'commander';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 
 import { importUserModule } from '../cli/load-module.js';
-import { configError } from '../errors.js';
+import { table as outputTable } from '../cli/output.js';
+import { configError, OncelyError } from '../errors.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { purge } from '../retention/purge.js';
 import { resetOffsets, showOffsets } from './offsets.js';
 import { formatReplayPlan } from './format.js';
+import { readResumePoints } from './store.js';
 import { planReplay } from './plan.js';
 import { runReplay } from './run.js';
 import { replayStatus, type ReplayProgress } from './status.js';
@@ -43,7 +45,7 @@ async function connected<T>(options: Connection, use: (pool: pg.Pool, kafka: Kaf
 export function parsePartitions(value: string): number[] {
   const partitions = value.split(',').map((p) => Number(p.trim()));
   if (partitions.some((p) => !Number.isInteger(p) || p < 0)) {
-    throw configError('partitions', `"${value}" is not a list of partition numbers, e.g. 0,1,2`);
+    throw new InvalidArgumentError(`"${value}" is not a list of partition numbers, e.g. 0,1,2.`);
   }
   return partitions;
 }
@@ -57,24 +59,32 @@ export async function runOffsetsShow(options: Connection & { group?: string; top
       ...(options.topic === undefined ? {} : { topic: options.topic }),
     }),
   );
+  // A group named on the command line that has no offsets anywhere is most often a misspelt name:
+  // say so on stderr and exit 2 (a verdict that is not ok), rather than print an empty table.
+  if (options.group !== undefined && rows.every((r) => r.kafkaCommitted === null && r.databaseResumePoint === null)) {
+    process.stderr.write(
+      `oncely: consumer group "${options.group}" has no offsets${options.topic === undefined ? '' : ` for topic ${options.topic}`} ` +
+        `in ${options.topic === undefined ? 'oncely.offsets' : 'Kafka or oncely.offsets'}: check the group name ` +
+        '(`oncely offsets show` without --group lists every group oncely has recorded)\n',
+    );
+    process.exitCode = 2;
+    return;
+  }
   if (options.json === true) {
     print(JSON.stringify(rows, null, 2));
   } else if (rows.length === 0) {
     print('No offsets recorded (narrow with --group and --topic to see a group that has none yet).');
   } else {
-    const table = new Table({
-      head: [
-        'group',
-        'topic',
-        'partition',
-        'kafka committed',
-        'db resume point',
-        'log start',
-        'high watermark',
-        'verdict',
-      ],
-      style: { head: process.stdout.isTTY ? ['cyan'] : [], border: process.stdout.isTTY ? ['grey'] : [] },
-    });
+    const table = outputTable([
+      'group',
+      'topic',
+      'partition',
+      'kafka committed',
+      'db resume point',
+      'log start',
+      'high watermark',
+      'verdict',
+    ]);
     for (const r of rows) {
       table.push([
         r.groupId,
@@ -193,24 +203,51 @@ export async function runReplayRun(options: ReplayCommand & { force?: boolean })
   );
 }
 
+/**
+ * The shortest `--inbox-for` that `oncely purge` accepts without `--force`. A window is what lets a
+ * producer's late duplicate be recognised: `0s` (a slip for `0d`, or a test command run against
+ * production) would delete every committed message's dedupe record at once. One hour is below
+ * any window worth choosing on purpose (the default is 7 days) and above any typo of one.
+ */
+export const PURGE_INBOX_FLOOR_MS = 3_600_000;
+
 export async function runPurge(
   options: Connection & {
     group: string;
     inboxFor: number;
     deadLettersFor: number;
     batchSize: number;
+    force?: boolean;
   },
 ): Promise<void> {
-  const result = await connected(options, (pool, kafka) =>
-    purge({
+  if (options.inboxFor < PURGE_INBOX_FLOOR_MS && options.force !== true) {
+    throw new OncelyError(
+      'ONCELY_CONFIG',
+      `--inbox-for ${formatDuration(options.inboxFor)} is below the ${formatDuration(PURGE_INBOX_FLOOR_MS)} floor: it would delete ` +
+        'the dedupe records of recent messages, so a producer duplicate of one of them would be applied again. ' +
+        `Give --inbox-for ${formatDuration(PURGE_INBOX_FLOOR_MS)} or more, or add --force if that is what you mean.`,
+      { context: { option: 'inboxFor' } },
+    );
+  }
+  const result = await connected(options, async (pool, kafka) => {
+    // A misspelt group would purge nothing and report success: refuse it, naming the fix.
+    if ((await readResumePoints(pool, { groupId: options.group })).length === 0) {
+      throw new OncelyError(
+        'ONCELY_CONFIG',
+        `Consumer group "${options.group}" has no offsets in oncely.offsets, so nothing of it can be purged: ` +
+          'check the group name (`oncely offsets show` lists every group oncely has recorded).',
+        { context: { option: 'group', groupId: options.group } },
+      );
+    }
+    return purge({
       pool,
       kafka,
       groupId: options.group,
       inboxFor: options.inboxFor,
       deadLettersFor: options.deadLettersFor,
       batchSize: options.batchSize,
-    }),
-  );
+    });
+  });
   if (options.json === true) {
     print(JSON.stringify(result, null, 2));
     return;
@@ -266,4 +303,17 @@ export function parseDuration(value: string): number {
     throw configError('duration', `"${value}" is not a duration: use e.g. 7d, 12h, 30m, 90s or 500ms`);
   const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms'];
   return Number(match[1]) * unit;
+}
+
+/** A duration in milliseconds as the help shows defaults: `7d`, `1h`, `500ms`. */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1_000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
 }

@@ -1,22 +1,18 @@
-import Table from 'cli-table3';
-
+import { table as outputTable } from '../cli/output.js';
 import type { ReplayPlan } from './plan.js';
 
 /** The plan as an operator reads it: one row per partition and the totals. */
 export function formatReplayPlan(plan: ReplayPlan): string {
-  const table = new Table({
-    head: [
-      'partition',
-      'range',
-      'messages',
-      'skip (in inbox)',
-      'apply (new)',
-      'AT RISK',
-      'dead-lettered',
-      'gone from Kafka',
-    ],
-    style: { head: [], border: [] },
-  });
+  const table = outputTable([
+    'partition',
+    'range',
+    'messages',
+    'skip (in inbox)',
+    'apply (new)',
+    'AT RISK',
+    'dead-lettered',
+    'gone from Kafka',
+  ]);
   for (const p of plan.partitions) {
     table.push([
       String(p.partition),

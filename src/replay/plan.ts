@@ -114,6 +114,17 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
       });
     }
     const committed = await committedOffsets(admin, groupId, topic);
+    // A group that never consumed the topic has nothing to replay, and a run would create its
+    // offsets at the range start: most often the name is misspelt. Refused before anything is read.
+    if (resume.size === 0 && committed.size === 0) {
+      throw new OncelyError(
+        'ONCELY_CONFIG',
+        `Consumer group "${groupId}" has no offsets for topic ${topic}, neither in Kafka nor in oncely.offsets: ` +
+          'it never consumed the topic, so there is nothing to replay. Check the group and topic names ' +
+          '(`oncely offsets show` lists every group oncely has recorded).',
+        { context: { option: 'groupId', groupId, topic } },
+      );
+    }
     const wanted = options.partitions ?? log.map((p) => p.partition);
     const resolveBound = boundResolver(admin, topic);
     return Promise.all(
@@ -124,9 +135,17 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
             context: { topic, partition },
           });
         }
-        const start = await resolveBound(options.from, partition, bounds);
-        let end = await resolveBound(to, partition, bounds);
+        const start = await resolveBound(options.from, partition, bounds, 'from');
+        let end = await resolveBound(to, partition, bounds, 'to');
         if (end > bounds.highWatermark) end = bounds.highWatermark;
+        if (start > end) {
+          throw new OncelyError(
+            'ONCELY_CONFIG',
+            `The range is backwards on ${topic}/${partition}: from (${describeBound(options.from)}) resolves to offset ${start}, ` +
+              `after to (${describeBound(to)}, offset ${end}). Give a from that comes before to.`,
+            { context: { option: 'from', topic, partition } },
+          );
+        }
         const asked = end;
         // A run rewinds the partition to the start and the group re-reads everything up to where
         // it was: the plan must cover that much, whatever `to` says.
@@ -266,23 +285,44 @@ type Bounds = { readonly logStart: bigint; readonly highWatermark: bigint };
 function boundResolver(
   admin: Parameters<Parameters<typeof withAdmin>[1]>[0],
   topic: string,
-): (bound: RangeBound, partition: number, log: Bounds) => Promise<bigint> {
+): (bound: RangeBound, partition: number, log: Bounds, which: 'from' | 'to') => Promise<bigint> {
   const byTime = new Map<number, Promise<Map<number, bigint>>>();
-  return async (bound, partition, log) => {
+  return async (bound, partition, log, which) => {
     if (bound === 'earliest') return log.logStart;
     if (bound === 'latest') return log.highWatermark;
-    if (typeof bound === 'bigint') return bound;
-    if (typeof bound === 'number') {
-      if (Number.isInteger(bound) && bound >= 0) return BigInt(bound);
-    } else if (typeof bound === 'string' && /^\d+$/.test(bound)) {
-      return BigInt(bound);
+    const offset =
+      typeof bound === 'bigint'
+        ? bound
+        : typeof bound === 'number' && Number.isInteger(bound)
+          ? BigInt(bound)
+          : typeof bound === 'string' && /^[-+]?\d+$/.test(bound.trim())
+            ? BigInt(bound.trim())
+            : undefined;
+    if (offset !== undefined) {
+      // The same bounds `offsets reset` holds to: an offset past the log end (or below 0) is a
+      // slip, not a range; below the log start is allowed and counted as gone.
+      if (offset < 0n || offset > log.highWatermark) {
+        throw new OncelyError(
+          'ONCELY_OFFSET_OUT_OF_RANGE',
+          `Offset ${offset} (${which}) is outside partition ${topic}/${partition}'s log (0 to ${log.highWatermark}): ` +
+            "give an offset in that range, an ISO 8601 time, 'earliest' or 'latest'.",
+          { context: { option: which, topic, partition, offset: offset.toString() } },
+        );
+      }
+      return offset;
     }
-    const at = bound instanceof Date ? bound : typeof bound === 'string' ? new Date(bound) : new Date(Number.NaN);
+    // Only an ISO 8601 date or time: Date() also reads "-5" or "5" as a year.
+    const at =
+      bound instanceof Date
+        ? bound
+        : typeof bound === 'string' && /^\d{4}-\d{2}-\d{2}/.test(bound.trim())
+          ? new Date(bound)
+          : new Date(Number.NaN);
     if (Number.isNaN(at.getTime())) {
       throw new OncelyError(
         'ONCELY_CONFIG',
-        `Invalid replay bound "${String(bound)}": give an offset, an ISO 8601 time (2026-12-01T10:00:00Z), 'earliest' or 'latest'.`,
-        { context: { option: 'from' } },
+        `Invalid replay bound "${String(bound)}" (${which}): give an offset, an ISO 8601 time (2026-12-01T10:00:00Z), 'earliest' or 'latest'.`,
+        { context: { option: which } },
       );
     }
     let offsets = byTime.get(at.getTime());

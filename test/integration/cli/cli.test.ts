@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -12,10 +12,10 @@ import { inject } from 'vitest';
 
 import { createInboxConsumer } from '../../../src/index.js';
 import { loadMigrations } from '../../../src/migrate/migrate.js';
+import { outputOf, spawnOncely } from '../../support/cli.js';
 import { effectHandler } from '../../support/effects.js';
 import { databaseUrlFor, TEST_CONSUMER_CONFIG, TEST_SCHEMA_SQL, testPool } from '../../support/settings.js';
 
-const cli = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
 const children: ChildProcess[] = [];
 let admin: pg.Client;
 let url: string;
@@ -37,26 +37,17 @@ afterAll(async () => {
   await admin.end();
 });
 
-function oncely(args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+function oncely(args: string[], env: Record<string, string | undefined> = {}): ChildProcess {
+  const child = spawnOncely(args, env);
   children.push(child);
   return child;
 }
 
-async function run(
+function run(
   args: string[],
-  env: Record<string, string> = {},
+  env: Record<string, string | undefined> = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = oncely(args, env);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { code, stdout, stderr };
+  return outputOf(oncely(args, env));
 }
 
 describe('oncely CLI', () => {
@@ -143,9 +134,10 @@ describe('oncely CLI', () => {
       await expect.poll(() => outcomes, { timeout: 30_000 }).toBe(2);
       await consumer.stop();
 
-      // FORCE_COLOR, as CI runners set it: still no colours into a pipe.
+      // Into a pipe, without FORCE_COLOR: plain text (the colour rules: test/integration/cli/bad-input.test.ts).
       const table = await run(['dead-letters', 'list', '--group', groupId, '--database-url', url], {
-        FORCE_COLOR: '1',
+        FORCE_COLOR: undefined,
+        NO_COLOR: undefined,
       });
       expect(table.code).toBe(0);
       expect(table.stdout).toContain('handler_failed');

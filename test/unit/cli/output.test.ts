@@ -1,7 +1,18 @@
+import { InvalidArgumentError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
-import { colours, formatStoredError, parseDeadLetterId, readableMessage } from '../../../src/cli/output.js';
+import { duration, nonEmpty, wholeNumber } from '../../../src/cli/arguments.js';
+import {
+  colourEnabled,
+  colours,
+  failureLine,
+  formatStoredError,
+  parseDeadLetterId,
+  readableMessage,
+} from '../../../src/cli/output.js';
+import { OncelyError } from '../../../src/errors.js';
+import { formatDuration } from '../../../src/replay/cli.js';
 import { describeError } from '../../../src/pipeline/error-record.js';
 
 const zodError = (() => {
@@ -38,14 +49,61 @@ describe('CLI output', () => {
     }
   });
 
-  it('colours only a terminal', () => {
-    expect(colours({ isTTY: false } as NodeJS.WriteStream).red('FAIL')).toBe('FAIL');
-    const previous = process.env.NO_COLOR;
-    delete process.env.NO_COLOR;
-    try {
-      expect(colours({ isTTY: true } as NodeJS.WriteStream).red('FAIL')).toBe('\u001b[31mFAIL\u001b[0m');
-    } finally {
-      if (previous !== undefined) process.env.NO_COLOR = previous;
+  it('colours a terminal, never with NO_COLOR, and a pipe only with FORCE_COLOR (not 0 or false)', () => {
+    const tty = { isTTY: true };
+    const pipe = { isTTY: false };
+    expect(colours(pipe, {}).red('FAIL')).toBe('FAIL');
+    expect(colours(tty, {}).red('FAIL')).toBe('\u001b[31mFAIL\u001b[0m');
+    expect(colourEnabled(tty, { TERM: 'dumb' })).toBe(false);
+    expect(colourEnabled(tty, { NO_COLOR: '1' })).toBe(false);
+    expect(colourEnabled(tty, { NO_COLOR: '' })).toBe(true);
+    expect(colourEnabled(pipe, { FORCE_COLOR: '1' })).toBe(true);
+    expect(colourEnabled(pipe, { FORCE_COLOR: 'true' })).toBe(true);
+    expect(colourEnabled(tty, { FORCE_COLOR: '0' })).toBe(false);
+    expect(colourEnabled(tty, { FORCE_COLOR: 'false' })).toBe(false);
+    expect(colourEnabled(pipe, { FORCE_COLOR: '1', NO_COLOR: '1' })).toBe(false);
+  });
+
+  it('says in one line what failed and how to fix it, for oncely, pg and kafkajs errors', () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    expect(failureLine(refused)).toBe(
+      'oncely: cannot reach PostgreSQL (connect ECONNREFUSED 127.0.0.1:1): check --database-url / DATABASE_URL and that PostgreSQL accepts connections from here',
+    );
+    const missingTable = Object.assign(new Error('relation "oncely.outbox" does not exist'), {
+      severity: 'ERROR',
+      code: '42P01',
+    });
+    expect(failureLine(missingTable)).toMatch(/SQLSTATE 42P01\): run `oncely migrate`/);
+    const kafka = Object.assign(new Error('Connection error: connect ECONNREFUSED 127.0.0.1:1'), {
+      name: 'KafkaJSNumberOfRetriesExceeded',
+      cause: Object.assign(new Error('Connection error'), { name: 'KafkaJSConnectionError' }),
+    });
+    expect(failureLine(kafka)).toMatch(/^oncely: cannot reach Kafka .*check --brokers \/ KAFKA_BROKERS/);
+    const topic = Object.assign(new Error('This server does not host this topic-partition'), {
+      name: 'KafkaJSProtocolError',
+      type: 'UNKNOWN_TOPIC_OR_PARTITION',
+    });
+    expect(failureLine(topic)).toMatch(/check --topic/);
+    expect(failureLine(new OncelyError('ONCELY_CONFIG', 'Bad.\nGive a good one.'))).toBe(
+      'oncely: Bad. Give a good one. (ONCELY_CONFIG)',
+    );
+  });
+
+  it('reads whole numbers and durations, refusing anything else by the option it came with', () => {
+    expect(wholeNumber(1)('25')).toBe(25);
+    for (const bad of ['abc', '-1', '0', '1.5', '1e3', '']) {
+      expect(() => wholeNumber(1)(bad)).toThrow(InvalidArgumentError);
     }
+    expect(wholeNumber(0)('0')).toBe(0);
+    expect(nonEmpty('a URL')('postgres://db')).toBe('postgres://db');
+    expect(() => nonEmpty('a URL')(' ')).toThrow(/It is empty: give a URL/);
+    expect(duration('12h')).toBe(12 * 3_600_000);
+    expect(() => duration('7days')).toThrow(/Give a duration such as 7d/);
+    expect([
+      formatDuration(7 * 86_400_000),
+      formatDuration(3_600_000),
+      formatDuration(0),
+      formatDuration(1_500),
+    ]).toEqual(['7d', '1h', '0ms', '1500ms']);
   });
 });
