@@ -16,6 +16,7 @@ import { PAYMENTS_DDL } from '../examples/payments/schema.js';
 import { startDevServices } from '../src/dev/index.js';
 import { migrate } from '../src/migrate/migrate.js';
 import { check, checkProvider, expectationFrom, type LoggedRecord, type ProviderVerdict } from './checker.js';
+import { AUDIT_DDL, checkAudit, createAuditConsumer } from './audit.js';
 import { checkDownstream, createDownstreamConsumer, DOWNSTREAM_DDL } from './downstream.js';
 import { seededRandom } from '../src/testing/seeded-random.js';
 import { buildWorkload } from './workload.js';
@@ -72,6 +73,8 @@ export interface ChaosSummary {
     /** Relay re-sends the downstream inbox skipped. */
     readonly duplicatesSkipped: { redelivery: number; republish: number };
   };
+  /** The second publishing group on the payments topic (chaos/audit.ts). */
+  readonly audit: { readonly applied: number; readonly lost: number; readonly doubled: number };
   /** The payment provider's own records (it runs in the orchestrator, so it outlives every kill). */
   readonly provider: Omit<ProviderVerdict, 'violations'>;
   readonly violations: readonly string[];
@@ -104,6 +107,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const groupId = `ledger-chaos-${run}`;
   const postedTopic = `ledger-posted-chaos-${run}-${Date.now().toString(36)}`;
   const downstreamGroupId = `balances-chaos-${run}`;
+  // A second group on the payments topic that publishes for every message too (chaos/audit.ts).
+  const auditGroupId = `audit-chaos-${run}`;
+  const auditedTopic = `audited-chaos-${run}-${Date.now().toString(36)}`;
 
   // A broker of our own, run as a local process so it can be restarted (KAFKA_BROKERS is ignored
   // on purpose); the database may be the configured one.
@@ -125,6 +131,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   downstreamPool.on('error', () => undefined);
   const downstreamTally = { redelivery: 0, republish: 0 };
   let downstreamConsumer: ReturnType<typeof createDownstreamConsumer> | undefined;
+  // The audit group runs here too, on a pool of its own (not cut by the connection kills).
+  const auditPool = new pg.Pool({ connectionString: databaseUrl, max: 6, application_name: 'oncely-chaos-audit' });
+  auditPool.on('error', () => undefined);
+  let auditConsumer: ReturnType<typeof createAuditConsumer> | undefined;
   const kafka = new Kafka({ clientId: 'oncely-chaos', brokers: services.kafka.brokers, logLevel: logLevel.NOTHING });
   const kafkaAdmin = kafka.admin();
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -198,11 +208,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     await migrate(pool);
     await pool.query(PAYMENTS_DDL);
     await pool.query(DOWNSTREAM_DDL);
+    await pool.query(AUDIT_DDL);
     await kafkaAdmin.connect();
     await kafkaAdmin.createTopics({
       topics: [
         { topic, numPartitions: PARTITIONS },
         { topic: postedTopic, numPartitions: PARTITIONS },
+        { topic: auditedTopic, numPartitions: PARTITIONS },
       ],
       waitForLeaders: true,
     });
@@ -220,6 +232,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       if (!e.restart) violations.push(`the downstream consumer crashed: ${String(e.error)}`);
     });
     await downstreamConsumer.start();
+    auditConsumer = createAuditConsumer({
+      kafka,
+      pool: auditPool,
+      topic,
+      auditedTopic,
+      groupId: auditGroupId,
+      logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'silent' }),
+    });
+    auditConsumer.on('consumer:crash', (e) => {
+      if (!e.restart) violations.push(`the audit consumer crashed: ${String(e.error)}`);
+    });
+    await auditConsumer.start();
 
     const workload = buildWorkload(options.events, random);
     const window = Math.max(options.kills * options.killEveryMs + options.killEveryMs, 5_000);
@@ -320,6 +344,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       return ends.every((end) => recorded.get(end.partition) === end.high);
     });
     if (!finished) violations.push('the group did not record every partition to its end before the deadline');
+    const auditFinished = await waitUntil(deadline, async () => {
+      const { rows } = await pool.query<{ partition: number; next_offset: string }>(
+        'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
+        [auditGroupId, topic],
+      );
+      const recorded = new Map(rows.map((r) => [r.partition, r.next_offset]));
+      return ends.every((end) => recorded.get(end.partition) === end.high);
+    });
+    if (!auditFinished)
+      violations.push('the audit group did not record every partition to its end before the deadline');
 
     // The second hop: the relays (in the members, still running) drain the outbox, then the
     // downstream group records every partition of ledger.posted to its end.
@@ -346,6 +380,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     if (!downstreamFinished)
       violations.push('the downstream group did not record every partition to its end before the deadline');
     await downstreamConsumer.stop();
+    await auditConsumer.stop();
 
     // Graceful stop: each member commits its offsets and leaves.
     supervising = false;
@@ -361,8 +396,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     const expected = expectationFrom(records);
     const verdict = await check(pool, groupId, expected);
     violations.push(...verdict.violations);
-    const second = await checkDownstream(pool, expected);
+    const second = await checkDownstream(pool, groupId, expected);
     violations.push(...second.violations);
+    const audited = await checkAudit(pool, auditGroupId, expected);
+    violations.push(...audited.violations);
     const { violations: providerViolations, ...charged } = await checkProvider(pool, groupId, provider);
     violations.push(...providerViolations);
     failed = violations.length > 0;
@@ -390,6 +427,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         unexpected: second.unexpected.length,
         duplicatesSkipped: downstreamTally,
       },
+      audit: { applied: audited.applied, lost: audited.lost, doubled: audited.doubled },
       provider: charged,
       violations,
       crashes,
@@ -403,6 +441,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     await Promise.all([...members].map((m) => m.exited));
     await downstreamConsumer?.stop().catch(() => undefined);
     await downstreamPool.end().catch(() => undefined);
+    await auditConsumer?.stop().catch(() => undefined);
+    await auditPool.end().catch(() => undefined);
     await producer.disconnect().catch(() => undefined);
     await kafkaAdmin.disconnect().catch(() => undefined);
     await pool.end().catch(() => undefined);
@@ -540,6 +580,10 @@ export function formatSummary(summary: ChaosSummary): string {
     ['downstream lost', String(summary.downstream.lost)],
     ['downstream doubled', String(summary.downstream.doubled)],
     ['downstream unexpected', String(summary.downstream.unexpected)],
+    [
+      'audit group applied / lost / doubled',
+      `${summary.audit.applied} / ${summary.audit.lost} / ${summary.audit.doubled}`,
+    ],
     [
       'provider charges (payments charged)',
       `${summary.provider.charges} (${summary.provider.paymentsCharged}) expected ${summary.provider.expectedCharges}`,

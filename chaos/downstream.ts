@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 
 import { ledgerPosted } from '../examples/payments/handler.js';
 import { createInboxConsumer, defineHandler, type InboxConsumer } from '../src/index.js';
+import { derivedMessageId } from '../src/outbox/message-id.js';
 import type { Expectation } from './checker.js';
 
 const downstream = pgSchema('downstream');
@@ -92,7 +93,11 @@ export interface DownstreamVerdict {
 }
 
 /** Every applied payment's event applied downstream exactly once, none for others, balances equal. */
-export async function checkDownstream(pool: pg.Pool, expected: Expectation): Promise<DownstreamVerdict> {
+export async function checkDownstream(
+  pool: pg.Pool,
+  upstreamGroupId: string,
+  expected: Expectation,
+): Promise<DownstreamVerdict> {
   const violations: string[] = [];
   const { rows } = await pool.query<{ source_message_id: string; n: string; amount: string; ids: string[] }>(
     `SELECT source_message_id, count(*) AS n, sum(amount_cents) AS amount, array_agg(message_id) AS ids
@@ -105,7 +110,8 @@ export async function checkDownstream(pool: pg.Pool, expected: Expectation): Pro
     .filter(
       (r) =>
         Number(r.n) === 1 &&
-        (expected.ledger.get(r.source_message_id) !== Number(r.amount) || r.ids[0] !== `${r.source_message_id}:0`),
+        (expected.ledger.get(r.source_message_id) !== Number(r.amount) ||
+          r.ids[0] !== derivedMessageId(upstreamGroupId, r.source_message_id, 0)),
     )
     .map((r) => r.source_message_id);
   if (lost.length > 0) violations.push(`downstream: ${lost.length} events lost (e.g. ${lost.slice(0, 5).join(', ')})`);

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { formatSummary, runChaos } from '../../../chaos/chaos.js';
 
 describe('chaos (reduced run)', () => {
-  it('G1 G2 G3 G5 G8 G9: 5,000 payment events through kills, a broker restart, cut connections and rebalances: zero lost, zero doubled, on both hops, no payment charged twice at the provider', async () => {
+  it('G1 G2 G3 G5 G8 G9: 5,000 payment events, consumed by two publishing groups, through kills, a broker restart, cut connections and rebalances: zero lost, zero doubled, on both hops, no payment charged twice at the provider', async () => {
     const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1_000_000));
     const lines: string[] = [];
     const summary = await runChaos({
@@ -27,6 +27,9 @@ describe('chaos (reduced run)', () => {
     // The second hop: ledger.posted through the outbox, relays killed with the members.
     expect(summary.downstream.lost + summary.downstream.doubled + summary.downstream.unexpected).toBe(0);
     expect(summary.downstream.applied).toBe(5_000);
+    // A second group on the same topic publishes for every message too: no collision, each once.
+    expect(summary.audit.lost + summary.audit.doubled, report).toBe(0);
+    expect(summary.audit.applied).toBe(5_000);
     // The provider (in this process, outliving the kills): every captured payment charged exactly
     // once by payment id, whatever keys; the workload holds no review accounts, so no refunds.
     expect(summary.provider.chargedTwice, report).toBe(0);
