@@ -168,7 +168,7 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
                 )
             : undefined; // 'skip': recorded, not applied
       } else {
-        const decoded = decode(handler, info);
+        const decoded = await decode(handler, info);
         if (!decoded.ok) {
           failure = { error: decoded.error };
           throw decoded.error;

@@ -59,7 +59,7 @@ export async function processChunk(
   control: PartitionControl,
   committed: (lastOffset: string) => void,
 ): Promise<ChunkResult> {
-  const prepared = prepareRecords(pipeline, handler, records);
+  const prepared = await prepareRecords(pipeline, handler, records);
   return runChunk(pipeline, handler, prepared, control, committed, pipeline.retry.attempts);
 }
 

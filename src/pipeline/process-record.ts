@@ -40,7 +40,7 @@ export async function processRecord(
   earlier?: EarlierAttempt,
 ): Promise<Outcome> {
   const started = performance.now();
-  const prepared = prepareRecord(pipeline, handler, record);
+  const prepared = await prepareRecord(pipeline, handler, record);
   const outcome = await recordOutcome(pipeline, handler, prepared, control, earlier);
   announce(pipeline, prepared.where, outcome, performance.now() - started, record);
   return outcome;
