@@ -85,6 +85,26 @@ interface QueryableClient {
 export interface BoundTransaction {
   readonly tx: OncelyTransaction;
   close(): void;
+  /** The first transaction-control statement refused on this `tx` (`ROLLBACK`, `COMMIT`, …), if any. */
+  refusedControl(): string | undefined;
+}
+
+/**
+ * A statement that ends or begins a transaction (`COMMIT`, `END`, `ROLLBACK` — not `ROLLBACK TO
+ * SAVEPOINT` —, `ABORT`, `BEGIN`, `START TRANSACTION`, `PREPARE TRANSACTION`), after any leading
+ * whitespace and comments. Anchored at the start: it fails at the first letter of the `insert` or
+ * `select` a handler sends, so it costs next to nothing per query. A statement hidden after a `;`
+ * in one text is not seen here; the pipeline's check of the connection's transaction status after
+ * the handler catches what it ended.
+ */
+const TRANSACTION_CONTROL =
+  /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(begin|start\s+transaction|commit|end|abort|prepare\s+transaction|rollback(?!(?:\s+(?:work|transaction))?\s+to\b))\b/i;
+
+/** The statement's text, as drizzle passes it: a query config object, or the text itself. */
+function statementText(query: unknown): string | undefined {
+  if (typeof query === 'string') return query;
+  const text = (query as { text?: unknown } | null | undefined)?.text;
+  return typeof text === 'string' ? text : undefined;
 }
 
 export type TransactionBinder = (client: pg.PoolClient) => BoundTransaction;
@@ -117,16 +137,34 @@ export function createTransactionBinder(db: OncelyDatabase): TransactionBinder {
 
   return (client) => {
     let open = true;
+    let refused: string | undefined;
     const guarded: QueryableClient = {
       query: ((...args: Parameters<pg.PoolClient['query']>) => {
         if (!open) {
           return Promise.reject(
             new OncelyError(
-              'ONCELY_TRANSACTION_CLOSED',
-              'ctx.tx was used after its message transaction had ended. Await every query inside the handler; ' +
-                'do not keep ctx.tx for later.',
+              'ONCELY_ATTEMPT_ENDED',
+              'ctx.tx was used after its handler attempt had ended (returned, failed or timed out): the query was ' +
+                "not sent, so it cannot land in another message's transaction on the same connection. Await every " +
+                'query inside the handler; do not keep ctx.tx for later.',
               // A handler that raced its own transaction may well finish in time on another attempt.
               { retriable: true },
+            ),
+          );
+        }
+        const text = statementText(args[0]);
+        const control = text === undefined ? undefined : TRANSACTION_CONTROL.exec(text);
+        if (control) {
+          // Never sent: a COMMIT would make the claim (and a commit group's other claims) durable
+          // apart from the outcome oncely records, a ROLLBACK would throw them away and leave the
+          // handler's later statements in autocommit. The attempt fails for it once it returns.
+          const statement = (control[1] ?? '').replace(/\s+/g, ' ').toUpperCase();
+          refused ??= statement;
+          return Promise.reject(
+            new OncelyError(
+              'ONCELY_TX_CONTROL',
+              `A handler sent ${statement} through ctx.tx; transaction control in a handler is refused (not sent). ` +
+                'oncely owns the transaction: throw to roll back, or use ctx.tx.transaction() for a savepoint.',
             ),
           );
         }
@@ -140,6 +178,7 @@ export function createTransactionBinder(db: OncelyDatabase): TransactionBinder {
       close: () => {
         open = false;
       },
+      refusedControl: () => refused,
     };
   };
 }

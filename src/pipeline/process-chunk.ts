@@ -292,9 +292,9 @@ async function chunkTransaction(
           heartbeat: () => control.heartbeat(),
           cancel: pipeline.cancelBackend,
         },
-        async (signal) => {
-          const steps = batchAttemptSteps(pipeline, stepRecords, signal);
-          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, signal, steps.step));
+        async (scope) => {
+          const steps = batchAttemptSteps(pipeline, stepRecords, scope.signal);
+          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, scope, steps.step));
           steps.finish();
         },
       );

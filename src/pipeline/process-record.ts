@@ -251,10 +251,10 @@ export async function applyRecord(
         cancel: pipeline.cancelBackend,
         messageId,
       },
-      async (signal) => {
-        const attemptSteps = attempt.steps.attempt(signal);
+      async (scope) => {
+        const attemptSteps = attempt.steps.attempt(scope.signal);
         await apply(
-          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, signal, attemptSteps.step),
+          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, scope, attemptSteps.step),
         );
         attemptSteps.finish();
       },
