@@ -100,6 +100,15 @@ export interface BoundTransaction {
 const TRANSACTION_CONTROL =
   /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(begin|start\s+transaction|commit|end|abort|prepare\s+transaction|rollback(?!(?:\s+(?:work|transaction))?\s+to\b))\b/i;
 
+/**
+ * The transaction-control statement `text` starts with (`ROLLBACK`, `START TRANSACTION`, …, in
+ * upper case), or undefined for any other statement — savepoints included.
+ */
+export function transactionControlStatement(text: string): string | undefined {
+  const match = TRANSACTION_CONTROL.exec(text);
+  return match === null ? undefined : (match[1] ?? '').replace(/\s+/g, ' ').toUpperCase();
+}
+
 /** The statement's text, as drizzle passes it: a query config object, or the text itself. */
 function statementText(query: unknown): string | undefined {
   if (typeof query === 'string') return query;
@@ -153,12 +162,11 @@ export function createTransactionBinder(db: OncelyDatabase): TransactionBinder {
           );
         }
         const text = statementText(args[0]);
-        const control = text === undefined ? undefined : TRANSACTION_CONTROL.exec(text);
-        if (control) {
+        const statement = text === undefined ? undefined : transactionControlStatement(text);
+        if (statement !== undefined) {
           // Never sent: a COMMIT would make the claim (and a commit group's other claims) durable
           // apart from the outcome oncely records, a ROLLBACK would throw them away and leave the
           // handler's later statements in autocommit. The attempt fails for it once it returns.
-          const statement = (control[1] ?? '').replace(/\s+/g, ' ').toUpperCase();
           refused ??= statement;
           return Promise.reject(
             new OncelyError(

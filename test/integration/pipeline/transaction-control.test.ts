@@ -103,4 +103,32 @@ describe('transaction control in a handler is refused', () => {
     });
     expect(message).toContain('ended the transaction');
   });
+
+  it('lets a handler roll back a savepoint of its own (ctx.tx.transaction()) and commits the rest of its work', async () => {
+    const topic = await env.createTopic('txc-savepoint');
+    await env.produce(topic, [jsonMessage('sp-0', { n: 0 }), jsonMessage('sp-1', { n: 1 })]);
+    const handler = defineHandler({
+      topic,
+      async handle(_event, ctx) {
+        await ctx.tx
+          .transaction(async (savepoint) => {
+            await savepoint
+              .insert(effects)
+              .values({ messageId: `${ctx.messageId}-undone`, topic, partition: 0, offset: 0 });
+            await savepoint.execute(sql`SELECT 1/0`);
+          })
+          .catch(() => undefined);
+        await ctx.tx
+          .insert(effects)
+          .values({ messageId: ctx.messageId, topic, partition: 0, offset: Number(ctx.message.offset) });
+      },
+    });
+    const consumer = env.consumer({ groupId: env.groupId('txc-savepoint'), handlers: [handler] });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('two outcomes', () => outcomes.total === 2);
+
+    expect(outcomes.processed.map((p) => p.messageId)).toEqual(['sp-0', 'sp-1']);
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['sp-0', 'sp-1']);
+  });
 });
