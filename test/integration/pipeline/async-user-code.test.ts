@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { defineBatchHandler, defineHandler } from '../../../src/index.js';
+import { deliverOnce } from '../../../src/testing/index.js';
 import {
   effectHandler,
   effects,
@@ -109,15 +110,13 @@ describe('async user code is awaited: a rejection is an outcome, never an unhand
       },
       schema: z.object({ n: z.number() }),
       async handle(event, ctx) {
-        await ctx.tx
-          .insert(effects)
-          .values({
-            messageId: ctx.messageId,
-            topic,
-            partition: 0,
-            offset: Number(ctx.message.offset),
-            payload: event,
-          });
+        await ctx.tx.insert(effects).values({
+          messageId: ctx.messageId,
+          topic,
+          partition: 0,
+          offset: Number(ctx.message.offset),
+          payload: event,
+        });
       },
     });
     const consumer = env.consumer({ groupId: env.groupId('async-decode'), handlers: [handler] });
@@ -148,15 +147,13 @@ describe('async user code is awaited: a rejection is an outcome, never an unhand
         return event.paymentId;
       },
       async handle(event, ctx) {
-        await ctx.tx
-          .insert(effects)
-          .values({
-            messageId: ctx.messageId,
-            topic,
-            partition: 0,
-            offset: Number(ctx.message.offset),
-            payload: event,
-          });
+        await ctx.tx.insert(effects).values({
+          messageId: ctx.messageId,
+          topic,
+          partition: 0,
+          offset: Number(ctx.message.offset),
+          payload: event,
+        });
       },
     });
     const consumer = env.consumer({ groupId: env.groupId('async-message-id'), handlers: [handler] });
@@ -202,6 +199,20 @@ describe('async user code is awaited: a rejection is an outcome, never an unhand
 
     expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['b-1', 'b-2', 'b-3', 'b-4']);
     expect(outcomes.deadLettered.map((d) => [d.messageId, d.reason])).toEqual([['b-0', 'invalid_payload']]);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('G2: oncely/testing runs the same path: an async refine that throws is an invalid_payload dead letter there too', async () => {
+    const topic = `kit-async-${Date.now()}`;
+    const report = await deliverOnce({
+      db: env.db,
+      handlers: [effectHandler(topic, undefined, asyncRefine(1))],
+      messages: [0, 1, 2].map((n) => ({ topic, value: { n }, headers: { 'message-id': `kit-${n}` }, partition: 0 })),
+    });
+    await settle();
+
+    expect(report).toMatchObject({ processed: 2, deadLettered: { invalid_payload: 1 } });
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['kit-0', 'kit-2']);
     expect(unhandled).toEqual([]);
   });
 });
