@@ -20,11 +20,17 @@ export interface MessageInfo {
   readonly timestamp: Date;
 }
 
-/** The second argument of `handle(event, ctx)`. */
+/**
+ * The second argument of `handle(event, ctx)`. It belongs to one attempt: once the attempt has
+ * ended (returned, thrown or timed out), `tx`, `step` and `publish` refuse every use with
+ * `ONCELY_ATTEMPT_ENDED`.
+ */
 export interface HandlerContext {
   /**
    * The message's database transaction. Every write the handler makes through it commits
    * together with the inbox row, or not at all. Await every query; do not keep it after `handle`.
+   * Transaction control (`COMMIT`, `ROLLBACK`, `BEGIN`) is refused with `ONCELY_TX_CONTROL` and
+   * dead-letters the message: throw to roll back, or use `tx.transaction()` for a savepoint.
    */
   readonly tx: OncelyTransaction;
   readonly message: MessageInfo;
