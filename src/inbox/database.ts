@@ -101,12 +101,36 @@ const TRANSACTION_CONTROL =
   /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(begin|start\s+transaction|commit|end|abort|prepare\s+transaction|rollback(?!(?:\s+(?:work|transaction))?\s+to\b))\b/i;
 
 /**
+ * What a later statement of a multi-statement text cannot hide: literals, quoted names,
+ * dollar-quoted bodies (a `DO $$ BEGIN …; END $$` block) and comments, blanked out before the
+ * text is split at its semicolons.
+ */
+const QUOTED = /\$([A-Za-z_][A-Za-z_0-9]*)?\$[\s\S]*?\$\1\$|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\/\*[\s\S]*?\*\//g;
+
+/**
  * The transaction-control statement `text` starts with (`ROLLBACK`, `START TRANSACTION`, …, in
- * upper case), or undefined for any other statement — savepoints included.
+ * upper case), or undefined for any other statement — savepoints included. In a multi-statement
+ * text (only a text without parameters can be one), a later statement that would commit or begin
+ * a transaction (`COMMIT`, `END`, `BEGIN`, `START TRANSACTION`, `PREPARE TRANSACTION`) is found
+ * too: what it commits could not be taken back. A later `ROLLBACK` commits nothing and is left to
+ * the check of the connection's transaction status after the handler returns.
  */
 export function transactionControlStatement(text: string): string | undefined {
-  const match = TRANSACTION_CONTROL.exec(text);
-  return match === null ? undefined : (match[1] ?? '').replace(/\s+/g, ' ').toUpperCase();
+  const first = TRANSACTION_CONTROL.exec(text);
+  if (first !== null) return controlName(first[1]);
+  // Statements oncely's handlers send hold no semicolon: the common path ends here.
+  if (!text.includes(';')) return undefined;
+  const parts = text.replace(QUOTED, ' ').split(';');
+  for (let i = 1; i < parts.length; i++) {
+    const later = TRANSACTION_CONTROL.exec(parts[i] ?? '');
+    const name = later === null ? undefined : controlName(later[1]);
+    if (name !== undefined && name !== 'ROLLBACK' && name !== 'ABORT') return name;
+  }
+  return undefined;
+}
+
+function controlName(keyword: string | undefined): string {
+  return (keyword ?? '').replace(/\s+/g, ' ').toUpperCase();
 }
 
 /** The statement's text, as drizzle passes it: a query config object, or the text itself. */

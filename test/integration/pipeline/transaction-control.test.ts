@@ -104,6 +104,13 @@ describe('transaction control in a handler is refused', () => {
     expect(message).toContain('ended the transaction');
   });
 
+  it('G1: a COMMIT hidden after a semicolon is refused before it is sent: the offender is dead-lettered ONCELY_TX_CONTROL, its neighbours applied exactly once', async () => {
+    const message = await runGroupOfFive('txc-hidden-commit', async (ctx) => {
+      await ctx.tx.execute(sql.raw("UPDATE effects SET consumer = ';' WHERE false; COMMIT"));
+    });
+    expect(message).toContain('sent COMMIT');
+  });
+
   it('lets a handler roll back a savepoint of its own (ctx.tx.transaction()) and commits the rest of its work', async () => {
     const topic = await env.createTopic('txc-savepoint');
     await env.produce(topic, [jsonMessage('sp-0', { n: 0 }), jsonMessage('sp-1', { n: 1 })]);

@@ -28,9 +28,23 @@ describe('transactionControlStatement', () => {
       'select "begin" from periods',
       'endpoint',
       'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
+      // A later ROLLBACK commits nothing: left to the transaction-status check.
       'SELECT 1; ROLLBACK',
+      'DO $$ BEGIN UPDATE t SET a = 1; END $$',
+      'DO $body$ BEGIN PERFORM 1; COMMIT; END $body$',
+      "SELECT '; commit'; SELECT 2",
+      'SELECT 1 /* ; begin */; -- ; end\n SELECT 2',
+      'SELECT "x;commit" FROM t',
     ]) {
       expect(transactionControlStatement(text)).toBeUndefined();
     }
+  });
+
+  it('finds a later statement of a multi-statement text that would commit or begin a transaction', () => {
+    expect(transactionControlStatement('SELECT 1; COMMIT')).toBe('COMMIT');
+    expect(transactionControlStatement("UPDATE t SET a = ';'; end")).toBe('END');
+    expect(transactionControlStatement('SELECT 1; ROLLBACK; BEGIN')).toBe('BEGIN');
+    expect(transactionControlStatement('DO $$ BEGIN NULL; END $$; /* then */ COMMIT')).toBe('COMMIT');
+    expect(transactionControlStatement('select 1;start   transaction')).toBe('START TRANSACTION');
   });
 });
