@@ -116,10 +116,18 @@ const QUOTED = /\$([A-Za-z_][A-Za-z_0-9]*)?\$[\s\S]*?\$\1\$|'(?:[^']|'')*'|"(?:[
  * the check of the connection's transaction status after the handler returns.
  */
 export function transactionControlStatement(text: string): string | undefined {
+  // The regex only for a text that can start with control: `insert`, `update`, `delete`, `with`
+  // (nearly every statement a handler sends) are passed over by one table lookup.
+  const code = text.charCodeAt(0);
+  if (!(code < 128 && MAY_START_CONTROL[code] === 1)) return text.includes(';') ? laterControl(text) : undefined;
   const first = TRANSACTION_CONTROL.exec(text);
   if (first !== null) return controlName(first[1]);
   // Statements oncely's handlers send hold no semicolon: the common path ends here.
-  if (!text.includes(';')) return undefined;
+  return text.includes(';') ? laterControl(text) : undefined;
+}
+
+/** A later statement of a multi-statement text that would commit or begin a transaction. */
+function laterControl(text: string): string | undefined {
   const parts = text.replace(QUOTED, ' ').split(';');
   for (let i = 1; i < parts.length; i++) {
     const later = TRANSACTION_CONTROL.exec(parts[i] ?? '');
@@ -128,6 +136,13 @@ export function transactionControlStatement(text: string): string | undefined {
   }
   return undefined;
 }
+
+/** First characters (ASCII) a transaction-control statement can have: its keywords', spaces, comments. */
+const MAY_START_CONTROL = ((): Uint8Array => {
+  const table = new Uint8Array(128);
+  for (const c of 'abceprsABCEPRS \t\n\r\f\v-/') table[c.charCodeAt(0)] = 1;
+  return table;
+})();
 
 function controlName(keyword: string | undefined): string {
   return (keyword ?? '').replace(/\s+/g, ' ').toUpperCase();
