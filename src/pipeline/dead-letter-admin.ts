@@ -20,7 +20,7 @@ import { restoreHeaders } from './dead-letter.js';
 import { decode, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from './handler.js';
-import { applyOne, type AttemptScope, messageContext, runBounded } from './run-handler.js';
+import { applyOne, type AttemptLease, messageContext, runBounded } from './run-handler.js';
 import { singleAttemptSteps } from './steps.js';
 
 export type { DeadLetter, DeadLetterFilter, DeadLetterSummary };
@@ -149,12 +149,12 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
       const info = toMessageInfo(record);
       const attempt = letter.attempts + 1;
       const messageId = letter.messageId;
-      let apply: ((scope: AttemptScope) => Promise<void> | void) | undefined;
+      let apply: ((lease: AttemptLease) => Promise<void> | void) | undefined;
       if (record.value === null && handler.tombstone !== undefined && handler.tombstone !== 'dead-letter') {
         const tombstone = handler.tombstone;
         apply =
           typeof tombstone === 'function'
-            ? (scope) =>
+            ? (lease) =>
                 tombstone(
                   messageContext(
                     t,
@@ -162,8 +162,8 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
                     messageId,
                     attempt,
                     logger,
-                    scope,
-                    singleAttemptSteps(pool, letter.groupId, messageId, scope.signal).step,
+                    lease,
+                    singleAttemptSteps(pool, letter.groupId, messageId, lease.signal).step,
                   ),
                 )
             : undefined; // 'skip': recorded, not applied
@@ -173,9 +173,9 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
           failure = { error: decoded.error };
           throw decoded.error;
         }
-        apply = async (scope) => {
-          const steps = singleAttemptSteps(pool, letter.groupId, messageId, scope.signal);
-          await applyOne(handler, decoded.event, t, info, messageId, attempt, logger, scope, steps.step);
+        apply = async (lease) => {
+          const steps = singleAttemptSteps(pool, letter.groupId, messageId, lease.signal);
+          await applyOne(handler, decoded.event, t, info, messageId, attempt, logger, lease, steps.step);
           steps.finish();
         };
       }

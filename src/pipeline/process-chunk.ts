@@ -292,9 +292,9 @@ async function chunkTransaction(
           heartbeat: () => control.heartbeat(),
           cancel: pipeline.cancelBackend,
         },
-        async (scope) => {
-          const steps = batchAttemptSteps(pipeline, stepRecords, scope.signal);
-          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, scope, steps.step));
+        async (lease) => {
+          const steps = batchAttemptSteps(pipeline, stepRecords, lease.signal);
+          await handler.handleBatch(events, batchContext(t, first.where, attempt, pipeline.logger, lease, steps.step));
           steps.finish();
         },
       );

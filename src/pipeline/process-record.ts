@@ -251,10 +251,10 @@ export async function applyRecord(
         cancel: pipeline.cancelBackend,
         messageId,
       },
-      async (scope) => {
-        const attemptSteps = attempt.steps.attempt(scope.signal);
+      async (lease) => {
+        const attemptSteps = attempt.steps.attempt(lease.signal);
         await apply(
-          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, scope, attemptSteps.step),
+          messageContext(t, prepared.info, messageId, attempt.attempt, pipeline.logger, lease, attemptSteps.step),
         );
         attemptSteps.finish();
       },

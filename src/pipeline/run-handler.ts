@@ -32,7 +32,7 @@ export interface Bounds {
  * work a handler left running (a timed-out attempt, an un-awaited promise) cannot commit inside the
  * next message's transaction on the same connection.
  */
-export interface AttemptScope {
+export interface AttemptLease {
   /** `ctx.signal`, made on first read (aborted already if read after a timeout). */
   readonly signal: () => AbortSignal;
   /** True once the attempt has ended. */
@@ -67,7 +67,7 @@ const SETTLE_AFTER_CANCEL_MS = 5_000;
  */
 export async function runBounded(
   bounds: Bounds,
-  apply: (attempt: AttemptScope) => Promise<void> | void,
+  apply: (lease: AttemptLease) => Promise<void> | void,
 ): Promise<void> {
   // Made only when the handler reads ctx.signal: most handlers never do, and it is per message.
   let controller: AbortController | undefined;
@@ -87,7 +87,7 @@ export async function runBounded(
     // Whatever the handler still has running may not touch the transaction any more.
     bounds.transaction.closeTx();
   };
-  const attempt: AttemptScope = { signal, ended: () => ended };
+  const lease: AttemptLease = { signal, ended: () => ended };
   const heartbeats =
     bounds.heartbeat === undefined
       ? undefined
@@ -112,7 +112,7 @@ export async function runBounded(
           }, bounds.timeoutMs);
         })
       : undefined;
-  const applied = Promise.resolve().then(() => apply(attempt));
+  const applied = Promise.resolve().then(() => apply(lease));
   try {
     try {
       await (timedOut === undefined ? applied : Promise.race([applied, timedOut]));
@@ -179,14 +179,14 @@ export function messageContext(
   messageId: string,
   attempt: number,
   logger: Logger,
-  scope: AttemptScope,
+  lease: AttemptLease,
   step: StepFunction = stepsUnavailable,
 ): HandlerContext {
   let log: Logger | undefined;
   // This attempt's drizzle transaction, read once: `transaction.tx` binds a new one after the
   // attempt ended (for the next member of a commit group), which a late publish must never reach.
   const tx = transaction.tx;
-  const ended = scope.ended;
+  const ended = lease.ended;
   // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
   const publish = messagePublisher(() => tx, { messageId, message });
   return {
@@ -200,7 +200,7 @@ export function messageContext(
     step: (name, fn, options) => (ended() ? Promise.reject(attemptEnded('ctx.step')) : step(name, fn, options)),
     publish: (event) => (ended() ? Promise.reject(attemptEnded('ctx.publish')) : publish(event)),
     get signal() {
-      return scope.signal();
+      return lease.signal();
     },
     // A child logger costs a serialisation of its bindings: made only for handlers that log.
     get log() {
@@ -215,13 +215,13 @@ export function batchContext(
   where: { readonly topic: string; readonly partition: number },
   attempt: number,
   logger: Logger,
-  scope: AttemptScope,
+  lease: AttemptLease,
   step: BatchStepFunction = stepsUnavailable,
 ): BatchContext {
   let log: Logger | undefined;
   // Read once, as in messageContext: an ended attempt's publish must not bind a new transaction.
   const tx = transaction.tx;
-  const ended = scope.ended;
+  const ended = lease.ended;
   const publish = batchPublisher(() => tx);
   return {
     get tx() {
@@ -235,7 +235,7 @@ export function batchContext(
     attempt,
     publish: (event, options) => (ended() ? Promise.reject(attemptEnded('ctx.publish')) : publish(event, options)),
     get signal() {
-      return scope.signal();
+      return lease.signal();
     },
     get log() {
       // Only the coordinates: `where` may be a whole record, whose value must not reach the logs.
@@ -266,14 +266,14 @@ export function applyOne(
   messageId: string,
   attempt: number,
   logger: Logger,
-  scope: AttemptScope,
+  lease: AttemptLease,
   step?: StepFunction,
 ): Promise<void> | void {
   if (handler.kind === 'message') {
-    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, scope, step));
+    return handler.handle(event, messageContext(transaction, message, messageId, attempt, logger, lease, step));
   }
   const events: BatchEvent<unknown>[] = [{ event, messageId, message }];
   const batchStep: BatchStepFunction | undefined =
     step === undefined ? undefined : (_event, name, fn, options) => step(name, fn, options);
-  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, scope, batchStep));
+  return handler.handleBatch(events, batchContext(transaction, message, attempt, logger, lease, batchStep));
 }
