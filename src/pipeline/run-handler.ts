@@ -65,10 +65,7 @@ const SETTLE_AFTER_CANCEL_MS = 5_000;
  * handler does not get its member evicted and the partition handed to another member while it
  * still works on it.
  */
-export async function runBounded(
-  bounds: Bounds,
-  apply: (lease: AttemptLease) => Promise<void> | void,
-): Promise<void> {
+export async function runBounded(bounds: Bounds, apply: (lease: AttemptLease) => Promise<void> | void): Promise<void> {
   // Made only when the handler reads ctx.signal: most handlers never do, and it is per message.
   let controller: AbortController | undefined;
   let abortedWith: unknown;
