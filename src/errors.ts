@@ -28,8 +28,21 @@ export const ERROR_CODES = [
   'ONCELY_INVALID_PAYLOAD',
   /** A message id was seen before with a different payload (a producer bug). */
   'ONCELY_KEY_REUSE',
-  /** `ctx.tx` was used after the message's transaction had ended. */
+  /**
+   * No longer raised: a use of `ctx.tx` after its attempt ended is `ONCELY_ATTEMPT_ENDED`. Kept so
+   * that code checking for it still compiles.
+   */
   'ONCELY_TRANSACTION_CLOSED',
+  /**
+   * A member of a handler's ctx (`tx`, `publish`, `step`) was used after its attempt had ended
+   * (returned, failed or timed out): refused, so nothing of an ended attempt can commit.
+   */
+  'ONCELY_ATTEMPT_ENDED',
+  /**
+   * A handler ended (or began) the transaction oncely gave it (`COMMIT`, `ROLLBACK`, `BEGIN` through
+   * ctx.tx). Refused: the message is dead-lettered, not retried — the handler is at fault.
+   */
+  'ONCELY_TX_CONTROL',
   /** A handler attempt ran past `handlerTimeoutMs` and was rolled back. */
   'ONCELY_HANDLER_TIMEOUT',
   /** PostgreSQL rolled the transaction back at COMMIT because a statement in it had failed. */

@@ -12,6 +12,22 @@ export interface OpenTransaction {
   closeTx(): void;
   /** True once the connection reported an error while this transaction held it. */
   connectionLost(): boolean;
+  /**
+   * What the user code given `tx` did to the transaction itself, if anything: a transaction-control
+   * statement that `tx` refused, or — for one it could not see (hidden in a multi-statement text) —
+   * the connection found outside a transaction. Read right after the handler returned.
+   */
+  transactionControl(): string | undefined;
+}
+
+/**
+ * The transaction status pg keeps from the ReadyForQuery message that ends every statement
+ * (`'I'` idle, `'T'` in a transaction, `'E'` in a failed one): reading it costs no round trip.
+ * Undefined on a pg too old to keep it.
+ */
+function transactionStatus(client: pg.PoolClient): string | undefined {
+  const status = (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
+  return status ?? undefined;
 }
 
 export interface TransactionSettings {
@@ -113,6 +129,15 @@ export class TransactionChain implements Transactions {
         bound = undefined;
       },
       connectionLost: lost,
+      transactionControl: () => {
+        const refused = bound?.refusedControl();
+        if (refused !== undefined) return `sent ${refused}`;
+        // Idle inside work(): BEGIN ran, so a statement of the handler's ended the transaction;
+        // whatever it ran after that ran in autocommit.
+        return transactionStatus(client) === 'I'
+          ? 'ended the transaction (the connection was found outside any transaction after the handler returned)'
+          : undefined;
+      },
     };
     let finished = false;
     try {

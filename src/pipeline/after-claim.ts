@@ -50,7 +50,9 @@ export async function afterClaim(
     const outcome = await resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
     return { kind: 'settled', outcome };
   }
-  const verdict = prepared.verdict;
+  // Decoded only now, once claimed (a duplicate never is); the user's async decoder, schema
+  // refinements and transforms are awaited, and a rejection comes back as an `invalid` verdict.
+  const verdict = await prepared.decide();
   switch (verdict.kind) {
     case 'apply':
     case 'tombstone':

@@ -20,7 +20,7 @@ import { restoreHeaders } from './dead-letter.js';
 import { decode, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from './handler.js';
-import { applyOne, messageContext, runBounded } from './run-handler.js';
+import { applyOne, type AttemptLease, messageContext, runBounded } from './run-handler.js';
 import { singleAttemptSteps } from './steps.js';
 
 export type { DeadLetter, DeadLetterFilter, DeadLetterSummary };
@@ -149,12 +149,12 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
       const info = toMessageInfo(record);
       const attempt = letter.attempts + 1;
       const messageId = letter.messageId;
-      let apply: ((signal: () => AbortSignal) => Promise<void> | void) | undefined;
+      let apply: ((lease: AttemptLease) => Promise<void> | void) | undefined;
       if (record.value === null && handler.tombstone !== undefined && handler.tombstone !== 'dead-letter') {
         const tombstone = handler.tombstone;
         apply =
           typeof tombstone === 'function'
-            ? (signal) =>
+            ? (lease) =>
                 tombstone(
                   messageContext(
                     t,
@@ -163,19 +163,19 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
                     messageId,
                     attempt,
                     logger,
-                    signal,
-                    singleAttemptSteps(pool, letter.groupId, messageId, signal).step,
+                    lease,
+                    singleAttemptSteps(pool, letter.groupId, messageId, lease.signal).step,
                   ),
                 )
             : undefined; // 'skip': recorded, not applied
       } else {
-        const decoded = decode(handler, info);
+        const decoded = await decode(handler, info);
         if (!decoded.ok) {
           failure = { error: decoded.error };
           throw decoded.error;
         }
-        apply = async (signal) => {
-          const steps = singleAttemptSteps(pool, letter.groupId, messageId, signal);
+        apply = async (lease) => {
+          const steps = singleAttemptSteps(pool, letter.groupId, messageId, lease.signal);
           await applyOne(
             handler,
             decoded.event,
@@ -185,7 +185,7 @@ export async function retryDeadLetter(options: RetryOptions, id: string | number
             messageId,
             attempt,
             logger,
-            signal,
+            lease,
             steps.step,
           );
           steps.finish();

@@ -19,13 +19,21 @@ export function toMessageInfo(record: ConsumedRecord): MessageInfo {
   };
 }
 
-/** Decodes (the handler's decoder, or strict UTF-8 JSON) and validates with the handler's schema. */
-export function decode(handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>, info: MessageInfo): Decoded {
+/**
+ * Decodes (the handler's decoder, or strict UTF-8 JSON) and validates with the handler's schema.
+ * Async on purpose: a decoder may return a promise and a schema may hold async refinements or
+ * transforms. Every one of them is awaited here, so a rejection becomes this message's verdict —
+ * never an unhandled rejection that ends the process (and ends it again on every restart).
+ */
+export async function decode(
+  handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
+  info: MessageInfo,
+): Promise<Decoded> {
   let value: unknown;
   try {
-    value = handler.decode !== undefined ? handler.decode(info.value, info) : decodeJson(info.value);
+    value = handler.decode !== undefined ? await handler.decode(info.value, info) : decodeJson(info.value);
   } catch (error) {
-    // A decoder that throws has judged the bytes: deterministic, never retried.
+    // A decoder that throws (or rejects) has judged the bytes: deterministic, never retried.
     return {
       ok: false,
       error:
@@ -34,12 +42,17 @@ export function decode(handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
           : new OncelyError('ONCELY_INVALID_PAYLOAD', 'The decoder threw a non-error value.', { cause: error }),
     };
   }
-  if (handler.schema === undefined) return { ok: true, event: value };
+  const schema = handler.schema;
+  if (schema === undefined) return { ok: true, event: value };
   try {
-    const parsed = handler.schema.safeParse(value);
+    // safeParseAsync, always: a synchronous parse of a schema with an async refine drops the
+    // refine's promise (zod throws "use parseAsync" instead), and that promise's rejection would
+    // then go unhandled. The async parse costs about a microsecond per message more.
+    const parsed =
+      typeof schema.safeParseAsync === 'function' ? await schema.safeParseAsync(value) : schema.safeParse(value);
     return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
   } catch (error) {
-    // safeParse throws what a transform or refine throws (`z.string().transform(BigInt)` on "abc"):
+    // A transform or refine that throws or rejects (`z.string().transform(BigInt)` on "abc"):
     // the schema's verdict on this payload, as deterministic as a failed check. Never an outage.
     return {
       ok: false,
@@ -51,6 +64,35 @@ export function decode(handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
       ),
     };
   }
+}
+
+/**
+ * The handler's own id for a record, for `deriveMessageId`: decodes the record (the id is read
+ * from the event) and awaits `messageId(event, message)`, which may be async. A messageId that
+ * throws or rejects makes the id invalid (`invalid_message_id`), as the thunk rethrows it where
+ * `deriveMessageId` reports a throwing messageId. `fromHandler` is undefined when the record did
+ * not decode: then the id comes from the headers or coordinates, and the decoding failure is the
+ * verdict.
+ */
+export async function decodeForId(
+  handler: Pick<AnyHandlerDefinition, 'decode' | 'schema' | 'messageId'>,
+  info: MessageInfo,
+): Promise<{ readonly decoded: Decoded; readonly fromHandler: (() => unknown) | undefined }> {
+  const decoded = await decode(handler, info);
+  const messageId = handler.messageId;
+  if (!decoded.ok || messageId === undefined) return { decoded, fromHandler: undefined };
+  let id: unknown;
+  try {
+    id = await messageId(decoded.event, info);
+  } catch (error) {
+    return {
+      decoded,
+      fromHandler: () => {
+        throw error;
+      },
+    };
+  }
+  return { decoded, fromHandler: () => id };
 }
 
 function decodeJson(value: Buffer | null): unknown {

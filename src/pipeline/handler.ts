@@ -20,11 +20,17 @@ export interface MessageInfo {
   readonly timestamp: Date;
 }
 
-/** The second argument of `handle(event, ctx)`. */
+/**
+ * The second argument of `handle(event, ctx)`. It belongs to one attempt: once the attempt has
+ * ended (returned, thrown or timed out), `tx`, `step` and `publish` refuse every use with
+ * `ONCELY_ATTEMPT_ENDED`.
+ */
 export interface HandlerContext {
   /**
    * The message's database transaction. Every write the handler makes through it commits
    * together with the inbox row, or not at all. Await every query; do not keep it after `handle`.
+   * Transaction control (`COMMIT`, `ROLLBACK`, `BEGIN`) is refused with `ONCELY_TX_CONTROL` and
+   * dead-letters the message: throw to roll back, or use `tx.transaction()` for a savepoint.
    */
   readonly tx: OncelyTransaction;
   readonly message: MessageInfo;
@@ -68,7 +74,7 @@ export type BatchStepFunction = <T>(
   options?: StepOptions<T>,
 ) => Promise<T>;
 
-/** Turns the raw value into the event the schema validates. Default: strict UTF-8 JSON. */
+/** Turns the raw value into the event the schema validates (or a promise of it). Default: strict UTF-8 JSON. */
 export type Decoder = (value: Buffer | null, message: MessageInfo) => unknown;
 
 export interface HandlerOptions<TEvent> {
@@ -79,14 +85,21 @@ export interface HandlerOptions<TEvent> {
    * `invalid_payload`, without retries. Without a schema the handler receives `unknown`.
    */
   readonly schema?: z.ZodType<TEvent>;
-  /** Replaces the default JSON decoder. A throwing decoder dead-letters with `invalid_payload`. */
+  /**
+   * Replaces the default JSON decoder. May be async; a decoder that throws or rejects dead-letters
+   * the message with `invalid_payload`.
+   */
   readonly decode?: Decoder;
   /**
    * The message's id, taken from the event. Return `undefined` to fall back to the `message-id`
    * header, then `idempotency-key`, then the Kafka coordinates. Changing what this returns for
-   * events already processed makes them look new: treat it as frozen once in production.
+   * events already processed makes them look new: treat it as frozen once in production. May be
+   * async; one that throws or rejects dead-letters the message with reason `invalid_message_id`.
    */
-  readonly messageId?: (event: TEvent, message: MessageInfo) => string | undefined | null;
+  readonly messageId?: (
+    event: TEvent,
+    message: MessageInfo,
+  ) => string | undefined | null | Promise<string | undefined | null>;
   /** Applies the event. Throw to roll back and retry; throw `NonRetriableError` to dead-letter now. */
   readonly handle: (event: TEvent, ctx: HandlerContext) => Promise<void> | void;
   /**

@@ -4,7 +4,7 @@ import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from 
 import type { ConsumedRecord } from '../kafka/runner.js';
 
 import type { PipelineContext } from './context.js';
-import { decode, toMessageInfo } from './decode.js';
+import { type Decoded, decode, decodeForId, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
 import type { MessageCoordinates } from './events.js';
 import type { AnyHandlerDefinition, MessageInfo } from './handler.js';
@@ -34,22 +34,24 @@ export interface PreparedRecord {
   /** Where the id came from (`coordinates` ids deduplicate redeliveries only). */
   readonly idSource: MessageIdSource;
   readonly where: MessageCoordinates;
-  /** Whether the verdict is known without decoding (reading `verdict` decodes otherwise). */
+  /** Whether the verdict is known without decoding (`decide()` decodes otherwise). */
   readonly decided: boolean;
-  /** Decoded and validated on first read; read it only once the message is claimed. */
+  /** The verdict known without decoding; read it only when `decided` (it throws otherwise). */
   readonly verdict: Verdict;
+  /** Decodes and validates (awaiting the user's async code) on first call; call it only once the message is claimed. */
+  decide(): Promise<Verdict>;
 }
 
 /**
  * Fingerprints, size-checks, decodes, validates and identifies a record. Everything here is
  * deterministic: it is done once per record, and its failures are never retried.
  */
-export function prepareRecord(
+export async function prepareRecord(
   pipeline: PipelineContext,
   handler: AnyHandlerDefinition,
   record: ConsumedRecord,
   firstSeenAt: Date = new Date(),
-): PreparedRecord {
+): Promise<PreparedRecord> {
   return prepare(pipeline, handler, record, firstSeenAt);
 }
 
@@ -57,14 +59,17 @@ export function prepareRecord(
  * {@link prepareRecord} for a chunk of one partition's records: they were first seen together, so
  * they share one `firstSeenAt`.
  */
-export function prepareRecords(
+export async function prepareRecords(
   pipeline: PipelineContext,
   handler: AnyHandlerDefinition,
   records: readonly ConsumedRecord[],
-): PreparedRecord[] {
+): Promise<PreparedRecord[]> {
   const firstSeenAt = new Date();
   const prepared = new Array<PreparedRecord>(records.length);
-  for (let i = 0; i < records.length; i++) prepared[i] = prepare(pipeline, handler, records[i]!, firstSeenAt);
+  for (let i = 0; i < records.length; i++) {
+    const p = prepare(pipeline, handler, records[i]!, firstSeenAt);
+    prepared[i] = p instanceof Prepared ? p : await p;
+  }
   return prepared;
 }
 
@@ -85,6 +90,7 @@ class Prepared implements PreparedRecord {
   readonly #groupId: string;
   readonly #handler: AnyHandlerDefinition;
   #verdict: Verdict | undefined;
+  #deciding: Promise<Verdict> | undefined;
   #info: MessageInfo | undefined;
   #where: MessageCoordinates | undefined;
 
@@ -108,6 +114,7 @@ class Prepared implements PreparedRecord {
     this.#groupId = groupId;
     this.#handler = handler;
     this.#verdict = verdict;
+    this.#deciding = undefined;
     this.#info = info;
     this.#where = undefined;
   }
@@ -140,7 +147,17 @@ class Prepared implements PreparedRecord {
   }
 
   get verdict(): Verdict {
-    return (this.#verdict ??= decideByDecoding(this.#handler, this.info));
+    if (this.#verdict === undefined) {
+      throw new Error(
+        `internal error: the verdict of ${this.record.topic}/${this.record.partition}/${this.record.offset} was read before decide()`,
+      );
+    }
+    return this.#verdict;
+  }
+
+  decide(): Promise<Verdict> {
+    if (this.#verdict !== undefined) return Promise.resolve(this.#verdict);
+    return (this.#deciding ??= decideByDecoding(this.#handler, this.info).then((verdict) => (this.#verdict = verdict)));
   }
 }
 
@@ -161,19 +178,26 @@ export function offsetAfter(offset: string): string {
 }
 
 // A tombstone with the 'dead-letter' policy fails decoding, with a message saying how to accept it.
-function decideByDecoding(handler: AnyHandlerDefinition, info: MessageInfo): Verdict {
-  const decoded = decode(handler, info);
+async function decideByDecoding(handler: AnyHandlerDefinition, info: MessageInfo): Promise<Verdict> {
+  return verdictOf(await decode(handler, info));
+}
+
+function verdictOf(decoded: Decoded): Verdict {
   return decoded.ok
     ? { kind: 'apply', event: decoded.event }
     : { kind: 'invalid', error: describeError(decoded.error) };
 }
 
+/**
+ * Synchronous unless the handler has a messageId(): then the record is decoded and the id awaited
+ * first. A chunk of records without one is thus prepared without a microtask per record.
+ */
 function prepare(
   pipeline: PipelineContext,
   handler: AnyHandlerDefinition,
   record: ConsumedRecord,
   firstSeenAt: Date,
-): Prepared {
+): Prepared | Promise<Prepared> {
   const payloadDigest = payloadFingerprintLatin1(record.value);
   const tombstonePolicy = handler.tombstone ?? 'dead-letter';
   const size = record.value?.length ?? 0;
@@ -184,7 +208,6 @@ function prepare(
   // read, which the pipeline does only after the claim: a duplicate (every message of a replay)
   // is never decoded. A handler with messageId(event) needs the event for the id: decoded now.
   let verdict: Verdict | undefined;
-  let info: MessageInfo | undefined;
   if (oversize) {
     verdict = {
       kind: 'invalid',
@@ -200,17 +223,29 @@ function prepare(
   } else if (isTombstone && typeof tombstonePolicy === 'function') {
     verdict = { kind: 'tombstone' };
   }
-  let fromHandler: (() => unknown) | undefined;
   if (verdict === undefined && handler.messageId !== undefined) {
-    const messageInfo = toMessageInfo(record);
-    info = messageInfo;
-    verdict = decideByDecoding(handler, messageInfo);
-    if (verdict.kind === 'apply') {
-      const event = verdict.event;
-      fromHandler = () => handler.messageId?.(event, messageInfo);
-    }
+    const info = toMessageInfo(record);
+    // Awaited here, before any transaction: messageId() may be async, and a rejection is this
+    // record's verdict (invalid_message_id), never an unhandled rejection.
+    return decodeForId(handler, info).then(({ decoded, fromHandler }) =>
+      identify(pipeline, handler, record, payloadDigest, firstSeenAt, verdictOf(decoded), info, fromHandler),
+    );
   }
+  return identify(pipeline, handler, record, payloadDigest, firstSeenAt, verdict, undefined, undefined);
+}
 
+/** Derives the record's id (the handler's own, when it gave one) and makes the prepared record. */
+function identify(
+  pipeline: PipelineContext,
+  handler: AnyHandlerDefinition,
+  record: ConsumedRecord,
+  payloadDigest: string,
+  firstSeenAt: Date,
+  decided: Verdict | undefined,
+  info: MessageInfo | undefined,
+  fromHandler: (() => unknown) | undefined,
+): Prepared {
+  let verdict = decided;
   const identity = deriveMessageId(record, fromHandler);
   let messageId: string | null = identity.ok ? identity.id : null;
   if (identity.source === 'coordinates' && !pipeline.requireMessageId) warnCoordinateIds(pipeline, record);

@@ -59,7 +59,7 @@ export async function processChunk(
   control: PartitionControl,
   committed: (lastOffset: string) => void,
 ): Promise<ChunkResult> {
-  const prepared = prepareRecords(pipeline, handler, records);
+  const prepared = await prepareRecords(pipeline, handler, records);
   return runChunk(pipeline, handler, prepared, control, committed, pipeline.retry.attempts);
 }
 
@@ -292,11 +292,11 @@ async function chunkTransaction(
           heartbeat: () => control.heartbeat(),
           cancel: pipeline.cancelBackend,
         },
-        async (signal) => {
-          const steps = batchAttemptSteps(pipeline, stepRecords, signal);
+        async (lease) => {
+          const steps = batchAttemptSteps(pipeline, stepRecords, lease.signal);
           await handler.handleBatch(
             events,
-            batchContext(t, first.where, pipeline.inboxScope, attempt, pipeline.logger, signal, steps.step),
+            batchContext(t, first.where, pipeline.inboxScope, attempt, pipeline.logger, lease, steps.step),
           );
           steps.finish();
         },

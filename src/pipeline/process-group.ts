@@ -189,7 +189,7 @@ async function runGroup(
   limit: number,
   control: PartitionControl,
 ): Promise<GroupResult> {
-  const members = groupMembers(pipeline, handler, records, from, limit);
+  const members = await groupMembers(pipeline, handler, records, from, limit);
   if (members.length === 0) return { kind: 'alone' };
   const outcomes: Outcome[] = [];
   const durations: number[] = [];
@@ -255,19 +255,19 @@ async function runGroup(
  * that must go alone (no id to claim, or known invalid without decoding: dead-lettered without a
  * claim by the single-record path and its fallbacks). Empty when the first record must go alone.
  */
-function groupMembers(
+async function groupMembers(
   pipeline: PipelineContext,
   handler: HandlerDefinition,
   records: readonly ConsumedRecord[],
   from: number,
   limit: number,
-): PreparedRecord[] {
+): Promise<PreparedRecord[]> {
   const members: PreparedRecord[] = [];
   const firstSeenAt = new Date();
   for (let i = 0; i < limit; i++) {
     const record = records[from + i];
     if (record === undefined) break;
-    const p = prepareRecord(pipeline, handler, record, firstSeenAt);
+    const p = await prepareRecord(pipeline, handler, record, firstSeenAt);
     if (p.messageId === null || (p.decided && p.verdict.kind === 'invalid')) break;
     members.push(p);
   }

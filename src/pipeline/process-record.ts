@@ -40,7 +40,7 @@ export async function processRecord(
   earlier?: EarlierAttempt,
 ): Promise<Outcome> {
   const started = performance.now();
-  const prepared = prepareRecord(pipeline, handler, record);
+  const prepared = await prepareRecord(pipeline, handler, record);
   const outcome = await recordOutcome(pipeline, handler, prepared, control, earlier);
   announce(pipeline, prepared.where, outcome, performance.now() - started, record);
   return outcome;
@@ -251,8 +251,8 @@ export async function applyRecord(
         cancel: pipeline.cancelBackend,
         messageId,
       },
-      async (signal) => {
-        const attemptSteps = attempt.steps.attempt(signal);
+      async (lease) => {
+        const attemptSteps = attempt.steps.attempt(lease.signal);
         await apply(
           messageContext(
             t,
@@ -261,7 +261,7 @@ export async function applyRecord(
             messageId,
             attempt.attempt,
             pipeline.logger,
-            signal,
+            lease,
             attemptSteps.step,
           ),
         );

@@ -5,7 +5,7 @@ import { OncelyError } from '../errors.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
 import { committedOffsets, offsetsAtTime, topicLog } from '../kafka/offsets.js';
-import { decode, toMessageInfo } from '../pipeline/decode.js';
+import { decodeForId, toMessageInfo } from '../pipeline/decode.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
 import { readRanges, withAdmin } from './kafka-admin.js';
 import { lookUpInbox, readHorizons, readResumePoints } from './store.js';
@@ -185,7 +185,8 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
       const c = counts.get(partition);
       const range = ranges.find((r) => r.partition === partition);
       if (c === undefined || range === undefined) return;
-      const ids = records.map((record) => messageIdOf(record, handler));
+      const ids: (string | null)[] = [];
+      for (const record of records) ids.push(await messageIdOf(record, handler));
       const inbox = await lookUpInbox(
         pool,
         groupId,
@@ -269,12 +270,11 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
  * topic's handler and its `messageId(event)`, decoded as the pipeline does; an event that does not
  * decode is dead-lettered by the consumer under its header or coordinates id, as here.
  */
-function messageIdOf(record: ConsumedRecord, handler: AnyHandlerDefinition | undefined): string | null {
+async function messageIdOf(record: ConsumedRecord, handler: AnyHandlerDefinition | undefined): Promise<string | null> {
   let fromHandler: (() => unknown) | undefined;
   if (handler?.messageId !== undefined && record.value !== null) {
-    const info = toMessageInfo(record);
-    const decoded = decode(handler, info);
-    if (decoded.ok) fromHandler = () => handler.messageId?.(decoded.event, info);
+    // Awaited as the pipeline awaits it: decoder, schema and messageId() may be async.
+    fromHandler = (await decodeForId(handler, toMessageInfo(record))).fromHandler;
   }
   const identity = deriveMessageId(record, fromHandler);
   return identity.ok ? identity.id : null;

@@ -245,9 +245,9 @@ export class Delivery {
   }
 
   /** True when the message has an id of its own (not its Kafka coordinates). */
-  hasOwnId(record: ConsumedRecord): boolean {
+  async hasOwnId(record: ConsumedRecord): Promise<boolean> {
     const handler = this.#handlers.get(record.topic);
-    return handler !== undefined && prepareRecord(this.#pipeline, handler, record).idSource !== 'coordinates';
+    return handler !== undefined && (await prepareRecord(this.#pipeline, handler, record)).idSource !== 'coordinates';
   }
 
   async #handOver(records: readonly ConsumedRecord[], how: HandOver): Promise<void> {

@@ -63,7 +63,9 @@ export async function deliverAdversarially(options: DeliveryOptions & { scenario
       break;
     case 'mutated': {
       const records = await delivery.deliver(planned);
-      const mutated = records.filter((r) => r.value !== null && delivery.hasOwnId(r)).map(mutate);
+      const withOwnId: ConsumedRecord[] = [];
+      for (const r of records) if (r.value !== null && (await delivery.hasOwnId(r))) withOwnId.push(r);
+      const mutated = withOwnId.map(mutate);
       await delivery.redeliver(mutated.map((r) => ({ ...r, offset: `${BigInt(r.offset) + BigInt(records.length)}` })));
       break;
     }

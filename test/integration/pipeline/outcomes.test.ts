@@ -201,7 +201,7 @@ describe('G2: every message read ends in exactly one recorded outcome', () => {
     await consumer.start();
     await waitFor('two outcomes', () => outcomes.total === 2);
     // drizzle wraps the refusal in its DrizzleQueryError; the cause says what happened.
-    await expect(kept?.execute('SELECT 1')).rejects.toMatchObject({ cause: { code: 'ONCELY_TRANSACTION_CLOSED' } });
+    await expect(kept?.execute('SELECT 1')).rejects.toMatchObject({ cause: { code: 'ONCELY_ATTEMPT_ENDED' } });
   });
 
   it('logs an expected dead letter as one concise warn line and a handler that ran out of attempts as an error, each key once', async () => {
