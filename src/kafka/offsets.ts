@@ -85,6 +85,7 @@ interface BrokerHandle {
   }): Promise<{
     responses: {
       partitions: {
+        partition: number;
         messages: { offset: string; value: Buffer | null; timestamp: string; isControlRecord?: boolean }[];
       }[];
     }[];
@@ -109,13 +110,15 @@ function clusterOf(kafka: Kafka): ClusterHandle {
 }
 
 /**
- * The record at one offset of each partition in `wanted`, read with one Fetch request per
- * partition to its leader — no consumer group is joined, nothing is committed. A partition whose
- * offset holds no data record (compacted away, a transaction marker, outside the log) is absent.
+ * The record at one offset of each partition in `wanted`, read with one Fetch request per leader
+ * — no consumer group is joined, nothing is committed. A partition whose offset holds no data
+ * record (compacted away, a transaction marker, outside the log) is absent.
  *
  * kafkajs has no public call that reads one record without joining a group (a throwaway group
  * would cost a join per check, on every rebalance), so this uses the cluster connection its own
- * consumer fetches with; a unit test pins that kafkajs still has it.
+ * consumer fetches with; a unit test pins that kafkajs still has it. Requests go one at a time:
+ * kafkajs opens a broker's fetch connection on first use, and two requests racing to open it
+ * would open two.
  */
 export async function recordsAt(
   kafka: Kafka,
@@ -128,38 +131,66 @@ export async function recordsAt(
   await cluster.connect();
   try {
     await cluster.addTargetTopic(topic);
-    await Promise.all(
-      [...wanted].map(async ([partition, offset]) => {
-        const [nodeId] = Object.keys(cluster.findLeaderForPartitions(topic, [partition]));
-        if (nodeId === undefined) throw new Error(`Partition ${topic}/${partition} has no leader right now`);
-        const broker = await cluster.findBroker({ nodeId });
-        const fetchOffset = offset.toString();
-        let response;
-        try {
-          response = await broker.fetch({
-            replicaId: -1,
-            isolationLevel: READ_COMMITTED,
-            maxWaitTime: 0,
-            minBytes: 1,
-            // The broker sends the whole first record batch even when it is larger (KIP-74).
-            maxBytes: 65_536,
-            topics: [{ topic, partitions: [{ partition, fetchOffset, maxBytes: 65_536 }] }],
+    const leaders = cluster.findLeaderForPartitions(topic, [...wanted.keys()]);
+    const led = new Set(Object.values(leaders).flat());
+    const leaderless = [...wanted.keys()].filter((p) => !led.has(p));
+    if (leaderless.length > 0) throw new Error(`Partitions ${leaderless.join(', ')} of ${topic} have no leader now`);
+    for (const [nodeId, partitions] of Object.entries(leaders)) {
+      const broker = await cluster.findBroker({ nodeId });
+      try {
+        await fetchInto(found, broker, topic, partitions, wanted);
+      } catch (error) {
+        // One partition moved out of the log between reading its bounds and this fetch fails the
+        // whole answer: ask for each alone, and leave out the ones that are gone.
+        if (!isOutOfRange(error)) throw error;
+        for (const partition of partitions) {
+          await fetchInto(found, broker, topic, [partition], wanted).catch((alone: unknown) => {
+            if (!isOutOfRange(alone)) throw alone;
           });
-        } catch (error) {
-          // Moved out of the log between reading its bounds and this fetch: nothing to compare.
-          if ((error as { type?: unknown }).type === 'OFFSET_OUT_OF_RANGE') return;
-          throw error;
         }
-        // The answer starts at the batch holding the offset: pick the record itself.
-        const messages = response.responses[0]?.partitions[0]?.messages ?? [];
-        const record = messages.find((m) => m.offset === fetchOffset && m.isControlRecord !== true);
-        if (record !== undefined) {
-          found.set(partition, { offset: record.offset, value: record.value ?? null, timestamp: record.timestamp });
-        }
-      }),
-    );
+      }
+    }
   } finally {
     await cluster.disconnect().catch(() => undefined);
   }
   return found;
+}
+
+function isOutOfRange(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { type?: unknown }).type === 'OFFSET_OUT_OF_RANGE';
+}
+
+async function fetchInto(
+  found: Map<number, LoggedRecord>,
+  broker: BrokerHandle,
+  topic: string,
+  partitions: readonly number[],
+  wanted: ReadonlyMap<number, bigint>,
+): Promise<void> {
+  const response = await broker.fetch({
+    replicaId: -1,
+    isolationLevel: READ_COMMITTED,
+    maxWaitTime: 0,
+    minBytes: 1,
+    maxBytes: 1_048_576,
+    topics: [
+      {
+        topic,
+        // The broker sends the whole first record batch of a partition even when it is larger (KIP-74).
+        partitions: partitions.map((partition) => ({
+          partition,
+          fetchOffset: String(wanted.get(partition)),
+          maxBytes: 65_536,
+        })),
+      },
+    ],
+  });
+  for (const answer of response.responses[0]?.partitions ?? []) {
+    const fetchOffset = String(wanted.get(answer.partition));
+    // The answer starts at the batch holding the offset: pick the record itself.
+    const record = answer.messages.find((m) => m.offset === fetchOffset && m.isControlRecord !== true);
+    if (record !== undefined) {
+      found.set(answer.partition, { offset: record.offset, value: record.value ?? null, timestamp: record.timestamp });
+    }
+  }
 }

@@ -2,7 +2,8 @@ import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
-import { committedOffsets, type PartitionLog, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
+import { payloadFingerprint } from '../kafka/message-identity.js';
+import { committedOffsets, type PartitionLog, recordsAt, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
 import { assertNoLiveMembers, withAdmin } from './kafka-admin.js';
 import { inTransaction, readResumePoints, setResumePoints } from './store.js';
 
@@ -139,10 +140,31 @@ export async function moveGroupOffsets(
     const before = new Map(
       (await readResumePoints(options.pool, { groupId, topic })).map((r) => [r.partition, r.nextOffset]),
     );
+    // Each new resume point is marked by the record before it in this log, so the consumer
+    // recognises the log it was moved in (and not a topic re-created after this reset).
+    const marks = await recordsAt(
+      options.kafka,
+      topic,
+      new Map(
+        moves
+          .filter((m) => m.offset > (log.find((p) => p.partition === m.partition)?.logStart ?? m.offset))
+          .map((m) => [m.partition, m.offset - 1n]),
+      ),
+    );
+    const marked = moves.map((m) => {
+      const record = marks.get(m.partition);
+      return {
+        ...m,
+        previous:
+          record === undefined
+            ? undefined
+            : { payloadHash: payloadFingerprint(record.value), timestamp: record.timestamp },
+      };
+    });
     let kafkaMoved = false;
     try {
       await inTransaction(options.pool, async (client) => {
-        await setResumePoints(client, groupId, topic, moves);
+        await setResumePoints(client, groupId, topic, marked);
         await alsoInTransaction(client);
         await setCommittedOffsets(admin, groupId, topic, moves);
         kafkaMoved = true;
