@@ -195,6 +195,37 @@ describe('G2: a resume point recognises its log (topic identity)', () => {
   });
 });
 
+describe('G2: resume points from before marks existed', () => {
+  it('G2: a resume point without a mark (recorded before migration 0007) is not checked, and the next outcome marks it', async () => {
+    const topic = await env.createTopic('unmarked');
+    const groupId = env.groupId('unmarked');
+    await env.produce(topic, [jsonMessage('u-0', {}), jsonMessage('u-1', {})]);
+    const first = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const firstOutcomes = recordOutcomes(first);
+    await first.start();
+    await waitFor('two processed', () => firstOutcomes.processed.length === 2);
+    await first.stop();
+    await env.pool.query(
+      'UPDATE oncely.offsets SET previous_payload_hash = NULL, previous_timestamp = NULL WHERE consumer_group = $1',
+      [groupId],
+    );
+
+    await env.produce(topic, [jsonMessage('u-2', {})]);
+    const second = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const mismatches: ConsumerEvents['partition:offsets-mismatch'][] = [];
+    second.on('partition:offsets-mismatch', (e) => mismatches.push(e));
+    const outcomes = recordOutcomes(second);
+    await second.start();
+    await waitFor('the new message processed', () => outcomes.processed.length === 1);
+    expect(mismatches).toEqual([]);
+    const { rows } = await env.pool.query<{ marked: boolean }>(
+      'SELECT previous_payload_hash IS NOT NULL AND previous_timestamp IS NOT NULL AS marked FROM oncely.offsets WHERE consumer_group = $1',
+      [groupId],
+    );
+    expect(rows).toEqual([{ marked: true }]);
+  });
+});
+
 describe('G2: a paused partition is consumed or reported by whoever owns it', () => {
   it('G2: a partition paused here, moved to another member and back, is consumed again, not left paused in Kafka', async () => {
     const topic = await env.createTopic('pause-move');
