@@ -32,6 +32,8 @@ export interface ResumePointRow {
   readonly topic: string;
   readonly partition: number;
   readonly nextOffset: bigint;
+  /** The record before the resume point that marks it (migration 0007); undefined when none is recorded. */
+  readonly previous: { readonly payloadHash: Buffer; readonly timestamp: string } | undefined;
 }
 
 /** `oncely.offsets` rows, optionally narrowed to one group and/or topic. */
@@ -39,8 +41,15 @@ export async function readResumePoints(
   pool: pg.Pool | pg.PoolClient,
   filter: { readonly groupId?: string | undefined; readonly topic?: string | undefined },
 ): Promise<ResumePointRow[]> {
-  const { rows } = await pool.query<{ consumer_group: string; topic: string; partition: number; next_offset: string }>(
-    `SELECT consumer_group, topic, partition, next_offset FROM oncely.offsets
+  const { rows } = await pool.query<{
+    consumer_group: string;
+    topic: string;
+    partition: number;
+    next_offset: string;
+    previous_payload_hash: Buffer | null;
+    previous_timestamp: string | null;
+  }>(
+    `SELECT consumer_group, topic, partition, next_offset, previous_payload_hash, previous_timestamp FROM oncely.offsets
       WHERE ($1::text IS NULL OR consumer_group = $1) AND ($2::text IS NULL OR topic = $2)
       ORDER BY 1, 2, 3`,
     [filter.groupId ?? null, filter.topic ?? null],
@@ -50,6 +59,10 @@ export async function readResumePoints(
     topic: r.topic,
     partition: r.partition,
     nextOffset: BigInt(r.next_offset),
+    previous:
+      r.previous_payload_hash === null || r.previous_timestamp === null
+        ? undefined
+        : { payloadHash: r.previous_payload_hash, timestamp: r.previous_timestamp },
   }));
 }
 

@@ -1,7 +1,7 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 
-import { type ConsumerEvents } from '../../../src/index.js';
+import { type ConsumerEvents, resetOffsets, showOffsets } from '../../../src/index.js';
 import {
   effectHandler,
   jsonMessage,
@@ -162,6 +162,17 @@ describe('G2: a resume point recognises its log (topic identity)', () => {
     expect(second.paused()[0]?.error.message).toContain('oncely offsets reset');
     expect(outcomes.processed).toEqual([]);
     expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['old-0', 'old-1', 'old-2']);
+
+    // The runbook: `oncely offsets show` names the problem, a reset to the new log's start fixes it.
+    const shown = await showOffsets({ pool: env.pool, kafka: env.kafka, groupId, topic });
+    expect(shown.map((p) => [p.partition, p.verdict])).toEqual([[0, 'other-log']]);
+    await second.stop();
+    await resetOffsets({ pool: env.pool, kafka: env.kafka, groupId, topic, to: 'earliest' });
+    const third = env.consumer({ groupId, handlers: [effectHandler(topic)] });
+    const thirdOutcomes = recordOutcomes(third);
+    await third.start();
+    await waitFor('the new log processed', () => thirdOutcomes.processed.length === 5);
+    expect((await showOffsets({ pool: env.pool, kafka: env.kafka, groupId, topic }))[0]?.verdict).toBe('ok');
   });
 
   it('G2: a topic re-created with more partitions pauses the old partition and consumes the new one', async () => {
