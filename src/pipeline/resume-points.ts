@@ -165,6 +165,12 @@ export class ResumePoints {
           { topic, partition, resumeAt: resumeAt.toString() },
           'resume point recorded before oncely marked them (migration 0007): not checked against the log this time',
         );
+      } else if (identity === 'unreadable' && wanted.has(partition) && start.mismatch === undefined) {
+        // Asked for, not there: a compacted topic may have removed it. The bounds alone decide.
+        this.#config.logger.info(
+          { topic, partition, resumeAt: resumeAt.toString() },
+          'the record before the resume point is no longer in the log (compacted?): its log could not be recognised this time',
+        );
       }
       if (start.mismatch !== undefined) this.#actions.mismatch(topic, partition, start.mismatch);
       else if (start.seekTo !== undefined) {
