@@ -91,6 +91,7 @@ const UNSENDABLE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVAL
 const PER_ROW = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION']);
 
 class LostConnection extends Error {}
+class Stopped extends Error {}
 
 /** How often the lock session is confirmed (a query) while nothing else runs on it: a quarter lease. */
 function heartbeatMs(lockLeaseMs: number): number {
@@ -121,7 +122,6 @@ export function lockSessionSettings(lockLeaseMs: number, serverVersion: number):
   if (serverVersion >= 140000) settings.idle_session_timeout = String(lockLeaseMs);
   return settings;
 }
-class Stopped extends Error {}
 
 /**
  * Creates an outbox relay. Several may run against one database (one per consumer process, or a
