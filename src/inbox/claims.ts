@@ -15,6 +15,11 @@ export interface ClaimRequest {
   /** The partition's next offset to record with the outcome: `offset + 1`. */
   readonly nextOffset: string;
   readonly payloadHash: Buffer;
+  /**
+   * The record's Kafka timestamp (ms since the epoch, decimal): with `payloadHash`, the
+   * {@link ResumeMark} of `nextOffset`.
+   */
+  readonly timestamp: string;
   readonly status: InboxStatus;
   readonly attempts: number;
   readonly firstSeenAt: Date;
@@ -42,6 +47,40 @@ export type ClaimResult =
    */
   { readonly claimed: true; readonly row: string | null } | { readonly claimed: false; readonly existing: InboxEntry };
 
+/**
+ * What recognises a partition's log at its resume point: the record just before it
+ * (`next_offset − 1`), by its payload fingerprint and its Kafka timestamp. Written by the same
+ * statement that records the offset; on assignment the consumer fetches that record again and
+ * compares (pipeline/resume-points.ts): a topic deleted and re-created holds other records there,
+ * whatever its length.
+ */
+export interface ResumeMark {
+  /** SHA-256 of the record's value (its payload fingerprint). */
+  readonly payloadHash: Buffer;
+  /** The record's Kafka timestamp: milliseconds since the epoch, as a decimal string. */
+  readonly timestamp: string;
+}
+
+/**
+ * The CTE that records a partition's next offset, with the {@link ResumeMark} of the record before
+ * it. The offset only ever moves forward (GREATEST): a late duplicate of an old offset must not
+ * rewind the resume point, nor replace its mark with an older record's. At an equal offset the
+ * mark is the same record's, so writing it again fills a row from before the mark existed.
+ */
+function moveResumePoint(group: string, topic: string, partition: string, next: string, hash: string, ts: string) {
+  return `moved AS (
+  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset, previous_payload_hash, previous_timestamp)
+  VALUES (${group}, ${topic}, ${partition}, ${next}::bigint, ${hash}, ${ts}::bigint)
+  ON CONFLICT (consumer_group, topic, partition)
+  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset),
+    previous_payload_hash = CASE WHEN EXCLUDED.next_offset >= o.next_offset
+      THEN EXCLUDED.previous_payload_hash ELSE o.previous_payload_hash END,
+    previous_timestamp = CASE WHEN EXCLUDED.next_offset >= o.next_offset
+      THEN EXCLUDED.previous_timestamp ELSE o.previous_timestamp END,
+    updated_at = now()
+)`;
+}
+
 interface HolderRow {
   topic: string | null;
   partition: number | null;
@@ -59,14 +98,16 @@ interface HolderRow {
  * The claim is an INSERT … ON CONFLICT DO NOTHING on the primary key, never a select-then-insert:
  * a concurrent claimer of the same id waits on the unique index until the first transaction ends,
  * then sees the conflict (or inserts, when the first rolled back). The offsets row only ever moves
- * forward (GREATEST): a late duplicate of an old offset must not rewind the resume point.
+ * forward (GREATEST): a late duplicate of an old offset must not rewind the resume point. The
+ * claimed record is the one before `nextOffset`, so its fingerprint ($6) and timestamp mark the
+ * resume point — no extra round trip, one more parameter.
  *
  * The statement does not read the inbox: a read in it would be planned once for the prepared
  * statement, possibly while the inbox was empty, and that plan (a sequential scan) would then run
  * on every claim as the table grows. The holder of a taken id is read separately, only then.
  */
 export const CLAIM = {
-  name: 'oncely_claim_v4',
+  name: 'oncely_claim_v5',
   text: `
 WITH claimed AS (
   INSERT INTO oncely.inbox
@@ -74,12 +115,7 @@ WITH claimed AS (
   VALUES ($11, $2, $3, $4, $5::bigint, $6, $7, $8, $9)
   ON CONFLICT (consumer_group, message_id) DO NOTHING
   RETURNING ctid
-), moved AS (
-  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
-  VALUES ($1, $3, $4, $10::bigint)
-  ON CONFLICT (consumer_group, topic, partition)
-  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
-)
+), ${moveResumePoint('$1', '$3', '$4', '$10', '$6', '$12')}
 SELECT set_config('synchronous_commit', 'on', true) AS sync, (SELECT ctid::text FROM claimed) AS row`,
 } as const;
 
@@ -98,6 +134,7 @@ export async function claimMessage(client: pg.ClientBase, request: ClaimRequest)
       request.firstSeenAt,
       request.nextOffset,
       request.inboxScope,
+      request.timestamp,
     ],
   });
   return claimResult(client, request, rows[0]?.row);
@@ -164,6 +201,8 @@ export interface OffsetRecord {
   readonly topic: string;
   readonly partition: number;
   readonly nextOffset: string;
+  /** The record at `nextOffset − 1`, which marks the resume point. */
+  readonly previous: ResumeMark;
 }
 
 /**
@@ -172,30 +211,60 @@ export interface OffsetRecord {
  */
 export async function recordOffset(client: pg.ClientBase, record: OffsetRecord): Promise<void> {
   await client.query({
-    name: 'oncely_record_offset_v1',
+    name: 'oncely_record_offset_v2',
     text: `
-WITH moved AS (
-  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
-  VALUES ($1, $2, $3, $4::bigint)
-  ON CONFLICT (consumer_group, topic, partition)
-  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
-)
+WITH ${moveResumePoint('$1', '$2', '$3', '$4', '$5', '$6')}
 SELECT set_config('synchronous_commit', 'on', true)`,
-    values: [record.groupId, record.topic, record.partition, record.nextOffset],
+    values: [
+      record.groupId,
+      record.topic,
+      record.partition,
+      record.nextOffset,
+      record.previous.payloadHash,
+      record.previous.timestamp,
+    ],
   });
 }
 
+/** A partition's resume point: the next offset recorded, and what recognises its log there. */
+export interface ResumePoint {
+  readonly nextOffset: bigint;
+  /** Undefined for a row recorded before migration 0007 (or reset to an offset with no record before it). */
+  readonly previous: ResumeMark | undefined;
+}
+
 /**
- * The next offset recorded for each partition of `topic` in this group. A consumer that is
+ * The resume point recorded for each partition of `topic` in this group. A consumer that is
  * assigned a partition passes over every record below it without claiming: those outcomes are
  * already committed, even when Kafka's offset commit for them was lost in a crash.
  */
-export async function loadNextOffsets(pool: pg.Pool, groupId: string, topic: string): Promise<Map<number, bigint>> {
-  const { rows } = await pool.query<{ partition: number; next_offset: string }>(
-    'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
+export async function loadResumePoints(
+  pool: pg.Pool,
+  groupId: string,
+  topic: string,
+): Promise<Map<number, ResumePoint>> {
+  const { rows } = await pool.query<{
+    partition: number;
+    next_offset: string;
+    previous_payload_hash: Buffer | null;
+    previous_timestamp: string | null;
+  }>(
+    `SELECT partition, next_offset, previous_payload_hash, previous_timestamp
+       FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2`,
     [groupId, topic],
   );
-  return new Map(rows.map((r) => [r.partition, BigInt(r.next_offset)]));
+  return new Map(
+    rows.map((r) => [
+      r.partition,
+      {
+        nextOffset: BigInt(r.next_offset),
+        previous:
+          r.previous_payload_hash === null || r.previous_timestamp === null
+            ? undefined
+            : { payloadHash: r.previous_payload_hash, timestamp: r.previous_timestamp },
+      },
+    ]),
+  );
 }
 
 /** Many ids of one partition, claimed by one statement (a chunk's, a commit group's). */
@@ -220,6 +289,8 @@ export interface ChunkClaimRequest extends ManyIds {
   readonly attempts: number;
   /** The partition's next offset after the whole chunk. */
   readonly nextOffset: string;
+  /** The chunk's last record (claimed or not), which marks the resume point `nextOffset`. */
+  readonly last: ResumeMark;
 }
 
 /** What a chunk's claim answers: only the exceptions, so the common case carries nothing back. */
@@ -233,7 +304,7 @@ const NO_CONFLICTS: ReadonlySet<string> = new Set();
 /**
  * Claims a whole chunk of one partition in one statement, records the partition's next offset and
  * sets `synchronous_commit = on` locally — one round trip, like {@link claimMessage}. However long
- * the chunk, the statement has ten parameters (a VALUES list would hit PostgreSQL's 65,535-parameter
+ * the chunk, the statement has twelve parameters (a VALUES list would hit PostgreSQL's 65,535-parameter
  * limit): ids and offsets as array literals built here (cheaper than the driver's per-element
  * escaping), the fingerprints as one binary buffer cut into 32-byte slices in SQL (no hex text, no
  * `decode()`). Rows are inserted in chunk order: when an id occurs twice in the chunk, the first
@@ -244,7 +315,7 @@ const NO_CONFLICTS: ReadonlySet<string> = new Set();
  */
 export async function claimChunk(client: pg.ClientBase, request: ChunkClaimRequest): Promise<ChunkClaimResult> {
   const { rows } = await client.query<{ conflicts: string[] | null }>({
-    name: 'oncely_claim_chunk_v4',
+    name: 'oncely_claim_chunk_v5',
     text: `
 WITH input AS (
   SELECT * FROM unnest($4::text[], $5::bigint[]) WITH ORDINALITY AS t(message_id, "offset", ord)
@@ -255,12 +326,7 @@ WITH input AS (
     FROM input ORDER BY ord
   ON CONFLICT (consumer_group, message_id) DO NOTHING
   RETURNING "offset"
-), moved AS (
-  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
-  VALUES ($1, $2, $3, $9::bigint)
-  ON CONFLICT (consumer_group, topic, partition)
-  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
-)
+), ${moveResumePoint('$1', '$2', '$3', '$9', '$11', '$12')}
 SELECT set_config('synchronous_commit', 'on', true) AS sync,
        CASE WHEN (SELECT count(*) FROM claimed) < cardinality($4::text[])
             THEN ARRAY(SELECT "offset"::text FROM input WHERE "offset" NOT IN (SELECT "offset" FROM claimed))
@@ -282,26 +348,21 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
  */
 export async function insertChunkClaims(client: pg.ClientBase, request: ChunkClaimRequest): Promise<void> {
   await client.query({
-    name: 'oncely_insert_chunk_claims_v1',
+    name: 'oncely_insert_chunk_claims_v2',
     text: `
 WITH claimed AS (
   INSERT INTO oncely.inbox
     (consumer_group, message_id, topic, partition, "offset", payload_hash, status, attempts, first_seen_at)
   SELECT $10, message_id, $2, $3, "offset", substring($6::bytea FROM (ord::int - 1) * 32 + 1 FOR 32), 'processed', $7, $8
     FROM unnest($4::text[], $5::bigint[]) WITH ORDINALITY AS t(message_id, "offset", ord)
-), moved AS (
-  INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
-  VALUES ($1, $2, $3, $9::bigint)
-  ON CONFLICT (consumer_group, topic, partition)
-  DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
-)
+), ${moveResumePoint('$1', '$2', '$3', '$9', '$11', '$12')}
 SELECT set_config('synchronous_commit', 'on', true) AS sync`,
     values: chunkClaimValues('insertChunkClaims', request),
   });
 }
 
 /**
- * The parameters both chunk claim statements take ($1 … $10), after checking that the arrays
+ * The parameters both chunk claim statements take ($1 … $12), after checking that the arrays
  * describe the same messages.
  */
 function chunkClaimValues(caller: string, request: ChunkClaimRequest): unknown[] {
@@ -322,6 +383,8 @@ function chunkClaimValues(caller: string, request: ChunkClaimRequest): unknown[]
     request.firstSeenAt,
     request.nextOffset,
     request.inboxScope,
+    request.last.payloadHash,
+    request.last.timestamp,
   ];
 }
 

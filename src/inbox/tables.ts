@@ -47,6 +47,10 @@ export const offsetsTable = oncelySchema.table(
     topic: text('topic').notNull(),
     partition: integer('partition').notNull(),
     nextOffset: bigint('next_offset', { mode: 'bigint' }).notNull(),
+    /** The payload fingerprint of the record at `next_offset − 1` (migration 0007); null in older rows. */
+    previousPayloadHash: bytea('previous_payload_hash'),
+    /** That record's Kafka timestamp, ms since the epoch (migration 0007); null in older rows. */
+    previousTimestamp: bigint('previous_timestamp', { mode: 'bigint' }),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.consumerGroup, t.topic, t.partition] })],

@@ -2,7 +2,7 @@ import type { Admin, Consumer, ConsumerConfig, EachBatchPayload, Kafka, KafkaMes
 
 import { isOncelyError, OncelyError } from '../errors.js';
 import type { IdentitySource } from './message-identity.js';
-import { committedOffsets as readCommittedOffsets, topicLog } from './offsets.js';
+import { type LoggedRecord, committedOffsets as readCommittedOffsets, recordsAt, topicLog } from './offsets.js';
 
 /** One consumed record, free of kafkajs types. */
 export interface ConsumedRecord extends IdentitySource {
@@ -99,6 +99,11 @@ export interface KafkaRunner {
   logBounds(topic: string): Promise<Map<number, { readonly start: bigint; readonly end: bigint }>>;
   /** Per partition: the group's committed offset in Kafka; absent when none is committed. */
   committedOffsets(topic: string): Promise<Map<number, bigint>>;
+  /**
+   * Per partition, the record at the given offset, fetched from its leader without the group
+   * (absent when that offset holds no data record): what a resume point is recognised by.
+   */
+  recordsAt(topic: string, offsets: ReadonlyMap<number, bigint>): Promise<Map<number, LoggedRecord>>;
 }
 
 export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
@@ -287,6 +292,7 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     reconcilePauses,
     logBounds,
     committedOffsets,
+    recordsAt: (topic, offsets) => recordsAt(options.kafka, topic, offsets),
   };
 }
 

@@ -35,6 +35,17 @@ export interface OutboxRelayOptions {
   /** How often a standby relay tries to become the active one. Default 2000 ms. */
   readonly standbyPollMs?: number;
   /**
+   * The lease of the active relay's lock: how long a relay whose database connection stops
+   * answering (a network partition, a frozen host) keeps the lock. PostgreSQL ends the relay's
+   * lock session after this long without a command from it (`idle_session_timeout`, TCP
+   * keepalives and `tcp_user_timeout` on that session), which releases the lock; the relay
+   * confirms its session every quarter lease and starts no send once it has not confirmed it for
+   * half a lease. A standby takes over within `lockLeaseMs + standbyPollMs` of the connection's
+   * last answer. At least 1000. Default 30 000 ms (takeover within 32 s with the default
+   * `standbyPollMs`).
+   */
+  readonly lockLeaseMs?: number;
+  /**
    * Sends of one row to a topic the broker does not know before the row is parked. Rows over the
    * broker's size limit (and other records the broker rejects as invalid) are parked at once. Default 10.
    */
@@ -82,6 +93,36 @@ const PER_ROW = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAIL
 class LostConnection extends Error {}
 class Stopped extends Error {}
 
+/** How often the lock session is confirmed (a query) while nothing else runs on it: a quarter lease. */
+function heartbeatMs(lockLeaseMs: number): number {
+  return Math.max(250, Math.floor(lockLeaseMs / 4));
+}
+
+/**
+ * The settings that make PostgreSQL itself end the session of a relay that stopped talking to it,
+ * so its advisory lock is released within the lease however the connection died:
+ * - `idle_session_timeout` / `idle_in_transaction_session_timeout`: the session of a relay that
+ *   sends nothing for a lease is ended (the relay confirms it every quarter lease, so a live one
+ *   never is). This also covers a peer whose TCP stack still answers (a frozen proxy, a paused VM).
+ * - `tcp_keepalives_*` and `tcp_user_timeout`: a peer that vanished is noticed in about a lease
+ *   even while the server waits to send to it (where the idle timeout does not count).
+ * - `statement_timeout`: no statement on the lock session runs longer than half a lease.
+ * TCP settings are ignored on a Unix socket; the idle timeout needs PostgreSQL 14.
+ */
+export function lockSessionSettings(lockLeaseMs: number, serverVersion: number): Record<string, string> {
+  const seconds = (ms: number): string => String(Math.max(1, Math.floor(ms / 1000)));
+  const settings: Record<string, string> = {
+    idle_in_transaction_session_timeout: String(lockLeaseMs),
+    statement_timeout: String(Math.floor(lockLeaseMs / 2)),
+    tcp_keepalives_idle: seconds(lockLeaseMs / 3),
+    tcp_keepalives_interval: seconds(lockLeaseMs / 6),
+    tcp_keepalives_count: '3',
+    tcp_user_timeout: String(lockLeaseMs),
+  };
+  if (serverVersion >= 140000) settings.idle_session_timeout = String(lockLeaseMs);
+  return settings;
+}
+
 /**
  * Creates an outbox relay. Several may run against one database (one per consumer process, or a
  * dedicated deployment): one is active at a time, holding a session-level advisory lock on a
@@ -107,6 +148,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let stopped = false;
   let active = false;
   let client: pg.Client | undefined;
+  /**
+   * When the lock session last answered, as the time its query was sent (performance.now()): the
+   * server had not ended the session before then, so it cannot end it (and free the lock) before
+   * this plus the lease. Sends start only within half a lease of it (see {@link holdLease}).
+   */
+  let confirmedAt = Number.NEGATIVE_INFINITY;
+  let heartbeat: NodeJS.Timeout | undefined;
   let producer: Producer | undefined;
   let admin: Admin | undefined;
   let knownTopics: { names: Set<string>; at: number } | undefined;
@@ -185,29 +233,100 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const closeDatabase = async (): Promise<void> => {
     const current = client;
     client = undefined;
+    clearInterval(heartbeat);
+    heartbeat = undefined;
+    confirmedAt = Number.NEGATIVE_INFINITY;
     if (active) logger.info('outbox relay is no longer active');
     active = false;
-    // Ending the session releases the advisory lock: a standby takes over.
-    await current?.end().catch(() => undefined);
+    // Ending the session releases the advisory lock: a standby takes over. A connection that
+    // stopped answering may never confirm the end: it is cut after a moment (the server ends
+    // that session on its own within the lease).
+    if (current !== undefined) await endWithin(current, 1_000);
+  };
+
+  /** Runs a query on the lock session; once it answers, the session is confirmed as of when it was sent. */
+  const onLockSession = async <T>(db: pg.Client, work: () => Promise<T>): Promise<T> => {
+    const sentAt = performance.now();
+    const result = await work();
+    if (client === db && !isLost(db)) confirmedAt = Math.max(confirmedAt, sentAt);
+    return result;
+  };
+
+  /**
+   * Called right before every send: the lock is surely still this relay's for half a lease after
+   * the session last answered (PostgreSQL ends a silent session only a whole lease after its last
+   * command), so a send may start within that half; past it, the session is asked again, and a
+   * relay that cannot confirm it (a frozen or lost connection) sends nothing — another relay may
+   * hold the lock by now. A send already under way when the lease runs out may still land: its
+   * rows are not marked, so the next active relay sends them again with the same message-id.
+   */
+  const holdLease = async (db: pg.Client): Promise<void> => {
+    const halfLease = config.lockLeaseMs / 2;
+    if (!isLost(db) && performance.now() - confirmedAt < halfLease) return;
+    if (!isLost(db)) await onLockSession(db, () => db.query('SELECT 1')).catch(() => undefined);
+    if (isLost(db) || performance.now() - confirmedAt >= halfLease) {
+      throw new LostConnection('the relay could not confirm its lock within half its lease; it stops sending');
+    }
   };
 
   /** A dedicated connection (not from the pool): it holds the lock and LISTENs for its whole life. */
   const connect = async (): Promise<pg.Client> => {
     const created = new pg.Client(config.connection);
     let lost = false;
+    const markLost = (): void => {
+      lost = true;
+      // Whatever it is doing now (waiting for the broker), it sends nothing more (see holdLease).
+      if (client === created && active) {
+        active = false;
+        logger.info('outbox relay is no longer active: its database session stopped answering');
+      }
+      notify();
+    };
     created.on('error', (error) => {
       if (!lost) logger.warn({ err: error }, 'the outbox relay lost its database connection');
-      lost = true;
-      notify();
+      markLost();
     });
-    created.on('end', () => {
-      lost = true;
-      notify();
-    });
+    created.on('end', markLost);
     created.on('notification', notify);
-    await created.connect();
     (created as pg.Client & { oncelyLost?: () => boolean }).oncelyLost = () => lost;
+    try {
+      await created.connect();
+      // The lease (see lockSessionSettings): PostgreSQL ends this session if the relay goes silent.
+      const { rows } = await created.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
+      const settings = lockSessionSettings(config.lockLeaseMs, Number(rows[0]?.v ?? 0));
+      await created.query(
+        `SELECT ${Object.keys(settings)
+          .map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, false)`)
+          .join(', ')}`,
+        Object.entries(settings).flat(),
+      );
+      if (settings.idle_session_timeout === undefined) {
+        logger.warn(
+          { lockLeaseMs: config.lockLeaseMs },
+          'PostgreSQL before 14 has no idle_session_timeout: a relay cut off behind a live TCP peer keeps its lock until TCP gives up',
+        );
+      }
+    } catch (error) {
+      await endWithin(created, 1_000);
+      throw error;
+    }
     client = created;
+    confirmedAt = Number.NEGATIVE_INFINITY;
+    // Confirms the session while the relay waits (for the broker, a notification, the lock): a
+    // live relay is never idle for a lease, and a relay whose session stops answering learns it
+    // within half a lease (the query times out) and stops being active.
+    heartbeat = setInterval(
+      () => {
+        if (client !== created || lost) return;
+        if (performance.now() - confirmedAt < heartbeatMs(config.lockLeaseMs)) return;
+        onLockSession(created, () => created.query('SELECT 1')).catch((error: unknown) => {
+          if (!lost) logger.warn({ err: error }, 'the outbox relay could not confirm its database session');
+          markLost();
+        });
+      },
+      heartbeatMs(config.lockLeaseMs) / 2,
+    );
+    heartbeat.unref();
     return created;
   };
   const isLost = (c: pg.Client): boolean => (c as pg.Client & { oncelyLost?: () => boolean }).oncelyLost?.() === true;
@@ -265,11 +384,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       if (exists === 'no') {
         const park = row.attempts + 1 >= config.maxAttempts;
-        await recordAttemptFailed(
-          db,
-          row.id,
-          { code: 'UNKNOWN_TOPIC_OR_PARTITION', message: `topic "${row.topic}" does not exist` },
-          park,
+        await onLockSession(db, () =>
+          recordAttemptFailed(
+            db,
+            row.id,
+            { code: 'UNKNOWN_TOPIC_OR_PARTITION', message: `topic "${row.topic}" does not exist` },
+            park,
+          ),
         );
         logger.warn(
           { outboxId: row.id, messageId: row.messageId, topic: row.topic, attempts: row.attempts + 1, parked: park },
@@ -281,6 +402,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       sendable.push(row);
     }
     if (sendable.length === 0) return 0;
+    await holdLease(db);
     try {
       await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages(sendable) }));
     } catch (error) {
@@ -296,10 +418,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     // Acknowledged by all in-sync replicas (acks -1): only now is a row sent. A crash before this
     // UPDATE commits re-sends the rows, with the same message-id.
     recordSent(
-      await markSent(
-        db,
-        sendable.map((r) => r.id),
-        metrics !== undefined,
+      await onLockSession(db, () =>
+        markSent(
+          db,
+          sendable.map((r) => r.id),
+          metrics !== undefined,
+        ),
       ),
     );
     return sendable.length;
@@ -311,6 +435,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     for (const row of rows) {
       const key = keyOf(row);
       if (key !== undefined && held.has(key)) continue;
+      await holdLease(db);
       try {
         await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages([row]) }));
       } catch (error) {
@@ -318,7 +443,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         const type = protocolErrorType(error);
         if (type === undefined || (!UNSENDABLE.has(type) && !PER_ROW.has(type))) throw error;
         const park = UNSENDABLE.has(type) || row.attempts + 1 >= config.maxAttempts;
-        await recordAttemptFailed(db, row.id, describeSendError(error, type), park);
+        await onLockSession(db, () => recordAttemptFailed(db, row.id, describeSendError(error, type), park));
         logger.warn(
           { outboxId: row.id, messageId: row.messageId, topic: row.topic, code: type, parked: park },
           park ? 'outbox event parked: the broker refuses it' : 'outbox event waits: the broker refused it',
@@ -327,7 +452,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         continue;
       }
       await config.afterSend?.([row.messageId]);
-      recordSent(await markSent(db, [row.id], metrics !== undefined));
+      recordSent(await onLockSession(db, () => markSent(db, [row.id], metrics !== undefined)));
       sent++;
     }
     return sent;
@@ -338,7 +463,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     let brokerFailures = 0;
     while (!stopped && !isLost(db)) {
       woken = false;
-      const rows = await fetchPending(db, config.batchSize);
+      const rows = await onLockSession(db, () => fetchPending(db, config.batchSize));
       if (rows.length === 0) {
         await sleep(config.pollIntervalMs);
         continue;
@@ -370,9 +495,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     while (!stopped) {
       try {
         const db = client ?? (await connect());
-        const { rows } = await db.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
-          RELAY_LOCK_KEY.toString(),
-        ]);
+        const { rows } = await onLockSession(db, () =>
+          db.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [RELAY_LOCK_KEY.toString()]),
+        );
         failures = 0;
         if (rows[0]?.locked !== true) {
           // A standby: another relay is active. Its lock goes when its session ends.
@@ -432,6 +557,7 @@ interface ResolvedRelayOptions {
   readonly batchSize: number;
   readonly pollIntervalMs: number;
   readonly standbyPollMs: number;
+  readonly lockLeaseMs: number;
   readonly maxAttempts: number;
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
@@ -454,13 +580,27 @@ function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions 
   // Before the pool is made: a refused option must not leave a pool behind.
   if (options.metrics !== undefined)
     assertRegistry('relay.metrics', (options.metrics as { registry?: unknown }).registry);
+  const lockLeaseMs = options.lockLeaseMs ?? 30_000;
+  if (!Number.isInteger(lockLeaseMs) || lockLeaseMs < 1_000) {
+    throw configError('relay.lockLeaseMs', 'must be a whole number of milliseconds ≥ 1000');
+  }
   const { pool, owned } = resolvePool(options.db);
   const poolOptions = (pool as unknown as { options?: pg.ClientConfig }).options ?? {};
   return {
     kafka: options.kafka,
     pool,
     ownedPool: owned,
-    connection: { ...poolOptions, application_name: 'oncely-relay' },
+    connection: {
+      ...poolOptions,
+      application_name: 'oncely-relay',
+      // The lock session's side of the lease: the relay's own TCP keepalive notices a vanished
+      // server, and a query that gets no answer for half a lease fails (the relay then stops).
+      keepAlive: true,
+      keepAliveInitialDelayMillis: Math.max(1_000, Math.floor(lockLeaseMs / 3)),
+      query_timeout: Math.floor(lockLeaseMs / 2),
+      connectionTimeoutMillis: poolOptions.connectionTimeoutMillis ?? lockLeaseMs,
+    },
+    lockLeaseMs,
     batchSize: positive('batchSize', options.batchSize, 500),
     pollIntervalMs: positive('pollIntervalMs', options.pollIntervalMs, 1000),
     standbyPollMs: positive('standbyPollMs', options.standbyPollMs, 2000),
@@ -518,6 +658,24 @@ function isDatabaseError(error: unknown): boolean {
   const e = error as { code?: unknown; message?: unknown } | undefined;
   return (
     (typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) ||
-    (typeof e?.message === 'string' && /Connection terminated|Client was closed|not queryable/i.test(e.message))
+    (typeof e?.message === 'string' &&
+      /Connection terminated|Client was closed|not queryable|Query read timeout/i.test(e.message))
   );
+}
+
+/**
+ * Ends a pg client, waiting at most `ms` for the server to confirm: a connection that stopped
+ * answering would keep `end()` waiting for ever. Then its socket is destroyed.
+ */
+async function endWithin(db: pg.Client, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const ended = await Promise.race([
+    db.end().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!ended) (db as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }

@@ -117,14 +117,18 @@ export async function deadLetterUnclaimable(
   target: DeadLetterTarget,
   t: OpenTransaction,
   nextOffset: string,
+  payloadHash: Buffer,
   letter: DeadLetterInput,
 ): Promise<boolean> {
   const { record } = letter;
+  // The dead letter and the resume point past it commit together; the record marks the resume
+  // point like any other (see ResumeMark).
   await recordOffset(t.client, {
     groupId: target.groupId,
     topic: record.topic,
     partition: record.partition,
     nextOffset,
+    previous: { payloadHash, timestamp: record.timestamp },
   });
   return recordDeadLetter(target, t, letter);
 }

@@ -100,9 +100,11 @@ export interface ConsumerEvents {
   };
   /**
    * The partition's resume point in `oncely.offsets` disagrees with the log: above its end (the
-   * topic was deleted and re-created, or the log truncated) or below its start (messages were
-   * deleted before they were processed). The partition is paused instead of skipping anything;
-   * see `oncely offsets show` and `oncely offsets reset`.
+   * topic was deleted and re-created, or the log truncated), below its start (messages were
+   * deleted before they were processed), or next to another record than the one recorded there
+   * (`other-log`: the topic was deleted and re-created, whatever the new log's length). The
+   * partition is paused instead of skipping anything; see `oncely offsets show` and `oncely
+   * offsets reset`.
    */
   'partition:offsets-mismatch': {
     readonly groupId: string;
@@ -114,7 +116,7 @@ export interface ConsumerEvents {
     readonly logStartOffset: string;
     /** The offset the next message written to the log gets. */
     readonly logEndOffset: string;
-    readonly problem: 'ahead-of-log' | 'behind-log-start';
+    readonly problem: 'ahead-of-log' | 'behind-log-start' | 'other-log';
   };
   /** A paused partition was resumed; its message is retried from attempt 1. */
   'partition:resumed': { readonly groupId: string; readonly topic: string; readonly partition: number };

@@ -75,7 +75,9 @@ export class PartitionPauses {
     const explanation =
       problem === 'ahead-of-log'
         ? `oncely.offsets says the next offset is ${resumeAt}, but the log ends at ${logEnd}: the topic was deleted and re-created, or its log truncated`
-        : `oncely.offsets says the next offset is ${resumeAt}, but the log starts at ${logStart}: messages were deleted before they were processed`;
+        : problem === 'other-log'
+          ? `oncely.offsets says the next offset is ${resumeAt}, but the record at ${resumeAt - 1n} is not the one this group processed there: the topic was deleted and re-created (this is another log, ${logStart} to ${logEnd}), and its records below ${resumeAt} were never processed`
+          : `oncely.offsets says the next offset is ${resumeAt}, but the log starts at ${logStart}: messages were deleted before they were processed`;
     const message =
       `Partition ${topic}/${partition} paused: ${explanation}. Nothing was skipped. ` +
       `Check with \`oncely offsets show --group ${groupId} --topic ${topic}\`, then move both offsets with ` +

@@ -378,6 +378,8 @@ async function claimIds(
     payloadHashes: concatDigests(records),
     attempts: attempt,
     nextOffset: last.nextOffset,
+    // The chunk's last record, claimable or not, is the one before the resume point it records.
+    last: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
     firstSeenAt: first.firstSeenAt,
   });
 

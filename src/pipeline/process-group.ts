@@ -233,6 +233,7 @@ async function runGroup(
         topic: last.record.topic,
         partition: last.record.partition,
         nextOffset: last.nextOffset,
+        previous: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
       });
     });
   } catch (error) {

@@ -288,6 +288,7 @@ export function claimFor(
     offset: prepared.record.offset,
     nextOffset: prepared.nextOffset,
     payloadHash: prepared.payloadHash,
+    timestamp: prepared.record.timestamp,
     firstSeenAt: prepared.firstSeenAt,
   };
 }
@@ -310,7 +311,7 @@ export function deadLetter(
     (letter: DeadLetterInput) =>
     async (t: OpenTransaction): Promise<Outcome> => {
       if (messageId === null) {
-        const stored = await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, letter);
+        const stored = await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, prepared.payloadHash, letter);
         return stored
           ? { kind: 'dead_lettered', reason, error: letter.error, attempts }
           : deadLetteredBefore(record, prepared.payloadHash);

@@ -2,7 +2,9 @@ import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
-import { committedOffsets, type PartitionLog, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
+import { payloadFingerprint } from '../kafka/message-identity.js';
+import { committedOffsets, type PartitionLog, recordsAt, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
+import { type LogIdentity, markOffset, recogniseLog } from '../pipeline/resume-points.js';
 import { assertNoLiveMembers, withAdmin } from './kafka-admin.js';
 import { inTransaction, readResumePoints, setResumePoints } from './store.js';
 
@@ -13,11 +15,15 @@ import { inTransaction, readResumePoints, setResumePoints } from './store.js';
  *   re-created, log truncated): consuming would skip everything up to it;
  * - `below-log-start`: the resume point is below the first offset Kafka still has: the records
  *   between them are gone and were never processed;
+ * - `other-log`: the record before the resume point is not the one the group recorded there: the
+ *   topic was deleted and re-created (whatever the new log's length), its records were never
+ *   processed;
  * - `kafka-ahead-of-db`: Kafka's committed offset is above the database resume point, which
  *   oncely never does by itself (a hand-edited or restored database);
  * - `no-offsets`: neither store has a position for this partition yet.
  */
-export type OffsetsVerdict = 'ok' | 'db-ahead-of-log' | 'below-log-start' | 'kafka-ahead-of-db' | 'no-offsets';
+export type OffsetsVerdict =
+  'ok' | 'db-ahead-of-log' | 'below-log-start' | 'other-log' | 'kafka-ahead-of-db' | 'no-offsets';
 
 export interface PartitionOffsets {
   readonly groupId: string;
@@ -45,9 +51,11 @@ export function offsetsVerdict(
   kafkaCommitted: bigint | undefined,
   resumePoint: bigint | undefined,
   log: Pick<PartitionLog, 'logStart' | 'highWatermark'>,
+  identity: LogIdentity = 'unmarked',
 ): OffsetsVerdict {
   if (resumePoint === undefined) return kafkaCommitted === undefined ? 'no-offsets' : 'ok';
   if (resumePoint > log.highWatermark) return 'db-ahead-of-log';
+  if (identity === 'other') return 'other-log';
   if (resumePoint < log.logStart) return 'below-log-start';
   if (kafkaCommitted !== undefined && kafkaCommitted > resumePoint) return 'kafka-ahead-of-db';
   return 'ok';
@@ -61,14 +69,27 @@ export async function showOffsets(options: ShowOffsetsOptions): Promise<Partitio
   if (options.groupId !== undefined && options.topic !== undefined) {
     pairs.set(JSON.stringify([options.groupId, options.topic]), { groupId: options.groupId, topic: options.topic });
   }
-  const resume = new Map(rows.map((r) => [JSON.stringify([r.groupId, r.topic, r.partition]), r.nextOffset]));
+  const resume = new Map(rows.map((r) => [JSON.stringify([r.groupId, r.topic, r.partition]), r]));
   return withAdmin(options.kafka, async (admin) => {
     const result: PartitionOffsets[] = [];
     for (const { groupId, topic } of pairs.values()) {
       const [log, committed] = await Promise.all([topicLog(admin, topic), committedOffsets(admin, groupId, topic)]);
+      // The record before each marked resume point, to tell the log it was recorded in from another.
+      const points = new Map(log.map((p) => [p.partition, resume.get(JSON.stringify([groupId, topic, p.partition]))]));
+      const wanted = new Map<number, bigint>();
+      for (const p of log) {
+        const point = points.get(p.partition);
+        const at = point === undefined ? undefined : markOffset(point, { start: p.logStart, end: p.highWatermark });
+        if (at !== undefined) wanted.set(p.partition, at);
+      }
+      const marks = await recordsAt(options.kafka, topic, wanted);
       for (const partition of log) {
         const kafkaOffset = committed.get(partition.partition);
-        const resumePoint = resume.get(JSON.stringify([groupId, topic, partition.partition]));
+        const point = points.get(partition.partition);
+        const resumePoint = point?.nextOffset;
+        const identity = wanted.has(partition.partition)
+          ? recogniseLog(point?.previous, marks.get(partition.partition))
+          : 'unmarked';
         result.push({
           groupId,
           topic,
@@ -77,7 +98,7 @@ export async function showOffsets(options: ShowOffsetsOptions): Promise<Partitio
           databaseResumePoint: resumePoint?.toString() ?? null,
           logStart: partition.logStart.toString(),
           highWatermark: partition.highWatermark.toString(),
-          verdict: offsetsVerdict(kafkaOffset, resumePoint, partition),
+          verdict: offsetsVerdict(kafkaOffset, resumePoint, partition, identity),
         });
       }
     }
@@ -139,10 +160,31 @@ export async function moveGroupOffsets(
     const before = new Map(
       (await readResumePoints(options.pool, { groupId, topic })).map((r) => [r.partition, r.nextOffset]),
     );
+    // Each new resume point is marked by the record before it in this log, so the consumer
+    // recognises the log it was moved in (and not a topic re-created after this reset).
+    const marks = await recordsAt(
+      options.kafka,
+      topic,
+      new Map(
+        moves
+          .filter((m) => m.offset > (log.find((p) => p.partition === m.partition)?.logStart ?? m.offset))
+          .map((m) => [m.partition, m.offset - 1n]),
+      ),
+    );
+    const marked = moves.map((m) => {
+      const record = marks.get(m.partition);
+      return {
+        ...m,
+        previous:
+          record === undefined
+            ? undefined
+            : { payloadHash: payloadFingerprint(record.value), timestamp: record.timestamp },
+      };
+    });
     let kafkaMoved = false;
     try {
       await inTransaction(options.pool, async (client) => {
-        await setResumePoints(client, groupId, topic, moves);
+        await setResumePoints(client, groupId, topic, marked);
         await alsoInTransaction(client);
         await setCommittedOffsets(admin, groupId, topic, moves);
         kafkaMoved = true;

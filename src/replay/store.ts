@@ -32,6 +32,8 @@ export interface ResumePointRow {
   readonly topic: string;
   readonly partition: number;
   readonly nextOffset: bigint;
+  /** The record before the resume point that marks it (migration 0007); undefined when none is recorded. */
+  readonly previous: { readonly payloadHash: Buffer; readonly timestamp: string } | undefined;
 }
 
 /** `oncely.offsets` rows, optionally narrowed to one group and/or topic. */
@@ -39,8 +41,15 @@ export async function readResumePoints(
   pool: pg.Pool | pg.PoolClient,
   filter: { readonly groupId?: string | undefined; readonly topic?: string | undefined },
 ): Promise<ResumePointRow[]> {
-  const { rows } = await pool.query<{ consumer_group: string; topic: string; partition: number; next_offset: string }>(
-    `SELECT consumer_group, topic, partition, next_offset FROM oncely.offsets
+  const { rows } = await pool.query<{
+    consumer_group: string;
+    topic: string;
+    partition: number;
+    next_offset: string;
+    previous_payload_hash: Buffer | null;
+    previous_timestamp: string | null;
+  }>(
+    `SELECT consumer_group, topic, partition, next_offset, previous_payload_hash, previous_timestamp FROM oncely.offsets
       WHERE ($1::text IS NULL OR consumer_group = $1) AND ($2::text IS NULL OR topic = $2)
       ORDER BY 1, 2, 3`,
     [filter.groupId ?? null, filter.topic ?? null],
@@ -50,27 +59,51 @@ export async function readResumePoints(
     topic: r.topic,
     partition: r.partition,
     nextOffset: BigInt(r.next_offset),
+    previous:
+      r.previous_payload_hash === null || r.previous_timestamp === null
+        ? undefined
+        : { payloadHash: r.previous_payload_hash, timestamp: r.previous_timestamp },
   }));
+}
+
+/** Where a resume point is moved to, with the record before it that marks it (see `ResumeMark`). */
+export interface ResumePointMove {
+  readonly partition: number;
+  readonly offset: bigint;
+  /** The record at `offset − 1`; absent when there is none to read (offset at the log's start). */
+  readonly previous?: { readonly payloadHash: Buffer; readonly timestamp: string } | undefined;
 }
 
 /**
  * Moves the group's resume points to exactly these offsets (down as well as up: unlike the
  * pipeline's GREATEST, an operator's reset is meant to rewind). Takes the group's retention lock
  * for the transaction first, so a purge never computes its bounds from offsets being moved.
+ *
+ * The old mark belongs to the old offset, so it is always replaced: by the record before the new
+ * offset when the caller read it, by null (the consumer then does not check that resume point
+ * until it records the next outcome) when there is none.
  */
 export async function setResumePoints(
   client: pg.PoolClient,
   groupId: string,
   topic: string,
-  offsets: readonly { partition: number; offset: bigint }[],
+  offsets: readonly ResumePointMove[],
 ): Promise<void> {
   await lockGroupRetention(client, groupId);
   await client.query(
-    `INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset)
-     SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS t(p, n)
+    `INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset, previous_payload_hash, previous_timestamp)
+     SELECT $1, $2, p, n, decode(h, 'hex'), ts FROM unnest($3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS t(p, n, h, ts)
      ON CONFLICT (consumer_group, topic, partition)
-     DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-    [groupId, topic, offsets.map((o) => o.partition), offsets.map((o) => o.offset.toString())],
+     DO UPDATE SET next_offset = EXCLUDED.next_offset, previous_payload_hash = EXCLUDED.previous_payload_hash,
+       previous_timestamp = EXCLUDED.previous_timestamp, updated_at = now()`,
+    [
+      groupId,
+      topic,
+      offsets.map((o) => o.partition),
+      offsets.map((o) => o.offset.toString()),
+      offsets.map((o) => o.previous?.payloadHash.toString('hex') ?? null),
+      offsets.map((o) => o.previous?.timestamp ?? null),
+    ],
   );
 }
 

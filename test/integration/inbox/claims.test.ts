@@ -14,7 +14,7 @@ import {
   HOLDERS_SQL,
   insertChunkClaims,
   isClaimRace,
-  loadNextOffsets,
+  loadResumePoints,
   reclassifyChunkClaims,
 } from '../../../src/inbox/claims.js';
 import { claimGroup, releaseGroupClaims } from '../../../src/inbox/group-claim.js';
@@ -60,6 +60,7 @@ const request = (overrides: Partial<ClaimRequest> = {}): ClaimRequest => ({
   offset: '10',
   nextOffset: '11',
   payloadHash: Buffer.alloc(32, 1),
+  timestamp: '1700000000000',
   status: 'processed',
   attempts: 1,
   firstSeenAt: new Date(),
@@ -143,14 +144,21 @@ describe('claimMessage on PostgreSQL', () => {
     }
   });
 
-  it('records the next offset with the claim and never moves it backwards', async () => {
+  it('records the next offset with the claim, marked by the claimed record, and never moves it backwards', async () => {
     const groupId = `g-${randomUUID()}`;
     const client = await pool.connect();
     try {
-      await inTx(client, () => claimMessage(client, request({ groupId, offset: '41', nextOffset: '42' })));
-      // A late duplicate of an older offset (another member during a rebalance).
-      await inTx(client, () => claimMessage(client, request({ groupId, offset: '7', nextOffset: '8' })));
-      expect(await loadNextOffsets(pool, groupId, 't')).toEqual(new Map([[0, 42n]]));
+      const at41 = { payloadHash: Buffer.alloc(32, 41), timestamp: '1700000000041' };
+      await inTx(client, () => claimMessage(client, request({ groupId, offset: '41', nextOffset: '42', ...at41 })));
+      // A late duplicate of an older offset (another member during a rebalance): neither the
+      // offset nor the mark of the record before it moves back.
+      await inTx(client, () =>
+        claimMessage(
+          client,
+          request({ groupId, offset: '7', nextOffset: '8', payloadHash: Buffer.alloc(32, 7), timestamp: '7' }),
+        ),
+      );
+      expect(await loadResumePoints(pool, groupId, 't')).toEqual(new Map([[0, { nextOffset: 42n, previous: at41 }]]));
     } finally {
       client.release();
     }
@@ -181,7 +189,7 @@ describe('claimMessage on PostgreSQL', () => {
       await client.query('BEGIN');
       await client.query(`PREPARE explain_claim AS ${CLAIM.text}`);
       const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(
-        `EXPLAIN (FORMAT JSON) EXECUTE explain_claim('g', 'x', 't', 0, 1, '\\x00'::bytea, 'processed', 1, now(), 2, 'g')`,
+        `EXPLAIN (FORMAT JSON) EXECUTE explain_claim('g', 'x', 't', 0, 1, '\\x00'::bytea, 'processed', 1, now(), 2, 'g', 1)`,
       );
       // The inbox appears only as the INSERT's target, never as something scanned.
       const inboxNodes = planNodes(rows[0]?.['QUERY PLAN']).filter((n) => n['Relation Name'] === 'inbox');
@@ -232,6 +240,7 @@ const chunkRequest = (group: string, ids: readonly string[], from = 0): ChunkCla
   messageIds: ids,
   offsets: ids.map((_, i) => String(from + i)),
   payloadHashes: Buffer.concat(ids.map((_, i) => Buffer.alloc(32, from + i))),
+  last: { payloadHash: Buffer.alloc(32, from + ids.length - 1), timestamp: String(from + ids.length - 1) },
   attempts: 1,
   nextOffset: String(from + ids.length),
   firstSeenAt: new Date(),
@@ -258,7 +267,11 @@ describe('chunk claims on PostgreSQL', () => {
       expect(fresh.conflicts.size).toBe(0);
       const replay = await inTx(client, () => claimChunk(client, chunkRequest(group, ['b"q', 'new', 'i'], 8)));
       expect([...replay.conflicts].sort()).toEqual(['10', '8']);
-      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(11n);
+      // Marked by the chunk's last record (offset 10), written by the claim itself.
+      expect((await loadResumePoints(pool, group, 't')).get(0)).toEqual({
+        nextOffset: 11n,
+        previous: { payloadHash: Buffer.alloc(32, 10), timestamp: '10' },
+      });
     } finally {
       client.release();
     }
@@ -317,7 +330,7 @@ describe('chunk claims on PostgreSQL', () => {
         ['g2', '1', 0],
       ]);
       // A group claim writes no resume point: the group records it once, after its last message.
-      expect((await loadNextOffsets(pool, group, 't')).size).toBe(0);
+      expect((await loadResumePoints(pool, group, 't')).size).toBe(0);
     } finally {
       client.release();
     }
@@ -329,14 +342,14 @@ describe('chunk claims on PostgreSQL', () => {
     try {
       await inTx(client, () => insertChunkClaims(client, chunkRequest(group, ['x', 'y'])));
       expect((await findInboxEntries(client, group, ['x', 'y'])).size).toBe(2);
-      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(2n);
+      expect((await loadResumePoints(pool, group, 't')).get(0)?.nextOffset).toBe(2n);
       const raced = await inTx(client, () => insertChunkClaims(client, chunkRequest(group, ['z', 'y'], 2))).catch(
         (error: unknown) => error,
       );
       expect(isClaimRace(raced)).toBe(true);
       // Rolled back whole: neither the free id nor the next offset was recorded.
       expect((await findInboxEntries(client, group, ['z'])).size).toBe(0);
-      expect((await loadNextOffsets(pool, group, 't')).get(0)).toBe(2n);
+      expect((await loadResumePoints(pool, group, 't')).get(0)?.nextOffset).toBe(2n);
       expect(isClaimRace(new Error('other'))).toBe(false);
     } finally {
       client.release();

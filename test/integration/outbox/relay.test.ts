@@ -1,3 +1,5 @@
+import net from 'node:net';
+
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { Kafka, logLevel } from 'kafkajs';
 import { pino } from 'pino';
@@ -29,6 +31,56 @@ async function statuses(topic: string): Promise<Record<string, string>> {
     [topic],
   );
   return Object.fromEntries(rows.map((r) => [JSON.parse(r.value) as string, r.status]));
+}
+
+/** A TCP proxy the test can freeze: it keeps every connection open but forwards nothing until thawed. */
+interface FreezableProxy {
+  readonly port: number;
+  /** Stops forwarding in both directions (data and closes are held), as a network partition would. */
+  freeze(): void;
+  /** Forwards what was held, in order, and everything after. */
+  thaw(): void;
+  close(): Promise<void>;
+}
+
+async function freezableProxy(target: { host: string; port: number }): Promise<FreezableProxy> {
+  let frozen = false;
+  const held: (() => void)[] = [];
+  const sockets = new Set<net.Socket>();
+  const relay = (action: () => void): void => {
+    if (frozen) held.push(action);
+    else action();
+  };
+  const pipe = (from: net.Socket, to: net.Socket): void => {
+    from.on('data', (chunk: Buffer) => relay(() => to.write(chunk)));
+    from.on('end', () => relay(() => to.end()));
+    from.on('close', () => relay(() => to.destroy()));
+    from.on('error', () => undefined);
+  };
+  const server = net.createServer((downstream) => {
+    const upstream = net.connect(target.port, target.host);
+    for (const socket of [downstream, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    }
+    pipe(downstream, upstream);
+    pipe(upstream, downstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    freeze: () => {
+      frozen = true;
+    },
+    thaw: () => {
+      frozen = false;
+      for (const action of held.splice(0)) action();
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 // Every test starts with an empty outbox: rows a test leaves behind must not reach the next one.
@@ -129,6 +181,69 @@ describe('the outbox relay', () => {
     await waitFor('the standby to take over', () => standby.isActive());
     await publishAll([{ topic: out, key: 'k0', value: 'after' }]);
     await waitFor('the new row sent', async () => (await statuses(out)).after === 'sent');
+  });
+
+  it('G8: a relay whose connection freezes loses the lock and another relay sends within the lease', async () => {
+    const out = await env.createTopic('ob-frozen');
+    const lockLeaseMs = 3_000;
+    const standbyPollMs = 200;
+    const database = new URL(env.databaseUrl);
+    const proxy = await freezableProxy({ host: database.hostname, port: Number(database.port || 5432) });
+    try {
+      const throughProxy = new URL(env.databaseUrl);
+      throughProxy.hostname = '127.0.0.1';
+      throughProxy.port = String(proxy.port);
+      // The frozen relay's broker is out of reach at first, so it is caught waiting to send when
+      // its database connection freezes, and can reach the broker again after the thaw.
+      let brokerUp = false;
+      const frozenKafka = new Kafka({
+        clientId: 'relay-frozen',
+        brokers: () => (brokerUp ? env.brokers : ['127.0.0.1:1']),
+        connectionTimeout: 300,
+        retry: { retries: 100, initialRetryTime: 100, maxRetryTime: 300 },
+        logLevel: logLevel.NOTHING,
+      });
+      const frozenSends: string[][] = [];
+      const frozen = testRelay({
+        db: throughProxy.toString(),
+        kafka: frozenKafka,
+        lockLeaseMs,
+        standbyPollMs,
+        afterSend: (ids) => void frozenSends.push([...ids]),
+      });
+      await frozen.start();
+      await waitFor('the first relay to become active', () => frozen.isActive());
+      const other = testRelay({ db: env.db, kafka: env.kafka, lockLeaseMs, standbyPollMs });
+      await other.start();
+      await publishAll([{ topic: out, key: 'acct', value: 'x' }]);
+      // Long enough for the active relay to have read the row and be trying to send it.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(other.isActive()).toBe(false);
+
+      proxy.freeze();
+      const frozenAt = Date.now();
+      await waitFor('the other relay to take over and send the row', async () => (await statuses(out)).x === 'sent', {
+        timeoutMs: 60_000,
+      });
+      const takeoverMs = Date.now() - frozenAt;
+      expect(other.isActive()).toBe(true);
+      // The stated bound is lockLeaseMs + standbyPollMs after the connection's last answer; the
+      // rest is room for a slow shared machine (without a lease it is hours: TCP's own timeout).
+      expect(takeoverMs).toBeLessThan(lockLeaseMs + standbyPollMs + 5_000);
+
+      // Thawed, and its broker reachable again: it must not send, it no longer holds the lock.
+      proxy.thaw();
+      brokerUp = true;
+      await waitFor('the first relay to step down', () => !frozen.isActive(), { timeoutMs: 10_000 });
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(frozenSends).toEqual([]);
+      // One record in the topic: the other relay's send, none from the thawed one.
+      expect((await env.admin.fetchTopicOffsets(out)).map((p) => p.high)).toEqual(['1']);
+      const received = await readTopic(env.kafka, out, (r) => r.length >= 1);
+      expect(received.map((r) => r.value)).toEqual(['"x"']);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('G8: broker unreachable → rows wait, then flow', async () => {

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import { describe, expect, it } from 'vitest';
 
@@ -97,6 +99,28 @@ describe('oncely offsets', () => {
       [1, '2'],
     ]);
     expect(await env.effectsOf(topic)).toEqual(before);
+  });
+
+  it('G2: marks a reset resume point with the record before it in the log it was reset in, and leaves none at the log start', async () => {
+    const { topic, groupId } = await consumedTopic('offsets-mark', 3);
+    const markOf = async () =>
+      (
+        await env.pool.query<{ hash: Buffer | null; ts: string | null }>(
+          `SELECT previous_payload_hash AS hash, previous_timestamp AS ts FROM oncely.offsets
+            WHERE consumer_group = $1 AND topic = $2 AND partition = 0`,
+          [groupId, topic],
+        )
+      ).rows[0];
+    await resetOffsets({ pool: env.pool, kafka: env.kafka, groupId, topic, to: 2 });
+    // The record at offset 1 is {"i":1}: its fingerprint marks resume point 2.
+    expect((await markOf())?.hash).toEqual(
+      createHash('sha256')
+        .update(JSON.stringify({ i: 1 }))
+        .digest(),
+    );
+    expect((await markOf())?.ts).toMatch(/^\d+$/);
+    await resetOffsets({ pool: env.pool, kafka: env.kafka, groupId, topic, to: 'earliest' });
+    expect(await markOf()).toEqual({ hash: null, ts: null });
   });
 
   it('matches the exported drizzle tables of horizons and replays to the migrated columns', async () => {
