@@ -61,8 +61,9 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 export interface IdempotentOptions<R = Request> {
   /**
    * The drizzle node-postgres database (over a `pg` Pool) the key and the effects are written to.
-   * Each request holds one pooled connection for its whole transaction: size the pool for the
-   * requests you serve at once (waiting requests with `concurrent: 'wait'` hold one too).
+   * Each request holds one pooled connection for its whole transaction, and a second one while it
+   * records a step: pool max ≥ 2 × the requests you serve at once (waiting requests with
+   * `concurrent: 'wait'` hold one too).
    */
   readonly db: OncelyDatabase;
   /**
