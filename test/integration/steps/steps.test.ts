@@ -405,7 +405,7 @@ describe('createStepRunner (framework-neutral)', () => {
         calls += 1;
         return { key: idempotencyKey, at: new Date(0), skipped: undefined };
       });
-      expect(first).toEqual({ key: `${scope}:key-1:charge`, at: '1970-01-01T00:00:00.000Z' });
+      expect(first).toEqual({ key: stepIdempotencyKey(scope, 'key-1', 'charge'), at: '1970-01-01T00:00:00.000Z' });
       await client.query('ROLLBACK');
     } finally {
       client.release();
@@ -415,7 +415,7 @@ describe('createStepRunner (framework-neutral)', () => {
       calls += 1;
       return 'called again';
     });
-    expect(again).toEqual({ key: `${scope}:key-1:charge`, at: '1970-01-01T00:00:00.000Z' });
+    expect(again).toEqual({ key: stepIdempotencyKey(scope, 'key-1', 'charge'), at: '1970-01-01T00:00:00.000Z' });
     expect(await retry.step('nothing', () => undefined)).toBeNull();
     expect(calls).toBe(1);
     // A result JSON cannot hold is refused, not stored as something else.
@@ -469,6 +469,25 @@ describe('createStepRunner (framework-neutral)', () => {
     const deleted = await purgeSteps(env.pool, { olderThan: 7 * 24 * 3600_000, batchSize: 1 });
     expect(deleted).toBe(1);
     expect((await stepRows(scope)).map((r) => r.owner_id).sort()).toEqual(['fresh', 'old-kept']);
+  });
+
+  it('purgeSteps keeps old steps of an HTTP key generation that is still stored, and deletes those of a gone one', async () => {
+    const scope = env.groupId('purge-http');
+    for (const [owner, generation] of [
+      ['key-live', 1_000_001n],
+      ['key-gone', 1_000_002n],
+    ] as const) {
+      await createStepRunner({ pool: env.pool, scope, ownerId: owner, generation }).step('charge', () => owner);
+    }
+    await env.pool.query(
+      `INSERT INTO oncely.idempotency_keys (scope, key, generation, status, request_fingerprint, method, path, expires_at)
+       VALUES ($1, 'key-live', 1000001, 'in_progress', decode(repeat('00', 32), 'hex'), 'POST', '/x', now() + interval '1 day')`,
+      [scope],
+    );
+    await env.pool.query(`UPDATE oncely.steps SET completed_at = now() - interval '10 days' WHERE scope = $1`, [scope]);
+    expect(await purgeSteps(env.pool, { olderThan: 7 * 24 * 3600_000 })).toBeGreaterThanOrEqual(1);
+    // The live generation's request may still be retried: its recovery point stays with its key.
+    expect((await stepRows(scope)).map((r) => r.owner_id)).toEqual(['key-live']);
   });
 
   it('matches the exported stepsTable to the migrated columns', async () => {
