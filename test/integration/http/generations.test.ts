@@ -4,13 +4,23 @@
  * that PostgreSQL cannot confuse. Each test runs through the Express and the Fastify adapter, a
  * real server on a free port, against a real PostgreSQL and a real HTTP payment provider.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 
-import { purgeExpiredIdempotencyKeys, stepIdempotencyKey, type IdempotentContext } from '../../../src/index.js';
+import { defaultFingerprint } from '../../../src/http/fingerprint.js';
+import {
+  idempotent,
+  purgeExpiredIdempotencyKeys,
+  stepIdempotencyKey,
+  type IdempotentContext,
+} from '../../../src/index.js';
+import { loadMigrations } from '../../../src/migrate/migrate.js';
+import { databaseUrlFor, testPool } from '../../support/settings.js';
 import { callProvider, startPaymentProvider, type PaymentProvider } from '../../support/payment-provider.js';
 import { startServer, useHttpDatabase, type Framework, type TestServer } from './support.js';
 
@@ -284,5 +294,68 @@ describe.each<Framework>(['express', 'fastify'])('key generations on %s', (frame
     expect(await keyRow(scope, key)).toMatchObject({ status: 'completed', live: true });
     expect(executions.get(key)).toBe(1);
     expect(await paymentsWithKey(key)).toBe(1);
+  });
+});
+
+describe('migration 0008 (key generations)', () => {
+  it('G7: a key stored before the migration is replayed after it, and reused after its ttl as a new generation', async () => {
+    const admin = new pg.Client({ connectionString: inject('databaseUrl') });
+    await admin.connect();
+    const database = `oncely_upgrade_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
+    await admin.query(`CREATE DATABASE ${database}`);
+    const pool = testPool(databaseUrlFor(inject('databaseUrl'), database), 4);
+    try {
+      const migrations = await loadMigrations();
+      const generations = migrations.find((m) => m.name === '0008_idempotency_generations');
+      if (generations === undefined) throw new Error('migration 0008 not found');
+      await pool.query('CREATE SCHEMA IF NOT EXISTS oncely');
+      for (const migration of migrations.filter((m) => m.id < generations.id)) await pool.query(migration.sql);
+      // A response stored by an earlier version: no generation, no status.
+      const request = () =>
+        new Request('http://api.test/v1/payments', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': 'old-key' },
+          body: JSON.stringify({ amountCents: 100 }),
+        });
+      const material = defaultFingerprint({
+        method: 'POST',
+        url: new URL('http://api.test/v1/payments'),
+        headers: request().headers,
+        body: new TextEncoder().encode(JSON.stringify({ amountCents: 100 })),
+      });
+      await pool.query(
+        `INSERT INTO oncely.idempotency_keys
+           (scope, key, request_fingerprint, method, path, response_status, response_headers, response_body, expires_at)
+         VALUES ('shop', 'old-key', $1, 'POST', '/v1/payments', 201, '[["content-type","application/json"]]',
+                 convert_to('{"stored":"before the upgrade"}', 'UTF8'), now() + interval '1 day')`,
+        [createHash('sha256').update(material).digest()],
+      );
+      await pool.query(generations.sql);
+
+      let runs = 0;
+      const route = idempotent({ db: drizzle(pool), scope: 'shop' }, () => {
+        runs += 1;
+        return Response.json({ stored: 'after the upgrade' }, { status: 201 });
+      });
+      const replayed = await route(request());
+      expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+      expect(await replayed.json()).toEqual({ stored: 'before the upgrade' });
+      expect(runs).toBe(0);
+
+      await pool.query("UPDATE oncely.idempotency_keys SET expires_at = now() - interval '1 second'");
+      const before = await pool.query<{ generation: string }>('SELECT generation::text FROM oncely.idempotency_keys');
+      const fresh = await route(request());
+      expect(await fresh.json()).toEqual({ stored: 'after the upgrade' });
+      const after = await pool.query<{ generation: string; status: string }>(
+        'SELECT generation::text, status FROM oncely.idempotency_keys',
+      );
+      expect(after.rows).toHaveLength(1);
+      expect(after.rows[0]?.status).toBe('completed');
+      expect(BigInt(after.rows[0]?.generation ?? '0')).toBeGreaterThan(BigInt(before.rows[0]?.generation ?? '0'));
+    } finally {
+      await pool.end();
+      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+      await admin.end();
+    }
   });
 });
