@@ -53,6 +53,8 @@ export const DEFAULT_STORED_RESPONSE_HEADERS: readonly string[] = [
 ];
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** How long a request waits for its key's lock between its two transactions (see `run`). */
+const RESUME_LOCK_WAIT_MS = 1_000;
 
 /**
  * Options of {@link idempotent}. `R` is the request type `scope` receives: the Web `Request` here,
@@ -448,7 +450,11 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       //    A run that throws or crashes later leaves that row: the key stays bound to these
       //    parameters (another request is 422) and the next request with them continues it.
       const first = await chain.run(async (transaction) => {
-        const decision = decideKey(await lockAndRead(transaction, scope, key, false), fingerprint);
+        const waitMs = settings.concurrent === 'wait' ? settings.waitTimeoutMs : undefined;
+        const decision = decideKey(
+          await lockAndRead(transaction, scope, key, { waitMs, forUpdate: false }),
+          fingerprint,
+        );
         if (decision.kind === 'start') {
           const generation = await startGeneration(transaction.client, {
             scope,
@@ -477,7 +483,15 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       //    handler runs): only a holder that still finds this generation in progress runs it.
       chain.expectMore(false);
       const response = await chain.run(async (transaction) => {
-        const decision = decideKey(await lockAndRead(transaction, scope, key, true), fingerprint);
+        // Here even a 'reject' route waits a moment: the lock is usually held only by another
+        // request's first transaction reading the row, and a 409 would send away the one request
+        // that is about to run the key. A request that really runs it keeps the lock: after the
+        // wait this one replays its response, or answers 409.
+        const waitMs = settings.concurrent === 'wait' ? settings.waitTimeoutMs : RESUME_LOCK_WAIT_MS;
+        const decision = decideKey(
+          await lockAndRead(transaction, scope, key, { waitMs, forUpdate: true }),
+          fingerprint,
+        );
         if (decision.kind !== 'run' || decision.generation !== first.generation) {
           // Another request with the same parameters took the key in between (it finished: replay;
           // it runs: 409), or the row changed hands: 409, and the client's retry sees which.
@@ -537,20 +551,20 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
   }
 
   /**
-   * Takes the key's lock — without waiting, or with `concurrent: 'wait'` for up to `waitTimeoutMs`
-   * (then 409) — and reads its row after it. The lock comes first: whoever holds it is the only
-   * request that may run the handler for (scope, key) until its transaction ends, so the row read
-   * after it is final. `forUpdate`: the request's own transaction, which also locks the row.
+   * Takes the key's lock — without waiting, or for up to `waitMs` (then 409) — and reads its row
+   * after it. The lock comes first: whoever holds it is the only request that may run the handler
+   * for (scope, key) until its transaction ends, so the row read after it is final. `forUpdate`:
+   * the request's own transaction, which also locks the row.
    */
   async function lockAndRead(
     transaction: OpenTransaction,
     scope: string,
     key: string,
-    forUpdate: boolean,
+    { waitMs, forUpdate }: { waitMs: number | undefined; forUpdate: boolean },
   ): Promise<{ locked: boolean; stored: StoredKey | undefined }> {
-    if (settings.concurrent !== 'wait') return tryLockAndFindKey(transaction.client, scope, key, { forUpdate });
+    if (waitMs === undefined) return tryLockAndFindKey(transaction.client, scope, key, { forUpdate });
     try {
-      await waitLockKey(transaction.client, scope, key, settings.waitTimeoutMs);
+      await waitLockKey(transaction.client, scope, key, waitMs);
     } catch (error) {
       if (isLockTimeout(error)) {
         settings.count?.('conflict');
