@@ -16,7 +16,7 @@
 import type pg from 'pg';
 
 import { configError, NonRetriableError, OncelyError } from '../errors.js';
-import { externalKey } from '../identity.js';
+import { externalKey, isWellFormedText } from '../identity.js';
 import { loadSteps, recordStep, type StoredStep } from './store.js';
 
 /** What a step's function receives. */
@@ -265,8 +265,12 @@ class Runner implements StepRunner {
   }
 
   private checkName(name: string): void {
-    if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH) {
-      throw configError('step(name)', `give each step a non-empty name of at most ${MAX_NAME_LENGTH} characters`);
+    if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH || !isWellFormedText(name)) {
+      // A lone surrogate would reach PostgreSQL as U+FFFD: two names, one recovery point.
+      throw configError(
+        'step(name)',
+        `give each step a non-empty name of at most ${MAX_NAME_LENGTH} characters of well-formed text`,
+      );
     }
     if (name.startsWith(COMPENSATION_PREFIX)) {
       throw configError(

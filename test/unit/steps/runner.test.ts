@@ -38,6 +38,7 @@ describe('steps', () => {
   it('refuses an empty name and the compensate: prefix with ONCELY_CONFIG, before any call', async () => {
     const runner = createStepRunner({ pool, scope: 'g', ownerId: 'm' });
     await expect(runner.step('', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
+    await expect(runner.step('charge\ud800', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
     await expect(runner.step('compensate:charge', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
     expect(() => createStepRunner({ pool, scope: '', ownerId: 'm' })).toThrow(/scope/);
     expect(() => createStepRunner({ pool, scope: 'g', ownerId: '' })).toThrow(/ownerId/);
