@@ -13,6 +13,8 @@ import { createHash } from 'node:crypto';
 export type IdentityKind =
   /** The n-th event published while handling inbound message `id` in inbox scope `scope`. */
   | 'event'
+  /** The n-th event published by generation `generation` of HTTP `Idempotency-Key` `id` in route scope `scope`. */
+  | 'http-event'
   /** The outbox row that publishes the dead letter of record `id` (`topic/partition/offset`) of `scope`. */
   | 'dead-letter'
   /** Step `name` of owner `id` (a message id, or an HTTP key's generation) in `scope`. */

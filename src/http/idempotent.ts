@@ -10,19 +10,29 @@ import {
   type OncelyTransaction,
   type TransactionBinder,
 } from '../inbox/database.js';
-import { inTransaction, type OpenTransaction } from '../inbox/transaction.js';
+import { inTransaction, type OpenTransaction, TransactionChain } from '../inbox/transaction.js';
+import { isWellFormedText } from '../identity.js';
 import {
   attachIdempotencyMetrics,
   type IdempotencyCounter,
   type IdempotencyMetricsOptions,
   type IdempotencyOutcome,
 } from '../metrics/idempotency.js';
+import { httpEventId } from '../outbox/message-id.js';
 import { type OutboxMessage, publish, type PublishedEvent } from '../outbox/publish.js';
 import { createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
 import { isNullBodyStatus, readLimited } from './body.js';
 import { defaultFingerprint, InvalidJsonBodyError, type Fingerprint } from './fingerprint.js';
 import { problemResponse, type IdempotencyProblem } from './problem.js';
-import { findKey, isLockTimeout, storeKey, tryLockAndFindKey, waitLockKey, type StoredKey } from './store.js';
+import {
+  findKey,
+  isLockTimeout,
+  startGeneration,
+  storeResponse,
+  tryLockAndFindKey,
+  waitLockKey,
+  type StoredKey,
+} from './store.js';
 import type { StoredResponseHeader } from './tables.js';
 
 /** The request header that carries the key (compared case-insensitively, as all header names). */
@@ -43,6 +53,8 @@ export const DEFAULT_STORED_RESPONSE_HEADERS: readonly string[] = [
 ];
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** How long a request waits for its key's lock between its two transactions (see `run`). */
+const RESUME_LOCK_WAIT_MS = 1_000;
 
 /**
  * Options of {@link idempotent}. `R` is the request type `scope` receives: the Web `Request` here,
@@ -51,8 +63,9 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 export interface IdempotentOptions<R = Request> {
   /**
    * The drizzle node-postgres database (over a `pg` Pool) the key and the effects are written to.
-   * Each request holds one pooled connection for its whole transaction: size the pool for the
-   * requests you serve at once (waiting requests with `concurrent: 'wait'` hold one too).
+   * Each request holds one pooled connection for its whole transaction, and a second one while it
+   * records a step: pool max ≥ 2 × the requests you serve at once (waiting requests with
+   * `concurrent: 'wait'` hold one too).
    */
   readonly db: OncelyDatabase;
   /**
@@ -117,13 +130,16 @@ export interface IdempotentContext {
   readonly scope: string;
   /**
    * Publishes an event through the outbox in the request's transaction: sent only if the request's
-   * effects commit. Its `message-id` is derived from (scope, key) and the publish order, so a
-   * request run again after a rollback publishes under the same ids (a UUIDv7 without a key).
+   * effects commit. Its `message-id` is derived from (scope, key, the key's generation) and the
+   * publish order, so a request run again after a rollback publishes under the same ids, and a key
+   * reused after it expired under new ones (a UUIDv7 without a key).
    */
   readonly publish: (message: OutboxMessage) => Promise<PublishedEvent>;
   /**
-   * Runs an external call at most once per (scope, key) (see "Calling other services"); the
-   * idempotency key handed to `fn` is `<scope>:<key>:<name>`. Needs an Idempotency-Key.
+   * Runs an external call at most once per (scope, key, generation) (see "Calling other
+   * services"): a retry of the request, even after a crash, gets the recorded result; a key reused
+   * after it expired is a new generation and calls again. The idempotency key handed to `fn` is
+   * `oncely-step.<name>~<digest of scope, key, generation, name>`. Needs an Idempotency-Key.
    */
   readonly step: StepFunction;
 }
@@ -137,31 +153,35 @@ export type IdempotentHandler<C extends IdempotentContext = IdempotentContext> =
 interface ContextBase {
   readonly pool: pg.Pool;
   readonly transaction: OpenTransaction;
-  readonly key: string | undefined;
   readonly scope: string;
+  /** The key and its generation, or undefined on a route with `required: false` and no key. */
+  readonly owner: { readonly key: string; readonly generation: bigint } | undefined;
 }
 
 /** Builds `ctx` for one request. The one place `ctx` members are created. */
-function createContext({ pool, transaction, key, scope }: ContextBase): IdempotentContext {
-  // Scope and key can each be 255 characters: the event ids use a digest of both, so they stay
-  // short, and two callers' equal keys never give the same event id.
-  const owner = key === undefined ? undefined : createHash('sha256').update(`${scope}\u0000${key}`).digest('hex');
+function createContext({ pool, transaction, scope, owner }: ContextBase): IdempotentContext {
   let published = 0;
   let steps: StepRunner | undefined;
   return {
     tx: transaction.tx,
-    key,
+    key: owner?.key,
     scope,
     publish: (message) =>
-      publish(transaction.tx, message, owner === undefined ? {} : { messageId: `http:${owner}:${published++}` }),
+      publish(
+        transaction.tx,
+        message,
+        owner === undefined ? {} : { messageId: httpEventId(scope, owner.key, owner.generation, published++) },
+      ),
     step: (name, fn, options) => {
-      if (key === undefined) {
+      if (owner === undefined) {
         throw configError(
           'idempotent.step',
           "ctx.step needs the request's Idempotency-Key to know the call across retries; require the key on this route",
         );
       }
-      steps ??= createStepRunner({ pool, scope, ownerId: key });
+      // The steps belong to the key's generation: a retry of this generation replays them, a key
+      // reused after it expired (a new generation) runs them again under new provider keys.
+      steps ??= createStepRunner({ pool, scope, ownerId: owner.key, generation: owner.generation });
       return steps.step(name, fn, options);
     },
   };
@@ -196,7 +216,7 @@ function resolveOptions<R>(options: IdempotentOptions<R>): Resolved {
   if (typeof options.scope !== 'function' && (typeof options.scope !== 'string' || !validScope(options.scope))) {
     throw configError(
       'scope',
-      'required: a string of 1–255 characters or a function of the request returning one (the API key, account ' +
+      'required: a well-formed string of 1–255 characters or a function of the request returning one (the API key, account ' +
         "or tenant), so that one caller's key never replays another caller's response.",
     );
   }
@@ -224,7 +244,14 @@ function resolveOptions<R>(options: IdempotentOptions<R>): Resolved {
 }
 
 function validScope(scope: string): boolean {
-  return scope.length >= 1 && scope.length <= 255;
+  return scope.length >= 1 && scope.length <= 255 && isWellFormedText(scope);
+}
+
+/** Why a scope is refused (for the ONCELY_CONFIG message). */
+function invalidScopeReason(scope: string): string {
+  if (scope.length === 0) return 'an empty string';
+  if (scope.length > 255) return 'over 255 characters';
+  return 'text with a lone surrogate (PostgreSQL would store it as U+FFFD, the same as other such scopes)';
 }
 
 /** Why a key header value is refused, or undefined when it is fine. */
@@ -238,6 +265,39 @@ export function invalidIdempotencyKey(key: string): string | undefined {
     return 'The Idempotency-Key header must be printable ASCII (a UUID is a good key).';
   }
   return undefined;
+}
+
+/** What a request with a key is, given the key's lock and its row. */
+type KeyDecision =
+  /** The key's generation completed with this request: play its response back. */
+  | { readonly kind: 'replay'; readonly response: NonNullable<StoredKey['response']> }
+  /** The key is bound to another request (finished or not): 422. */
+  | { readonly kind: 'mismatch'; readonly stored: StoredKey }
+  /** Another request holds the key's lock and nothing is stored to answer with: 409. */
+  | { readonly kind: 'in-use' }
+  /** The key's generation is in progress with this request and nobody runs it: run (continue) it. */
+  | { readonly kind: 'run'; readonly generation: bigint }
+  /** The key is new, or expired: start a new generation (replacing `previous`). */
+  | { readonly kind: 'start'; readonly previous: bigint | undefined };
+
+/**
+ * The one place a key's state decides a request's fate. A live row binds the key to its request's
+ * fingerprint from first use (Stripe's rule), so another request is 422 even when the first never
+ * finished; a completed one is replayed to its own request even while the lock is held. An in-
+ * progress generation with the same fingerprint and a free lock is a crashed or failed attempt:
+ * the request continues it, and its completed steps replay. Past its ttl a key is new again.
+ */
+function decideKey(
+  { locked, stored }: { locked: boolean; stored: StoredKey | undefined },
+  fingerprint: Buffer,
+): KeyDecision {
+  if (stored?.live === true) {
+    if (!stored.fingerprint.equals(fingerprint)) return { kind: 'mismatch', stored };
+    if (stored.response !== undefined) return { kind: 'replay', response: stored.response };
+  }
+  if (!locked) return { kind: 'in-use' };
+  if (stored?.live === true) return { kind: 'run', generation: stored.generation };
+  return { kind: 'start', previous: stored?.generation };
 }
 
 /** A finished answer that ends the transaction with a ROLLBACK (thrown out of the transaction). */
@@ -297,7 +357,7 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     return { response: copy, body };
   };
 
-  const replay = (stored: StoredKey): Response => {
+  const replay = (stored: NonNullable<StoredKey['response']>): Response => {
     const headers = new Headers(stored.headers as [string, string][]);
     headers.set(IDEMPOTENT_REPLAYED_HEADER, 'true');
     return new Response(isNullBodyStatus(stored.status) || stored.body.byteLength === 0 ? null : stored.body, {
@@ -312,10 +372,13 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     handler: IdempotentHandler<C>,
     extend: (ctx: IdempotentContext) => C,
   ): Promise<Response> {
-    if (!validScope(scope)) {
+    if (typeof scope !== 'string' || !validScope(scope)) {
+      // The route's scope function has a bug (or returned untrusted text unchecked): nothing may be
+      // looked up or stored under it. An error, not a 400: the client cannot fix it.
       throw configError(
         'scope',
-        `scope(request) returned ${scope.length === 0 ? 'an empty string' : 'over 255 characters'}; expected 1–255 characters.`,
+        `scope(request) returned ${typeof scope === 'string' ? invalidScopeReason(scope) : typeof scope}; ` +
+          'expected well-formed text of 1–255 characters.',
       );
     }
     const key = request.headers.get(IDEMPOTENCY_KEY_REQUEST_HEADER);
@@ -358,49 +421,92 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       signal: request.signal,
     });
 
-    // Counted once the transaction is over: a `created` whose COMMIT failed stored nothing.
+    // Counted once the transactions are over: a `created` whose COMMIT failed stored nothing.
     let outcome: IdempotencyOutcome | undefined;
+    const answer = (decision: Exclude<KeyDecision, { kind: 'start' | 'run' }>): Response => {
+      if (decision.kind === 'replay') {
+        outcome = 'replayed';
+        return replay(decision.response);
+      }
+      if (decision.kind === 'mismatch') {
+        outcome = 'mismatch';
+        return problem(
+          'idempotency_key_reused',
+          `This Idempotency-Key was used with another request (${decision.stored.method} ${decision.stored.path} ` +
+            'with other content). Use a new key for a new operation.',
+        );
+      }
+      outcome = 'conflict';
+      return inUse();
+    };
+    // Both transactions on one connection, one after the other: a request never holds two.
+    const chain = new TransactionChain(settings.pool, settings.bind, {
+      statementTimeoutMs: settings.statementTimeoutMs,
+    });
     try {
-      const response = await transact(async (transaction) => {
-        // The key's lock before its row: whoever holds it is the only request that may run the
-        // handler for (scope, key) until its transaction ends, so the row read after it is final.
-        let stored: StoredKey | undefined;
-        if (settings.concurrent === 'wait') {
-          try {
-            await waitLockKey(transaction.client, scope, key, settings.waitTimeoutMs);
-          } catch (error) {
-            if (isLockTimeout(error)) {
-              outcome = 'conflict';
-              throw new RollbackWith(inUse());
-            }
-            throw error;
-          }
-          stored = await findKey(transaction.client, scope, key);
-        } else {
-          const attempt = await tryLockAndFindKey(transaction.client, scope, key);
-          stored = attempt.stored;
-          // Held by another request: a finished one's live row is still answered (replay or 422);
-          // without one, the key is in use.
-          if (!attempt.locked && stored?.live !== true) {
-            outcome = 'conflict';
-            return inUse();
-          }
+      // 1. The key's recovery point (Stripe's): a short transaction that decides what this request
+      //    is — a replay, a refusal, or a run of the key's generation — and on a first use commits
+      //    the key's row, in progress, with this request's fingerprint, before any step or publish.
+      //    A run that throws or crashes later leaves that row: the key stays bound to these
+      //    parameters (another request is 422) and the next request with them continues it.
+      const first = await chain.run(async (transaction) => {
+        const waitMs = settings.concurrent === 'wait' ? settings.waitTimeoutMs : undefined;
+        const decision = decideKey(
+          await lockAndRead(transaction, scope, key, { waitMs, forUpdate: false }),
+          fingerprint,
+        );
+        if (decision.kind === 'start') {
+          const generation = await startGeneration(transaction.client, {
+            scope,
+            key,
+            fingerprint,
+            method: request.method,
+            path,
+            ttlMs: settings.ttl,
+            previous: decision.previous,
+          });
+          // The request's transaction follows at once: its BEGIN rides with this COMMIT.
+          chain.expectMore(true);
+          return { kind: 'run', generation } as const;
         }
-        if (stored?.live === true) {
-          if (stored.fingerprint.equals(fingerprint)) {
-            outcome = 'replayed';
-            return replay(stored);
-          }
-          outcome = 'mismatch';
-          return problem(
-            'idempotency_key_reused',
-            `This Idempotency-Key was used with another request (${stored.method} ${stored.path} with other content). ` +
-              'Use a new key for a new operation.',
-          );
+        if (decision.kind === 'run') chain.expectMore(true);
+        return decision;
+      });
+      if (first.kind !== 'run') {
+        const response = answer(first);
+        if (outcome !== undefined) settings.count?.(outcome);
+        return response;
+      }
+
+      // 2. The request's transaction. The key's lock was let go at the first COMMIT, so it is taken
+      //    again and the row read again (and locked, so the ttl purge skips it however long the
+      //    handler runs): only a holder that still finds this generation in progress runs it.
+      chain.expectMore(false);
+      const response = await chain.run(async (transaction) => {
+        // Here even a 'reject' route waits a moment: the lock is usually held only by another
+        // request's first transaction reading the row, and a 409 would send away the one request
+        // that is about to run the key. A request that really runs it keeps the lock: after the
+        // wait this one replays its response, or answers 409.
+        const waitMs = settings.concurrent === 'wait' ? settings.waitTimeoutMs : RESUME_LOCK_WAIT_MS;
+        const decision = decideKey(
+          await lockAndRead(transaction, scope, key, { waitMs, forUpdate: true }),
+          fingerprint,
+        );
+        if (decision.kind !== 'run' || decision.generation !== first.generation) {
+          // Another request with the same parameters took the key in between (it finished: replay;
+          // it runs: 409), or the row changed hands: 409, and the client's retry sees which.
+          return answer(decision.kind === 'replay' || decision.kind === 'mismatch' ? decision : { kind: 'in-use' });
         }
         const answered = await handler(
           handlerRequest,
-          extend(createContext({ pool: settings.pool, transaction, key, scope })),
+          extend(
+            createContext({
+              pool: settings.pool,
+              transaction,
+              scope,
+              owner: { key, generation: first.generation },
+            }),
+          ),
         );
         if (!(answered instanceof Response)) {
           throw new OncelyError(
@@ -417,13 +523,12 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
         response.headers.forEach((value, name) => {
           if (settings.storedHeaders.has(name)) headers.push([name, value]);
         });
-        // Stored in the same transaction as the effects: COMMIT makes both durable or neither.
-        await storeKey(transaction.client, {
+        // Stored in the same transaction as the effects: COMMIT makes both durable or neither. The
+        // ttl counts from here, not from the transaction's start.
+        await storeResponse(transaction.client, {
           scope,
           key,
-          fingerprint,
-          method: request.method,
-          path,
+          generation: first.generation,
           status: response.status,
           headers,
           body: responseBody,
@@ -440,7 +545,34 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
         return error.response;
       }
       throw error;
+    } finally {
+      await chain.close();
     }
+  }
+
+  /**
+   * Takes the key's lock — without waiting, or for up to `waitMs` (then 409) — and reads its row
+   * after it. The lock comes first: whoever holds it is the only request that may run the handler
+   * for (scope, key) until its transaction ends, so the row read after it is final. `forUpdate`:
+   * the request's own transaction, which also locks the row.
+   */
+  async function lockAndRead(
+    transaction: OpenTransaction,
+    scope: string,
+    key: string,
+    { waitMs, forUpdate }: { waitMs: number | undefined; forUpdate: boolean },
+  ): Promise<{ locked: boolean; stored: StoredKey | undefined }> {
+    if (waitMs === undefined) return tryLockAndFindKey(transaction.client, scope, key, { forUpdate });
+    try {
+      await waitLockKey(transaction.client, scope, key, waitMs);
+    } catch (error) {
+      if (isLockTimeout(error)) {
+        settings.count?.('conflict');
+        throw new RollbackWith(inUse());
+      }
+      throw error;
+    }
+    return { locked: true, stored: await findKey(transaction.client, scope, key, { forUpdate }) };
   }
 
   async function runWithoutKey<C extends IdempotentContext>(
@@ -453,7 +585,7 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       return await transact(async (transaction) => {
         const answered = await handler(
           request,
-          extend(createContext({ pool: settings.pool, transaction, key: undefined, scope })),
+          extend(createContext({ pool: settings.pool, transaction, scope, owner: undefined })),
         );
         const { response } = await bufferResponse(answered);
         if (response.status >= 500 && !settings.storeServerErrors) throw new RollbackWith(response);

@@ -32,6 +32,20 @@ export function derivedMessageId(scope: string, causationId: string, n: number):
 }
 
 /**
+ * The message-id of the n-th event (0-based, in publish order) published by an idempotent HTTP
+ * request: generation `generation` of `Idempotency-Key` `key` in route scope `scope`, as the
+ * identity `http-event:<len>:<scope>:<len>:<key>:g<generation>:n<n>` (a digest form past 255
+ * characters). The same on every attempt of that generation (a rolled-back attempt numbers from 0
+ * again), so a retry publishes under the ids its failed run would have used; a key reused after it
+ * expired is a new generation and never collides with the old one's events.
+ *
+ * Never change this format: events already published would look new downstream.
+ */
+export function httpEventId(scope: string, key: string, generation: bigint | number, n: number): string {
+  return derivedId({ kind: 'http-event', scope, id: key, generation, n });
+}
+
+/**
  * The outbox row id of a dead letter's record: one per (inbox scope, source record), so a dead
  * letter is published once. (Its `message-id` header keeps the dead message's own id.) Never
  * change it.

@@ -10,13 +10,13 @@
  * one effect when the provider honours the key.
  *
  * Framework-neutral: the Kafka pipeline runs it with scope = the consumer group and owner = the
- * message id; HTTP idempotency runs it with scope = the route's scope and owner = the
- * Idempotency-Key.
+ * message id; HTTP idempotency runs it with scope = the route's scope, owner = the
+ * Idempotency-Key and the key's generation (a key reused after it expired is a new owner).
  */
 import type pg from 'pg';
 
 import { configError, NonRetriableError, OncelyError } from '../errors.js';
-import { externalKey } from '../identity.js';
+import { externalKey, isWellFormedText } from '../identity.js';
 import { loadSteps, recordStep, type StoredStep } from './store.js';
 
 /** What a step's function receives. */
@@ -70,6 +70,12 @@ export interface StepRunnerOptions {
   readonly scope: string;
   /** The message id, or the request's Idempotency-Key. Part of every idempotency key. */
   readonly ownerId: string;
+  /**
+   * The owner's generation (an HTTP key's: a key reused after it expired starts a new one, whose
+   * steps run again under new idempotency keys), a whole number ≥ 1. Part of every idempotency
+   * key when given. Default: none (a message).
+   */
+  readonly generation?: number | bigint;
   /** Passed to each step's function. Default: a signal that never aborts. A function is read lazily. */
   readonly signal?: AbortSignal | (() => AbortSignal);
   /**
@@ -117,6 +123,8 @@ export interface CompensationReport {
 export interface StepRunner {
   readonly scope: string;
   readonly ownerId: string;
+  /** The owner's generation, if it has one (an HTTP key's). */
+  readonly generation: bigint | undefined;
   /** Runs a step (see {@link StepFunction}). */
   readonly step: StepFunction;
   /**
@@ -173,6 +181,7 @@ export function createStepRunner(options: StepRunnerOptions): StepRunner {
 class Runner implements StepRunner {
   readonly scope: string;
   readonly ownerId: string;
+  readonly generation: bigint | undefined;
   readonly step: StepFunction;
   /** Known compensate functions by step name, carried from attempt to attempt. */
   readonly compensations: Map<string, Compensate<unknown>>;
@@ -192,6 +201,15 @@ class Runner implements StepRunner {
     this.pool = options.pool;
     this.scope = options.scope;
     this.ownerId = options.ownerId;
+    const { generation } = options;
+    if (
+      generation !== undefined &&
+      !(typeof generation === 'bigint' ? generation >= 1n : Number.isSafeInteger(generation) && generation >= 1)
+    ) {
+      // 0 is how `oncely.steps` stores "no generation" (a message's steps): never an owner's own.
+      throw configError('generation', 'give the generation as a whole number ≥ 1, or leave it out for a message');
+    }
+    this.generation = generation === undefined ? undefined : BigInt(generation);
     this.signal = options.signal;
     this.compensations = new Map(options.previous instanceof Runner ? options.previous.compensations : []);
     this.step = (name, fn, stepOptions) => this.run(name, fn, stepOptions);
@@ -216,7 +234,7 @@ class Runner implements StepRunner {
     this.used.add(name);
     if (compensate !== undefined) this.compensations.set(name, compensate as Compensate<unknown>);
     // One read per attempt: every step of this owner, recorded by any earlier attempt or process.
-    this.recorded ??= loadSteps(this.pool, this.scope, this.ownerId).then((steps) => {
+    this.recorded ??= loadSteps(this.pool, this.scope, this.ownerId, this.generation).then((steps) => {
       if (steps.has(COMPENSATING_MARKER)) this.compensating = true;
       return steps;
     });
@@ -229,7 +247,7 @@ class Runner implements StepRunner {
         { context: { scope: this.scope, ownerId: this.ownerId, step: name } },
       );
     }
-    const idempotencyKey = stepIdempotencyKey(this.scope, this.ownerId, name);
+    const idempotencyKey = stepIdempotencyKey(this.scope, this.ownerId, name, this.generation);
     const value = await fn({ idempotencyKey, signal: this.currentSignal() });
     const resultJson = toJson(value, name);
     // Recorded now, in its own autocommitted statement on another connection: the handler's
@@ -237,6 +255,7 @@ class Runner implements StepRunner {
     const { result } = await recordStep(this.pool, {
       scope: this.scope,
       ownerId: this.ownerId,
+      generation: this.generation ?? 0n,
       name,
       resultJson,
       status: 'completed',
@@ -246,8 +265,12 @@ class Runner implements StepRunner {
   }
 
   private checkName(name: string): void {
-    if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH) {
-      throw configError('step(name)', `give each step a non-empty name of at most ${MAX_NAME_LENGTH} characters`);
+    if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH || !isWellFormedText(name)) {
+      // A lone surrogate would reach PostgreSQL as U+FFFD: two names, one recovery point.
+      throw configError(
+        'step(name)',
+        `give each step a non-empty name of at most ${MAX_NAME_LENGTH} characters of well-formed text`,
+      );
     }
     if (name.startsWith(COMPENSATION_PREFIX)) {
       throw configError(
@@ -285,7 +308,7 @@ class Runner implements StepRunner {
     const delayMs = options.delayMs ?? ((failures: number) => Math.min(10_000, 200 * 2 ** (failures - 1)));
     const wait = options.wait ?? ((ms: number) => new Promise<boolean>((r) => setTimeout(() => r(true), ms)));
     // Fresh: rows written since this attempt's read (and by earlier processes) count too.
-    const steps = await loadSteps(this.pool, this.scope, this.ownerId);
+    const steps = await loadSteps(this.pool, this.scope, this.ownerId, this.generation);
     const toUndo = [...steps.values()]
       .filter((s) => s.status === 'completed' && s.compensable && !s.name.startsWith(COMPENSATION_PREFIX))
       .sort((a, b) => (a.seq < b.seq ? 1 : a.seq > b.seq ? -1 : 0));
@@ -312,7 +335,7 @@ class Runner implements StepRunner {
         report.unknown.push(step.name);
         continue;
       }
-      const idempotencyKey = compensationIdempotencyKey(this.scope, this.ownerId, step.name);
+      const idempotencyKey = compensationIdempotencyKey(this.scope, this.ownerId, step.name, this.generation);
       for (let tries = 1; ; tries++) {
         try {
           const value = await withTimeout(options.timeoutMs ?? 30_000, (signal) =>
@@ -340,7 +363,15 @@ class Runner implements StepRunner {
   }
 
   private row(name: string, resultJson: string, status: 'completed' | 'failed') {
-    return { scope: this.scope, ownerId: this.ownerId, name, resultJson, status, compensable: false } as const;
+    return {
+      scope: this.scope,
+      ownerId: this.ownerId,
+      generation: this.generation ?? 0n,
+      name,
+      resultJson,
+      status,
+      compensable: false,
+    } as const;
   }
 }
 

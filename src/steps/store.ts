@@ -9,8 +9,16 @@ export interface StoredStep {
   readonly seq: bigint;
 }
 
-/** Every step row of one owner, in completion order: one round trip per handler attempt. */
-export async function loadSteps(pool: pg.Pool, scope: string, ownerId: string): Promise<Map<string, StoredStep>> {
+/**
+ * Every step row of one owner's generation (0 for a message), in completion order: one round trip
+ * per handler attempt.
+ */
+export async function loadSteps(
+  pool: pg.Pool,
+  scope: string,
+  ownerId: string,
+  generation: bigint = 0n,
+): Promise<Map<string, StoredStep>> {
   const { rows } = await pool.query<{
     name: string;
     result: unknown;
@@ -19,8 +27,9 @@ export async function loadSteps(pool: pg.Pool, scope: string, ownerId: string): 
     seq: string;
   }>({
     name: 'oncely-steps-load',
-    text: 'SELECT name, result, status, compensable, seq FROM oncely.steps WHERE scope = $1 AND owner_id = $2 ORDER BY seq',
-    values: [scope, ownerId],
+    text: `SELECT name, result, status, compensable, seq FROM oncely.steps
+            WHERE scope = $1 AND owner_id = $2 AND generation = $3 ORDER BY seq`,
+    values: [scope, ownerId, generation.toString()],
   });
   return new Map(rows.map((r) => [r.name, { ...r, seq: BigInt(r.seq) }]));
 }
@@ -28,6 +37,8 @@ export async function loadSteps(pool: pg.Pool, scope: string, ownerId: string): 
 export interface StepRecord {
   readonly scope: string;
   readonly ownerId: string;
+  /** The owner's generation: 0 for a message, the key's generation for an HTTP request. */
+  readonly generation: bigint;
   readonly name: string;
   /** JSON text (already serialised, so what is stored is exactly what the caller returns). */
   readonly resultJson: string;
@@ -47,18 +58,26 @@ export async function recordStep(pool: pg.Pool, step: StepRecord): Promise<{ res
   const { rows } = await pool.query<{ inserted: boolean; result: unknown; found: boolean; existing: unknown }>({
     name: 'oncely-steps-record',
     text: `WITH recorded AS (
-  INSERT INTO oncely.steps AS s (scope, owner_id, name, result, status, compensable)
-  VALUES ($1, $2, $3, $4::jsonb, $5, $6)
-  ON CONFLICT (scope, owner_id, name) DO UPDATE
+  INSERT INTO oncely.steps AS s (scope, owner_id, generation, name, result, status, compensable)
+  VALUES ($1, $2, $7, $3, $4::jsonb, $5, $6)
+  ON CONFLICT (scope, owner_id, generation, name) DO UPDATE
     SET result = EXCLUDED.result, status = EXCLUDED.status, completed_at = now()
     WHERE s.status = 'failed'
   RETURNING result)
 SELECT set_config('synchronous_commit', 'on', true) AS sync,
        EXISTS (SELECT 1 FROM recorded) AS inserted,
        (SELECT result FROM recorded) AS result,
-       EXISTS (SELECT 1 FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3) AS found,
-       (SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3) AS existing`,
-    values: [step.scope, step.ownerId, step.name, step.resultJson, step.status, step.compensable],
+       EXISTS (SELECT 1 FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND generation = $7 AND name = $3) AS found,
+       (SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND generation = $7 AND name = $3) AS existing`,
+    values: [
+      step.scope,
+      step.ownerId,
+      step.name,
+      step.resultJson,
+      step.status,
+      step.compensable,
+      step.generation.toString(),
+    ],
   });
   const row = rows[0];
   // jsonb `null` reads as JavaScript null too: the booleans say whether a row was there.
@@ -66,15 +85,17 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
   if (row?.found === true) return { result: row.existing };
   // Recorded by a concurrent attempt that committed after this statement's snapshot: read it now.
   const again = await pool.query<{ result: unknown }>(
-    'SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND name = $3',
-    [step.scope, step.ownerId, step.name],
+    'SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND generation = $4 AND name = $3',
+    [step.scope, step.ownerId, step.name, step.generation.toString()],
   );
   return { result: again.rows[0]?.result ?? null };
 }
 
 /**
  * Deletes steps rows older than `cutoff` whose owner has no inbox row younger than that: the
- * rows of a message go with its inbox row, an HTTP request's (no inbox row) with their age. Deletes
+ * rows of a message go with its inbox row, an HTTP request's (no inbox row) with their age unless
+ * their key's generation is still stored (those go with the key, `purgeExpiredIdempotencyKeys`:
+ * a live or in-flight generation must still find its completed steps). Deletes
  * in batches of `batchSize` (short lock times), oldest first; returns how many rows it deleted.
  */
 export async function deleteOldSteps(pool: pg.Pool, cutoff: Date, batchSize: number): Promise<number> {
@@ -82,17 +103,20 @@ export async function deleteOldSteps(pool: pg.Pool, cutoff: Date, batchSize: num
   for (;;) {
     const { rowCount } = await pool.query(
       `WITH doomed AS (
-  SELECT s.scope, s.owner_id, s.name FROM oncely.steps s
+  SELECT s.scope, s.owner_id, s.generation, s.name FROM oncely.steps s
    WHERE s.completed_at < $1::timestamptz
      AND NOT EXISTS (
        SELECT 1 FROM oncely.inbox i
         WHERE i.consumer_group = s.scope AND i.message_id = s.owner_id
           AND i.processed_at >= $1::timestamptz)
+     AND NOT EXISTS (
+       SELECT 1 FROM oncely.idempotency_keys k
+        WHERE s.generation > 0 AND k.scope = s.scope AND k.key = s.owner_id AND k.generation = s.generation)
    ORDER BY s.completed_at
    LIMIT $2
    FOR UPDATE SKIP LOCKED)
 DELETE FROM oncely.steps s USING doomed d
- WHERE s.scope = d.scope AND s.owner_id = d.owner_id AND s.name = d.name`,
+ WHERE s.scope = d.scope AND s.owner_id = d.owner_id AND s.generation = d.generation AND s.name = d.name`,
       [cutoff, batchSize],
     );
     deleted += rowCount ?? 0;

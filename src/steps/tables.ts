@@ -2,12 +2,14 @@ import { bigint, boolean, index, jsonb, primaryKey, text, timestamp } from 'driz
 
 import { oncelySchema } from '../inbox/tables.js';
 
-/** `oncely.steps`: one row per completed step (README: "Calling other services"). Mirrors migrations/0005. */
+/** `oncely.steps`: one row per completed step (README: "Calling other services"). Mirrors migrations/0005 and 0008. */
 export const stepsTable = oncelySchema.table(
   'steps',
   {
     scope: text('scope').notNull(),
     ownerId: text('owner_id').notNull(),
+    /** 0 for a message's steps; an HTTP request's: its key's generation. */
+    generation: bigint('generation', { mode: 'bigint' }).notNull().default(0n),
     name: text('name').notNull(),
     result: jsonb('result').notNull(),
     status: text('status').$type<'completed' | 'failed'>().notNull().default('completed'),
@@ -15,5 +17,8 @@ export const stepsTable = oncelySchema.table(
     seq: bigint('seq', { mode: 'bigint' }).notNull().generatedAlwaysAsIdentity(),
     completedAt: timestamp('completed_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.scope, t.ownerId, t.name] }), index('steps_completed_at_idx').on(t.completedAt)],
+  (t) => [
+    primaryKey({ columns: [t.scope, t.ownerId, t.generation, t.name] }),
+    index('steps_completed_at_idx').on(t.completedAt),
+  ],
 );

@@ -10,7 +10,7 @@ import {
   isWellFormedText,
 } from '../../src/identity.js';
 
-const kinds: IdentityKind[] = ['event', 'dead-letter', 'step', 'compensation'];
+const kinds: IdentityKind[] = ['event', 'http-event', 'dead-letter', 'step', 'compensation'];
 
 /** Well-formed text that likes the characters an encoding could be confused by. */
 const text = fc.oneof(

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { idempotent } from '../../../src/index.js';
+import { httpEventId } from '../../../src/outbox/message-id.js';
+import { idempotent, stepIdempotencyKey } from '../../../src/index.js';
 import { useTestEnvironment } from '../../support/integration.js';
 
 const env = useTestEnvironment();
@@ -11,6 +12,14 @@ const post = (key: string, body: unknown, scope = 'caller-1') =>
     headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-scope': scope },
     body: JSON.stringify(body),
   });
+
+async function generationOf(scope: string, key: string): Promise<bigint> {
+  const { rows } = await env.pool.query<{ generation: string }>(
+    'SELECT generation::text FROM oncely.idempotency_keys WHERE scope = $1 AND key = $2',
+    [scope, key],
+  );
+  return BigInt(rows[0]?.generation ?? '0');
+}
 
 async function outboxRows(topic: string): Promise<{ message_id: string }[]> {
   const { rows } = await env.pool.query<{ message_id: string }>(
@@ -43,8 +52,12 @@ describe('ctx.publish and ctx.step in idempotent HTTP handlers', () => {
     const replayed = await route(post('k-1', { amount: 5 }));
     expect(replayed.headers.get('idempotent-replayed')).toBe('true');
     const first = (await outboxRows(topic)).map((r) => r.message_id);
-    expect(first).toHaveLength(2);
-    expect(first[0]).toMatch(/^http:[0-9a-f]{64}:0$/);
+    const generation = await generationOf('caller-1', 'k-1');
+    // The ids of the key's generation, the same the rolled-back run used.
+    expect(first).toEqual([
+      httpEventId('caller-1', 'k-1', generation, 0),
+      httpEventId('caller-1', 'k-1', generation, 1),
+    ]);
 
     expect((await route(post('k-1', { amount: 5 }, 'caller-2'))).status).toBe(201);
     const all = (await outboxRows(topic)).map((r) => r.message_id);
@@ -69,6 +82,6 @@ describe('ctx.publish and ctx.step in idempotent HTTP handlers', () => {
     await expect(route(post('order-7', {}))).rejects.toThrow('lost the answer');
     const retried = await route(post('order-7', {}));
     expect(await retried.json()).toEqual({ chargeId: 'ch_1' });
-    expect(calls).toEqual(['shop:order-7:charge']);
+    expect(calls).toEqual([stepIdempotencyKey('shop', 'order-7', 'charge', await generationOf('shop', 'order-7'))]);
   });
 });

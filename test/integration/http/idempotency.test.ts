@@ -31,21 +31,24 @@ let held: { readonly promise: Promise<void>; open(): void } | undefined;
 
 async function createPayment(request: Request, ctx: IdempotentContext): Promise<Response> {
   const body = (await request.json()) as PaymentRequest;
+  // The header lets a test fail one attempt and retry the very same request (headers are not part
+  // of the fingerprint; another body would be another request, 422).
+  const behaviour = (request.headers.get('x-behaviour') as PaymentRequest['behaviour'] | null) ?? body.behaviour;
   const path = new URL(request.url).pathname;
   executions.set(path, (executions.get(path) ?? 0) + 1);
-  const status = body.behaviour === 'decline' ? 'declined' : 'captured';
+  const status = behaviour === 'decline' ? 'declined' : 'captured';
   const result = await ctx.tx.execute<{ id: string }>(
     sql`INSERT INTO http_payments (idem_key, account_id, amount_cents, status)
         VALUES (${ctx.key ?? null}, ${body.accountId}, ${body.amountCents}, ${status}) RETURNING id`,
   );
   const id = result.rows[0]?.id ?? '';
   await held?.promise;
-  if (body.behaviour === 'throw') throw new Error('the card processor connection dropped');
-  if (body.behaviour === 'decline') {
+  if (behaviour === 'throw') throw new Error('the card processor connection dropped');
+  if (behaviour === 'decline') {
     return Response.json({ type: 'card_declined', paymentId: id }, { status: 402 });
   }
-  if (body.behaviour === 'unavailable') return Response.json({ error: 'processor unavailable' }, { status: 503 });
-  if (body.behaviour === 'huge') return new Response('x'.repeat(4096), { status: 201 });
+  if (behaviour === 'unavailable') return Response.json({ error: 'processor unavailable' }, { status: 503 });
+  if (behaviour === 'huge') return new Response('x'.repeat(4096), { status: 201 });
   return Response.json(
     // A random token: a replay that ran the handler again could not return these bytes.
     { id, amountCents: body.amountCents, token: randomUUID() },
@@ -68,12 +71,22 @@ async function paymentsWithKey(key: string): Promise<number> {
   return rows[0]?.n ?? 0;
 }
 
+/** The responses stored for a key (completed generations), by scope. */
 async function storedKeys(key: string): Promise<{ scope: string; response_status: number }[]> {
   const { rows } = await database.pool.query<{ scope: string; response_status: number }>(
-    'SELECT scope, response_status FROM oncely.idempotency_keys WHERE key = $1 ORDER BY scope',
+    "SELECT scope, response_status FROM oncely.idempotency_keys WHERE key = $1 AND status = 'completed' ORDER BY scope",
     [key],
   );
   return rows;
+}
+
+/** The key's rows still in progress: bound to their first request, no response stored. */
+async function keysInProgress(key: string): Promise<string[]> {
+  const { rows } = await database.pool.query<{ scope: string }>(
+    "SELECT scope FROM oncely.idempotency_keys WHERE key = $1 AND status = 'in_progress' ORDER BY scope",
+    [key],
+  );
+  return rows.map((r) => r.scope);
 }
 
 describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (framework) => {
@@ -89,7 +102,12 @@ describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (fra
   const post = (
     path: string,
     body: unknown,
-    { key, apiKey = 'caller-a', raw }: { key?: string; apiKey?: string; raw?: string } = {},
+    {
+      key,
+      apiKey = 'caller-a',
+      raw,
+      behaviour,
+    }: { key?: string; apiKey?: string; raw?: string; behaviour?: PaymentRequest['behaviour'] } = {},
   ): Promise<Response> =>
     fetch(`${server.url}${path}`, {
       method: 'POST',
@@ -97,6 +115,7 @@ describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (fra
         'content-type': 'application/json',
         'x-api-key': apiKey,
         ...(key === undefined ? {} : { 'idempotency-key': key }),
+        ...(behaviour === undefined ? {} : { 'x-behaviour': behaviour }),
       },
       body: raw ?? JSON.stringify(body),
     });
@@ -231,13 +250,16 @@ describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (fra
     expect(await paymentsWithKey(key)).toBe(1);
   });
 
-  it('G7: a handler that throws commits nothing and stores nothing, and the retry runs it again', async () => {
+  it('G7: a handler that throws commits nothing and stores no response, and the retry runs it again', async () => {
     const key = randomUUID();
-    const failed = await post('/v1/payments', { accountId: 'acct-6', amountCents: 300, behaviour: 'throw' }, { key });
+    const body = { accountId: 'acct-6', amountCents: 300 };
+    const failed = await post('/v1/payments', body, { key, behaviour: 'throw' });
     expect(failed.status).toBe(500);
     expect(await paymentsWithKey(key)).toBe(0);
     expect(await storedKeys(key)).toEqual([]);
-    const retry = await post('/v1/payments', { accountId: 'acct-6', amountCents: 300 }, { key });
+    // The key stays bound to this request (its generation in progress) for its retry.
+    expect(await keysInProgress(key)).toEqual(['caller-a']);
+    const retry = await post('/v1/payments', body, { key });
     expect(retry.status).toBe(201);
     expect(retry.headers.get('idempotent-replayed')).toBeNull();
     expect(await paymentsWithKey(key)).toBe(1);
@@ -258,15 +280,12 @@ describe.each<Framework>(['express', 'fastify'])('idempotent routes on %s', (fra
 
   it('G7: a 5xx the handler returned rolls its effects back and is not stored; the retry runs again', async () => {
     const key = randomUUID();
-    const outage = await post(
-      '/v1/payments',
-      { accountId: 'acct-8', amountCents: 100, behaviour: 'unavailable' },
-      { key },
-    );
+    const body = { accountId: 'acct-8', amountCents: 100 };
+    const outage = await post('/v1/payments', body, { key, behaviour: 'unavailable' });
     expect(outage.status).toBe(503);
     expect(await paymentsWithKey(key)).toBe(0);
     expect(await storedKeys(key)).toEqual([]);
-    const retry = await post('/v1/payments', { accountId: 'acct-8', amountCents: 100 }, { key });
+    const retry = await post('/v1/payments', body, { key });
     expect(retry.status).toBe(201);
     expect(await paymentsWithKey(key)).toBe(1);
   });

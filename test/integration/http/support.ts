@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { drizzle } from 'drizzle-orm/node-postgres';
@@ -19,6 +20,8 @@ export type Framework = 'express' | 'fastify';
 export interface TestRoute {
   readonly path: string;
   readonly options?: Omit<IdempotentOptions, 'db' | 'scope'>;
+  /** The route's scope from the request's headers. Default: its `x-api-key` header. */
+  readonly scope?: (headers: IncomingHttpHeaders) => string;
   readonly handler: (request: Request, ctx: IdempotentContext) => Promise<Response>;
 }
 
@@ -30,6 +33,7 @@ export interface TestServer {
 /** The scope of a request: its `x-api-key` header, as an API would use its caller's API key. */
 const scopeOf = (apiKey: string | string[] | undefined): string =>
   (Array.isArray(apiKey) ? apiKey[0] : apiKey) ?? 'anonymous';
+const defaultScope = (headers: IncomingHttpHeaders): string => scopeOf(headers['x-api-key']);
 
 /** A real Express or Fastify server on a free port, with the routes mounted through the adapter. */
 export async function startServer(
@@ -42,7 +46,10 @@ export async function startServer(
     for (const route of routes) {
       app.post(
         route.path,
-        expressIdempotent({ ...route.options, db, scope: (req) => scopeOf(req.headers['x-api-key']) }, route.handler),
+        expressIdempotent(
+          { ...route.options, db, scope: (req) => (route.scope ?? defaultScope)(req.headers) },
+          route.handler,
+        ),
       );
     }
     app.use((error: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
@@ -70,7 +77,7 @@ export async function startServer(
     app.post(
       route.path,
       fastifyIdempotent(
-        { ...route.options, db, scope: (request) => scopeOf(request.headers['x-api-key']) },
+        { ...route.options, db, scope: (request) => (route.scope ?? defaultScope)(request.headers) },
         route.handler,
       ),
     );

@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { useTestEnvironment, waitFor } from '../../support/integration.js';
+import { startPaymentProvider } from '../../support/payment-provider.js';
 
 const env = useTestEnvironment();
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -15,7 +17,7 @@ afterEach(() => {
 });
 
 /** Runs a README example as a user would (`tsx file.ts`), against this test's database and broker. */
-function runExample(file: string) {
+function runExample(file: string, extraEnv: Record<string, string> = {}) {
   const child = spawn(process.execPath, ['--import', 'tsx', `examples/readme/${file}`], {
     cwd: root,
     env: {
@@ -23,11 +25,21 @@ function runExample(file: string) {
       DATABASE_URL: env.databaseUrl,
       KAFKA_BROKERS: env.brokers.join(','),
       ONCELY_LOG_LEVEL: 'warn',
+      ...extraEnv,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   children.push(child);
   return child;
+}
+
+/** A TCP port free right now (the example listens on it). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return typeof address === 'object' && address !== null ? address.port : 0;
 }
 
 async function stopExample(child: ReturnType<typeof spawn>): Promise<NodeJS.Signals | null> {
@@ -69,5 +81,46 @@ describe('the README’s code runs as written', () => {
       return rows[0]?.account_id === 'acct-1' && rows[0].amount_cents === '1234';
     });
     expect(await Promise.all([stopExample(handler), stopExample(batch)])).toEqual(['SIGTERM', 'SIGTERM']);
+  });
+
+  it('runs the HTTP example: charged once, its retry replayed, its payment and event committed together', async () => {
+    await env.pool.query(`
+      CREATE TABLE IF NOT EXISTS card_payments (
+        id bigserial PRIMARY KEY, account_id text NOT NULL, amount_cents integer NOT NULL, charge_id text NOT NULL)`);
+    const provider = await startPaymentProvider();
+    try {
+      const port = await freePort();
+      const server = runExample('http-server.ts', { PORT: String(port), PROVIDER_URL: provider.url });
+      const url = `http://127.0.0.1:${port}/v1/payments`;
+      await waitFor('the HTTP example listens', () =>
+        fetch(url).then(
+          () => true,
+          () => false,
+        ),
+      );
+      const accountId = `acct-${randomUUID()}`;
+      const key = randomUUID();
+      const pay = () =>
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-api-key': 'sk_test_1' },
+          body: JSON.stringify({ accountId, amountCents: 1500 }),
+        });
+      const first = await pay();
+      expect(first.status).toBe(201);
+      const retry = await pay();
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(await retry.json()).toEqual(await first.json());
+      expect(provider.charges.size).toBe(1);
+      const { rows } = await env.pool.query<{ n: number; events: number }>(
+        `SELECT (SELECT count(*)::int FROM card_payments WHERE account_id = $1) AS n,
+                (SELECT count(*)::int FROM oncely.outbox WHERE topic = 'payments' AND key = convert_to($1, 'UTF8')) AS events`,
+        [accountId],
+      );
+      expect(rows[0]).toEqual({ n: 1, events: 1 });
+      expect(await stopExample(server)).toBe('SIGTERM');
+    } finally {
+      await provider.close();
+    }
   });
 });

@@ -472,6 +472,25 @@ describe('createStepRunner (framework-neutral)', () => {
     expect((await stepRows(scope)).map((r) => r.owner_id).sort()).toEqual(['fresh', 'old-kept']);
   });
 
+  it('purgeSteps keeps old steps of an HTTP key generation that is still stored, and deletes those of a gone one', async () => {
+    const scope = env.groupId('purge-http');
+    for (const [owner, generation] of [
+      ['key-live', 1_000_001n],
+      ['key-gone', 1_000_002n],
+    ] as const) {
+      await createStepRunner({ pool: env.pool, scope, ownerId: owner, generation }).step('charge', () => owner);
+    }
+    await env.pool.query(
+      `INSERT INTO oncely.idempotency_keys (scope, key, generation, status, request_fingerprint, method, path, expires_at)
+       VALUES ($1, 'key-live', 1000001, 'in_progress', decode(repeat('00', 32), 'hex'), 'POST', '/x', now() + interval '1 day')`,
+      [scope],
+    );
+    await env.pool.query(`UPDATE oncely.steps SET completed_at = now() - interval '10 days' WHERE scope = $1`, [scope]);
+    expect(await purgeSteps(env.pool, { olderThan: 7 * 24 * 3600_000 })).toBeGreaterThanOrEqual(1);
+    // The live generation's request may still be retried: its recovery point stays with its key.
+    expect((await stepRows(scope)).map((r) => r.owner_id)).toEqual(['key-live']);
+  });
+
   it('matches the exported stepsTable to the migrated columns', async () => {
     const config = getTableConfig(stepsTable);
     const { rows } = await env.pool.query<{ column_name: string; is_nullable: string }>(

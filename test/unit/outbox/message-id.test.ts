@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { deadLetterOutboxId, derivedMessageId, uuidv7 } from '../../../src/outbox/message-id.js';
+import { deadLetterOutboxId, derivedMessageId, httpEventId, uuidv7 } from '../../../src/outbox/message-id.js';
 import { outboxRow } from '../../../src/outbox/publish.js';
 
 describe('outbox message ids', () => {
@@ -17,6 +17,14 @@ describe('outbox message ids', () => {
     expect(derivedMessageId('billing', 'payment-1', 0)).toBe('event:7:billing:9:payment-1:n0');
     expect(derivedMessageId('shipping', 'orders/0/42', 3)).toBe('event:8:shipping:11:orders/0/42:n3');
     expect(deadLetterOutboxId('ledger', 'payments', 1, '42')).toBe('dead-letter:6:ledger:13:payments/1/42');
+  });
+
+  it('derives HTTP event ids from (scope, key, generation, n), pinned: this format is frozen', () => {
+    expect(httpEventId('acme', 'k-1', 7n, 0)).toBe('http-event:4:acme:3:k-1:g7:n0');
+    // A key reused after its ttl (a new generation) never repeats an id; nor does a Kafka event.
+    expect(httpEventId('acme', 'k-1', 8n, 0)).not.toBe(httpEventId('acme', 'k-1', 7n, 0));
+    expect(httpEventId('acme', 'k-1', 1, 0)).not.toBe(derivedMessageId('acme', 'k-1', 0));
+    expect(httpEventId('a:b', 'c', 1, 0)).not.toBe(httpEventId('a', 'b:c', 1, 0));
   });
 
   it('gives two groups that publish for one inbound message two different event ids', () => {

@@ -24,9 +24,21 @@ describe('steps', () => {
     expect(stepIdempotencyKey('acme:eu', 'k1', 'charge')).not.toBe(stepIdempotencyKey('acme', 'eu:k1', 'charge'));
   });
 
+  it('gives every generation of an owner its own keys, and refuses a generation that is not a whole number ≥ 1', () => {
+    expect(stepIdempotencyKey('acme', 'k1', 'charge', 1)).not.toBe(stepIdempotencyKey('acme', 'k1', 'charge', 2));
+    expect(stepIdempotencyKey('acme', 'k1', 'charge', 1)).not.toBe(stepIdempotencyKey('acme', 'k1', 'charge'));
+    expect(createStepRunner({ pool, scope: 'acme', ownerId: 'k1', generation: 4n }).generation).toBe(4n);
+    for (const generation of [0, -1, 1.5, 0n]) {
+      expect(() => createStepRunner({ pool, scope: 'acme', ownerId: 'k1', generation })).toThrow(
+        expect.objectContaining({ code: 'ONCELY_CONFIG' }),
+      );
+    }
+  });
+
   it('refuses an empty name and the compensate: prefix with ONCELY_CONFIG, before any call', async () => {
     const runner = createStepRunner({ pool, scope: 'g', ownerId: 'm' });
     await expect(runner.step('', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
+    await expect(runner.step('charge\ud800', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
     await expect(runner.step('compensate:charge', () => 1)).rejects.toMatchObject({ code: 'ONCELY_CONFIG' });
     expect(() => createStepRunner({ pool, scope: '', ownerId: 'm' })).toThrow(/scope/);
     expect(() => createStepRunner({ pool, scope: 'g', ownerId: '' })).toThrow(/ownerId/);
