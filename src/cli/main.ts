@@ -220,6 +220,10 @@ for (const mode of ['plan', 'run'] as const) {
     .addOption(databaseUrl())
     .addOption(brokers())
     .requiredOption('--group <id>', 'the consumer group')
+    .option(
+      '--inbox-scope <scope>',
+      "the group's inbox scope (default: the one its consumer recorded, or the group id)",
+    )
     .requiredOption('--topic <name>', 'the topic')
     .requiredOption('--from <ISO time|offset|earliest>', 'the first message of the range')
     .option('--to <ISO time|offset|latest>', 'the end of the range (exclusive)', 'latest')
@@ -237,6 +241,7 @@ program
   .addOption(databaseUrl())
   .addOption(brokers())
   .requiredOption('--group <id>', 'the consumer group')
+  .option('--inbox-scope <scope>', "the group's inbox scope (default: the one its consumer recorded, or the group id)")
   .option('--inbox-for <duration>', 'keep inbox rows this long (7d, 12h, …)', parseDuration, 7 * 86_400_000)
   .option('--dead-letters-for <duration>', 'keep resolved dead letters this long', parseDuration, 30 * 86_400_000)
   .addOption(new Option('--batch-size <n>', 'rows per delete').argParser((v) => Number.parseInt(v, 10)).default(5_000))
