@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { hasErrorCode, planReplay, purge, runReplay } from '../../../src/index.js';
+import { countOpenDeadLetters } from '../../../src/inbox/status.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 
 const env = useTestEnvironment();
@@ -83,5 +84,17 @@ describe('G6: one keyspace: everything that decides "was this applied" is keyed 
     expect(await inboxOffsets(oldGroup, topic)).toEqual([]);
     const after = await planReplay({ pool: env.pool, kafka: env.kafka, groupId: renamed, topic, from: 'earliest' });
     expect(after.totals).toMatchObject({ messages: 15, skipped: 0, applied: 0, atRisk: 15 });
+  });
+
+  it('counts the open dead letters of a group renamed with inboxScope in its scope', async () => {
+    const topic = await env.createTopic('g6-scope-dl');
+    const oldGroup = env.groupId('ledger-dl');
+    const renamed = `${oldGroup}-v2`;
+    await env.produce(topic, [{ value: 'not json', headers: { 'message-id': 'bad-0' } }]);
+    const v2 = env.consumer({ groupId: renamed, inboxScope: oldGroup, handlers: [effectHandler(topic)] });
+    const outcomes = recordOutcomes(v2);
+    await v2.start();
+    await waitFor('the dead letter', () => outcomes.deadLettered.length === 1);
+    expect(await countOpenDeadLetters(env.pool, renamed)).toEqual([{ topic, reason: 'invalid_payload', open: 1 }]);
   });
 });
