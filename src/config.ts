@@ -141,7 +141,7 @@ export interface InboxConsumerOptions {
   /**
    * Purge the inbox in-process, periodically: rows older than `inboxFor` whose offsets Kafka and
    * `oncely.offsets` have both passed, and resolved dead letters older than `deadLettersFor`
-   * (see `purge()`). One purge per group at a time across all members. Durations in milliseconds.
+   * (see `purge()`). One purge per inbox scope at a time across all members. Durations in milliseconds.
    * Defaults when enabled: `inboxFor` 7 days, `deadLettersFor` 30 days, `every` 1 hour,
    * `batchSize` 5,000. Default `false`: nothing is deleted unless you opt in (or run `oncely purge`).
    */
