@@ -282,7 +282,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
  * catches). Assumes record timestamps and PostgreSQL's clock agree; a record without a usable
  * timestamp counts as written before.
  */
-function writtenBeforePurge(record: ConsumedRecord, purgedUntilMs: number | undefined): boolean {
+export function writtenBeforePurge(record: ConsumedRecord, purgedUntilMs: number | undefined): boolean {
   if (purgedUntilMs === undefined) return false;
   const timestamp = Number(record.timestamp);
   return !Number.isFinite(timestamp) || timestamp < 0 || timestamp <= purgedUntilMs;
