@@ -2,13 +2,13 @@ import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
+import { resolveInboxScope } from '../inbox/scopes.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
 import { committedOffsets, offsetsAtTime, topicLog } from '../kafka/offsets.js';
 import { decode, toMessageInfo } from '../pipeline/decode.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
 import { readRanges, withAdmin } from './kafka-admin.js';
-import { resolveInboxScope } from '../inbox/scopes.js';
 import { lookUpInbox, readHorizons, readPurgedUntil, readResumePoints } from './store.js';
 
 /**
