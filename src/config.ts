@@ -34,7 +34,10 @@ export interface InboxConsumerOptions {
    * The inbox this consumer claims message ids in (and keeps its dead letters with). Default: the
    * group id. Set it to the old group id when renaming a group (`ledger` → `ledger-v2`), so the
    * renamed group still recognises every event the old one applied instead of applying them again.
-   * Offsets stay per group.
+   * Offsets stay per group. Everything that decides "was this applied" is keyed by it: inbox rows,
+   * dead letters, steps, horizons, replay plans, purges and retention. The consumer records it at
+   * start (`oncely.group_scopes`), so `planReplay`, `runReplay`, `purge` and the CLI find it from
+   * the group id.
    */
   readonly inboxScope?: string;
   /**
@@ -141,7 +144,7 @@ export interface InboxConsumerOptions {
   /**
    * Purge the inbox in-process, periodically: rows older than `inboxFor` whose offsets Kafka and
    * `oncely.offsets` have both passed, and resolved dead letters older than `deadLettersFor`
-   * (see `purge()`). One purge per group at a time across all members. Durations in milliseconds.
+   * (see `purge()`). One purge per inbox scope at a time across all members. Durations in milliseconds.
    * Defaults when enabled: `inboxFor` 7 days, `deadLettersFor` 30 days, `every` 1 hour,
    * `batchSize` 5,000. Default `false`: nothing is deleted unless you opt in (or run `oncely purge`).
    */

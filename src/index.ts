@@ -63,7 +63,7 @@ export {
   type StoredError,
   type StoredHeader,
 } from './inbox/dead-letters.js';
-export { deadLettersTable, inboxTable, offsetsTable, oncelySchema } from './inbox/tables.js';
+export { deadLettersTable, groupScopesTable, inboxTable, offsetsTable, oncelySchema } from './inbox/tables.js';
 export {
   IDEMPOTENCY_KEY_HEADER,
   MAX_MESSAGE_ID_LENGTH,

@@ -226,6 +226,10 @@ for (const mode of ['plan', 'run'] as const) {
     .addOption(databaseUrl())
     .addOption(brokers())
     .requiredOption('--group <id>', 'the consumer group')
+    .option(
+      '--inbox-scope <scope>',
+      "the group's inbox scope (default: the one its consumer recorded, or the group id)",
+    )
     .requiredOption('--topic <name>', 'the topic')
     .requiredOption('--from <ISO time|offset|earliest>', 'the first message of the range')
     .option('--to <ISO time|offset|latest>', 'the end of the range (exclusive)', 'latest')
@@ -243,6 +247,7 @@ program
   .addOption(databaseUrl())
   .addOption(brokers())
   .requiredOption('--group <id>', 'the consumer group')
+  .option('--inbox-scope <scope>', "the group's inbox scope (default: the one its consumer recorded, or the group id)")
   .addOption(
     new Option('--inbox-for <duration>', 'keep inbox rows this long (7d, 12h, 30m, 90s)')
       .argParser(duration)

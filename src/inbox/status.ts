@@ -94,11 +94,15 @@ export interface OpenDeadLetterCount {
 /**
  * Counts a group's open dead letters per topic and reason, for the `oncely_dead_letters_open`
  * gauge and `oncely doctor`. Served by a scan of the open rows only (few, on a healthy system).
+ * Dead letters are kept in the group's inbox scope (`oncely.group_scopes`; the group id when none
+ * is recorded), so a group renamed with `inboxScope` counts the ones it shares with its old name.
  */
 export async function countOpenDeadLetters(pool: pg.Pool, groupId: string): Promise<OpenDeadLetterCount[]> {
   const { rows } = await pool.query<{ topic: string; reason: string; open: string }>(
     `SELECT topic, reason, count(*) AS open FROM oncely.dead_letters
-      WHERE status = 'open' AND consumer_group = $1 GROUP BY 1, 2 ORDER BY 1, 2`,
+      WHERE status = 'open'
+        AND consumer_group = coalesce((SELECT inbox_scope FROM oncely.group_scopes WHERE consumer_group = $1), $1)
+      GROUP BY 1, 2 ORDER BY 1, 2`,
     [groupId],
   );
   return rows.map((r) => ({ topic: r.topic, reason: r.reason, open: Number(r.open) }));

@@ -88,3 +88,19 @@ export const deadLettersTable = oncelySchema.table(
     index('dead_letters_topic_idx').on(t.consumerGroup, t.topic, t.reason, t.createdAt),
   ],
 );
+
+/**
+ * `oncely.group_scopes`: the inbox scope each consumer group claims in and the topics it consumes,
+ * recorded by the consumer at every start (migration 0009). Replay, purge and retention are asked
+ * about a group and key everything by the scope found here.
+ */
+export const groupScopesTable = oncelySchema.table(
+  'group_scopes',
+  {
+    consumerGroup: text('consumer_group').primaryKey(),
+    inboxScope: text('inbox_scope').notNull(),
+    topics: text('topics').array().notNull().default([]),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('group_scopes_scope_idx').on(t.inboxScope)],
+);

@@ -1,6 +1,7 @@
 import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
 import { OncelyError } from '../errors.js';
 import { groupsByTopic } from '../inbox/claims.js';
+import { recordGroupScope } from '../inbox/scopes.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { createKafkaRunner, type KafkaRunner } from '../kafka/runner.js';
 import { attachMetrics } from '../metrics/prometheus.js';
@@ -114,6 +115,7 @@ export function createInboxConsumer(options: InboxConsumerOptions): InboxConsume
     starting ??= (async () => {
       await withDatabaseRetries(config, 'checking the schema', () => assertMigrated(config));
       await withDatabaseRetries(config, 'checking for a renamed group', () => warnAboutRenamedGroup(config));
+      await withDatabaseRetries(config, 'recording the inbox scope', () => recordInboxScope(config));
       await deadLetterTopic?.start();
       if (config.relay !== undefined) {
         const created = createOutboxRelay({
@@ -334,6 +336,26 @@ async function warnAboutRenamedGroup(config: ResolvedConsumerConfig): Promise<vo
       { topic, otherGroups: groups, inboxScope: config.inboxScope },
       `group ${config.groupId} starts on ${topic} with an inbox of its own, but ${groups.join(', ')} already consumed it: ` +
         'every event there will be applied again. If this group replaces one of them, set inboxScope to its group id.',
+    );
+  }
+}
+
+/**
+ * Records group → inbox scope (and the topics consumed) before any claim: replay plans, purges and
+ * retention are asked about a group and must look in the scope it claims in, and a purge of the
+ * scope must be bounded by this group's positions too.
+ */
+async function recordInboxScope(config: ResolvedConsumerConfig): Promise<void> {
+  const previous = await recordGroupScope(config.pool, {
+    groupId: config.groupId,
+    inboxScope: config.inboxScope,
+    topics: [...config.handlers.keys()],
+  });
+  if (previous !== undefined) {
+    config.logger.warn(
+      { inboxScope: config.inboxScope, previousInboxScope: previous },
+      `group ${config.groupId} claimed in inbox scope ${previous} until now and claims in ${config.inboxScope} from now on: ` +
+        `ids applied in ${previous} are not recognised in ${config.inboxScope}`,
     );
   }
 }

@@ -128,6 +128,7 @@ export async function runOffsetsReset(
 
 interface ReplayCommand extends Connection {
   readonly group: string;
+  readonly inboxScope?: string;
   readonly topic: string;
   readonly from: string;
   readonly to: string;
@@ -151,6 +152,7 @@ async function replayOptions(options: ReplayCommand, pool: pg.Pool, kafka: Kafka
       pool,
       kafka,
       groupId: options.group,
+      ...(options.inboxScope === undefined ? {} : { inboxScope: options.inboxScope }),
       topic: options.topic,
       from: options.from,
       to: options.to,
@@ -214,6 +216,7 @@ export const PURGE_INBOX_FLOOR_MS = 3_600_000;
 export async function runPurge(
   options: Connection & {
     group: string;
+    inboxScope?: string;
     inboxFor: number;
     deadLettersFor: number;
     batchSize: number;
@@ -243,6 +246,7 @@ export async function runPurge(
       pool,
       kafka,
       groupId: options.group,
+      ...(options.inboxScope === undefined ? {} : { inboxScope: options.inboxScope }),
       inboxFor: options.inboxFor,
       deadLettersFor: options.deadLettersFor,
       batchSize: options.batchSize,
@@ -253,11 +257,11 @@ export async function runPurge(
     return;
   }
   if (!result.ran) {
-    print(`Another process is purging group ${options.group}; nothing done.`);
+    print(`Another process is purging inbox scope ${result.inboxScope}; nothing done.`);
     return;
   }
   print(
-    `Purged ${result.inboxDeleted} inbox rows and ${result.deadLettersDeleted} resolved dead letters of group ${options.group} in ${result.batches} batches.`,
+    `Purged ${result.inboxDeleted} inbox rows and ${result.deadLettersDeleted} resolved dead letters of group ${options.group} (inbox scope ${result.inboxScope}) in ${result.batches} batches.`,
   );
   for (const h of result.horizons)
     print(`  horizon ${h.topic}/${h.partition}: inbox complete at offsets ≥ ${h.horizon}`);

@@ -39,16 +39,19 @@ export function formatReplayPlan(plan: ReplayPlan): string {
   const extended = plan.partitions.filter((p) => p.extendedFrom !== null);
   const horizons = plan.partitions.filter((p) => p.horizon !== null).map((p) => `${p.partition}: ${p.horizon}`);
   return [
-    `Replay plan · group ${plan.groupId} · topic ${plan.topic} · from ${plan.from} to ${plan.to} (end exclusive)`,
+    `Replay plan · group ${plan.groupId}${plan.inboxScope === plan.groupId ? '' : ` · inbox scope ${plan.inboxScope}`} · topic ${plan.topic} · from ${plan.from} to ${plan.to} (end exclusive)`,
     table.toString(),
     ...(extended.length === 0
       ? []
       : [
           `Extended to the group's position (a run re-reads up to there): ${extended.map((p) => `partition ${p.partition} ${p.extendedFrom} → ${p.end}`).join(', ')}`,
         ]),
-    `Inbox horizons (complete at and above): ${horizons.length === 0 ? 'none (nothing purged)' : horizons.join(', ')}`,
+    `Inbox horizons (complete at and above): ${horizons.length === 0 ? 'none (nothing purged)' : horizons.join(', ')}` +
+      (plan.purgedUntil === null
+        ? ''
+        : `; last purge of the scope ${plan.purgedUntil} (messages written before it and not in the inbox are at risk)`),
     t.atRisk > 0
-      ? `${t.atRisk} message(s) AT RISK: below the horizon, their inbox rows may have been purged and they could apply twice. \`replay run\` refuses without --force.`
+      ? `${t.atRisk} message(s) AT RISK: below the horizon or written before the last purge, their inbox rows may have been purged and they could apply twice. \`replay run\` refuses without --force.`
       : 'Nothing at risk: `replay run` would apply only the messages counted as new.',
     `Planned in ${plan.durationMs} ms.`,
   ].join('\n');

@@ -2,13 +2,14 @@ import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
+import { resolveInboxScope } from '../inbox/scopes.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
 import { committedOffsets, offsetsAtTime, topicLog } from '../kafka/offsets.js';
 import { decodeForId, toMessageInfo } from '../pipeline/decode.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
 import { readRanges, withAdmin } from './kafka-admin.js';
-import { lookUpInbox, readHorizons, readResumePoints } from './store.js';
+import { lookUpInbox, readHorizons, readPurgedUntil, readResumePoints } from './store.js';
 
 /**
  * One end of a replay range: an offset (a whole number, as number, bigint or decimal string), an
@@ -20,7 +21,14 @@ export type RangeBound = bigint | number | string | Date;
 export interface PlanReplayOptions {
   readonly pool: pg.Pool;
   readonly kafka: Kafka;
+  /** The group to replay: its offsets are the ones read (and, by a run, moved). */
   readonly groupId: string;
+  /**
+   * The inbox scope the group claims in, where messages are looked up. Default: the scope the
+   * group's consumer recorded at its last start (`oncely.group_scopes`), or the group id when it
+   * recorded none. A scope that contradicts the recorded one is refused (`ONCELY_CONFIG`).
+   */
+  readonly inboxScope?: string;
   readonly topic: string;
   /** Only these partitions. Default: every partition of the topic. */
   readonly partitions?: readonly number[];
@@ -59,9 +67,12 @@ export interface PartitionPlan {
   readonly messages: number;
   /** In the inbox as processed: will be skipped as duplicates. */
   readonly skipped: number;
-  /** Not in the inbox, at or above the horizon: never processed, will be applied. */
+  /** Not in the inbox and written after the scope's last purge, at or above the horizon: never processed, will be applied. */
   readonly applied: number;
-  /** Not in the inbox, below the horizon: their rows may have been purged, so they could apply twice. */
+  /**
+   * Not in the inbox, and below the horizon or written (record timestamp) at or before the scope's
+   * last purge: their ids' rows may have been purged, so they could apply twice.
+   */
   readonly atRisk: number;
   /** In the inbox as dead-lettered (or without a valid id): recorded again as duplicates, not re-run. */
   readonly deadLettered: number;
@@ -73,6 +84,13 @@ export interface PartitionPlan {
 
 export interface ReplayPlan {
   readonly groupId: string;
+  /** The inbox scope the messages were looked up in. */
+  readonly inboxScope: string;
+  /**
+   * When a purge last deleted inbox rows of the scope (ISO time), or null: a message not in the
+   * inbox whose record timestamp is at or before it is at risk, wherever it sits in the log.
+   */
+  readonly purgedUntil: string | null;
   readonly topic: string;
   readonly from: string;
   readonly to: string;
@@ -99,11 +117,17 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
   const { pool, kafka, groupId, topic } = options;
   const to = options.to ?? 'latest';
   const handler = options.handlers?.find((h) => h.topic === topic);
+  // One keyspace: the inbox, its horizons and its purges are the scope's; the positions are the group's.
+  const inboxScope = await resolveInboxScope(pool, groupId, options.inboxScope);
 
-  const [horizons, resumeRows] = await Promise.all([
-    readHorizons(pool, groupId, topic),
+  const [horizons, purgedUntil, resumeRows] = await Promise.all([
+    readHorizons(pool, inboxScope, topic),
+    readPurgedUntil(pool, inboxScope),
     readResumePoints(pool, { groupId, topic }),
   ]);
+  // Record timestamps are whole milliseconds: a copy written before the purge has a timestamp at
+  // or below the purge moment truncated to the millisecond.
+  const purgedUntilMs = purgedUntil === undefined ? undefined : Math.floor(purgedUntil.getTime());
   const resume = new Map(resumeRows.map((r) => [r.partition, r.nextOffset]));
 
   const ranges = await withAdmin(kafka, async (admin) => {
@@ -189,7 +213,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
       for (const record of records) ids.push(await messageIdOf(record, handler));
       const inbox = await lookUpInbox(
         pool,
-        groupId,
+        inboxScope,
         ids.filter((id): id is string => id !== null),
       );
       const horizon = horizons.get(partition);
@@ -200,7 +224,7 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
         const status = id === null ? 'dead_lettered' : inbox.get(id);
         if (status === 'processed' || (id !== null && willApply.has(id))) c.skipped++;
         else if (status === 'dead_lettered') c.deadLettered++;
-        else if (horizon !== undefined && offset < horizon) {
+        else if ((horizon !== undefined && offset < horizon) || writtenBeforePurge(record, purgedUntilMs)) {
           c.atRisk++;
           if (c.first < 0n) c.first = offset;
           c.last = offset;
@@ -248,6 +272,8 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
     partitions.reduce((s, p) => s + p[key], 0);
   return {
     groupId,
+    inboxScope,
+    purgedUntil: purgedUntil?.toISOString() ?? null,
     topic,
     from: describeBound(options.from),
     to: describeBound(to),
@@ -263,6 +289,23 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
     plannedAt: new Date(started).toISOString(),
     durationMs: Date.now() - started,
   };
+}
+
+/**
+ * The time half of the horizon. A purge deletes the rows of ids processed before its cutoff, and
+ * notes when it did (`purged_at`). A copy of such an id — a producer retry, an outbox re-send —
+ * that was consumed while the row still existed was skipped as a duplicate and left no row of its
+ * own; it may sit at any offset, on any partition. It was written before it was consumed, so
+ * before the purge: every message not in the inbox whose record timestamp is at or before the
+ * scope's latest purge may be such a copy, and is at risk. A message written after it cannot have
+ * met a purged row: it is new (or a copy arriving after its original's window, which no inbox
+ * catches). Assumes record timestamps and PostgreSQL's clock agree; a record without a usable
+ * timestamp counts as written before.
+ */
+export function writtenBeforePurge(record: ConsumedRecord, purgedUntilMs: number | undefined): boolean {
+  if (purgedUntilMs === undefined) return false;
+  const timestamp = Number(record.timestamp);
+  return !Number.isFinite(timestamp) || timestamp < 0 || timestamp <= purgedUntilMs;
 }
 
 /**

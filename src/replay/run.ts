@@ -8,8 +8,8 @@ import { insertReplay } from './store.js';
 
 export interface RunReplayOptions extends PlanReplayOptions {
   /**
-   * Proceed although messages in the range are at risk (below the horizon: their inbox rows may
-   * have been purged, so they could be applied twice). Default false: refused.
+   * Proceed although messages in the range are at risk (their ids' inbox rows may have been
+   * purged, so they could be applied twice). Default false: refused.
    */
   readonly force?: boolean;
   /** Who asked, for the audit row. Default `<os user>@<host>`. */
@@ -46,9 +46,9 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplayRunRes
     throw new OncelyError(
       'ONCELY_REPLAY_AT_RISK',
       `Refused: ${plan.totals.atRisk} message${plan.totals.atRisk === 1 ? ' is' : 's are'} at risk of being applied twice, ` +
-        `below the inbox horizon where retention may have purged their rows: ${ranges}. ` +
-        'Start the range at or above the horizon, or pass --force (force: true) if applying them again is acceptable.',
-      { context: { groupId, topic, atRisk: plan.totals.atRisk } },
+        `their inbox rows in scope "${plan.inboxScope}" may have been purged (below the horizon, or written before the last purge): ${ranges}. ` +
+        'Start the range after them, or pass --force (force: true) if applying them again is acceptable.',
+      { context: { groupId, inboxScope: plan.inboxScope, topic, atRisk: plan.totals.atRisk } },
     );
   }
   // Only partitions the group would re-read: one already at or before the range start is left
@@ -63,6 +63,7 @@ export async function runReplay(options: RunReplayOptions): Promise<ReplayRunRes
     async (client) => {
       replayId = await insertReplay(client, {
         groupId,
+        inboxScope: plan.inboxScope,
         topic,
         from: plan.from,
         to: plan.to,

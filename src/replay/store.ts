@@ -1,6 +1,7 @@
 import type pg from 'pg';
 
-import { lockGroupRetention } from '../retention/store.js';
+import { resolveInboxScope } from '../inbox/scopes.js';
+import { lockScopeRetention } from '../retention/store.js';
 
 /*
  * SQL only: what offsets, replay plans and replay runs read and write in PostgreSQL. No Kafka here
@@ -76,8 +77,9 @@ export interface ResumePointMove {
 
 /**
  * Moves the group's resume points to exactly these offsets (down as well as up: unlike the
- * pipeline's GREATEST, an operator's reset is meant to rewind). Takes the group's retention lock
- * for the transaction first, so a purge never computes its bounds from offsets being moved.
+ * pipeline's GREATEST, an operator's reset is meant to rewind). Takes the retention lock of the
+ * group's inbox scope for the transaction first, so a purge of the scope (which reads the offsets
+ * of every group reading it) never computes its bounds from offsets being moved.
  *
  * The old mark belongs to the old offset, so it is always replaced: by the record before the new
  * offset when the caller read it, by null (the consumer then does not check that resume point
@@ -89,7 +91,7 @@ export async function setResumePoints(
   topic: string,
   offsets: readonly ResumePointMove[],
 ): Promise<void> {
-  await lockGroupRetention(client, groupId);
+  await lockScopeRetention(client, await resolveInboxScope(client, groupId));
   await client.query(
     `INSERT INTO oncely.offsets AS o (consumer_group, topic, partition, next_offset, previous_payload_hash, previous_timestamp)
      SELECT $1, $2, p, n, decode(h, 'hex'), ts FROM unnest($3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS t(p, n, h, ts)
@@ -107,13 +109,25 @@ export async function setResumePoints(
   );
 }
 
-/** Per partition, the horizon below which inbox rows may have been purged (absent: nothing purged). */
-export async function readHorizons(pool: pg.Pool, groupId: string, topic: string): Promise<Map<number, bigint>> {
+/** Per partition of the topic, the scope's offset horizon: rows below it may have been purged (absent: nothing purged). */
+export async function readHorizons(pool: pg.Pool, inboxScope: string, topic: string): Promise<Map<number, bigint>> {
   const { rows } = await pool.query<{ partition: number; horizon_offset: string }>(
     'SELECT partition, horizon_offset FROM oncely.inbox_horizons WHERE consumer_group = $1 AND topic = $2',
-    [groupId, topic],
+    [inboxScope, topic],
   );
   return new Map(rows.map((r) => [r.partition, BigInt(r.horizon_offset)]));
+}
+
+/**
+ * The latest moment a purge deleted inbox rows of the scope, on any topic (ids are per scope, so a
+ * copy on one topic may be of an id purged from another); undefined when nothing was ever purged.
+ */
+export async function readPurgedUntil(pool: pg.Pool, inboxScope: string): Promise<Date | undefined> {
+  const { rows } = await pool.query<{ purged_until: Date | null }>(
+    'SELECT max(purged_at) AS purged_until FROM oncely.inbox_horizons WHERE consumer_group = $1',
+    [inboxScope],
+  );
+  return rows[0]?.purged_until ?? undefined;
 }
 
 export type InboxStatus = 'processed' | 'dead_lettered';
@@ -121,14 +135,14 @@ export type InboxStatus = 'processed' | 'dead_lettered';
 /** The inbox status of each of `ids` that has a row; one indexed statement per 5,000 ids. */
 export async function lookUpInbox(
   pool: pg.Pool,
-  groupId: string,
+  inboxScope: string,
   ids: readonly string[],
 ): Promise<Map<string, InboxStatus>> {
   const found = new Map<string, InboxStatus>();
   for (let start = 0; start < ids.length; start += 5_000) {
     const { rows } = await pool.query<{ message_id: string; status: InboxStatus }>(
       'SELECT message_id, status FROM oncely.inbox WHERE consumer_group = $1 AND message_id = ANY($2::text[])',
-      [groupId, ids.slice(start, start + 5_000)],
+      [inboxScope, ids.slice(start, start + 5_000)],
     );
     for (const row of rows) found.set(row.message_id, row.status);
   }
@@ -145,6 +159,8 @@ export interface ReplayRange {
 
 export interface ReplayAudit {
   readonly groupId: string;
+  /** Where the plan looked its messages up, and where progress is counted. Default: the group id. */
+  readonly inboxScope?: string;
   readonly topic: string;
   readonly from: string;
   readonly to: string;
@@ -156,8 +172,8 @@ export interface ReplayAudit {
 
 export async function insertReplay(client: pg.PoolClient, audit: ReplayAudit): Promise<string> {
   const { rows } = await client.query<{ id: string }>(
-    `INSERT INTO oncely.replays (consumer_group, topic, partitions, range_from, range_to, ranges, report, forced, requested_by)
-     VALUES ($1, $2, $3::int[], $4, $5, $6, $7, $8, $9) RETURNING id`,
+    `INSERT INTO oncely.replays (consumer_group, topic, partitions, range_from, range_to, ranges, report, forced, requested_by, inbox_scope)
+     VALUES ($1, $2, $3::int[], $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
     [
       audit.groupId,
       audit.topic,
@@ -168,6 +184,7 @@ export async function insertReplay(client: pg.PoolClient, audit: ReplayAudit): P
       JSON.stringify(audit.report),
       audit.forced,
       audit.requestedBy,
+      audit.inboxScope ?? audit.groupId,
     ],
   );
   return rows[0]?.id ?? '';
@@ -176,6 +193,7 @@ export async function insertReplay(client: pg.PoolClient, audit: ReplayAudit): P
 export interface ReplayRow {
   readonly id: string;
   readonly groupId: string;
+  readonly inboxScope: string;
   readonly topic: string;
   readonly from: string;
   readonly to: string;
@@ -203,6 +221,7 @@ export async function readReplays(
     requested_by: string;
     created_at: Date;
     completed_at: Date | null;
+    inbox_scope: string | null;
   }>(
     `SELECT * FROM oncely.replays WHERE ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR consumer_group = $2)
       ORDER BY id DESC LIMIT $3`,
@@ -211,6 +230,8 @@ export async function readReplays(
   return rows.map((r) => ({
     id: r.id,
     groupId: r.consumer_group,
+    // Rows written before migration 0009 looked up the group's own id.
+    inboxScope: r.inbox_scope ?? r.consumer_group,
     topic: r.topic,
     from: r.range_from,
     to: r.range_to,
@@ -231,13 +252,13 @@ export async function replayProgressCounts(
   const { rows } = await pool.query<{ partition: number; next_offset: string | null; applied: string }>(
     `SELECT r.partition, o.next_offset,
             (SELECT count(*) FROM oncely.inbox i
-              WHERE i.consumer_group = $1 AND i.topic = $2 AND i.partition = r.partition
+              WHERE i.consumer_group = $5 AND i.topic = $2 AND i.partition = r.partition
                 AND i."offset" >= r.start AND i."offset" < r."end"
                 -- processed_at ≥ first_seen_at: lets the processed_at index narrow the scan.
                 AND i.processed_at >= $3 AND i.first_seen_at >= $3) AS applied
        FROM jsonb_to_recordset($4::jsonb) AS r(partition int, start bigint, "end" bigint)
        LEFT JOIN oncely.offsets o ON o.consumer_group = $1 AND o.topic = $2 AND o.partition = r.partition`,
-    [replay.groupId, replay.topic, replay.createdAt, JSON.stringify(replay.ranges)],
+    [replay.groupId, replay.topic, replay.createdAt, JSON.stringify(replay.ranges), replay.inboxScope],
   );
   return new Map(
     rows.map((r) => [

@@ -2,7 +2,10 @@ import { bigint, boolean, index, integer, jsonb, primaryKey, text, timestamp } f
 
 import { oncelySchema } from '../inbox/tables.js';
 
-/** `oncely.inbox_horizons`: per partition, the inbox is complete for offsets ≥ `horizonOffset`. */
+/**
+ * `oncely.inbox_horizons`: per inbox scope (column `consumer_group`) and partition, the inbox is
+ * complete for offsets ≥ `horizonOffset`; `purgedAt` is when a purge last deleted rows there.
+ */
 export const inboxHorizonsTable = oncelySchema.table(
   'inbox_horizons',
   {
@@ -10,6 +13,7 @@ export const inboxHorizonsTable = oncelySchema.table(
     topic: text('topic').notNull(),
     partition: integer('partition').notNull(),
     horizonOffset: bigint('horizon_offset', { mode: 'bigint' }).notNull(),
+    purgedAt: timestamp('purged_at', { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.consumerGroup, t.topic, t.partition] })],
@@ -31,6 +35,8 @@ export const replaysTable = oncelySchema.table(
     requestedBy: text('requested_by').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     completedAt: timestamp('completed_at', { withTimezone: true }),
+    /** The inbox scope the replay looked its messages up in; null on rows written before 0009 (the group). */
+    inboxScope: text('inbox_scope'),
   },
   (t) => [index('replays_group_idx').on(t.consumerGroup, t.topic, t.createdAt)],
 );

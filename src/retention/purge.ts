@@ -3,14 +3,15 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 
 import { configError } from '../errors.js';
+import { resolveInboxScope, type ScopeReader, scopeReaders } from '../inbox/scopes.js';
 import { committedOffsets } from '../kafka/offsets.js';
 import { withAdmin } from '../replay/kafka-admin.js';
 import {
   deleteInboxBatch,
   deleteResolvedDeadLetters,
-  groupHorizons,
   groupResumePoints,
   type PurgeBound,
+  scopeHorizons,
   tryLockPurge,
   unlockPurge,
 } from './store.js';
@@ -24,7 +25,14 @@ export interface PurgeOptions {
   readonly pool: pg.Pool;
   /** Kafka's committed offsets bound what may go: a kafkajs client. */
   readonly kafka: Kafka;
+  /** The group asked about: the purge works on its inbox scope (see `inboxScope`). */
   readonly groupId: string;
+  /**
+   * The inbox scope to purge. Default: the scope the group's consumer recorded at its last start
+   * (`oncely.group_scopes`), or the group id when it recorded none. A scope that contradicts the
+   * recorded one is refused (`ONCELY_CONFIG`).
+   */
+  readonly inboxScope?: string;
   /** Keep inbox rows processed within this many milliseconds. Default 7 days. */
   readonly inboxFor?: number;
   /** Keep resolved (retried or discarded) dead letters resolved within this many ms. Default 30 days. Open ones are never purged. */
@@ -43,25 +51,28 @@ export interface PurgeOptions {
 }
 
 export interface PurgeResult {
-  /** False when another process held this group's purge lock: nothing was done. */
+  /** False when another process held this scope's purge lock: nothing was done. */
   readonly ran: boolean;
+  /** The inbox scope purged. */
+  readonly inboxScope: string;
   readonly inboxDeleted: number;
   readonly deadLettersDeleted: number;
   /** Rows each extra purger deleted, by name. */
   readonly extra: Readonly<Record<string, number>>;
   readonly batches: number;
-  /** The group's horizons after the purge. */
+  /** The scope's horizons after the purge. */
   readonly horizons: readonly { topic: string; partition: number; horizon: string }[];
 }
 
 /**
- * Deletes the group's inbox rows that no redelivery can still need, and resolved dead letters
- * past their window. An inbox row goes only when it is older than `inboxFor` **and** its offset
- * is below both Kafka's committed offset and the `oncely.offsets` resume point of its partition:
- * a message Kafka or the database could still hand to a consumer keeps its row (a consumer down
- * longer than the window, with processed but uncommitted messages, must still find them).
- * Each batch raises the partition's horizon in the same transaction. One purge per group at a
- * time: a second caller returns at once with `ran: false`.
+ * Deletes the inbox rows of the group's inbox scope that no redelivery can still need, and the
+ * scope's resolved dead letters past their window. An inbox row goes only when it is older than
+ * `inboxFor` **and** its offset is below both Kafka's committed offset and the `oncely.offsets`
+ * resume point of its partition, for **every** group that reads the scope: a message Kafka or the
+ * database could still hand to a consumer of the scope keeps its row (a consumer down longer than
+ * the window, with processed but uncommitted messages, must still find them). Each batch raises
+ * the partition's horizon in the same transaction. One purge per scope at a time: a second
+ * caller returns at once with `ran: false`.
  */
 export async function purge(options: PurgeOptions): Promise<PurgeResult> {
   const inboxFor = options.inboxFor ?? 7 * DAY_MS;
@@ -72,16 +83,18 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw configError('batchSize', 'must be a whole number ≥ 1');
   const now = (options.now ?? (() => new Date()))();
   const { pool, groupId } = options;
+  const inboxScope = await resolveInboxScope(pool, groupId, options.inboxScope);
 
   const client = await pool.connect();
   let broken: unknown;
   try {
-    if (!(await tryLockPurge(client, groupId))) {
-      options.logger?.info({ groupId }, 'another process is purging this group; skipped');
-      return { ran: false, inboxDeleted: 0, deadLettersDeleted: 0, extra: {}, batches: 0, horizons: [] };
+    if (!(await tryLockPurge(client, inboxScope))) {
+      options.logger?.info({ groupId, inboxScope }, 'another process is purging this inbox scope; skipped');
+      return { ran: false, inboxScope, inboxDeleted: 0, deadLettersDeleted: 0, extra: {}, batches: 0, horizons: [] };
     }
     try {
-      const bounds = await purgeBounds(client, options.kafka, groupId);
+      const readers = await scopeReaders(client, inboxScope, groupId);
+      const bounds = await purgeBounds(client, options.kafka, readers);
       const cutoff = new Date(now.getTime() - inboxFor);
       let inboxDeleted = 0;
       let batches = 0;
@@ -89,7 +102,7 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
       // Oldest first; `after` skips the rows older than the last deleted one that were kept
       // (offsets not yet committed), so they are not scanned again on every batch.
       while (bounds.length > 0 && options.signal?.aborted !== true) {
-        const batch = await deleteInboxBatch(client, { groupId, bounds, cutoff, after, limit: batchSize });
+        const batch = await deleteInboxBatch(client, { inboxScope, bounds, cutoff, after, limit: batchSize });
         batches++;
         inboxDeleted += batch.deleted;
         if (batch.deleted < batchSize) break;
@@ -99,7 +112,7 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
       let deadLettersDeleted = 0;
       const deadLetterCutoff = new Date(now.getTime() - deadLettersFor);
       while (options.signal?.aborted !== true) {
-        const deleted = await deleteResolvedDeadLetters(client, groupId, deadLetterCutoff, batchSize);
+        const deleted = await deleteResolvedDeadLetters(client, inboxScope, deadLetterCutoff, batchSize);
         batches++;
         deadLettersDeleted += deleted;
         if (deleted < batchSize) break;
@@ -110,11 +123,22 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
         if (options.signal?.aborted === true) break;
         extra[name] = await purger(pool);
       }
-      const horizons = (await groupHorizons(client, groupId)).map((h) => ({ ...h, horizon: h.horizon.toString() }));
-      options.logger?.info({ groupId, inboxDeleted, deadLettersDeleted, extra, batches }, 'retention purge done');
-      return { ran: true, inboxDeleted, deadLettersDeleted, extra, batches, horizons };
+      const horizons = (await scopeHorizons(client, inboxScope)).map((h) => ({ ...h, horizon: h.horizon.toString() }));
+      options.logger?.info(
+        {
+          groupId,
+          inboxScope,
+          readers: readers.map((r) => r.groupId),
+          inboxDeleted,
+          deadLettersDeleted,
+          extra,
+          batches,
+        },
+        'retention purge done',
+      );
+      return { ran: true, inboxScope, inboxDeleted, deadLettersDeleted, extra, batches, horizons };
     } finally {
-      await unlockPurge(client, groupId).catch((error: unknown) => {
+      await unlockPurge(client, inboxScope).catch((error: unknown) => {
         broken = error;
       });
     }
@@ -128,23 +152,56 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
 }
 
 /**
- * Per partition the group has a resume point for: the lower of that resume point and Kafka's
- * committed offset. A partition Kafka has no committed offset for gets 0 — nothing of it may go,
- * since a consumer starting there could be handed every record again.
+ * Per partition any reader of the scope has a resume point for: the lowest, over every group that
+ * reads the scope and consumes that topic, of the lower of its resume point and Kafka's committed
+ * offset. A reader of the topic with no committed offset or no resume point on that partition
+ * gives 0 — nothing of it may go, since a consumer starting there could be handed every record
+ * again (a renamed group that has not caught up yet, a group retired but not forgotten).
  */
-async function purgeBounds(client: pg.ClientBase, kafka: Kafka, groupId: string): Promise<PurgeBound[]> {
-  const resume = await groupResumePoints(client, groupId);
-  const topics = [...new Set(resume.map((r) => r.topic))];
-  const committed = new Map<string, Map<number, bigint>>();
+async function purgeBounds(
+  client: pg.ClientBase,
+  kafka: Kafka,
+  readers: readonly ScopeReader[],
+): Promise<PurgeBound[]> {
+  const positions = await Promise.all(
+    readers.map(async (reader) => {
+      const resume = await groupResumePoints(client, reader.groupId);
+      // The topics it consumes now, and every topic it has a position on (it may consume it again).
+      const topics = new Set([...(reader.topics ?? []), ...resume.map((r) => r.topic)]);
+      return { reader, resume, topics };
+    }),
+  );
+  const below = new Map<string, { topic: string; partition: number; below: bigint }>();
+  const key = (topic: string, partition: number): string => JSON.stringify([topic, partition]);
   await withAdmin(kafka, async (admin) => {
-    for (const topic of topics) committed.set(topic, await committedOffsets(admin, groupId, topic));
+    const perReader = await Promise.all(
+      positions.map(async ({ reader, resume, topics }) => {
+        const committed = new Map<string, Map<number, bigint>>();
+        for (const topic of topics) committed.set(topic, await committedOffsets(admin, reader.groupId, topic));
+        return { resume, topics, committed };
+      }),
+    );
+    // The partitions in question: every one some reader has a resume point for.
+    for (const { resume } of perReader) {
+      for (const r of resume)
+        below.set(key(r.topic, r.partition), { topic: r.topic, partition: r.partition, below: -1n });
+    }
+    for (const bound of below.values()) {
+      for (const { resume, topics, committed } of perReader) {
+        if (!topics.has(bound.topic)) continue;
+        const resumePoint = resume.find((r) => r.topic === bound.topic && r.partition === bound.partition)?.nextOffset;
+        const kafkaOffset = committed.get(bound.topic)?.get(bound.partition);
+        const mine =
+          resumePoint === undefined || kafkaOffset === undefined
+            ? 0n
+            : kafkaOffset < resumePoint
+              ? kafkaOffset
+              : resumePoint;
+        if (bound.below < 0n || mine < bound.below) bound.below = mine;
+      }
+    }
   });
-  return resume
-    .map((r) => {
-      const kafkaOffset = committed.get(r.topic)?.get(r.partition) ?? 0n;
-      return { topic: r.topic, partition: r.partition, below: kafkaOffset < r.nextOffset ? kafkaOffset : r.nextOffset };
-    })
-    .filter((b) => b.below > 0n);
+  return [...below.values()].filter((b) => b.below > 0n);
 }
 
 function pause(ms: number): Promise<void> {

@@ -11,7 +11,7 @@ export interface RetentionSchedule {
 }
 
 /**
- * Runs `purge()` for the group every `retention.every` ms (first run after one interval, so a
+ * Runs `purge()` for the group's inbox scope every `retention.every` ms (first run after one interval, so a
  * start-up is never slowed by it). Every member of a group runs the timer; the purge's advisory
  * lock lets one of them work at a time. A failed purge is logged and tried again next interval:
  * retention must never stop a consumer.
@@ -21,6 +21,8 @@ export function startRetention(settings: {
   readonly pool: pg.Pool;
   readonly kafka: Kafka;
   readonly groupId: string;
+  /** The consumer's inbox scope: the purge works on it, bounded by every group that reads it. */
+  readonly inboxScope: string;
   readonly logger: Logger;
 }): RetentionSchedule | undefined {
   const { retention } = settings;
@@ -33,6 +35,7 @@ export function startRetention(settings: {
       pool: settings.pool,
       kafka: settings.kafka,
       groupId: settings.groupId,
+      inboxScope: settings.inboxScope,
       inboxFor: retention.inboxFor,
       deadLettersFor: retention.deadLettersFor,
       batchSize: retention.batchSize,

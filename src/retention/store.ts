@@ -9,25 +9,26 @@ import type pg from 'pg';
 const RETENTION_LOCK = "hashtext('oncely.retention')";
 
 /**
- * Holds the group's retention lock until the transaction ends. An offsets reset or replay run
- * takes it, so it waits for a purge in progress (whose bounds were read from the offsets it is
- * about to move) and no purge starts until the new offsets are committed.
+ * Holds the retention lock of the inbox scope until the transaction ends. An offsets reset or
+ * replay run of a group takes its scope's lock, so it waits for a purge of that scope in progress
+ * (whose bounds were read from the offsets it is about to move) and no purge of the scope starts
+ * until the new offsets are committed.
  */
-export async function lockGroupRetention(client: pg.ClientBase, groupId: string): Promise<void> {
-  await client.query(`SELECT pg_advisory_xact_lock(${RETENTION_LOCK}, hashtext($1))`, [groupId]);
+export async function lockScopeRetention(client: pg.ClientBase, inboxScope: string): Promise<void> {
+  await client.query(`SELECT pg_advisory_xact_lock(${RETENTION_LOCK}, hashtext($1))`, [inboxScope]);
 }
 
-/** Tries the group's session-level retention lock on `client`: false when another purge holds it. */
-export async function tryLockPurge(client: pg.ClientBase, groupId: string): Promise<boolean> {
+/** Tries the scope's session-level retention lock on `client`: false when another purge holds it. */
+export async function tryLockPurge(client: pg.ClientBase, inboxScope: string): Promise<boolean> {
   const { rows } = await client.query<{ locked: boolean }>(
     `SELECT pg_try_advisory_lock(${RETENTION_LOCK}, hashtext($1)) AS locked`,
-    [groupId],
+    [inboxScope],
   );
   return rows[0]?.locked === true;
 }
 
-export async function unlockPurge(client: pg.ClientBase, groupId: string): Promise<void> {
-  await client.query(`SELECT pg_advisory_unlock(${RETENTION_LOCK}, hashtext($1))`, [groupId]);
+export async function unlockPurge(client: pg.ClientBase, inboxScope: string): Promise<void> {
+  await client.query(`SELECT pg_advisory_unlock(${RETENTION_LOCK}, hashtext($1))`, [inboxScope]);
 }
 
 /** Per topic and partition of the group, the next offset recorded in `oncely.offsets`. */
@@ -50,10 +51,12 @@ export interface PurgeBound {
 }
 
 /**
- * Deletes up to `limit` inbox rows of the group, oldest first (by processed_at, from `after`
+ * Deletes up to `limit` inbox rows of the scope, oldest first (by processed_at, from `after`
  * on), that were processed before `cutoff` and whose offset is below their partition's bound,
  * and raises each touched partition's horizon to the highest offset deleted + 1 — one statement,
  * so one transaction: a horizon never lags the rows it covers, and never moves without them.
+ * It also sets the partition's `purged_at` to the clock after the delete: every copy of a deleted
+ * id that a claim met while its row still existed was written before that moment (see plan.ts).
  *
  * A dead-lettered row whose dead letter is still open is kept: `dead-letters retry` needs it.
  * Rows locked by a claim in progress are skipped, never waited for.
@@ -61,7 +64,8 @@ export interface PurgeBound {
 export async function deleteInboxBatch(
   client: pg.ClientBase,
   request: {
-    readonly groupId: string;
+    /** The inbox scope (column `consumer_group`). */
+    readonly inboxScope: string;
     readonly bounds: readonly PurgeBound[];
     readonly cutoff: Date;
     readonly after: Date | undefined;
@@ -91,14 +95,17 @@ export async function deleteInboxBatch(
         WHERE i.consumer_group = $1 AND i.message_id = v.message_id
        RETURNING i.topic, i.partition, i."offset", i.processed_at
      ), raised AS (
-       INSERT INTO oncely.inbox_horizons AS h (consumer_group, topic, partition, horizon_offset)
-       SELECT $1, topic, partition, max("offset") + 1 FROM deleted GROUP BY topic, partition
+       -- clock_timestamp(), not now(): read once the aggregate has every deleted row, so after
+       -- every delete of the statement (now() is the start of the transaction).
+       INSERT INTO oncely.inbox_horizons AS h (consumer_group, topic, partition, horizon_offset, purged_at)
+       SELECT $1, topic, partition, max("offset") + 1, clock_timestamp() FROM deleted GROUP BY topic, partition
        ON CONFLICT (consumer_group, topic, partition)
-       DO UPDATE SET horizon_offset = GREATEST(h.horizon_offset, EXCLUDED.horizon_offset), updated_at = now()
+       DO UPDATE SET horizon_offset = GREATEST(h.horizon_offset, EXCLUDED.horizon_offset),
+                     purged_at = GREATEST(h.purged_at, EXCLUDED.purged_at), updated_at = now()
      )
      SELECT count(*) AS deleted, max(processed_at) AS last FROM deleted`,
     [
-      request.groupId,
+      request.inboxScope,
       request.bounds.map((b) => b.topic),
       request.bounds.map((b) => b.partition),
       request.bounds.map((b) => b.below.toString()),
@@ -111,10 +118,10 @@ export async function deleteInboxBatch(
   return { deleted: Number(row?.deleted ?? 0), last: row?.last ?? undefined };
 }
 
-/** Deletes up to `limit` resolved (retried or discarded) dead letters resolved before `cutoff`. Open ones never. */
+/** Deletes up to `limit` resolved (retried or discarded) dead letters of the scope resolved before `cutoff`. Open ones never. */
 export async function deleteResolvedDeadLetters(
   client: pg.ClientBase,
-  groupId: string,
+  inboxScope: string,
   cutoff: Date,
   limit: number,
 ): Promise<number> {
@@ -124,19 +131,19 @@ export async function deleteResolvedDeadLetters(
         WHERE consumer_group = $1 AND status IN ('retried', 'discarded')
           AND coalesce(resolved_at, created_at) < $2
         ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)`,
-    [groupId, cutoff, limit],
+    [inboxScope, cutoff, limit],
   );
   return rowCount ?? 0;
 }
 
-/** The group's horizons, per topic and partition. */
-export async function groupHorizons(
+/** The scope's horizons, per topic and partition. */
+export async function scopeHorizons(
   client: pg.ClientBase,
-  groupId: string,
+  inboxScope: string,
 ): Promise<{ topic: string; partition: number; horizon: bigint }[]> {
   const { rows } = await client.query<{ topic: string; partition: number; horizon_offset: string }>(
     'SELECT topic, partition, horizon_offset FROM oncely.inbox_horizons WHERE consumer_group = $1 ORDER BY 1, 2',
-    [groupId],
+    [inboxScope],
   );
   return rows.map((r) => ({ topic: r.topic, partition: r.partition, horizon: BigInt(r.horizon_offset) }));
 }

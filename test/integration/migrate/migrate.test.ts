@@ -5,7 +5,14 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 
-import { deadLettersTable, inboxTable, migrate, migrationStatus, offsetsTable } from '../../../src/index.js';
+import {
+  deadLettersTable,
+  groupScopesTable,
+  inboxTable,
+  migrate,
+  migrationStatus,
+  offsetsTable,
+} from '../../../src/index.js';
 import { loadMigrations } from '../../../src/migrate/migrate.js';
 import { databaseUrlFor, testPool } from '../../support/settings.js';
 
@@ -60,7 +67,7 @@ describe('migrate', () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
-      for (const table of [inboxTable, offsetsTable, deadLettersTable]) {
+      for (const table of [inboxTable, offsetsTable, deadLettersTable, groupScopesTable]) {
         const config = getTableConfig(table);
         const { rows } = await client.query<{ column_name: string; is_nullable: string }>(
           `SELECT column_name, is_nullable FROM information_schema.columns
