@@ -83,6 +83,8 @@ interface SlotModel {
   /** Partitions that must be paused with an offsets mismatch while running. */
   readonly paused: Set<number>;
   renamed: boolean;
+  /** After a replay or an offsets reset: outcomes arriving after `mark` must cover each partition from `from`. */
+  rewound: { readonly mark: number; readonly from: readonly number[] } | undefined;
 }
 
 interface Model {
@@ -103,6 +105,7 @@ function initialModel(): Model {
     positions: Array.from({ length: PARTITIONS }, () => 0),
     paused: new Set(),
     renamed: false,
+    rewound: undefined,
   });
   const scope = (): ScopeModel => ({ inbox: new Map(), purged: new Set(), applied: new Map(), doubled: new Map() });
   return {
@@ -217,6 +220,7 @@ function missingOutcomes(m: Model, r: ModelSystem): string[] {
     const real = r.slots[index];
     if (!slot.running || real === undefined) return;
     const seen = r.outcomeOffsets(real.groupId);
+    const again = slot.rewound === undefined ? undefined : r.outcomeOffsets(real.groupId, slot.rewound.mark);
     const paused = r.paused(real);
     for (let p = 0; p < m.partitions; p++) {
       const isPaused = paused.some((x) => x.partition === p && x.reason === 'offsets-mismatch');
@@ -232,7 +236,11 @@ function missingOutcomes(m: Model, r: ModelSystem): string[] {
         }
         continue;
       }
-      const lacking = Array.from({ length }, (_, o) => o).filter((o) => !offsets.has(o));
+      const from = slot.rewound?.from[p] ?? length;
+      const reread = again?.get(p) ?? new Set<number>();
+      const lacking = Array.from({ length }, (_, o) => o).filter(
+        (o) => !offsets.has(o) || (o >= from && !reread.has(o)),
+      );
       if (lacking.length > 0) {
         missing.push(
           `${real.name}(${real.groupId}) p${p}: no outcome for offsets [${lacking.join(',')}] of ${length}` +
@@ -365,7 +373,13 @@ function scopeOption(slot: Slot): { inboxScope?: string } {
 async function step(m: Model, r: ModelSystem, label: string, action: () => Promise<void>): Promise<void> {
   m.history.push(label);
   const started = Date.now();
-  await action();
+  try {
+    await action();
+  } catch (error) {
+    if (error instanceof ModelMismatch) throw error;
+    // Not a disagreement with the model: the system (or the harness) failed while acting.
+    throw new Error(`${label} threw: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
   consumeAll(m, label);
   await verify(m, r);
   if (VERBOSE) console.log(`[model ${r.tag}] ${m.history.at(-1) ?? label} (${Date.now() - started} ms)`);
@@ -577,9 +591,14 @@ class Replay implements Cmd {
         }
       } else {
         if (outcome !== 'ran') fail(m, 'G6: a replay the model allows failed', { outcome: String(outcome) });
+        const before = model.positions;
         model.positions = model.positions.map((position, p) =>
           start < (m.log[p]?.length ?? 0) ? Math.min(position, start) : position,
         );
+        model.rewound = {
+          mark: r.outcomeMark(),
+          from: model.positions.map((position, p) => (position < (before[p] ?? 0) ? position : Infinity)),
+        };
       }
       m.history[m.history.length - 1] =
         `${this.toString()}=${refuse ? 'refused' : 'ran'}(atRisk ${expected.atRisk}, apply ${expected.applied})`;
@@ -599,6 +618,7 @@ class Rename implements Cmd {
       await stopSlot(m, r, 1);
       slot.groups.push(`${slot.scope}-v2`);
       model.renamed = true;
+      model.rewound = undefined;
       model.positions = Array.from({ length: m.partitions }, () => 0);
       model.paused.clear();
       await startSlot(m, r, 1);
@@ -627,6 +647,7 @@ class Recreate implements Cmd {
       m.recreated = true;
       m.log = Array.from({ length: m.partitions }, () => []);
       for (const slot of m.slots) {
+        slot.rewound = undefined;
         for (let p = 0; p < old; p++) if ((slot.positions[p] ?? 0) > 0) slot.paused.add(p);
         slot.positions = Array.from({ length: m.partitions }, (_, p) => slot.positions[p] ?? 0);
       }
@@ -655,6 +676,7 @@ class ResetOffsets implements Cmd {
       });
       model.positions = Array.from({ length: m.partitions }, () => 0);
       model.paused.clear();
+      model.rewound = { mark: r.outcomeMark(), from: model.positions };
       if (wasRunning) await startSlot(m, r, this.index);
     });
   toString = (): string => `reset-offsets(${SLOT_NAMES[this.index]} to earliest)`;
@@ -725,8 +747,14 @@ describe('a model-based test across features', () => {
           const real = await ModelSystem.create(env, PARTITIONS);
           try {
             await fc.asyncModelRun(async () => {
-              for (const slot of real.slots) await real.start(slot);
-              await real.startRelay();
+              try {
+                for (const slot of real.slots) await real.start(slot);
+                await real.startRelay();
+              } catch (error) {
+                throw new Error(`setup threw: ${error instanceof Error ? error.message : String(error)}`, {
+                  cause: error,
+                });
+              }
               return { model: initialModel(), real };
             }, commands);
           } catch (error) {
@@ -740,7 +768,8 @@ describe('a model-based test across features', () => {
       const details = await fc.check(property, {
         numRuns: RUNS,
         ...(SEED === undefined ? {} : { seed: SEED }),
-        ...(PATH === undefined ? {} : { path: PATH }),
+        // A replayed counterexample is run as it is, not shrunk again.
+        ...(PATH === undefined ? {} : { path: PATH, endOnFailure: true }),
       });
       const summary = `seed ${details.seed}, ${runs} run(s), shrinking included, in ${Math.round((Date.now() - started) / 1000)} s`;
       if (details.failed) {

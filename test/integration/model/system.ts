@@ -37,6 +37,8 @@ export interface DownstreamEvent {
 
 /** One outcome event of a consumer, in the topic generation it was seen in. */
 interface Outcome {
+  /** Order of arrival, across all consumers of the run. */
+  readonly seq: number;
   readonly generation: number;
   readonly partition: number;
   readonly offset: number;
@@ -130,12 +132,31 @@ export class Slot {
   }
 }
 
+/**
+ * Waits until the broker answers for every partition of a new topic: right after createTopics a
+ * fetch or a join can still meet "This server does not host this topic-partition".
+ */
+async function waitForTopic(env: TestEnvironment, topic: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const offsets = await env.admin.fetchTopicOffsets(topic);
+      if (offsets.length > 0) return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`topic ${topic} has no partitions`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 export class ModelSystem {
   readonly slots: Slot[];
   generation = 0;
   private relay: OutboxRelay | undefined;
   private readonly relayHold = new Hold();
   private readonly outcomes = new Map<string, Outcome[]>();
+  private outcomeSeq = 0;
   readonly deadLetters: DeadLetterEvent[] = [];
   readonly downstream: DownstreamEvent[] = [];
   private producer: Producer;
@@ -166,6 +187,8 @@ export class ModelSystem {
       ],
       waitForLeaders: true,
     });
+    await waitForTopic(env, topic);
+    await waitForTopic(env, downstreamTopic);
     const provider = await startPaymentProvider();
     const producer = env.kafka.producer({ allowAutoTopicCreation: false });
     await producer.connect();
@@ -242,7 +265,7 @@ export class ModelSystem {
     });
     const seen = (partition: number, offset: string): void => {
       const list = this.outcomes.get(groupId) ?? [];
-      list.push({ generation: this.generation, partition, offset: Number(offset) });
+      list.push({ seq: this.outcomeSeq++, generation: this.generation, partition, offset: Number(offset) });
       this.outcomes.set(groupId, list);
     };
     consumer.on('message:processed', (e) => seen(e.partition, e.offset));
@@ -267,11 +290,16 @@ export class ModelSystem {
     await consumer?.stop();
   }
 
-  /** Offsets of the current generation that have an outcome for `groupId`, per partition. */
-  outcomeOffsets(groupId: string): Map<number, Set<number>> {
+  /** A mark: outcomes that arrive from now on come after it. */
+  outcomeMark(): number {
+    return this.outcomeSeq;
+  }
+
+  /** Offsets of the current generation that have an outcome for `groupId` (after `since`), per partition. */
+  outcomeOffsets(groupId: string, since = 0): Map<number, Set<number>> {
     const result = new Map<number, Set<number>>();
     for (const o of this.outcomes.get(groupId) ?? []) {
-      if (o.generation !== this.generation) continue;
+      if (o.generation !== this.generation || o.seq < since) continue;
       const set = result.get(o.partition) ?? new Set<number>();
       set.add(o.offset);
       result.set(o.partition, set);
@@ -380,6 +408,7 @@ export class ModelSystem {
       if (Date.now() > deadline) throw new Error(`topic ${this.topic} could not be re-created`);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
+    await waitForTopic(this.env, this.topic);
     this.generation++;
     // A fresh producer: the old one's metadata describes the deleted topic.
     await this.producer.disconnect();
