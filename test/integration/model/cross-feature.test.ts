@@ -703,9 +703,9 @@ const COMMAND_KINDS: readonly (readonly [string, number, fc.Arbitrary<Cmd>])[] =
   ['crash-consumer', 1, fc.tuple(slotIndex, somePartitions).map(([i, p]) => new CrashConsumer(i, p))],
   ['crash-relay', 1, somePartitions.map((p) => new CrashRelay(p))],
   ['start-relay', 1, fc.constant(new StartRelay())],
-  ['purge', 2, slotIndex.map((i) => new Purge(i))],
+  ['purge', 3, slotIndex.map((i) => new Purge(i))],
   ['replay', 3, fc.tuple(slotIndex, replayFrom, fc.boolean()).map(([i, from, force]) => new Replay(i, from, force))],
-  ['rename', 1, fc.constant(new Rename())],
+  ['rename', 2, fc.constant(new Rename())],
   [
     'recreate-topic',
     1,
