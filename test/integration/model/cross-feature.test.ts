@@ -56,7 +56,7 @@ const PARTITIONS = 2;
 /** How long the system may take to reach what the model says (outcomes, the downstream topic). */
 const SETTLE_MS = 30_000;
 /** A wait for outcomes ends early once nothing changed for this long (a consumer joins its group well within it). */
-const STALL_MS = 10_000;
+const STALL_MS = 15_000;
 
 // ----- the reference model ----------------------------------------------------------------------
 
