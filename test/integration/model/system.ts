@@ -451,9 +451,12 @@ export class ModelSystem {
          FROM oncely.dead_letters WHERE consumer_group = ANY($1) ORDER BY id`,
       [names],
     );
+    const ledger = await this.ledger();
     return rows.map(
       (r) =>
-        `${r.consumer_group} ${r.partition}/${r.offset} id ${r.message_id}: ${r.reason} (${(r.message ?? '').slice(0, 160)})`,
+        `${r.consumer_group} ${r.partition}/${r.offset} id ${r.message_id}: ${r.reason} ` +
+        `(${(r.message ?? '').slice(0, 160)}); effect rows of ${r.message_id} in this scope: ` +
+        `${ledger.get(`${r.consumer_group}|${r.message_id ?? ''}`) ?? 0}`,
     );
   }
 
