@@ -68,6 +68,14 @@ function isRetriableKafkaError(error: unknown): boolean {
 }
 
 /** A stack frame of kafkajs's own code (the first frame after the message line). */
+/** How long stopping waits for offset reads under way before it closes their admin connection. */
+const ADMIN_DRAIN_MS = 5_000;
+
+/** Resolves after `ms`, without holding the process open. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
 const KAFKAJS_FRAME = /^[^\n]*\n\s+at [^\n]*[\\/]kafkajs[\\/]src[\\/]/;
 
 export interface KafkaRunner {
@@ -239,7 +247,28 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     }
     return created;
   };
-  const withAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
+  // Reads under way, so that stopping waits for them before it closes their connection, and
+  // `closed`, so that a read begun after stop() (a rebalance callback still running) cannot open a
+  // new admin that nobody would close.
+  const reading = new Set<Promise<unknown>>();
+  let closed = false;
+  const withAdmin = <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
+    if (closed) {
+      return Promise.reject(
+        new OncelyError('ONCELY_STOPPING', 'The consumer is stopping: offsets are not read any more.', {
+          retriable: true,
+        }),
+      );
+    }
+    const pending = readWithAdmin(read);
+    reading.add(pending);
+    void pending.then(
+      () => reading.delete(pending),
+      () => reading.delete(pending),
+    );
+    return pending;
+  };
+  const readWithAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
     const current = (admin ??= connectAdmin());
     let client: Admin;
     try {
@@ -273,6 +302,10 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
     try {
       await stop();
     } finally {
+      closed = true;
+      // A read still under way may be opening a connection to the group coordinator: let it end
+      // (briefly) first, or the disconnect below would miss that connection and leak it.
+      await Promise.race([Promise.allSettled([...reading]), delay(ADMIN_DRAIN_MS)]);
       const current = admin;
       admin = undefined;
       await current?.then((client) => client.disconnect()).catch(() => undefined);

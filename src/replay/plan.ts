@@ -1,7 +1,7 @@
 import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 
-import { OncelyError } from '../errors.js';
+import { isOncelyError, OncelyError } from '../errors.js';
 import { resolveInboxScope } from '../inbox/scopes.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
@@ -151,7 +151,16 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
     }
     const wanted = options.partitions ?? log.map((p) => p.partition);
     const resolveBound = boundResolver(admin, topic);
-    return Promise.all(
+    // Partitions differ in length: an offset past the end of some of them is a range that is
+    // empty there, but an offset past the end of every partition asked for is a slip (a typo, the
+    // wrong topic) and is refused, as `offsets reset` refuses it.
+    const pastEnd = { from: [] as unknown[], to: [] as unknown[] };
+    const clampPastEnd = (which: 'from' | 'to', bounds: Bounds) => (error: unknown) => {
+      if (!isPastEnd(error)) throw error;
+      pastEnd[which].push(error);
+      return bounds.highWatermark;
+    };
+    const ranges = await Promise.all(
       wanted.map(async (partition) => {
         const bounds = log.find((p) => p.partition === partition);
         if (bounds === undefined) {
@@ -159,8 +168,8 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
             context: { topic, partition },
           });
         }
-        const start = await resolveBound(options.from, partition, bounds, 'from');
-        let end = await resolveBound(to, partition, bounds, 'to');
+        const start = await resolveBound(options.from, partition, bounds, 'from').catch(clampPastEnd('from', bounds));
+        let end = await resolveBound(to, partition, bounds, 'to').catch(clampPastEnd('to', bounds));
         if (end > bounds.highWatermark) end = bounds.highWatermark;
         if (start > end) {
           throw new OncelyError(
@@ -187,6 +196,10 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
         };
       }),
     );
+    for (const which of ['from', 'to'] as const) {
+      if (wanted.length > 0 && pastEnd[which].length === wanted.length) throw pastEnd[which][0];
+    }
+    return ranges;
   });
 
   const counts = new Map(
@@ -324,6 +337,13 @@ async function messageIdOf(record: ConsumedRecord, handler: AnyHandlerDefinition
 }
 
 type Bounds = { readonly logStart: bigint; readonly highWatermark: bigint };
+
+/** The refusal of an offset above a partition's log end (not one below 0, which is always refused). */
+function isPastEnd(error: unknown): boolean {
+  if (!isOncelyError(error) || error.code !== 'ONCELY_OFFSET_OUT_OF_RANGE') return false;
+  const offset = error.context?.offset;
+  return typeof offset === 'string' && !offset.startsWith('-');
+}
 
 function boundResolver(
   admin: Parameters<Parameters<typeof withAdmin>[1]>[0],

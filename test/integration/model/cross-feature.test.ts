@@ -83,6 +83,11 @@ interface SlotModel {
   /** Partitions that must be paused with an offsets mismatch while running. */
   readonly paused: Set<number>;
   renamed: boolean;
+  /**
+   * Whether the group has offsets for the topic in either store (it recorded an outcome, or an
+   * operator reset it): a replay of a group without any is refused as a misspelt name.
+   */
+  hasOffsets: boolean;
   /** After a replay or an offsets reset: outcomes arriving after `mark` must cover each partition from `from`. */
   rewound: { readonly mark: number; readonly from: readonly number[] } | undefined;
 }
@@ -105,6 +110,7 @@ function initialModel(): Model {
     positions: Array.from({ length: PARTITIONS }, () => 0),
     paused: new Set(),
     renamed: false,
+    hasOffsets: false,
     rewound: undefined,
   });
   const scope = (): ScopeModel => ({ inbox: new Map(), purged: new Set(), applied: new Map(), doubled: new Map() });
@@ -151,6 +157,7 @@ function consumeAll(m: Model, why: string): void {
           scope.doubled.set(record.id, `applied ${times}× (${why} after its row was purged)`);
         }
       }
+      if (log.length > (slot.positions[p] ?? 0)) slot.hasOffsets = true;
       slot.positions[p] = log.length;
     }
   });
@@ -569,6 +576,34 @@ class Replay implements Cmd {
         requestedBy: 'model-test',
         ...scopeOption(slot),
       };
+      if (!model.hasOffsets) {
+        // A group that never consumed the topic has nothing to replay: the name is refused as a
+        // likely typo, and nothing moves.
+        const refused = await planReplay(options).then(
+          () => 'planned' as const,
+          (error: unknown) => error,
+        );
+        if (!hasErrorCode(refused, 'ONCELY_CONFIG')) {
+          fail(m, 'G6: a replay of a group without offsets was not refused', { outcome: String(refused) });
+        }
+        m.history[m.history.length - 1] = `${this.toString()}=refused(no offsets)`;
+        if (wasRunning) await startSlot(m, r, this.index);
+        return;
+      }
+      const pastEveryEnd = this.from !== 'earliest' && m.log.every((records) => (this.from as number) > records.length);
+      if (pastEveryEnd) {
+        // An offset past the end of every partition is a slip, refused as `offsets reset` refuses it.
+        const refused = await planReplay(options).then(
+          () => 'planned' as const,
+          (error: unknown) => error,
+        );
+        if (!hasErrorCode(refused, 'ONCELY_OFFSET_OUT_OF_RANGE')) {
+          fail(m, 'G6: a replay from past the end of every partition was not refused', { outcome: String(refused) });
+        }
+        m.history[m.history.length - 1] = `${this.toString()}=refused(past every log end)`;
+        if (wasRunning) await startSlot(m, r, this.index);
+        return;
+      }
       const plan = await planReplay(options);
       const actual: PlanTotals = { ...plan.totals };
       if (JSON.stringify(actual) !== JSON.stringify(expected)) {
@@ -618,6 +653,7 @@ class Rename implements Cmd {
       await stopSlot(m, r, 1);
       slot.groups.push(`${slot.scope}-v2`);
       model.renamed = true;
+      model.hasOffsets = false;
       model.rewound = undefined;
       model.positions = Array.from({ length: m.partitions }, () => 0);
       model.paused.clear();
@@ -676,6 +712,7 @@ class ResetOffsets implements Cmd {
       });
       model.positions = Array.from({ length: m.partitions }, () => 0);
       model.paused.clear();
+      model.hasOffsets = true;
       model.rewound = { mark: r.outcomeMark(), from: model.positions };
       if (wasRunning) await startSlot(m, r, this.index);
     });
