@@ -19,6 +19,11 @@ export const IDEMPOTENCY_PROBLEMS = {
   idempotency_key_reused: 422,
   /** The handler's response is larger than `maxResponseBytes`; its transaction was rolled back. */
   response_too_large: 500,
+  /**
+   * No turn within `admission.queueTimeoutMs` (or the wait queue is full), or no connection for a
+   * step record within its bound: nothing ran or everything rolled back; retry after `Retry-After`.
+   */
+  server_busy: 503,
 } as const;
 
 export type IdempotencyProblem = keyof typeof IDEMPOTENCY_PROBLEMS;
@@ -31,6 +36,7 @@ const TITLES: Record<IdempotencyProblem, string> = {
   idempotency_key_in_use: 'Idempotency-Key in use',
   idempotency_key_reused: 'Idempotency-Key reused with another request',
   response_too_large: 'Response too large to store',
+  server_busy: 'Server busy',
 };
 
 /** A `application/problem+json` response; `type` is `typeBase` followed by the problem's name. */
