@@ -51,7 +51,7 @@ async function chargeWithStep(request: Request, ctx: IdempotentContext): Promise
     sql`INSERT INTO http_payments (idem_key, account_id, amount_cents, status)
         VALUES (${ctx.key ?? null}, ${body.accountId}, ${body.amountCents}, 'captured')`,
   );
-  await sleep(150);
+  await sleep(500);
   const charge = await ctx.step('charge', ({ idempotencyKey, signal }) =>
     callProvider<{ id: string }>(
       provider.url,
