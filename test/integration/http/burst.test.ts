@@ -39,6 +39,8 @@ function poolOf(max: number): { pool: pg.Pool; db: OncelyDatabase } {
 }
 
 let executions = 0;
+/** How long a handler holds its transaction before the step (long enough for a whole burst to be in). */
+let holdMs = 100;
 
 /**
  * Opens the payment, lets every admitted transaction get going, then charges through a step: the
@@ -51,7 +53,7 @@ async function chargeWithStep(request: Request, ctx: IdempotentContext): Promise
     sql`INSERT INTO http_payments (idem_key, account_id, amount_cents, status)
         VALUES (${ctx.key ?? null}, ${body.accountId}, ${body.amountCents}, 'captured')`,
   );
-  await sleep(500);
+  await sleep(holdMs);
   const charge = await ctx.step('charge', ({ idempotencyKey, signal }) =>
     callProvider<{ id: string }>(
       provider.url,
@@ -106,6 +108,7 @@ describe.each<Framework>(['fastify', 'express'])('a burst larger than the pool o
     server = await startServer(framework, db, [{ path: '/v1/charges', handler: chargeWithStep }]);
     const prefix = `b24-${framework}-${Date.now()}-`;
     executions = 0;
+    holdMs = 500;
     const started = Date.now();
     const answers = await Promise.all(Array.from({ length: 24 }, (_, n) => post(server!, `${prefix}${n}`, 15_000)));
     const statuses = answers.map((a) => a.status);
@@ -132,6 +135,7 @@ describe.each<Framework>(['fastify', 'express'])('a burst larger than the pool o
     ]);
     const prefix = `b4x-${framework}-${Date.now()}-`;
     executions = 0;
+    holdMs = 100;
     const keys = Array.from({ length: 24 }, (_, n) => `${prefix}${n}`);
     const first = await Promise.all(keys.map((key) => post(server!, key, 10_000)));
     const executed = first.filter((a) => a.status === 201).length;
@@ -166,6 +170,7 @@ describe('a load of 4× the pool under autocannon', () => {
     ]);
     try {
       executions = 0;
+      holdMs = 100;
       const before = provider.charges.size;
       const tally = await runBurst({
         url: `${server.url}/v1/charges`,
