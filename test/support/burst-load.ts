@@ -61,7 +61,7 @@ export async function runBurst(options: BurstOptions): Promise<BurstTally> {
         onResponse: (status, _body, _context, headers) => {
           statuses[String(status)] = (statuses[String(status)] ?? 0) + 1;
           if (status >= 200 && status < 300) executed++;
-          else if (status === 503 && headers['retry-after'] !== undefined) refusedWithRetryAfter++;
+          else if (status === 503 && headers?.['retry-after'] !== undefined) refusedWithRetryAfter++;
           else otherAnswers++;
         },
       },
