@@ -328,6 +328,12 @@ function decideKey(
   return { kind: 'start', previous: stored?.generation };
 }
 
+/** True when the request's `Content-Length` already says its body is over `limit` bytes. */
+function declaredTooLarge(request: Request, limit: number): boolean {
+  const declared = Number(request.headers.get('content-length') ?? Number.NaN);
+  return Number.isFinite(declared) && declared > limit;
+}
+
 /** A finished answer that ends the transaction with a ROLLBACK (thrown out of the transaction). */
 class RollbackWith extends Error {
   constructor(readonly response: Response) {
@@ -444,7 +450,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     if (invalid !== undefined) return problem('idempotency_key_invalid', invalid);
 
     const url = new URL(request.url);
-    const body = await readLimited(request.body, settings.maxBodyBytes);
+    // A declared length past the limit is refused before a byte of the upload is read.
+    const body = declaredTooLarge(request, settings.maxBodyBytes)
+      ? undefined
+      : await readLimited(request.body, settings.maxBodyBytes);
     if (body === undefined) {
       return problem('request_body_too_large', `The request body is larger than ${settings.maxBodyBytes} bytes.`);
     }
