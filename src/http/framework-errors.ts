@@ -29,6 +29,11 @@ const BODY_PARSER_TYPES = new Set([
   'parameters.too.many',
 ]);
 
+function messageOf(error: object, fallback: string): string {
+  const { message } = error as { message?: unknown };
+  return typeof message === 'string' && message.length > 0 ? message : fallback;
+}
+
 function statusOf(error: object): number | undefined {
   const { status, statusCode } = error as { status?: unknown; statusCode?: unknown };
   const value = typeof statusCode === 'number' ? statusCode : typeof status === 'number' ? status : undefined;
@@ -60,7 +65,7 @@ export function bodyParserRefusal(error: unknown): FrameworkRefusal | undefined 
   const type = (error as { type?: unknown }).type;
   if (typeof type !== 'string' || !BODY_PARSER_TYPES.has(type)) return undefined;
   const status = statusOf(error) ?? 400;
-  return refusal(status, type === 'entity.parse.failed', String((error as { message?: unknown }).message ?? type));
+  return refusal(status, type === 'entity.parse.failed', messageOf(error, type));
 }
 
 /** An error of Fastify's content-type parsing as a problem; undefined for any other error. */
@@ -68,7 +73,7 @@ export function fastifyRefusal(error: unknown): FrameworkRefusal | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const code = (error as { code?: unknown }).code;
   const status = statusOf(error);
-  const message = String((error as { message?: unknown }).message ?? code);
+  const message = messageOf(error, typeof code === 'string' ? code : 'refused');
   if (typeof code === 'string' && code.startsWith('FST_ERR_CTP_')) {
     const json = code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code === 'FST_ERR_CTP_INVALID_JSON_BODY';
     return refusal(status ?? 400, json, message);

@@ -6,7 +6,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 import { sql } from 'drizzle-orm';
 import express from 'express';
@@ -60,7 +60,7 @@ async function startExpress(setup: (app: express.Express) => void): Promise<Runn
   app.post('/v1/payments', expressIdempotent({ ...options, db: database.db }, handler));
   app.use(problemErrors());
   const server = app.listen(0, '127.0.0.1');
-  server.on('clientError', (error, socket) => writeClientErrorProblem(error, socket as import('node:net').Socket));
+  server.on('clientError', (error, socket) => writeClientErrorProblem(error, socket as Socket));
   await new Promise<void>((resolve) => server.once('listening', resolve));
   const running = {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
