@@ -58,21 +58,33 @@ async function chargeWithStep(request: Request, ctx: IdempotentContext): Promise
     callProvider<{ id: string }>(
       provider.url,
       '/charges',
-      { amountCents: body.amountCents },
+      // The request's key rides along, so the verdict can tell the charges of one request.
+      { amountCents: body.amountCents, ref: ctx.key },
       { idempotencyKey, signal },
     ),
   );
   return Response.json({ chargeId: charge.id }, { status: 201 });
 }
 
-/** What the database and the provider say about the requests whose keys start with `prefix`. */
+/**
+ * What the database and the provider say about the requests whose keys start with `prefix`:
+ * payments stored, charges made (distinct provider keys), and doubled — a key with two payments,
+ * or one request charged under two provider keys.
+ */
 async function verdict(prefix: string): Promise<{ payments: number; doubled: number; charges: number }> {
   const { rows } = await database.pool.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM http_payments WHERE idem_key LIKE $1 GROUP BY idem_key',
     [`${prefix}%`],
   );
-  const charges = [...provider.charges.keys()].filter((k) => k.includes(prefix)).length;
-  return { payments: rows.reduce((sum, r) => sum + r.n, 0), doubled: rows.filter((r) => r.n > 1).length, charges };
+  const providerKeys = new Map<string, Set<string>>();
+  for (const call of provider.calls) {
+    const ref = (call.body as { ref?: unknown }).ref;
+    if (call.path !== '/charges' || typeof ref !== 'string' || !ref.startsWith(prefix)) continue;
+    providerKeys.set(ref, (providerKeys.get(ref) ?? new Set()).add(call.idempotencyKey ?? ''));
+  }
+  const charges = [...providerKeys.values()].reduce((sum, keys) => sum + keys.size, 0);
+  const doubled = rows.filter((r) => r.n > 1).length + [...providerKeys.values()].filter((k) => k.size > 1).length;
+  return { payments: rows.reduce((sum, r) => sum + r.n, 0), doubled, charges };
 }
 
 /** One POST; the status, Retry-After, or 'timeout' when no answer came within `timeoutMs`. */
