@@ -186,7 +186,7 @@ program
       '--max-idle-in-transaction <seconds>',
       'a session idle in a transaction longer than this is a warning (a wedged pool)',
     )
-      .argParser((v) => Number.parseInt(v, 10))
+      .argParser(wholeNumber(1))
       .default(30),
   )
   .option('--json', 'print JSON for scripts')
