@@ -297,7 +297,9 @@ class Runner implements StepRunner {
   }
 
   private currentSignal(): AbortSignal {
-    if (this.signal === undefined) return neverAborted;
+    // A signal of its own per call: `fetch` hangs a listener on the signal it is given until the
+    // request is collected, so one shared signal gathered thousands under load (a leak warning).
+    if (this.signal === undefined) return new AbortController().signal;
     return typeof this.signal === 'function' ? this.signal() : this.signal;
   }
 
