@@ -112,7 +112,8 @@ function expectProblem(answer: Awaited<ReturnType<typeof post>>, status: number,
 
 async function storedKeys(key: string): Promise<number> {
   const { rows } = await database.pool.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM oncely.idempotency_keys WHERE key = $1',
+    // A completed key is a stored response; a first use leaves an in-progress row before its handler runs.
+    "SELECT count(*)::int AS n FROM oncely.idempotency_keys WHERE key = $1 AND status = 'completed'",
     [key],
   );
   return rows[0]?.n ?? 0;
