@@ -11,6 +11,14 @@
  *
  * Prints requests/s and p99 latency of each, and the ratios: first use / plain (target ≥ 0.7) and
  * replay / first use. Checks itself: one row per 2xx of plain and first use, none for replays.
+ *
+ * Then the burst (G7 under load, issue 20): a route whose handler charges through `ctx.step` at a
+ * provider double that counts charges per provider idempotency key, on a pool of its own of
+ * BENCH_HTTP_BURST_POOL connections (default 10), hit by 4× that many autocannon clients for
+ * BENCH_HTTP_BURST_SECONDS (default 30), each request with a key of its own. Reports requests
+ * answered, refused with 503 + Retry-After, executions, provider charges and doubled; fails
+ * unless every request was answered (no error, no timeout, nothing else), charges = executions and
+ * doubled = 0. BENCH_HTTP_ONLY=burst runs the burst alone.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 
@@ -18,13 +26,19 @@ import autocannon from 'autocannon';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import Fastify from 'fastify';
-import { migrate } from 'oncely';
+import { migrate, poolReadiness } from 'oncely';
 import { startDevServices } from 'oncely/dev';
 import { idempotent } from 'oncely/fastify';
 import pg from 'pg';
 
+import { runBurst } from '../test/support/burst-load.js';
+import { callProvider, startPaymentProvider } from '../test/support/payment-provider.js';
+
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 16);
+const BURST_POOL = Number(process.env.BENCH_HTTP_BURST_POOL ?? 10);
+const BURST_SECONDS = Number(process.env.BENCH_HTTP_BURST_SECONDS ?? 30);
+const ONLY = process.env.BENCH_HTTP_ONLY;
 const BODY = JSON.stringify({ accountId: 'acct-1', amountCents: 1234, currency: 'EUR' });
 
 interface Measured {
@@ -95,6 +109,7 @@ async function main(): Promise<number> {
       }),
     );
     const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    if (ONLY === 'burst') return await burst(url.toString());
 
     const fresh = () => ({ 'idempotency-key': randomUUID() });
     const replayKey = randomUUID();
@@ -142,13 +157,109 @@ async function main(): Promise<number> {
       console.log(`WRONG: ${problems.join(', ')}`);
       return 1;
     }
-    return 0;
+    return await burst(url.toString());
   } finally {
     await app.close();
     await pool.end();
     await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
     await services.stop();
+  }
+}
+
+/**
+ * The burst: 4× the pool in autocannon clients against a route with a step, each request a first
+ * use. Its own pool, server and provider double; the verdict from the database and the provider.
+ */
+async function burst(databaseUrl: string): Promise<number> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: BURST_POOL });
+  pool.on('error', () => undefined);
+  const provider = await startPaymentProvider();
+  const app = Fastify({ logger: false });
+  const connections = 4 * BURST_POOL;
+  let executions = 0;
+  try {
+    await pool.query(
+      'CREATE TABLE IF NOT EXISTS bench_charges (id bigserial PRIMARY KEY, idem_key text NOT NULL, amount_cents bigint NOT NULL, charge_id text)',
+    );
+    const db = drizzle(pool);
+    app.post(
+      '/charges',
+      idempotent({ db, scope: (request) => String(request.headers['x-api-key']) }, async (request, ctx) => {
+        const body = (await request.json()) as { accountId: string; amountCents: number };
+        executions++;
+        const charge = await ctx.step('charge', ({ idempotencyKey, signal }) =>
+          callProvider<{ id: string }>(
+            provider.url,
+            '/charges',
+            { amountCents: body.amountCents },
+            { idempotencyKey, signal },
+          ),
+        );
+        await ctx.tx.execute(
+          sql`INSERT INTO bench_charges (idem_key, amount_cents, charge_id) VALUES (${ctx.key ?? ''}, ${body.amountCents}, ${charge.id})`,
+        );
+        return Response.json({ chargeId: charge.id }, { status: 201 });
+      }),
+    );
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const tally = await runBurst({
+      url: `${base}/charges`,
+      connections,
+      seconds: BURST_SECONDS,
+      headers: { 'x-api-key': 'bench' },
+    });
+    // Requests in flight when autocannon stopped still finish on the server: wait until none holds
+    // a turn of the pool (the admission gate's count), then count.
+    await app.close();
+    for (let i = 0; i < 300; i++) {
+      const { admission } = poolReadiness(pool);
+      if ((admission?.inUse ?? 0) === 0 && (admission?.queued ?? 0) === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const { rows } = await pool.query<{ keys: number; doubled: number; charge_ids: number }>(
+      `SELECT count(*)::int AS keys, count(*) FILTER (WHERE n > 1)::int AS doubled,
+              (SELECT count(DISTINCT charge_id)::int FROM bench_charges) AS charge_ids
+         FROM (SELECT idem_key, count(*) AS n FROM bench_charges GROUP BY idem_key) k`,
+    );
+    const stored = rows[0] ?? { keys: 0, doubled: 0, charge_ids: 0 };
+    const charges = provider.charges.size;
+    // Doubled: a key with two payments, or a provider charge that no stored payment carries (made
+    // and then lost: the issue's "charged with nothing recorded").
+    const doubled = stored.doubled + Math.max(0, charges - stored.charge_ids);
+    console.log('');
+    console.log(
+      `HTTP burst: ${BURST_SECONDS} s, ${connections} clients = 4 × a pool of ${BURST_POOL}, ctx.step per request`,
+    );
+    const lines: [string, number | string][] = [
+      ['requests sent', tally.sent],
+      ['answered', tally.executed + tally.refusedWithRetryAfter],
+      ['  executed (201)', tally.executed],
+      ['  refused 503 with Retry-After', tally.refusedWithRetryAfter],
+      ['  other answers', tally.otherAnswers],
+      ['errors / timeouts', `${tally.errors} / ${tally.timeouts}`],
+      ['handler executions', executions],
+      ['payments stored', stored.keys],
+      ['provider charges', charges],
+      ['doubled', doubled],
+      ['req/s, p99 ms', `${tally.requestsPerSecond.toFixed(0)}, ${tally.p99Ms}`],
+    ];
+    for (const [label, value] of lines) console.log(`${label.padEnd(32)} ${String(value).padStart(10)}`);
+    const problems = [
+      !tally.everyRequestAnswered && 'requests not answered',
+      charges !== stored.keys && 'charges ≠ payments',
+      executions !== stored.keys && 'executions ≠ payments',
+      doubled !== 0 && 'doubled',
+    ].filter((p): p is string => typeof p === 'string');
+    if (problems.length > 0) {
+      console.log(`WRONG: ${problems.join(', ')}`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    await app.close();
+    await provider.close();
+    await pool.end();
   }
 }
 

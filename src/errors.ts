@@ -76,6 +76,11 @@ export const ERROR_CODES = [
   'ONCELY_DATABASE_ERROR',
   /** The Kafka broker refused what `start()` needs (authentication, authorisation, protocol); the kafkajs error is the cause. */
   'ONCELY_KAFKA_ERROR',
+  /**
+   * No pooled connection within its bound for work that already holds one (a step record) or for an
+   * HTTP request's turn: the pool is too small for the load; retriable.
+   */
+  'ONCELY_POOL_EXHAUSTED',
 ] as const;
 
 export type OncelyErrorCode = (typeof ERROR_CODES)[number];

@@ -133,6 +133,9 @@ export {
   type FingerprintInput,
 } from './http/fingerprint.js';
 export { IDEMPOTENCY_PROBLEMS, type IdempotencyProblem } from './http/problem.js';
+export { type AdmissionOptions, type AdmissionStatus, poolReadiness, type PoolReadiness } from './http/admission.js';
+export type { PoolUsage } from './inbox/pool.js';
+export { writeClientErrorProblem } from './http/framework-errors.js';
 export { purgeExpiredIdempotencyKeys, type PurgeIdempotencyKeysOptions } from './http/store.js';
 export { idempotencyKeysTable, type StoredResponseHeader } from './http/tables.js';
 export {

@@ -11,7 +11,10 @@
  *   then retries with the same key, honouring `Retry-After` on 409, until it gets its answer;
  * - reuse: pays, then sends the same key with another amount (a client bug): 422, nothing charged;
  * - race: four copies of one request at once (a double-clicked button): one runs, the others get
- *   409 and retry into the replay.
+ *   409 and retry into the replay;
+ * - burst: then 3× the pool's connections in first requests at once (a traffic spike): the API
+ *   admits as many as its pool serves, queues the rest for up to 1 s and refuses the others with
+ *   503 `server_busy` and `Retry-After`; the clients retry with the same key until answered.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,6 +39,8 @@ export interface HttpDemoOptions {
   readonly log?: (line: string) => void;
   /** Publish each payment's `payment.captured` to this topic through the outbox. Default: none. */
   readonly eventsTopic?: string;
+  /** First requests sent at once after the other clients, each with a key of its own. Default 3× the pool. */
+  readonly burst?: number;
 }
 
 export interface HttpDemoReport {
@@ -48,6 +53,9 @@ export interface HttpDemoReport {
   readonly replays: number;
   readonly conflicts409: number;
   readonly reused422: number;
+  /** The burst's size, and its answers 503 `server_busy` (each retried after Retry-After). */
+  readonly burst: number;
+  readonly busy503: number;
   readonly paymentsCreated: number;
   readonly paymentsExpected: number;
   /** Operations (scope, key) with more than one payment row, counted in the database. */
@@ -60,6 +68,7 @@ export interface HttpDemoReport {
 const SERVER_WORK_MS = 250;
 const IMPATIENT_TIMEOUT_MS = 100;
 const RACERS = 4;
+const POOL_MAX = 12;
 
 type Kind = 'impatient' | 'reuse' | 'race';
 
@@ -69,9 +78,10 @@ export async function runHttpDemo({
   seed = 7,
   log = console.log,
   eventsTopic,
+  burst = 3 * POOL_MAX,
 }: HttpDemoOptions): Promise<HttpDemoReport> {
   const run = `h${randomBytes(3).toString('hex')}`;
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 12 });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: POOL_MAX });
   pool.on('error', () => undefined);
   const counts = {
     requests: 0,
@@ -81,11 +91,14 @@ export async function runHttpDemo({
     replays: 0,
     conflicts409: 0,
     reused422: 0,
+    busy503: 0,
   };
   const app = buildPaymentsApi({
     db: drizzle(pool),
     workMs: SERVER_WORK_MS,
     onExecution: () => counts.executions++,
+    // A short queue, so that the burst shows its refusals (the default waits up to 5 s).
+    admission: { queueTimeoutMs: 1_000 },
     ...(eventsTopic === undefined ? {} : { eventsTopic }),
   });
   try {
@@ -110,6 +123,7 @@ export async function runHttpDemo({
         });
         await response.arrayBuffer();
         if (response.status === 409) counts.conflicts409++;
+        else if (response.status === 503) counts.busy503++;
         else if (response.status === 422) counts.reused422++;
         else if (response.headers.get('idempotent-replayed') === 'true') counts.replays++;
         else counts.firstUses++;
@@ -123,7 +137,7 @@ export async function runHttpDemo({
       }
     };
 
-    /** What a well-behaved client does: the same key on every retry, Retry-After honoured on 409. */
+    /** What a well-behaved client does: the same key on every retry, Retry-After honoured on 409 and 503. */
     const payWithRetries = async (
       apiKey: string,
       key: string,
@@ -133,7 +147,7 @@ export async function runHttpDemo({
       let timeoutMs = firstTimeoutMs;
       for (let attempt = 1; attempt <= 20; attempt++) {
         const response = await send(apiKey, key, body, timeoutMs);
-        if (response !== undefined && response.status !== 409) return response;
+        if (response !== undefined && response.status !== 409 && response.status !== 503) return response;
         const retryAfter = Number(response?.headers.get('retry-after') ?? '0');
         await sleep(Math.max(retryAfter * 1000, 50 * attempt));
         timeoutMs = 5_000;
@@ -167,6 +181,18 @@ export async function runHttpDemo({
     }
     await Promise.all(plays);
 
+    // The spike: more first requests at once than the pool has connections (two per request).
+    await Promise.all(
+      Array.from({ length: burst }, (_, n) => {
+        const apiKey = `${run}-merchant-${n % 4}`;
+        const key = `${run}-burst-${n}`;
+        const amountCents = 100 + Math.floor(next() * 99_900);
+        expected.set(`${apiKey}/${key}`, amountCents);
+        const body = { accountId: `${run}-acct-${n % 10}`, amountCents, currency: 'EUR' };
+        return payWithRetries(apiKey, key, body, 10_000);
+      }),
+    );
+
     // The verdict comes from the database, not from the counters above.
     const { rows } = await pool.query<{ api_key: string; idempotency_key: string; n: number; amounts: string[] }>(
       `SELECT api_key, idempotency_key, count(*)::int AS n, array_agg(amount_cents::text) AS amounts
@@ -183,10 +209,11 @@ export async function runHttpDemo({
       run,
       ...counts,
       paymentsCreated,
-      paymentsExpected: operations,
+      burst,
+      paymentsExpected: operations + burst,
       chargedTwice,
       wrongAmounts,
-      ok: chargedTwice === 0 && wrongAmounts === 0 && paymentsCreated === operations,
+      ok: chargedTwice === 0 && wrongAmounts === 0 && paymentsCreated === operations + burst,
     };
     printReport(report, log);
     return report;
@@ -204,6 +231,7 @@ function printReport(report: HttpDemoReport, log: (line: string) => void): void 
     ['  replayed (Idempotent-Replayed: true)', report.replays, ''],
     ['  409 idempotency_key_in_use', report.conflicts409, ''],
     ['  422 idempotency_key_reused', report.reused422, ''],
+    ['  503 server_busy (burst, retried)', report.busy503, `a burst of ${report.burst} on a pool of ${POOL_MAX}`],
     ['handler executions', report.executions, `expected ${report.paymentsExpected}`],
     ['payments created', report.paymentsCreated, `expected ${report.paymentsExpected}`],
     ['wrong amounts', report.wrongAmounts, 'expected 0'],
@@ -216,7 +244,7 @@ function printReport(report: HttpDemoReport, log: (line: string) => void): void 
   log(`charged twice: ${report.chargedTwice}`);
   log(
     report.ok
-      ? 'Every payment charged exactly once despite timeouts, retries, races and reused keys.'
+      ? 'Every payment charged exactly once despite timeouts, retries, races, reused keys and a burst.'
       : 'WRONG: see above.',
   );
 }

@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { OncelyDatabase } from 'oncely';
+import type { AdmissionOptions, OncelyDatabase } from 'oncely';
 import { idempotent } from 'oncely/fastify';
 import { z } from 'zod';
 
@@ -27,6 +27,8 @@ export interface PaymentsApiOptions {
   readonly onExecution?: () => void;
   /** Publish `payment.captured` to this topic through the outbox (the ledger consumer reads it). */
   readonly eventsTopic?: string;
+  /** How many requests hold the pool at once and how long others wait (oncely's defaults otherwise). */
+  readonly admission?: AdmissionOptions;
 }
 
 /** The API key of a request (`Authorization: Bearer <key>`), or undefined. */
@@ -35,7 +37,13 @@ function apiKeyOf(authorization: string | undefined): string | undefined {
   return match?.[1];
 }
 
-export function buildPaymentsApi({ db, workMs = 0, onExecution, eventsTopic }: PaymentsApiOptions): FastifyInstance {
+export function buildPaymentsApi({
+  db,
+  workMs = 0,
+  onExecution,
+  eventsTopic,
+  admission,
+}: PaymentsApiOptions): FastifyInstance {
   const app = Fastify({ logger: false });
 
   // Authentication comes first: the API key is the idempotency scope, so one caller's key can
@@ -48,38 +56,41 @@ export function buildPaymentsApi({ db, workMs = 0, onExecution, eventsTopic }: P
 
   app.post(
     '/v1/payments',
-    idempotent({ db, scope: (request) => apiKeyOf(request.headers.authorization) ?? '' }, async (request, ctx) => {
-      onExecution?.();
-      const parsed = createPaymentBody.safeParse(await request.json());
-      if (!parsed.success) {
-        // A returned 4xx is stored with the key and replayed: the same request stays invalid.
-        return Response.json({ error: 'invalid payment', issues: parsed.error.issues }, { status: 400 });
-      }
-      const { accountId, amountCents, currency } = parsed.data;
-      await sleep(workMs); // the card processor; its own idempotency belongs in ctx.step (DESIGN §10)
-      const [payment] = await ctx.tx
-        .insert(apiPayments)
-        .values({
-          idempotencyKey: ctx.key ?? null,
-          apiKey: ctx.scope,
-          accountId,
-          amountCents,
-          currency,
-          status: 'captured',
-        })
-        .returning({ id: apiPayments.id, createdAt: apiPayments.createdAt });
-      const id = `pay_${payment?.id ?? 0}`;
-      // The event commits with the payment and the stored response, or not at all; its message-id
-      // is derived from the key, so a request run again after a rollback publishes the same id.
-      if (eventsTopic !== undefined) {
-        const event = { type: 'payment.captured', paymentId: id, accountId, amountCents, currency };
-        await ctx.publish({ topic: eventsTopic, key: accountId, value: event });
-      }
-      return Response.json(
-        { id, accountId, amountCents, currency, status: 'captured', createdAt: payment?.createdAt },
-        { status: 201, headers: { location: `/v1/payments/${id}` } },
-      );
-    }),
+    idempotent(
+      { db, scope: (request) => apiKeyOf(request.headers.authorization) ?? '', ...(admission ? { admission } : {}) },
+      async (request, ctx) => {
+        onExecution?.();
+        const parsed = createPaymentBody.safeParse(await request.json());
+        if (!parsed.success) {
+          // A returned 4xx is stored with the key and replayed: the same request stays invalid.
+          return Response.json({ error: 'invalid payment', issues: parsed.error.issues }, { status: 400 });
+        }
+        const { accountId, amountCents, currency } = parsed.data;
+        await sleep(workMs); // the card processor; its own idempotency belongs in ctx.step (DESIGN §10)
+        const [payment] = await ctx.tx
+          .insert(apiPayments)
+          .values({
+            idempotencyKey: ctx.key ?? null,
+            apiKey: ctx.scope,
+            accountId,
+            amountCents,
+            currency,
+            status: 'captured',
+          })
+          .returning({ id: apiPayments.id, createdAt: apiPayments.createdAt });
+        const id = `pay_${payment?.id ?? 0}`;
+        // The event commits with the payment and the stored response, or not at all; its message-id
+        // is derived from the key, so a request run again after a rollback publishes the same id.
+        if (eventsTopic !== undefined) {
+          const event = { type: 'payment.captured', paymentId: id, accountId, amountCents, currency };
+          await ctx.publish({ topic: eventsTopic, key: accountId, value: event });
+        }
+        return Response.json(
+          { id, accountId, amountCents, currency, status: 'captured', createdAt: payment?.createdAt },
+          { status: 201, headers: { location: `/v1/payments/${id}` } },
+        );
+      },
+    ),
   );
   return app;
 }

@@ -225,7 +225,7 @@ async function main(): Promise<number> {
     // The HTTP act first: the API's events reach the topic through the outbox and the relay, ahead
     // of the consumer act, so the ledger consumer applies them (and the SIGKILL lands among them too).
     await relay.start();
-    console.log('HTTP act: clients of POST /v1/payments time out, retry, race and reuse keys…');
+    console.log('HTTP act: clients of POST /v1/payments time out, retry, race, reuse keys and burst past the pool…');
     const http = await runHttpDemo({ databaseUrl: services.postgres.url, eventsTopic: topic });
     await waitUntil(
       'the outbox to send the API events',

@@ -23,6 +23,8 @@ export interface DoctorOptions {
   readonly group?: string[];
   /** Lag above this many records is a WARN. */
   readonly maxLag: number;
+  /** A session idle in a transaction longer than this many seconds is a WARN (a wedged pool). Default 30. */
+  readonly maxIdleInTransaction?: number;
   readonly json?: boolean;
 }
 
@@ -94,6 +96,8 @@ async function diagnose(options: DoctorOptions, pool: pg.Pool, checks: Check[]):
   } else {
     checks.push({ name: 'migrations', verdict: 'OK', detail: `${status.applied.length} applied, schema current` });
   }
+
+  checks.push(await connectionsCheck(pool, options.maxIdleInTransaction ?? 30));
 
   const recorded = await pool.query<{ consumer_group: string; topic: string }>(
     'SELECT DISTINCT consumer_group, topic FROM oncely.offsets ORDER BY 1, 2',
@@ -214,4 +218,50 @@ async function diagnoseGroup(
           fix: 'check that consumers run and are not paused or failing (logs, consumer.paused()); add consumers or raise concurrency if they keep up too slowly',
         },
   );
+}
+
+/**
+ * Pool exhaustion as the database sees it: sessions of this database that sit idle inside a
+ * transaction for longer than `maxIdleSeconds` (a process holding pooled connections while it waits
+ * for something that does not come: the wedge of issue 20), and connections near the server's
+ * `max_connections`. Another process's pool is not visible from here: `poolReadiness()` reports it
+ * from inside.
+ */
+async function connectionsCheck(pool: pg.Pool, maxIdleSeconds: number): Promise<Check> {
+  const { rows } = await pool.query<{ idle: number; oldest: number | null; used: number; allowed: number }>(
+    `SELECT count(*) FILTER (WHERE state LIKE 'idle in transaction%'
+                               AND now() - state_change > $1 * interval '1 second')::int AS idle,
+            extract(epoch FROM max(now() - state_change) FILTER (WHERE state LIKE 'idle in transaction%'))::float8 AS oldest,
+            (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,
+            current_setting('max_connections')::int AS allowed
+       FROM pg_stat_activity
+      WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+    [maxIdleSeconds],
+  );
+  const row = rows[0] ?? { idle: 0, oldest: null, used: 0, allowed: 0 };
+  if (row.idle > 0) {
+    return {
+      name: 'connections',
+      verdict: 'WARN',
+      detail:
+        `${row.idle} session(s) idle in a transaction for over ${maxIdleSeconds} s (oldest ${Math.round(row.oldest ?? 0)} s): ` +
+        'a process may hold its pool while waiting for a connection it cannot get',
+      fix:
+        "see the sessions in pg_stat_activity (application_name, client_addr); check that process's poolReadiness() " +
+        'and size its pool: max ≥ 2 × idempotent requests at once + a consumer’s concurrency + 1',
+    };
+  }
+  if (row.allowed > 0 && row.used >= 0.9 * row.allowed) {
+    return {
+      name: 'connections',
+      verdict: 'WARN',
+      detail: `${row.used} of the server's ${row.allowed} connections in use`,
+      fix: "lower the pools' max, or raise max_connections (or put a connection pooler in front)",
+    };
+  }
+  return {
+    name: 'connections',
+    verdict: 'OK',
+    detail: `${row.used} of ${row.allowed} in use; none idle in a transaction for over ${maxIdleSeconds} s`,
+  };
 }

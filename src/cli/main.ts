@@ -181,6 +181,14 @@ program
   .addOption(
     new Option('--max-lag <n>', 'lag above this many records is a warning').argParser(wholeNumber(0)).default(1000),
   )
+  .addOption(
+    new Option(
+      '--max-idle-in-transaction <seconds>',
+      'a session idle in a transaction longer than this is a warning (a wedged pool)',
+    )
+      .argParser(wholeNumber(1))
+      .default(30),
+  )
   .option('--json', 'print JSON for scripts')
   .action(runDoctor);
 

@@ -3,14 +3,28 @@
  *
  * ```ts
  * app.post('/v1/payments', idempotent({ db, scope: (req) => req.get('x-api-key') ?? '' }, async (request, ctx) => …));
+ * app.use(problemErrors()); // after the routes: body-parser's refusals as RFC 9457 problems
  * ```
- * Works with or without a body parser in front: the raw body is read from the request stream when
- * nothing consumed it; a body a parser already read is re-encoded (a Buffer or string as is, a
- * parsed object as JSON, which the default fingerprint canonicalises anyway).
+ * The request's fingerprint is of the bytes received. Without a body parser in front (the best
+ * setup) the raw body is read from the request stream, up to `maxBodyBytes` (a declared
+ * `Content-Length` past it is refused with 413 before the upload is read). A body a parser did not
+ * read (body-parser leaves `req.body = {}` for types it skips) is still read from the stream: the
+ * stand-in is never fingerprinted. A body a parser did read is taken from `req.rawBody` when the
+ * parser kept it (`express.json({ verify: captureRawBody })`); otherwise an empty one is known
+ * from `Content-Length: 0`, and anything else is re-encoded from the parsed value (a parsed object
+ * as JSON, which the default fingerprint canonicalises anyway).
  */
 import { Readable } from 'node:stream';
 
-import type { NextFunction, Request as ExpressRequest, RequestHandler, Response as ExpressResponse } from 'express';
+import type {
+  ErrorRequestHandler,
+  NextFunction,
+  Request as ExpressRequest,
+  RequestHandler,
+  Response as ExpressResponse,
+} from 'express';
+
+import { bodyParserRefusal, refusalResponse } from './framework-errors.js';
 
 import {
   createIdempotencyEngine,
@@ -50,9 +64,9 @@ function toWebRequest(req: ExpressRequest): Request {
   const url = `${req.protocol}://${req.get('host') ?? 'localhost'}${req.originalUrl}`;
   const method = req.method.toUpperCase();
   if (method === 'GET' || method === 'HEAD') return new Request(url, { method, headers });
-  const parsed: unknown = req.body;
-  if (parsed === undefined) {
-    // Nothing read the body yet: stream it (the core stops reading past maxBodyBytes).
+  if (!bodyConsumed(req)) {
+    // Nothing read the body yet (whatever `req.body` says: a parser that skipped the type may have
+    // left a stand-in there): stream it; the core stops reading past maxBodyBytes.
     return new Request(url, {
       method,
       headers,
@@ -60,13 +74,60 @@ function toWebRequest(req: ExpressRequest): Request {
       duplex: 'half',
     });
   }
-  // A body parser already consumed the stream; its content-length no longer describes the copy.
+  // A body parser already consumed the stream: the bytes it kept, else what the headers prove,
+  // else the parsed value re-encoded. Its content-length no longer describes a re-encoded copy.
+  const raw = (req as { rawBody?: unknown }).rawBody;
+  const declared = req.headers['content-length'];
   headers.delete('content-length');
-  return new Request(url, { method, headers, body: encodeParsedBody(parsed) });
+  if (raw instanceof Uint8Array) return new Request(url, { method, headers, body: raw.byteLength === 0 ? null : raw });
+  if (declared === '0') return new Request(url, { method, headers });
+  return new Request(url, { method, headers, body: encodeParsedBody(req.body) });
+}
+
+/** Whether something (a body parser) has read the request stream already, as body-parser tells. */
+function bodyConsumed(req: ExpressRequest): boolean {
+  return req.readableEnded || (req.complete && !req.readable);
+}
+
+/**
+ * A body parser's `verify` hook that keeps the bytes received as `req.rawBody`, so the fingerprint
+ * is of them: `app.use(express.json({ verify: captureRawBody }))`.
+ */
+export function captureRawBody(req: unknown, _res: unknown, buffer: Buffer): void {
+  (req as { rawBody?: Buffer }).rawBody = buffer;
+}
+
+/** Options of {@link problemErrors}. */
+export interface ProblemErrorsOptions {
+  /** Prefix of the problem `type` URIs. Default `'urn:oncely:problem:'` (as `idempotent`'s). */
+  readonly problemTypeBase?: string;
+}
+
+/**
+ * An Express error middleware that answers body-parser's refusals (malformed or empty JSON 400
+ * `request_body_invalid_json`, over its limit 413 `request_body_too_large`, an unsupported charset
+ * or encoding 415 `request_body_unsupported`, others 400 `request_invalid`) as RFC 9457 problems.
+ * Install it after the routes: `app.use(problemErrors())`. A parser in front of a route refuses
+ * before the route runs, so only an error middleware can answer for it; errors of any other kind
+ * (a handler's) are passed on untouched.
+ */
+export function problemErrors(options: ProblemErrorsOptions = {}): ErrorRequestHandler {
+  const typeBase = options.problemTypeBase ?? 'urn:oncely:problem:';
+  return (error: unknown, _req: ExpressRequest, res: ExpressResponse, next: NextFunction): void => {
+    const refused = bodyParserRefusal(error);
+    if (refused === undefined || res.headersSent) {
+      next(error);
+      return;
+    }
+    sendWebResponse(res, refusalResponse(refused, typeBase)).catch(next);
+  };
 }
 
 async function sendWebResponse(res: ExpressResponse, response: Response): Promise<void> {
   res.status(response.status);
+  // A body refused unread (413): close the connection after the answer instead of letting Node
+  // read the rest of the upload to keep it alive.
+  if (response.status === 413 && !bodyConsumed(res.req)) res.setHeader('connection', 'close');
   response.headers.forEach((value, name) => {
     if (name !== 'set-cookie') res.setHeader(name, value);
   });

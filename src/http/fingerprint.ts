@@ -51,13 +51,17 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 /**
  * The default fingerprint: method, path with query string, and the body — canonical JSON when the
- * request declares a JSON content type (a declared-JSON body that does not parse is refused with
- * 400), the raw bytes otherwise. Headers are not part of it (a retry may carry a new trace id).
+ * request declares a JSON content type (a declared-JSON body that does not parse, an empty one
+ * included, is refused with 400), the raw bytes otherwise. Headers are not part of it (a retry may carry a new trace id).
  */
 export function defaultFingerprint({ method, url, headers, body }: FingerprintInput): Uint8Array {
   const head = `${method.toUpperCase()}\n${url.pathname}${url.search}\n`;
+  const json = isJsonContentType(headers.get('content-type'));
+  // An empty body declared as JSON is not JSON (JSON.parse refuses ''): refused like any other
+  // that does not parse, as Fastify's own parser does, rather than handed to the handler to fail.
+  if (body.byteLength === 0 && json) throw new InvalidJsonBodyError();
   if (body.byteLength === 0) return Buffer.from(`${head}empty`);
-  if (isJsonContentType(headers.get('content-type'))) {
+  if (json) {
     let parsed: unknown;
     try {
       parsed = JSON.parse(utf8.decode(body));

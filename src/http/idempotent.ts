@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 import type pg from 'pg';
 
-import { configError, OncelyError } from '../errors.js';
+import { configError, hasErrorCode, OncelyError } from '../errors.js';
 import {
   createTransactionBinder,
   resolvePool,
@@ -21,6 +21,7 @@ import {
 import { httpEventId } from '../outbox/message-id.js';
 import { type OutboxMessage, publish, type PublishedEvent } from '../outbox/publish.js';
 import { createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
+import { type AdmissionOptions, type Permit, resolveAdmission, type ResolvedAdmission } from './admission.js';
 import { isNullBodyStatus, readLimited } from './body.js';
 import { defaultFingerprint, InvalidJsonBodyError, type Fingerprint } from './fingerprint.js';
 import { problemResponse, type IdempotencyProblem } from './problem.js';
@@ -118,6 +119,14 @@ export interface IdempotentOptions<R = Request> {
    * `replayed`, `conflict`, `mismatch`). `route` is a fixed name for this route. Default: none.
    */
   readonly metrics?: IdempotencyMetricsOptions;
+  /**
+   * How many requests hold connections at once (README "Under load"): every idempotent route on a
+   * pool shares one limit of `connections` (default the pool's max), each request takes
+   * `connectionsPerRequest` (default 2: its transaction and a step record) before its transaction
+   * and waits at most `queueTimeoutMs` (default 5 000) for them; past that, or beyond `maxQueue`
+   * waiting requests (default 1 000), it is answered 503 `server_busy` with `Retry-After`.
+   */
+  readonly admission?: AdmissionOptions;
 }
 
 /** What an idempotent handler gets besides the request. */
@@ -152,6 +161,7 @@ export type IdempotentHandler<C extends IdempotentContext = IdempotentContext> =
 
 interface ContextBase {
   readonly pool: pg.Pool;
+  readonly admission: ResolvedAdmission;
   readonly transaction: OpenTransaction;
   readonly scope: string;
   /** The key and its generation, or undefined on a route with `required: false` and no key. */
@@ -159,7 +169,7 @@ interface ContextBase {
 }
 
 /** Builds `ctx` for one request. The one place `ctx` members are created. */
-function createContext({ pool, transaction, scope, owner }: ContextBase): IdempotentContext {
+function createContext({ pool, admission, transaction, scope, owner }: ContextBase): IdempotentContext {
   let published = 0;
   let steps: StepRunner | undefined;
   return {
@@ -181,7 +191,23 @@ function createContext({ pool, transaction, scope, owner }: ContextBase): Idempo
       }
       // The steps belong to the key's generation: a retry of this generation replays them, a key
       // reused after it expired (a new generation) runs them again under new provider keys.
-      steps ??= createStepRunner({ pool, scope, ownerId: owner.key, generation: owner.generation });
+      if (admission.connectionsPerRequest < 2) {
+        // Admitted with one connection: a step record's second one was not counted for it.
+        throw configError(
+          'admission.connectionsPerRequest',
+          'ctx.step records each step on a second pooled connection; this route admits requests with one. ' +
+            'Set admission: { connectionsPerRequest: 2 } (the default) on a route whose handler calls ctx.step.',
+        );
+      }
+      // The request's turn counted a second connection for this: it comes at once, unless the pool
+      // is shared with work the gate does not see; then the wait is bounded (503, never a wedge).
+      steps ??= createStepRunner({
+        pool,
+        scope,
+        ownerId: owner.key,
+        generation: owner.generation,
+        acquireTimeoutMs: admission.queueTimeoutMs,
+      });
       return steps.step(name, fn, options);
     },
   };
@@ -203,6 +229,7 @@ interface Resolved {
   readonly problemTypeBase: string;
   readonly statementTimeoutMs: number | undefined;
   readonly count: IdempotencyCounter | undefined;
+  readonly admission: ResolvedAdmission;
 }
 
 function positive(option: string, value: number | undefined, fallback: number): number {
@@ -240,6 +267,7 @@ function resolveOptions<R>(options: IdempotentOptions<R>): Resolved {
     problemTypeBase: options.problemTypeBase ?? 'urn:oncely:problem:',
     statementTimeoutMs: options.statementTimeoutMs,
     count: options.metrics === undefined ? undefined : attachIdempotencyMetrics(options.metrics),
+    admission: resolveAdmission(pool, options.admission),
   };
 }
 
@@ -300,6 +328,12 @@ function decideKey(
   return { kind: 'start', previous: stored?.generation };
 }
 
+/** True when the request's `Content-Length` already says its body is over `limit` bytes. */
+function declaredTooLarge(request: Request, limit: number): boolean {
+  const declared = Number(request.headers.get('content-length') ?? Number.NaN);
+  return Number.isFinite(declared) && declared > limit;
+}
+
 /** A finished answer that ends the transaction with a ROLLBACK (thrown out of the transaction). */
 class RollbackWith extends Error {
   constructor(readonly response: Response) {
@@ -336,6 +370,26 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
 
   const transact = <T>(work: (transaction: OpenTransaction) => Promise<T>): Promise<T> =>
     inTransaction(settings.pool, settings.bind, work, { statementTimeoutMs: settings.statementTimeoutMs });
+
+  const busy = (detail: string): Response =>
+    problem('server_busy', `${detail} Nothing was run or kept; retry after Retry-After, with the same key.`, {
+      'retry-after': String(settings.retryAfterSeconds),
+    });
+  /** The 503 of a step record's connection not obtained in time (the request rolled back). */
+  const poolExhausted = (error: unknown): Response | undefined =>
+    hasErrorCode(error, 'ONCELY_POOL_EXHAUSTED') ||
+    hasErrorCode((error as { cause?: unknown } | undefined)?.cause, 'ONCELY_POOL_EXHAUSTED')
+      ? busy('No database connection was free for a step record in time; the request rolled back.')
+      : undefined;
+
+  /**
+   * The request's turn of the pool (src/http/admission.ts), taken before its first connection and
+   * given back after its last: no request holds a connection while it waits for its turn.
+   * Undefined when refused: answer {@link refusedTurn}.
+   */
+  const takeTurn = async (): Promise<Permit | undefined> =>
+    await settings.admission.gate.acquire(settings.admission.connectionsPerRequest, settings.admission.queueTimeoutMs);
+  const refusedTurn = (): Response => busy('Every database connection of this server is in use by other requests.');
 
   /** Buffers the handler's response, refusing one too large to store (the transaction then rolls back). */
   const bufferResponse = async (response: Response): Promise<{ response: Response; body: Uint8Array }> => {
@@ -396,7 +450,10 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     if (invalid !== undefined) return problem('idempotency_key_invalid', invalid);
 
     const url = new URL(request.url);
-    const body = await readLimited(request.body, settings.maxBodyBytes);
+    // A declared length past the limit is refused before a byte of the upload is read.
+    const body = declaredTooLarge(request, settings.maxBodyBytes)
+      ? undefined
+      : await readLimited(request.body, settings.maxBodyBytes);
     if (body === undefined) {
       return problem('request_body_too_large', `The request body is larger than ${settings.maxBodyBytes} bytes.`);
     }
@@ -439,6 +496,8 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       outcome = 'conflict';
       return inUse();
     };
+    const turn = await takeTurn();
+    if (turn === undefined) return refusedTurn();
     // Both transactions on one connection, one after the other: a request never holds two.
     const chain = new TransactionChain(settings.pool, settings.bind, {
       statementTimeoutMs: settings.statementTimeoutMs,
@@ -502,6 +561,7 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
           extend(
             createContext({
               pool: settings.pool,
+              admission: settings.admission,
               transaction,
               scope,
               owner: { key, generation: first.generation },
@@ -544,9 +604,12 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
         if (outcome === 'conflict') settings.count?.(outcome);
         return error.response;
       }
+      const exhausted = poolExhausted(error);
+      if (exhausted !== undefined) return exhausted;
       throw error;
     } finally {
       await chain.close();
+      turn.release();
     }
   }
 
@@ -581,11 +644,15 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     handler: IdempotentHandler<C>,
     extend: (ctx: IdempotentContext) => C,
   ): Promise<Response> {
+    const turn = await takeTurn();
+    if (turn === undefined) return refusedTurn();
     try {
       return await transact(async (transaction) => {
         const answered = await handler(
           request,
-          extend(createContext({ pool: settings.pool, transaction, scope, owner: undefined })),
+          extend(
+            createContext({ pool: settings.pool, admission: settings.admission, transaction, scope, owner: undefined }),
+          ),
         );
         const { response } = await bufferResponse(answered);
         if (response.status >= 500 && !settings.storeServerErrors) throw new RollbackWith(response);
@@ -593,7 +660,11 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
       });
     } catch (error) {
       if (error instanceof RollbackWith) return error.response;
+      const exhausted = poolExhausted(error);
+      if (exhausted !== undefined) return exhausted;
       throw error;
+    } finally {
+      turn.release();
     }
   }
 

@@ -1,6 +1,7 @@
 import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
 import { OncelyError } from '../errors.js';
 import { groupsByTopic } from '../inbox/claims.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, withPooledClient } from '../inbox/pool.js';
 import { recordGroupScope } from '../inbox/scopes.js';
 import { createDeadLetterTopic } from '../kafka/dead-letter-topic.js';
 import { createKafkaRunner, type KafkaRunner } from '../kafka/runner.js';
@@ -294,8 +295,11 @@ function pipelineContext(
     deadLetterTopic,
     warnedCoordinateIds: new Set(),
     // From another pooled connection: the stuck one is busy with the statement to cancel.
+    // Waited for within a bound: the partition holds its own connection meanwhile (DESIGN §3a).
     cancelBackend: async (pid) => {
-      await config.pool.query('SELECT pg_cancel_backend($1)', [pid]);
+      await withPooledClient(config.pool, DEFAULT_ACQUIRE_TIMEOUT_MS, 'cancelling a timed-out statement', (client) =>
+        client.query('SELECT pg_cancel_backend($1)', [pid]),
+      );
     },
   };
 }

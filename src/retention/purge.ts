@@ -87,6 +87,8 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
 
   const client = await pool.connect();
   let broken: unknown;
+  let done: PurgeResult | undefined;
+  let readerIds: string[] = [];
   try {
     if (!(await tryLockPurge(client, inboxScope))) {
       options.logger?.info({ groupId, inboxScope }, 'another process is purging this inbox scope; skipped');
@@ -118,25 +120,9 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
         if (deleted < batchSize) break;
         await pause(pauseMs);
       }
-      const extra: Record<string, number> = {};
-      for (const [name, purger] of Object.entries(options.extraPurgers ?? {})) {
-        if (options.signal?.aborted === true) break;
-        extra[name] = await purger(pool);
-      }
       const horizons = (await scopeHorizons(client, inboxScope)).map((h) => ({ ...h, horizon: h.horizon.toString() }));
-      options.logger?.info(
-        {
-          groupId,
-          inboxScope,
-          readers: readers.map((r) => r.groupId),
-          inboxDeleted,
-          deadLettersDeleted,
-          extra,
-          batches,
-        },
-        'retention purge done',
-      );
-      return { ran: true, inboxScope, inboxDeleted, deadLettersDeleted, extra, batches, horizons };
+      readerIds = readers.map((r) => r.groupId);
+      done = { ran: true, inboxScope, inboxDeleted, deadLettersDeleted, extra: {}, batches, horizons };
     } finally {
       await unlockPurge(client, inboxScope).catch((error: unknown) => {
         broken = error;
@@ -149,6 +135,29 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
     // A connection that failed mid-purge may still hold the session lock: destroy it, which frees the lock.
     client.release(broken instanceof Error ? broken : undefined);
   }
+  // The extra purgers take connections of their own from the pool: run after this one went back,
+  // never while holding it (DESIGN §3a: no connection held while waiting for another). Each of
+  // them is safe to run from several processes at once, so the scope's lock is not needed.
+  if (done === undefined) throw new Error('retention purge ended without a result');
+  const extra: Record<string, number> = {};
+  for (const [name, purger] of Object.entries(options.extraPurgers ?? {})) {
+    if (options.signal?.aborted === true) break;
+    extra[name] = await purger(pool);
+  }
+  const result: PurgeResult = { ...done, extra };
+  options.logger?.info(
+    {
+      groupId,
+      inboxScope,
+      readers: readerIds,
+      inboxDeleted: result.inboxDeleted,
+      deadLettersDeleted: result.deadLettersDeleted,
+      extra,
+      batches: result.batches,
+    },
+    'retention purge done',
+  );
+  return result;
 }
 
 /**

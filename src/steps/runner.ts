@@ -17,7 +17,8 @@ import type pg from 'pg';
 
 import { configError, NonRetriableError, OncelyError } from '../errors.js';
 import { externalKey, isWellFormedText } from '../identity.js';
-import { loadSteps, recordStep, type StoredStep } from './store.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS } from '../inbox/pool.js';
+import { loadSteps, recordStep, type StepConnections, type StoredStep } from './store.js';
 
 /** What a step's function receives. */
 export interface StepCallContext {
@@ -66,6 +67,12 @@ export type StepFunction = <T>(
 export interface StepRunnerOptions {
   /** Where `oncely.steps` lives. Each step record takes a connection of its own for one statement. */
   readonly pool: pg.Pool;
+  /**
+   * The longest wait for that connection, in ms; then the step rejects with `ONCELY_POOL_EXHAUSTED`
+   * (retriable). The caller usually holds a connection of the same pool for its transaction: an
+   * unbounded wait could wedge a pool whose every connection waits for a second one. Default 10 000.
+   */
+  readonly acquireTimeoutMs?: number;
   /** The consumer group, or the HTTP route's key scope. Part of every idempotency key. */
   readonly scope: string;
   /** The message id, or the request's Idempotency-Key. Part of every idempotency key. */
@@ -185,7 +192,7 @@ class Runner implements StepRunner {
   readonly step: StepFunction;
   /** Known compensate functions by step name, carried from attempt to attempt. */
   readonly compensations: Map<string, Compensate<unknown>>;
-  private readonly pool: pg.Pool;
+  private readonly connections: StepConnections;
   private readonly signal: AbortSignal | (() => AbortSignal) | undefined;
   private readonly used = new Set<string>();
   private recorded: Promise<Map<string, StoredStep>> | undefined;
@@ -198,7 +205,7 @@ class Runner implements StepRunner {
     if (typeof options.ownerId !== 'string' || options.ownerId.length === 0) {
       throw configError('ownerId', 'give the owner (message id or Idempotency-Key) as a non-empty string');
     }
-    this.pool = options.pool;
+    this.connections = { pool: options.pool, acquireTimeoutMs: options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS };
     this.scope = options.scope;
     this.ownerId = options.ownerId;
     const { generation } = options;
@@ -234,7 +241,7 @@ class Runner implements StepRunner {
     this.used.add(name);
     if (compensate !== undefined) this.compensations.set(name, compensate as Compensate<unknown>);
     // One read per attempt: every step of this owner, recorded by any earlier attempt or process.
-    this.recorded ??= loadSteps(this.pool, this.scope, this.ownerId, this.generation).then((steps) => {
+    this.recorded ??= loadSteps(this.connections, this.scope, this.ownerId, this.generation).then((steps) => {
       if (steps.has(COMPENSATING_MARKER)) this.compensating = true;
       return steps;
     });
@@ -252,7 +259,7 @@ class Runner implements StepRunner {
     const resultJson = toJson(value, name);
     // Recorded now, in its own autocommitted statement on another connection: the handler's
     // transaction may still roll back, and the call must not be made again when it does.
-    const { result } = await recordStep(this.pool, {
+    const { result } = await recordStep(this.connections, {
       scope: this.scope,
       ownerId: this.ownerId,
       generation: this.generation ?? 0n,
@@ -290,7 +297,9 @@ class Runner implements StepRunner {
   }
 
   private currentSignal(): AbortSignal {
-    if (this.signal === undefined) return neverAborted;
+    // A signal of its own per call: `fetch` hangs a listener on the signal it is given until the
+    // request is collected, so one shared signal gathered thousands under load (a leak warning).
+    if (this.signal === undefined) return new AbortController().signal;
     return typeof this.signal === 'function' ? this.signal() : this.signal;
   }
 
@@ -308,7 +317,7 @@ class Runner implements StepRunner {
     const delayMs = options.delayMs ?? ((failures: number) => Math.min(10_000, 200 * 2 ** (failures - 1)));
     const wait = options.wait ?? ((ms: number) => new Promise<boolean>((r) => setTimeout(() => r(true), ms)));
     // Fresh: rows written since this attempt's read (and by earlier processes) count too.
-    const steps = await loadSteps(this.pool, this.scope, this.ownerId, this.generation);
+    const steps = await loadSteps(this.connections, this.scope, this.ownerId, this.generation);
     const toUndo = [...steps.values()]
       .filter((s) => s.status === 'completed' && s.compensable && !s.name.startsWith(COMPENSATION_PREFIX))
       .sort((a, b) => (a.seq < b.seq ? 1 : a.seq > b.seq ? -1 : 0));
@@ -321,7 +330,7 @@ class Runner implements StepRunner {
     if (toUndo.length === 0) return report;
     if (!steps.has(COMPENSATING_MARKER)) {
       // From here on the owner must never be applied: a redelivery finds this row and gives up again.
-      await recordStep(this.pool, this.row(COMPENSATING_MARKER, 'null', 'completed'));
+      await recordStep(this.connections, this.row(COMPENSATING_MARKER, 'null', 'completed'));
     }
     this.compensating = true;
     for (const step of toUndo) {
@@ -341,14 +350,14 @@ class Runner implements StepRunner {
           const value = await withTimeout(options.timeoutMs ?? 30_000, (signal) =>
             compensate(step.result, { idempotencyKey, signal }),
           );
-          await recordStep(this.pool, this.row(name, toJson(value, name), 'completed'));
+          await recordStep(this.connections, this.row(name, toJson(value, name), 'completed'));
           report.compensated.push(step.name);
           break;
         } catch (error) {
           if (tries >= attempts) {
             const failed = { step: step.name, attempts: tries, error: errorSummary(error) };
             // Recorded too: `oncely.steps` shows what was left undone, next to what was undone.
-            await recordStep(this.pool, this.row(name, JSON.stringify(failed), 'failed')).catch(() => undefined);
+            await recordStep(this.connections, this.row(name, JSON.stringify(failed), 'failed')).catch(() => undefined);
             report.failed.push(failed);
             break;
           }

@@ -1,6 +1,18 @@
 /** The SQL of `oncely.steps`. Every write is a short transaction of its own on a pooled connection. */
 import type pg from 'pg';
 
+import { withPooledClient } from '../inbox/pool.js';
+
+/**
+ * Where step rows are read and written. The caller usually holds a connection of the same pool for
+ * its own transaction, so each statement's connection is waited for at most `acquireTimeoutMs`
+ * (then `ONCELY_POOL_EXHAUSTED`): a pool whose every connection waits for a second one never moves.
+ */
+export interface StepConnections {
+  readonly pool: pg.Pool;
+  readonly acquireTimeoutMs: number;
+}
+
 export interface StoredStep {
   readonly name: string;
   readonly result: unknown;
@@ -14,23 +26,29 @@ export interface StoredStep {
  * per handler attempt.
  */
 export async function loadSteps(
-  pool: pg.Pool,
+  connections: StepConnections,
   scope: string,
   ownerId: string,
   generation: bigint = 0n,
 ): Promise<Map<string, StoredStep>> {
-  const { rows } = await pool.query<{
-    name: string;
-    result: unknown;
-    status: 'completed' | 'failed';
-    compensable: boolean;
-    seq: string;
-  }>({
-    name: 'oncely-steps-load',
-    text: `SELECT name, result, status, compensable, seq FROM oncely.steps
+  const { rows } = await withPooledClient(
+    connections.pool,
+    connections.acquireTimeoutMs,
+    `reading the steps of ${ownerId}`,
+    (client) =>
+      client.query<{
+        name: string;
+        result: unknown;
+        status: 'completed' | 'failed';
+        compensable: boolean;
+        seq: string;
+      }>({
+        name: 'oncely-steps-load',
+        text: `SELECT name, result, status, compensable, seq FROM oncely.steps
             WHERE scope = $1 AND owner_id = $2 AND generation = $3 ORDER BY seq`,
-    values: [scope, ownerId, generation.toString()],
-  });
+        values: [scope, ownerId, generation.toString()],
+      }),
+  );
   return new Map(rows.map((r) => [r.name, { ...r, seq: BigInt(r.seq) }]));
 }
 
@@ -53,9 +71,18 @@ export interface StepRecord {
  * is returned, so both attempts go on with the same result. A `failed` row (a compensation that
  * gave up earlier) is replaced by a later outcome.
  */
-export async function recordStep(pool: pg.Pool, step: StepRecord): Promise<{ result: unknown }> {
+export async function recordStep(connections: StepConnections, step: StepRecord): Promise<{ result: unknown }> {
+  return await withPooledClient(
+    connections.pool,
+    connections.acquireTimeoutMs,
+    `recording step "${step.name}"`,
+    (client) => recordStepOn(client, step),
+  );
+}
+
+async function recordStepOn(client: pg.PoolClient, step: StepRecord): Promise<{ result: unknown }> {
   // One statement, so one implicit transaction: set_config(…, true) applies to its commit.
-  const { rows } = await pool.query<{ inserted: boolean; result: unknown; found: boolean; existing: unknown }>({
+  const { rows } = await client.query<{ inserted: boolean; result: unknown; found: boolean; existing: unknown }>({
     name: 'oncely-steps-record',
     text: `WITH recorded AS (
   INSERT INTO oncely.steps AS s (scope, owner_id, generation, name, result, status, compensable)
@@ -84,7 +111,7 @@ SELECT set_config('synchronous_commit', 'on', true) AS sync,
   if (row?.inserted === true) return { result: row.result };
   if (row?.found === true) return { result: row.existing };
   // Recorded by a concurrent attempt that committed after this statement's snapshot: read it now.
-  const again = await pool.query<{ result: unknown }>(
+  const again = await client.query<{ result: unknown }>(
     'SELECT result FROM oncely.steps WHERE scope = $1 AND owner_id = $2 AND generation = $4 AND name = $3',
     [step.scope, step.ownerId, step.name, step.generation.toString()],
   );

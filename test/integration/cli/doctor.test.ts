@@ -97,6 +97,31 @@ describe('the CLI as an operator meets it', () => {
     expect(run.stdout).toContain(`OK    ${groupId}: lag: 0 records behind`);
   });
 
+  it('G7: doctor warns of sessions held idle in a transaction, the mark of a wedged pool', async () => {
+    const held = new pg.Client({ connectionString: env.databaseUrl });
+    await held.connect();
+    try {
+      await held.query('BEGIN');
+      await held.query('SELECT 1');
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const run = await oncely([
+        'doctor',
+        '--database-url',
+        env.databaseUrl,
+        '--max-idle-in-transaction',
+        '1',
+        '--json',
+      ]);
+      const { checks } = JSON.parse(run.stdout) as { checks: { name: string; verdict: string; detail: string }[] };
+      expect(checks.find((c) => c.name === 'connections')).toMatchObject({
+        verdict: 'WARN',
+        detail: expect.stringMatching(/idle in a transaction for over 1 s/),
+      });
+    } finally {
+      await held.end();
+    }
+  });
+
   it('doctor: FAIL with the fix, and exit code 1, when the database cannot be reached', async () => {
     const run = await oncely(['doctor', '--database-url', 'postgres://nobody@127.0.0.1:1/none', '--json']);
     expect(run.code).toBe(1);

@@ -91,6 +91,8 @@ export interface HttpTestDatabase {
   readonly db: OncelyDatabase;
   /** A connection outside the pool (close it): for watching while the pool is busy. */
   connect(): Promise<pg.Client>;
+  /** The database's connection string (for a pool of another size). */
+  readonly url: string;
 }
 
 /** A database of this file's own, cloned from the run's migrated template, with a payments table. */
@@ -131,6 +133,10 @@ export function useHttpDatabase(): HttpTestDatabase {
     get db() {
       if (state.db === undefined) throw new Error('database not ready');
       return state.db;
+    },
+    get url() {
+      if (state.url === undefined) throw new Error('database not ready');
+      return state.url;
     },
     async connect() {
       const client = new pg.Client({ connectionString: state.url });

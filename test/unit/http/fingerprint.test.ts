@@ -74,8 +74,9 @@ describe('defaultFingerprint', () => {
     );
   });
 
-  it('accepts an empty body whatever its content type', () => {
-    expect(fingerprintOf('', 'application/json')).toBe(fingerprintOf('', null));
+  it('refuses an empty body declared as JSON and accepts one of any other type', () => {
+    expect(() => defaultFingerprint(input('', 'application/json'))).toThrow(InvalidJsonBodyError);
+    expect(fingerprintOf('', 'text/plain')).toBe(fingerprintOf('', null));
   });
 });
 
