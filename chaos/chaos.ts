@@ -170,7 +170,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     const lastWords: string[] = [];
     createInterface({ input: child.stderr }).on('line', (line) => {
       lastWords.push(line);
-      if (lastWords.length > 12) lastWords.shift();
+      if (lastWords.length > 40) lastWords.shift();
     });
     createInterface({ input: child.stdout }).on('line', (line) => {
       try {

@@ -168,21 +168,33 @@ interface ContextBase {
   readonly owner: { readonly key: string; readonly generation: bigint } | undefined;
 }
 
-/** Builds `ctx` for one request. The one place `ctx` members are created. */
-function createContext({ pool, admission, transaction, scope, owner }: ContextBase): IdempotentContext {
+/**
+ * Builds `ctx` for one request. The one place `ctx` members are created. The request owns its
+ * transaction and its ctx until `ended()`: after that `ctx.publish` and `ctx.step` refuse with
+ * `ONCELY_ATTEMPT_ENDED`, and `ctx.tx` (read once here, so never re-bound) refuses every query — a
+ * late, un-awaited call must not land in whatever transaction holds the pooled connection next.
+ */
+function createContext(
+  { pool, admission, transaction, scope, owner }: ContextBase,
+  ended: () => boolean,
+): IdempotentContext {
   let published = 0;
   let steps: StepRunner | undefined;
+  const tx = transaction.tx;
   return {
-    tx: transaction.tx,
+    tx,
     key: owner?.key,
     scope,
     publish: (message) =>
-      publish(
-        transaction.tx,
-        message,
-        owner === undefined ? {} : { messageId: httpEventId(scope, owner.key, owner.generation, published++) },
-      ),
+      ended()
+        ? Promise.reject(requestEnded('ctx.publish'))
+        : publish(
+            tx,
+            message,
+            owner === undefined ? {} : { messageId: httpEventId(scope, owner.key, owner.generation, published++) },
+          ),
     step: (name, fn, options) => {
+      if (ended()) return Promise.reject(requestEnded('ctx.step'));
       if (owner === undefined) {
         throw configError(
           'idempotent.step',
@@ -211,6 +223,53 @@ function createContext({ pool, admission, transaction, scope, owner }: ContextBa
       return steps.step(name, fn, options);
     },
   };
+}
+
+/** What every member of an ended request's ctx answers with. */
+function requestEnded(member: string): OncelyError {
+  return new OncelyError(
+    'ONCELY_ATTEMPT_ENDED',
+    `${member} was used after its request's handler had returned or thrown, and was refused: nothing of an ended ` +
+      'request may commit. Await everything the handler starts before it returns.',
+    { retriable: true },
+  );
+}
+
+/**
+ * Runs the route's handler with a ctx that belongs to this request only, then checks that the
+ * handler left the transaction as it found it: a COMMIT or ROLLBACK of its own (refused by ctx.tx,
+ * or hidden in a multi-statement text and seen in the status the driver reports) would have let
+ * go of the key's locks while the handler still ran, or left its writes in autocommit. Then the
+ * request fails (500, nothing stored) before any response is recorded.
+ */
+async function callHandler<C extends IdempotentContext>(
+  handler: IdempotentHandler<C>,
+  request: Request,
+  extend: (ctx: IdempotentContext) => C,
+  base: ContextBase,
+): Promise<Response> {
+  let ended = false;
+  try {
+    const answered = await handler(request, extend(createContext(base, () => ended)));
+    const control = base.transaction.transactionControl();
+    if (control !== undefined) {
+      throw new OncelyError(
+        'ONCELY_TX_CONTROL',
+        `The handler ${control}. Transaction control in an idempotent handler is refused: oncely owns the request's ` +
+          "transaction, in which the handler's writes, the stored response and the key's locks commit together. " +
+          'Throw to roll back, or use ctx.tx.transaction() for a savepoint the handler can roll back itself.',
+      );
+    }
+    if (!(answered instanceof Response)) {
+      throw new OncelyError(
+        'ONCELY_CONFIG',
+        'An idempotent handler must return a Web Response (e.g. `Response.json(body, { status: 201 })`).',
+      );
+    }
+    return answered;
+  } finally {
+    ended = true;
+  }
 }
 
 interface Resolved {
@@ -556,24 +615,13 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
           // it runs: 409), or the row changed hands: 409, and the client's retry sees which.
           return answer(decision.kind === 'replay' || decision.kind === 'mismatch' ? decision : { kind: 'in-use' });
         }
-        const answered = await handler(
-          handlerRequest,
-          extend(
-            createContext({
-              pool: settings.pool,
-              admission: settings.admission,
-              transaction,
-              scope,
-              owner: { key, generation: first.generation },
-            }),
-          ),
-        );
-        if (!(answered instanceof Response)) {
-          throw new OncelyError(
-            'ONCELY_CONFIG',
-            'An idempotent handler must return a Web Response (e.g. `Response.json(body, { status: 201 })`).',
-          );
-        }
+        const answered = await callHandler(handler, handlerRequest, extend, {
+          pool: settings.pool,
+          admission: settings.admission,
+          transaction,
+          scope,
+          owner: { key, generation: first.generation },
+        });
         const { response, body: responseBody } = await bufferResponse(answered);
         if (response.status >= 500 && !settings.storeServerErrors) {
           // A server error is not an answer to store: roll the effects back so a retry runs again.
@@ -648,12 +696,13 @@ export function createIdempotencyEngine<R>(options: IdempotentOptions<R>): Idemp
     if (turn === undefined) return refusedTurn();
     try {
       return await transact(async (transaction) => {
-        const answered = await handler(
-          request,
-          extend(
-            createContext({ pool: settings.pool, admission: settings.admission, transaction, scope, owner: undefined }),
-          ),
-        );
+        const answered = await callHandler(handler, request, extend, {
+          pool: settings.pool,
+          admission: settings.admission,
+          transaction,
+          scope,
+          owner: undefined,
+        });
         const { response } = await bufferResponse(answered);
         if (response.status >= 500 && !settings.storeServerErrors) throw new RollbackWith(response);
         return response;

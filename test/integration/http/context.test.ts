@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 
 import { httpEventId } from '../../../src/outbox/message-id.js';
@@ -83,5 +84,50 @@ describe('ctx.publish and ctx.step in idempotent HTTP handlers', () => {
     const retried = await route(post('order-7', {}));
     expect(await retried.json()).toEqual({ chargeId: 'ch_1' });
     expect(calls).toEqual([stepIdempotencyKey('shop', 'order-7', 'charge', await generationOf('shop', 'order-7'))]);
+  });
+
+  it('G7 G8: a ctx kept past its request refuses publish, step and tx with ONCELY_ATTEMPT_ENDED, and nothing of it commits elsewhere', async () => {
+    const topic = `http-late-${Date.now()}`;
+    let kept: Parameters<Parameters<typeof idempotent>[1]>[1] | undefined;
+    const route = idempotent({ db: env.db, scope: 'late' }, (_request, ctx) => {
+      kept = ctx;
+      return Response.json({ ok: true }, { status: 201 });
+    });
+    expect((await route(post('late-1', { n: 1 }))).status).toBe(201);
+    const late = kept;
+    if (late === undefined) throw new Error('the handler did not run');
+    // Another request now holds the pooled connection the first one used.
+    const other = idempotent({ db: env.db, scope: 'late' }, async () => {
+      const refused = await Promise.allSettled([
+        late.publish({ topic, value: { late: true } }),
+        late.step('charge', () => 'charged late'),
+        late.tx.execute('SELECT 1'),
+      ]);
+      return Response.json(
+        // drizzle wraps a refused query's error: its cause carries the code.
+        refused.map((r) =>
+          r.status === 'rejected'
+            ? ((r.reason as { code?: string; cause?: { code?: string } }).code ??
+              (r.reason as { cause?: { code?: string } }).cause?.code)
+            : 'accepted',
+        ),
+        { status: 201 },
+      );
+    });
+    const answer = await other(post('late-2', { n: 2 }));
+    expect(await answer.json()).toEqual(['ONCELY_ATTEMPT_ENDED', 'ONCELY_ATTEMPT_ENDED', 'ONCELY_ATTEMPT_ENDED']);
+    expect(await outboxRows(topic)).toEqual([]);
+  });
+
+  it('G7: a handler that ends the transaction itself (ROLLBACK hidden after a statement) fails the request and stores no response', async () => {
+    const route = idempotent({ db: env.db, scope: 'txc' }, async (_request, ctx) => {
+      await ctx.tx.execute(sql.raw('SELECT 1; ROLLBACK'));
+      return Response.json({ ok: true }, { status: 201 });
+    });
+    await expect(route(post('txc-1', {}))).rejects.toMatchObject({ code: 'ONCELY_TX_CONTROL' });
+    const { rows } = await env.pool.query<{ status: string }>(
+      "SELECT status FROM oncely.idempotency_keys WHERE scope = 'txc' AND key = 'txc-1'",
+    );
+    expect(rows.map((r) => r.status)).not.toContain('completed');
   });
 });
