@@ -115,7 +115,12 @@ export function outboxRow(message: OutboxMessage, options: PublishOptions = {}):
     throw invalid('`partition` must be a whole number ≥ 0, or left out');
   }
   const messageId = options.messageId ?? uuidv7();
-  if (typeof messageId !== 'string' || messageId.length === 0 || messageId.length > MAX_MESSAGE_ID_LENGTH) {
+  // Counted in code points, as inbound message ids are (derived ids are bounded the same way).
+  if (
+    typeof messageId !== 'string' ||
+    messageId.length === 0 ||
+    (messageId.length > MAX_MESSAGE_ID_LENGTH && [...messageId].length > MAX_MESSAGE_ID_LENGTH)
+  ) {
     throw invalid(`\`messageId\` must be 1 to ${MAX_MESSAGE_ID_LENGTH} characters`);
   }
   for (const name of [MESSAGE_ID_HEADER, CAUSATION_ID_HEADER, TRACEPARENT_HEADER]) {

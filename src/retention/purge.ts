@@ -200,12 +200,15 @@ async function purgeBounds(
         if (!topics.has(bound.topic)) continue;
         const resumePoint = resume.find((r) => r.topic === bound.topic && r.partition === bound.partition)?.nextOffset;
         const kafkaOffset = committed.get(bound.topic)?.get(bound.partition);
+        // Without a Kafka committed offset (it expired: a retired group's do after a week) the
+        // consumer resumes at its database resume point, so that alone bounds what it can be
+        // handed again; without either, nothing of the partition may go.
         const mine =
-          resumePoint === undefined || kafkaOffset === undefined
+          resumePoint === undefined
             ? 0n
-            : kafkaOffset < resumePoint
-              ? kafkaOffset
-              : resumePoint;
+            : kafkaOffset === undefined || resumePoint < kafkaOffset
+              ? resumePoint
+              : kafkaOffset;
         if (bound.below < 0n || mine < bound.below) bound.below = mine;
       }
     }

@@ -43,7 +43,7 @@ export async function loadSteps(
         compensable: boolean;
         seq: string;
       }>({
-        name: 'oncely-steps-load',
+        name: 'oncely-steps-load-v2',
         text: `SELECT name, result, status, compensable, seq FROM oncely.steps
             WHERE scope = $1 AND owner_id = $2 AND generation = $3 ORDER BY seq`,
         values: [scope, ownerId, generation.toString()],
@@ -83,7 +83,7 @@ export async function recordStep(connections: StepConnections, step: StepRecord)
 async function recordStepOn(client: pg.PoolClient, step: StepRecord): Promise<{ result: unknown }> {
   // One statement, so one implicit transaction: set_config(…, true) applies to its commit.
   const { rows } = await client.query<{ inserted: boolean; result: unknown; found: boolean; existing: unknown }>({
-    name: 'oncely-steps-record',
+    name: 'oncely-steps-record-v2',
     text: `WITH recorded AS (
   INSERT INTO oncely.steps AS s (scope, owner_id, generation, name, result, status, compensable)
   VALUES ($1, $2, $7, $3, $4::jsonb, $5, $6)
