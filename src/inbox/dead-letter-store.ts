@@ -94,12 +94,17 @@ function toDeadLetter(row: Row): DeadLetter {
   };
 }
 
-/** Dead letters matching `filter`, oldest first. */
+/**
+ * Dead letters matching `filter`, oldest first. A group is looked up in its inbox scope (dead
+ * letters are keyed by the scope, which a group renamed with `inboxScope` does not share its name
+ * with): the scope its consumer recorded, or the group id itself.
+ */
 export async function selectDeadLetters(pool: pg.Pool, filter: DeadLetterFilter = {}): Promise<DeadLetterSummary[]> {
   const status = filter.status ?? 'open';
   const { rows } = await pool.query<Row>(
     `SELECT ${SUMMARY_COLUMNS} FROM oncely.dead_letters
-      WHERE ($1::text IS NULL OR consumer_group = $1)
+      WHERE ($1::text IS NULL OR consumer_group = COALESCE(
+              (SELECT inbox_scope FROM oncely.group_scopes WHERE consumer_group = $1), $1))
         AND ($2::text IS NULL OR topic = $2)
         AND ($3::text IS NULL OR reason = $3)
         AND ($4::text = 'all' OR status = $4)

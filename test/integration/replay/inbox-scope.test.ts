@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { hasErrorCode, planReplay, purge, runReplay } from '../../../src/index.js';
+import { hasErrorCode, listDeadLetters, planReplay, purge, runReplay } from '../../../src/index.js';
 import { countOpenDeadLetters } from '../../../src/inbox/status.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 
@@ -86,7 +86,7 @@ describe('G6: one keyspace: everything that decides "was this applied" is keyed 
     expect(after.totals).toMatchObject({ messages: 15, skipped: 0, applied: 0, atRisk: 15 });
   });
 
-  it('counts the open dead letters of a group renamed with inboxScope in its scope', async () => {
+  it('counts and lists the open dead letters of a group renamed with inboxScope in its scope', async () => {
     const topic = await env.createTopic('g6-scope-dl');
     const oldGroup = env.groupId('ledger-dl');
     const renamed = `${oldGroup}-v2`;
@@ -96,5 +96,7 @@ describe('G6: one keyspace: everything that decides "was this applied" is keyed 
     await v2.start();
     await waitFor('the dead letter', () => outcomes.deadLettered.length === 1);
     expect(await countOpenDeadLetters(env.pool, renamed)).toEqual([{ topic, reason: 'invalid_payload', open: 1 }]);
+    // Listed (and so retried or discarded with --all) by the renamed group's name too.
+    expect((await listDeadLetters(env.db, { groupId: renamed })).map((l) => l.messageId)).toEqual(['bad-0']);
   });
 });
