@@ -6,8 +6,9 @@
  *
  * The model, per inbox scope (DESIGN.md §3a: the key of everything that decides "was this
  * applied"): the inbox (ids and the coordinates of their first claim), the ids a purge removed,
- * and how often each id was applied. Per group slot: running or not, the next offset per
- * partition, the partitions that must be paused. Consumption is deterministic: a record whose id is
+ * the offset horizons and the time of its latest purge (records carry when they were written, on
+ * one clock with purges), and how often each id was applied. Per group slot: running or not, the
+ * next offset per partition, the partitions that must be paused. Consumption is deterministic: a record whose id is
  * in the scope's inbox is a duplicate, any other is applied (a second time only when its row was
  * purged: §7, "a duplicate that arrives after the window is not detected").
  *
@@ -63,6 +64,8 @@ const STALL_MS = 15_000;
 interface LogRecord {
   readonly id: string;
   readonly value: string;
+  /** When it was written, on the model's clock (its record timestamp, compared with purge times). */
+  readonly written: number;
 }
 
 interface ScopeModel {
@@ -70,6 +73,10 @@ interface ScopeModel {
   readonly inbox: Map<string, { partition: number; offset: number }>;
   /** Ids whose rows a purge removed, ever. */
   readonly purged: Set<string>;
+  /** The offset horizon per partition: one past the highest offset of a row a purge removed. */
+  readonly horizons: Map<number, number>;
+  /** When a purge last removed rows of the scope, on the model's clock (`inbox_horizons.purged_at`). */
+  purgedAt: number | undefined;
   /** Times each id was applied (an effect row, a charge key, a downstream event). */
   readonly applied: Map<string, number>;
   /** Why an id was applied more than once (the model allows it only after its row was purged). */
@@ -100,6 +107,8 @@ interface Model {
   readonly slots: SlotModel[];
   readonly scopes: ScopeModel[];
   seq: number;
+  /** Orders writes and purges: record timestamps against the scope's latest purge time. */
+  clock: number;
   /** The commands run so far (for failure messages). */
   readonly history: string[];
 }
@@ -113,7 +122,14 @@ function initialModel(): Model {
     hasOffsets: false,
     rewound: undefined,
   });
-  const scope = (): ScopeModel => ({ inbox: new Map(), purged: new Set(), applied: new Map(), doubled: new Map() });
+  const scope = (): ScopeModel => ({
+    inbox: new Map(),
+    purged: new Set(),
+    horizons: new Map(),
+    purgedAt: undefined,
+    applied: new Map(),
+    doubled: new Map(),
+  });
   return {
     partitions: PARTITIONS,
     log: Array.from({ length: PARTITIONS }, () => []),
@@ -122,6 +138,7 @@ function initialModel(): Model {
     slots: [slot(), slot()],
     scopes: [scope(), scope()],
     seq: 0,
+    clock: 0,
     history: [],
   };
 }
@@ -132,7 +149,7 @@ function freshRecords(m: Model, partitionPicks: readonly number[]) {
     const partition = pick % m.partitions;
     const n = m.seq++;
     const record = { id: `e${n}`, value: JSON.stringify({ n }) };
-    m.log[partition]?.push(record);
+    m.log[partition]?.push({ ...record, written: ++m.clock });
     return { partition, ...record };
   });
 }
@@ -173,9 +190,13 @@ interface PlanTotals {
 }
 
 /**
- * The plan per DESIGN.md §7 and §3a: in the inbox (or applied earlier in this replay) → skipped;
- * not in the inbox and its id may have been purged (wherever this copy sits in the log) → at risk;
- * otherwise → applied. Reads [from, end of log) of every partition.
+ * The plan per DESIGN.md §7 and §3a, as the README's "What at risk means, exactly" states it: in
+ * the inbox (or applied earlier in this replay) → skipped; not in the inbox and below its
+ * partition's offset horizon, or written at or before the scope's latest purge (wherever it sits
+ * in the log: a copy consumed while its id's row still existed was skipped and left no row) → at
+ * risk; otherwise → applied. A copy of a purged id written after the last purge is new: it cannot
+ * have met the purged row, and live consumption applies it too (§7, a duplicate after the window
+ * is not detected). Reads [from, end of log) of every partition.
  */
 function modelPlan(m: Model, index: number, from: number): PlanTotals {
   const scope = m.scopes[index];
@@ -189,8 +210,12 @@ function modelPlan(m: Model, index: number, from: number): PlanTotals {
       if (record === undefined) continue;
       totals.messages++;
       if (scope.inbox.has(record.id) || willApply.has(record.id)) totals.skipped++;
-      else if (scope.purged.has(record.id)) totals.atRisk++;
-      else {
+      else if (
+        offset < (scope.horizons.get(p) ?? 0) ||
+        (scope.purgedAt !== undefined && record.written <= scope.purgedAt)
+      ) {
+        totals.atRisk++;
+      } else {
         totals.applied++;
         willApply.add(record.id);
       }
@@ -427,7 +452,7 @@ class Republish implements Cmd {
       const chosen = all[this.pick % all.length];
       if (chosen === undefined) return;
       const copies = Array.from({ length: this.times }, () => chosen);
-      for (const copy of copies) m.log[copy.partition]?.push({ id: copy.id, value: copy.value });
+      for (const copy of copies) m.log[copy.partition]?.push({ id: copy.id, value: copy.value, written: ++m.clock });
       m.history[m.history.length - 1] = `${this.toString()}=${chosen.id}`;
       await r.produce(copies);
     });
@@ -540,9 +565,14 @@ class Purge implements Cmd {
         });
       }
       for (const id of deleted) {
+        const at = scope.inbox.get(id);
+        if (at !== undefined)
+          scope.horizons.set(at.partition, Math.max(scope.horizons.get(at.partition) ?? 0, at.offset + 1));
         scope.inbox.delete(id);
         scope.purged.add(id);
       }
+      // A purge that removed rows stamps the scope's purge time; one that removed none leaves it.
+      if (deleted.length > 0) scope.purgedAt = ++m.clock;
       m.history[m.history.length - 1] = `${this.toString()}=${deleted.length} rows`;
       if (wasRunning) await startSlot(m, r, this.index);
     });
