@@ -493,7 +493,8 @@ function closest(word: string, candidates: readonly string[]): string | undefine
   return best?.candidate;
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance: how many single-letter edits turn `a` into `b` (`stauts` → `status`: 2). */
+export function editDistance(a: string, b: string): number {
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];

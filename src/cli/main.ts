@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { Command, Option } from 'commander';
 
+import { editDistance } from '../config.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { parsePort, runDev } from './dev.js';
@@ -355,21 +356,4 @@ function requireSubcommands(command: Command): void {
           : `unknown command '${name}' (did you mean ${near}?)`,
       );
     });
-}
-
-/** Levenshtein distance: how many single-letter edits turn `a` into `b` (`stauts` → `status`: 2). */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(
-        (previous[j] ?? 0) + 1,
-        (current[j - 1] ?? 0) + 1,
-        (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
 }
