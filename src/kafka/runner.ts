@@ -149,6 +149,8 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
    * broker address is wrong must fail its start (and its readiness probe) in a known time.
    */
   const start = async (wanted: () => boolean = () => true): Promise<void> => {
+    // A runner is started again after a crash kafkajs does not recover from: reads are wanted again.
+    closed = false;
     let lastError: unknown;
     let gaveUp = false;
     const attempts = (async () => {

@@ -200,15 +200,16 @@ async function purgeBounds(
         if (!topics.has(bound.topic)) continue;
         const resumePoint = resume.find((r) => r.topic === bound.topic && r.partition === bound.partition)?.nextOffset;
         const kafkaOffset = committed.get(bound.topic)?.get(bound.partition);
-        // Without a Kafka committed offset (it expired: a retired group's do after a week) the
-        // consumer resumes at its database resume point, so that alone bounds what it can be
-        // handed again; without either, nothing of the partition may go.
+        // Without both positions nothing of the partition may go. A missing Kafka offset is not
+        // replaced by the resume point alone: after a topic was deleted and re-created that
+        // resume point belongs to the old log (the partition pauses as other-log), and its rows
+        // must stay until an operator decides where the group resumes.
         const mine =
-          resumePoint === undefined
+          resumePoint === undefined || kafkaOffset === undefined
             ? 0n
-            : kafkaOffset === undefined || resumePoint < kafkaOffset
-              ? resumePoint
-              : kafkaOffset;
+            : kafkaOffset < resumePoint
+              ? kafkaOffset
+              : resumePoint;
         if (bound.below < 0n || mine < bound.below) bound.below = mine;
       }
     }
