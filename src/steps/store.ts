@@ -137,6 +137,11 @@ export async function deleteOldSteps(pool: pg.Pool, cutoff: Date, batchSize: num
         WHERE i.consumer_group = s.scope AND i.message_id = s.owner_id
           AND i.processed_at >= $1::timestamptz)
      AND NOT EXISTS (
+       -- A message whose dead letter is still open may be retried by hand: its completed steps
+       -- must replay then, not call the provider again (G9), whatever their age.
+       SELECT 1 FROM oncely.dead_letters l
+        WHERE s.generation = 0 AND l.consumer_group = s.scope AND l.message_id = s.owner_id AND l.status = 'open')
+     AND NOT EXISTS (
        SELECT 1 FROM oncely.idempotency_keys k
         WHERE s.generation > 0 AND k.scope = s.scope AND k.key = s.owner_id AND k.generation = s.generation)
    ORDER BY s.completed_at

@@ -453,9 +453,9 @@ describe('createStepRunner (framework-neutral)', () => {
     expect(undone).toEqual(['charge', 'reserve']);
   });
 
-  it('purgeSteps deletes expired steps but keeps those of a message whose inbox row is kept', async () => {
+  it('G9: purgeSteps deletes expired steps but keeps those of a message whose inbox row is kept or whose dead letter is open', async () => {
     const scope = env.groupId('purge');
-    for (const owner of ['old-gone', 'old-kept', 'fresh']) {
+    for (const owner of ['old-gone', 'old-kept', 'old-dead', 'fresh']) {
       await createStepRunner({ pool: env.pool, scope, ownerId: owner }).step('charge', () => owner);
     }
     await env.pool.query(
@@ -467,9 +467,15 @@ describe('createStepRunner (framework-neutral)', () => {
        VALUES ($1, 'old-kept', 't', 0, 0, decode(repeat('00', 32), 'hex'), 'processed', 1, now())`,
       [scope],
     );
+    // An old dead letter, still open: `oncely dead-letters retry` may run its handler again.
+    await env.pool.query(
+      `INSERT INTO oncely.dead_letters (consumer_group, topic, partition, "offset", message_id, reason, error, attempts, created_at)
+       VALUES ($1, 't', 0, 1, 'old-dead', 'handler_failed', '{}', 5, now() - interval '10 days')`,
+      [scope],
+    );
     const deleted = await purgeSteps(env.pool, { olderThan: 7 * 24 * 3600_000, batchSize: 1 });
     expect(deleted).toBe(1);
-    expect((await stepRows(scope)).map((r) => r.owner_id).sort()).toEqual(['fresh', 'old-kept']);
+    expect((await stepRows(scope)).map((r) => r.owner_id).sort()).toEqual(['fresh', 'old-dead', 'old-kept']);
   });
 
   it('purgeSteps keeps old steps of an HTTP key generation that is still stored, and deletes those of a gone one', async () => {
