@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { Command, Option } from 'commander';
 
-import { editDistance } from '../pipeline/options.js';
+import { editDistance } from '../options.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { parsePort, runDev } from './dev.js';

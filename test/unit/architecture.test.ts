@@ -44,6 +44,8 @@ const FLOORS: Readonly<Record<string, number>> = {
   identity: 0,
   inbox: 1,
   kafka: 1,
+  // Validates every options object (src/options.ts); builds on errors, so it cannot sit beside it.
+  options: 1,
   dev: 2,
   events: 2,
   migrate: 2,
