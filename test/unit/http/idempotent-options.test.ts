@@ -10,6 +10,8 @@ import { defaultFingerprint } from '../../../src/http/fingerprint.js';
 const pool = new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', max: 4 });
 const db = drizzle(pool);
 const valid: IdempotentOptions = { db, scope: 'tenant-1' };
+/** Shaped as a prom-client Registry (checked by shape): no metric is registered in these tests. */
+const registry: unknown = { registerMetric: (): void => undefined, metrics: (): string => '' };
 afterAll(() => pool.end());
 
 function configErrorOf(options: unknown): { message: string; option: unknown } {
@@ -81,7 +83,7 @@ describe("an idempotent route's options", () => {
       'a route label too long for a metric',
       {
         ...valid,
-        metrics: { registry: { registerMetric: () => undefined, metrics: () => '' }, route: 'x'.repeat(101) },
+        metrics: { registry, route: 'x'.repeat(101) },
       },
       'metrics.route',
       'Invalid option `metrics.route`: must be a fixed route name of at most 100 characters',
