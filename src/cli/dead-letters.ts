@@ -12,7 +12,7 @@ import {
   type ResolveResult,
   retryDeadLetter,
   retryDeadLetters,
-} from '../pipeline/dead-letter-admin.js';
+} from '../replay/dead-letters.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { importUserModule } from './load-module.js';
 import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage, table as outputTable } from './output.js';

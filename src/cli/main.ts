@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { Command, Option } from 'commander';
 
-import { editDistance } from '../config.js';
+import { editDistance } from '../pipeline/options.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { parsePort, runDev } from './dev.js';
@@ -31,7 +31,7 @@ import {
   runPurge,
   runReplayPlan,
   runReplayRun,
-} from '../replay/cli.js';
+} from './replay.js';
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
@@ -193,7 +193,7 @@ program
   .option('--json', 'print JSON for scripts')
   .action(runDoctor);
 
-// Offsets, replay and retention (src/replay/cli.ts): they need Kafka as well as the database.
+// Offsets, replay and retention (src/cli/replay.ts): they need Kafka as well as the database.
 const brokers = (): Option =>
   new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated')
     .env('KAFKA_BROKERS')

@@ -1,11 +1,11 @@
-import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaClient, type KafkaAdmin } from '../kafka/client.js';
 import pg from 'pg';
 
 import { countOpenDeadLetters, type GroupStatus, type OpenDeadLetterCount, readGroupStatus } from '../inbox/status.js';
 import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
 import { migrationStatus, type MigrationStatus } from '../migrate/migrate.js';
 import { type OutboxStatus, outboxCounts } from '../outbox/store.js';
-import { formatReplayStatus } from '../replay/cli.js';
+import { formatReplayStatus } from './replay.js';
 import { replayStatus, type ReplayProgress } from '../replay/status.js';
 import { colours } from './output.js';
 
@@ -46,12 +46,11 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
   const kafka =
     options.brokers === undefined || options.brokers === ''
       ? undefined
-      : new Kafka({
+      : createKafkaClient({
           clientId: 'oncely-status',
-          brokers: options.brokers.split(',').map((b) => b.trim()),
-          logLevel: logLevel.NOTHING,
-          connectionTimeout: 3_000,
-          retry: { retries: 1 },
+          brokers: options.brokers,
+          connectionTimeoutMs: 3_000,
+          retries: 1,
         });
   const admin = kafka?.admin();
   try {
@@ -78,7 +77,7 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
   }
 }
 
-async function readReport(pool: pg.Pool, admin: ReturnType<Kafka['admin']> | undefined): Promise<StatusReport> {
+async function readReport(pool: pg.Pool, admin: KafkaAdmin | undefined): Promise<StatusReport> {
   const migrations = await migrationStatus(pool);
   if (migrations.applied.length === 0) return { migrations, groups: [] };
   const byGroup = new Map<string, GroupStatus[]>();

@@ -12,8 +12,8 @@ import {
   readableMessage,
 } from '../../../src/cli/output.js';
 import { OncelyError } from '../../../src/errors.js';
-import { formatDuration } from '../../../src/replay/cli.js';
-import { describeError } from '../../../src/pipeline/error-record.js';
+import { formatDuration } from '../../../src/cli/replay.js';
+import { describeError } from '../../../src/pipeline/record/error-record.js';
 
 const zodError = (() => {
   const parsed = z.object({ amountCents: z.int(), card: z.object({ last4: z.string() }) }).safeParse({

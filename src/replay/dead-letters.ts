@@ -16,12 +16,12 @@ import {
 import type { StoredError } from '../inbox/dead-letters.js';
 import { inTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
-import { restoreHeaders } from './dead-letter.js';
-import { decode, toMessageInfo } from './decode.js';
-import { describeError } from './error-record.js';
-import { type AnyHandlerDefinition, isHandlerDefinition } from './handler.js';
-import { applyOne, type AttemptLease, messageContext, runBounded } from './run-handler.js';
-import { singleAttemptSteps } from './steps.js';
+import { decodeHeaders } from '../inbox/headers.js';
+import { decode, toMessageInfo } from '../pipeline/record/decode.js';
+import { describeError } from '../pipeline/record/error-record.js';
+import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
+import { applyOne, type AttemptLease, messageContext, runBounded } from '../pipeline/record/run-handler.js';
+import { singleAttemptSteps } from '../pipeline/record/steps.js';
 
 export type { DeadLetter, DeadLetterFilter, DeadLetterSummary };
 
@@ -247,7 +247,7 @@ function toRecord(letter: DeadLetter): ConsumedRecord {
     offset: letter.offset,
     key: letter.key,
     value: letter.value,
-    headers: restoreHeaders(letter.headers),
+    headers: decodeHeaders(letter.headers),
     timestamp: String((letter.recordTimestamp ?? letter.createdAt).getTime()),
   };
 }

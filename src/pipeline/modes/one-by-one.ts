@@ -6,23 +6,28 @@ import {
   type ClaimResult,
   reclassifyChunkClaims,
   reclassifyClaims,
-} from '../inbox/claims.js';
-import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+} from '../../inbox/claims.js';
+import type { DeadLetterReason, StoredError } from '../../inbox/dead-letters.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import { afterClaim, invalidIdError, type Reclassified } from './after-claim.js';
-import { announce, locate } from './announce.js';
-import type { Outcome, PartitionControl, PipelineContext } from './context.js';
-import { claimAndDeadLetter, type DeadLetterInput, deadLetterUnclaimable, minimalLetter } from './dead-letter.js';
-import { deadLetteredBefore, resolveDuplicate } from './duplicates.js';
-import { describeError, redactError } from './error-record.js';
-import type { HandlerContext, HandlerDefinition } from './handler.js';
-import { type PreparedRecord, prepareRecord } from './prepare.js';
-import { classifyAttemptFailure, FailureBudget, type FailureKind, HandlerFailure } from './retry.js';
-import { messageContext, runBounded } from './run-handler.js';
-import { compensateSteps, MessageSteps } from './steps.js';
-import { untilCommitted, waitHeartbeating } from './waiting.js';
+import { afterClaim, invalidIdError, type Reclassified } from '../record/after-claim.js';
+import { announce, locate } from '../record/announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
+import {
+  claimAndDeadLetter,
+  type DeadLetterInput,
+  deadLetterUnclaimable,
+  minimalLetter,
+} from '../record/dead-letter.js';
+import { deadLetteredBefore, resolveDuplicate } from '../record/duplicates.js';
+import { describeError, redactError } from '../record/error-record.js';
+import type { HandlerContext, HandlerDefinition } from '../handler.js';
+import { type PreparedRecord, prepareRecord } from '../record/prepare.js';
+import { classifyAttemptFailure, FailureBudget, type FailureKind, HandlerFailure } from '../retry.js';
+import { messageContext, runBounded } from '../record/run-handler.js';
+import { compensateSteps, MessageSteps } from '../record/steps.js';
+import { untilCommitted, waitHeartbeating } from '../record/waiting.js';
 
 /**
  * Takes one record to exactly one recorded outcome (README: "The processing transaction"):

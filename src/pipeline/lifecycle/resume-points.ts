@@ -2,15 +2,15 @@
  * Where each partition starts in a group generation: the resume point recorded in PostgreSQL,
  * checked against the log and Kafka's committed offset (README: "Offsets that disagree").
  */
-import type { ResolvedConsumerConfig } from '../config.js';
-import { loadResumePoints, type ResumeMark, type ResumePoint } from '../inbox/claims.js';
-import { payloadFingerprint } from '../kafka/message-identity.js';
-import type { LoggedRecord } from '../kafka/offsets.js';
-import type { KafkaRunner, PartitionBatch } from '../kafka/runner.js';
+import type { ResolvedConsumerConfig } from '../options.js';
+import { loadResumePoints, type ResumeMark, type ResumePoint } from '../../inbox/claims.js';
+import { payloadFingerprint } from '../../kafka/message-identity.js';
+import type { LoggedRecord } from '../../kafka/offsets.js';
+import type { KafkaRunner, PartitionBatch } from '../../kafka/runner.js';
 
-import type { PipelineContext } from './context.js';
-import { redactError } from './error-record.js';
-import { backoffDelay } from './retry.js';
+import type { PipelineContext } from '../context.js';
+import { redactError } from '../record/error-record.js';
+import { backoffDelay } from '../retry.js';
 
 /**
  * How a resume point disagrees with the log: past its end, before its start, or inside it but

@@ -4,15 +4,15 @@
  * record (or commit group) at a time in message mode, chunk by chunk in batch mode. Offsets are
  * resolved here and only after the commit that recorded their outcomes (G3).
  */
-import type { ResolvedConsumerConfig } from '../config.js';
-import { TransactionChain } from '../inbox/transaction.js';
-import type { ConsumedRecord, PartitionBatch } from '../kafka/runner.js';
+import type { ResolvedConsumerConfig } from '../options.js';
+import { TransactionChain } from '../../inbox/transaction.js';
+import type { ConsumedRecord, PartitionBatch } from '../../kafka/runner.js';
 
-import type { PartitionControl, PipelineContext } from './context.js';
-import type { BatchHandlerDefinition, HandlerDefinition } from './handler.js';
+import type { PartitionControl, PipelineContext } from '../context.js';
+import type { BatchHandlerDefinition, HandlerDefinition } from '../handler.js';
 import type { PartitionPauses } from './pauses.js';
-import { processChunk } from './process-chunk.js';
-import { processRecords } from './process-group.js';
+import { processChunk } from '../modes/batch.js';
+import { processRecords } from '../modes/commit-group.js';
 import type { ResumePoints } from './resume-points.js';
 
 export interface BatchProcessing {
@@ -73,7 +73,7 @@ export async function processBatch(processing: BatchProcessing, batch: Partition
   }
 }
 
-/** Message mode: each record its own claim and handler call, grouped into transactions (process-group.ts). */
+/** Message mode: each record its own claim and handler call, grouped into transactions (modes/commit-group.ts). */
 async function processMessages(
   { config, pipeline, pauses }: BatchProcessing,
   batch: PartitionBatch,

@@ -3,8 +3,8 @@
  * kafkajs or pg, the original error as `cause` and `retriable` telling whether calling `start()`
  * again may succeed. Errors are recognised by shape (any copy of kafkajs or pg), never imported.
  */
-import { isOncelyError, OncelyError, type ErrorContext } from '../errors.js';
-import { causeChain, classifyFailure, isKafkaProtocolError } from './retry.js';
+import { isOncelyError, OncelyError, type ErrorContext } from '../../errors.js';
+import { causeChain, classifyFailure, isKafkaProtocolError } from '../retry.js';
 
 /** kafkajs errors that mean the broker could not be reached (not that it refused). */
 const KAFKA_CONNECTION_ERRORS = new Set([

@@ -8,24 +8,24 @@ import {
   insertChunkClaims,
   isClaimRace,
   reclassifyChunkClaims,
-} from '../inbox/claims.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+} from '../../inbox/claims.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import { afterClaim, claimAmong, invalidIdError, type Reclassified } from './after-claim.js';
-import { announce, announceAll } from './announce.js';
-import type { Outcome, PartitionControl, PipelineContext } from './context.js';
-import { recordDeadLetter } from './dead-letter.js';
-import { deadLetteredBefore } from './duplicates.js';
-import { describeError, redactError } from './error-record.js';
-import type { BatchEvent, BatchHandlerDefinition } from './handler.js';
-import { concatDigests, type PreparedRecord, prepareRecords } from './prepare.js';
-import { deadLetter } from './process-record.js';
-import { classifyAttemptFailure, FailureBudget, HandlerFailure } from './retry.js';
-import { batchContext, runBounded } from './run-handler.js';
-import { batchAttemptSteps, compensateSteps, stepsOfRecord } from './steps.js';
-import { waitHeartbeating } from './waiting.js';
+import { afterClaim, claimAmong, invalidIdError, type Reclassified } from '../record/after-claim.js';
+import { announce, announceAll } from '../record/announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
+import { recordDeadLetter } from '../record/dead-letter.js';
+import { deadLetteredBefore } from '../record/duplicates.js';
+import { describeError, redactError } from '../record/error-record.js';
+import type { BatchEvent, BatchHandlerDefinition } from '../handler.js';
+import { concatDigests, type PreparedRecord, prepareRecords } from '../record/prepare.js';
+import { deadLetter } from './one-by-one.js';
+import { classifyAttemptFailure, FailureBudget, HandlerFailure } from '../retry.js';
+import { batchContext, runBounded } from '../record/run-handler.js';
+import { batchAttemptSteps, compensateSteps, stepsOfRecord } from '../record/steps.js';
+import { waitHeartbeating } from '../record/waiting.js';
 
 export type ChunkResult =
   | { readonly kind: 'done' }

@@ -5,11 +5,11 @@
  * dead-lettered in the claim's transaction and a tombstone to skip is recorded as skipped. What is
  * left is for the handler.
  */
-import type { ClaimResult, InboxEntry } from '../inbox/claims.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
+import type { ClaimResult, InboxEntry } from '../../inbox/claims.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
 
-import type { Outcome, PipelineContext } from './context.js';
+import type { Outcome, PipelineContext } from '../context.js';
 import { recordDeadLetter } from './dead-letter.js';
 import { resolveDuplicate } from './duplicates.js';
 import { describeError } from './error-record.js';

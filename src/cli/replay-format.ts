@@ -1,5 +1,5 @@
-import { table as outputTable } from '../cli/output.js';
-import type { ReplayPlan } from './plan.js';
+import { table as outputTable } from './output.js';
+import type { ReplayPlan } from '../replay/plan.js';
 
 /** The plan as an operator reads it: one row per partition and the totals. */
 export function formatReplayPlan(plan: ReplayPlan): string {

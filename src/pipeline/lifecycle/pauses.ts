@@ -5,12 +5,12 @@
  */
 import type { Logger } from 'pino';
 
-import { OncelyError } from '../errors.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import type { ConsumedRecord, KafkaRunner } from '../kafka/runner.js';
+import { OncelyError } from '../../errors.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import type { ConsumedRecord, KafkaRunner } from '../../kafka/runner.js';
 
-import { describeError } from './error-record.js';
-import type { EventHub, PauseReason } from './events.js';
+import { describeError } from '../record/error-record.js';
+import type { EventHub, PauseReason } from '../../events/index.js';
 import type { OffsetsMismatch } from './resume-points.js';
 
 export interface PausedPartition {

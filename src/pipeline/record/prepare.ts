@@ -1,13 +1,13 @@
-import { OncelyError } from '../errors.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from '../kafka/message-identity.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+import { OncelyError } from '../../errors.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from '../../kafka/message-identity.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import type { PipelineContext } from './context.js';
+import type { PipelineContext } from '../context.js';
 import { type Decoded, decode, decodeForId, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
-import type { MessageCoordinates } from './events.js';
-import type { AnyHandlerDefinition, MessageInfo } from './handler.js';
+import type { MessageCoordinates } from '../../events/index.js';
+import type { AnyHandlerDefinition, MessageInfo } from '../handler.js';
 
 /** What is to become of a record, decided before any transaction starts. */
 export type Verdict =

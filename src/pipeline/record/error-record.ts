@@ -1,6 +1,6 @@
-import type { StoredError } from '../inbox/dead-letters.js';
-import { isOncelyError } from '../errors.js';
-import { isValidationError } from './retry.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import { isOncelyError } from '../../errors.js';
+import { isValidationError } from '../retry.js';
 
 const MAX_STACK_BYTES = 8 * 1024;
 const MAX_CAUSES = 5;

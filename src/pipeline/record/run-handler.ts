@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 
-import { OncelyError } from '../errors.js';
-import type { StepFunction } from '../steps/runner.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
+import { OncelyError } from '../../errors.js';
+import type { StepFunction } from '../../steps/runner.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
 import type {
   AnyHandlerDefinition,
   BatchContext,
@@ -10,8 +10,8 @@ import type {
   BatchStepFunction,
   HandlerContext,
   MessageInfo,
-} from './handler.js';
-import { batchPublisher, messagePublisher } from '../outbox/context.js';
+} from '../handler.js';
+import { batchPublisher, messagePublisher } from '../../outbox/context.js';
 
 export interface Bounds {
   readonly transaction: OpenTransaction;

@@ -4,14 +4,14 @@
  */
 import type pg from 'pg';
 
-import type { StoredError } from '../inbox/dead-letters.js';
-import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../steps/runner.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../../steps/runner.js';
 
 import { locate } from './announce.js';
-import type { PartitionControl, PipelineContext } from './context.js';
-import type { MessageCoordinates } from './events.js';
-import type { BatchStepFunction } from './handler.js';
-import { backoffDelay } from './retry.js';
+import type { PartitionControl, PipelineContext } from '../context.js';
+import type { MessageCoordinates } from '../../events/index.js';
+import type { BatchStepFunction } from '../handler.js';
+import { backoffDelay } from '../retry.js';
 import { waitHeartbeating } from './waiting.js';
 
 /** The steps of one handler attempt. `finish()` runs after the handler returned. */

@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 
-import { OncelyError } from '../errors.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
-import type { AnyHandlerDefinition, MessageInfo } from './handler.js';
+import { OncelyError } from '../../errors.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
+import type { AnyHandlerDefinition, MessageInfo } from '../handler.js';
 
 export type Decoded = { readonly ok: true; readonly event: unknown } | { readonly ok: false; readonly error: unknown };
 

@@ -1,14 +1,14 @@
 /** A message id already recorded: redelivery, republish, or a producer's key reuse. */
-import { OncelyError } from '../errors.js';
-import type { InboxEntry } from '../inbox/claims.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+import { OncelyError } from '../../errors.js';
+import type { InboxEntry } from '../../inbox/claims.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import type { Outcome, PipelineContext } from './context.js';
+import type { Outcome, PipelineContext } from '../context.js';
 import { recordDeadLetter } from './dead-letter.js';
 import { describeError } from './error-record.js';
-import type { DuplicateClass } from './events.js';
+import type { DuplicateClass } from '../../events/index.js';
 
 /**
  * The id is already recorded. Same coordinates: the record came again (a crash or rebalance

@@ -13,22 +13,22 @@
  */
 import { performance } from 'node:perf_hooks';
 
-import { findInboxEntries, type InboxEntry, recordOffset } from '../inbox/claims.js';
-import type { StoredError } from '../inbox/dead-letters.js';
-import { claimGroup, releaseGroupClaims } from '../inbox/group-claim.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
+import { findInboxEntries, type InboxEntry, recordOffset } from '../../inbox/claims.js';
+import type { StoredError } from '../../inbox/dead-letters.js';
+import { claimGroup, releaseGroupClaims } from '../../inbox/group-claim.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import { claimAmong } from './after-claim.js';
-import { announceAll } from './announce.js';
-import type { Outcome, PartitionControl, PipelineContext } from './context.js';
-import { redactError } from './error-record.js';
-import type { PauseReason } from './events.js';
-import type { HandlerDefinition } from './handler.js';
-import { concatDigests, type PreparedRecord, prepareRecord } from './prepare.js';
-import { applyRecord, type EarlierAttempt, processRecord } from './process-record.js';
-import { classifyAttemptFailure, HandlerFailure } from './retry.js';
-import { MessageSteps } from './steps.js';
+import { claimAmong } from '../record/after-claim.js';
+import { announceAll } from '../record/announce.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
+import { redactError } from '../record/error-record.js';
+import type { PauseReason } from '../../events/index.js';
+import type { HandlerDefinition } from '../handler.js';
+import { concatDigests, type PreparedRecord, prepareRecord } from '../record/prepare.js';
+import { applyRecord, type EarlierAttempt, processRecord } from './one-by-one.js';
+import { classifyAttemptFailure, HandlerFailure } from '../retry.js';
+import { MessageSteps } from '../record/steps.js';
 
 /** A group also commits once it has been open this long, so a slow handler does not hold many rows' locks. */
 export const MAX_GROUP_MS = 100;

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Admin, Kafka } from 'kafkajs';
 
 import { OncelyError } from '../errors.js';
-import { type ConsumedRecord, toRecord } from '../kafka/runner.js';
+import { type ConsumedRecord, toRecord } from './runner.js';
 
 /*
  * Kafka only: the admin calls that offsets, replay and retention need, and the throwaway reader

@@ -1,31 +1,32 @@
-import type { ConsumerConfig, Kafka } from 'kafkajs';
+import type { KafkaClient, KafkaConsumerSettings } from '../kafka/client.js';
 import type pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { z } from 'zod';
 
-import { OncelyError } from './errors.js';
+import { OncelyError } from '../errors.js';
 import {
   createTransactionBinder,
   type OncelyDatabase,
   poolMax,
   resolvePool,
   type TransactionBinder,
-} from './inbox/database.js';
-import type { MetricsOptions } from './metrics/prometheus.js';
-import type { OutboxRelayOptions } from './outbox/relay.js';
+} from '../inbox/database.js';
+import type { MetricsOptions } from '../metrics/prometheus.js';
+import type { OutboxRelayOptions } from '../outbox/relay.js';
 import {
   type AnyHandlerDefinition,
   type BatchHandlerDefinition,
   type HandlerDefinition,
   isHandlerDefinition,
-} from './pipeline/handler.js';
-import { DEFAULT_RETRY, type RetryPolicy } from './pipeline/retry.js';
-import type { TracingOptions } from './tracing/spans.js';
+} from './handler.js';
+import { DEFAULT_RETENTION, type ResolvedRetention, retentionSchema } from '../retention/options.js';
+import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
+import type { TracingOptions } from '../tracing/spans.js';
 
 /** Options of `createInboxConsumer()`. Only `kafka`, `db`, `groupId` and `handlers` are required. */
 export interface InboxConsumerOptions {
   /** A kafkajs client: `new Kafka({ clientId, brokers })`. */
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   /** A drizzle node-postgres database over a pg Pool: `drizzle(pool, { schema })`. */
   readonly db: OncelyDatabase;
   /** The Kafka consumer group. Message ids are deduplicated per group (see `inboxScope`). */
@@ -85,7 +86,7 @@ export interface InboxConsumerOptions {
    */
   readonly fromBeginning?: boolean;
   /** Further kafkajs consumer settings (sessionTimeout, heartbeatInterval, maxBytesPerPartition, …). */
-  readonly consumer?: Omit<ConsumerConfig, 'groupId'>;
+  readonly consumer?: KafkaConsumerSettings;
   /** Stop gracefully on SIGTERM/SIGINT, then let the signal end the process. Default false. */
   readonly handleSignals?: boolean;
   /**
@@ -159,7 +160,7 @@ export interface InboxConsumerOptions {
 }
 
 export interface ResolvedConsumerConfig {
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly db: OncelyDatabase;
   readonly pool: pg.Pool;
   readonly bind: TransactionBinder;
@@ -174,7 +175,7 @@ export interface ResolvedConsumerConfig {
   readonly logger: Logger;
   readonly logPayloads: boolean;
   readonly fromBeginning: boolean;
-  readonly consumerConfig: Omit<ConsumerConfig, 'groupId'>;
+  readonly consumerConfig: KafkaConsumerSettings;
   readonly handleSignals: boolean;
   readonly handlerTimeoutMs: number;
   readonly requireMessageId: boolean;
@@ -192,42 +193,8 @@ export interface ResolvedConsumerConfig {
   readonly retention: ResolvedRetention | undefined;
 }
 
-export interface ResolvedRetention {
-  readonly inboxFor: number;
-  readonly deadLettersFor: number;
-  readonly every: number;
-  readonly batchSize: number;
-}
-
-const DAY_MS = 24 * 60 * 60 * 1000;
 /** Messages per transaction in message mode: see `maxMessagesPerTransaction` and README "Performance". */
 export const DEFAULT_MAX_MESSAGES_PER_TRANSACTION = 100;
-
-const DEFAULT_RETENTION: ResolvedRetention = {
-  inboxFor: 7 * DAY_MS,
-  deadLettersFor: 30 * DAY_MS,
-  every: 60 * 60 * 1000,
-  batchSize: 5_000,
-};
-
-// `false` and absent both mean off; an object (even `{}`) turns it on with the defaults. Not a
-// z.union: its "Invalid input" would hide which retention field is wrong.
-const retentionSchema = z.preprocess(
-  (value) => (value === false ? undefined : value),
-  z
-    .strictObject(
-      {
-        inboxFor: z.number().min(0, 'must be 0 ms or more'),
-        deadLettersFor: z.number().min(0, 'must be 0 ms or more'),
-        every: z.number().min(1_000, 'must be at least 1,000 ms'),
-        batchSize: z.int('must be a whole number').min(1, 'must be at least 1').max(100_000),
-      },
-      { error: 'expected false or { inboxFor?, deadLettersFor?, every?, batchSize? } (milliseconds)' },
-    )
-    .partial()
-    .transform((r): ResolvedRetention => ({ ...DEFAULT_RETENTION, ...r }))
-    .optional(),
-);
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
@@ -247,9 +214,12 @@ const retrySchema = z
   });
 
 const optionsSchema = z.strictObject({
-  kafka: z.custom<Kafka>((v) => isObject(v) && typeof v.consumer === 'function' && typeof v.admin === 'function', {
-    message: 'expected a kafkajs client: `new Kafka({ clientId, brokers })`',
-  }),
+  kafka: z.custom<KafkaClient>(
+    (v) => isObject(v) && typeof v.consumer === 'function' && typeof v.admin === 'function',
+    {
+      message: 'expected a kafkajs client: `new Kafka({ clientId, brokers })`',
+    },
+  ),
   db: z.custom<OncelyDatabase>((v) => isObject(v), {
     message: 'expected a drizzle node-postgres database: `drizzle(new Pool({ connectionString }), { schema })`',
   }),
@@ -287,7 +257,7 @@ const optionsSchema = z.strictObject({
   logPayloads: z.boolean().default(false),
   fromBeginning: z.boolean().default(true),
   consumer: z
-    .custom<Omit<ConsumerConfig, 'groupId'>>((v) => isObject(v) && !('groupId' in v), {
+    .custom<KafkaConsumerSettings>((v) => isObject(v) && !('groupId' in v), {
       message: 'expected kafkajs consumer settings without groupId (set groupId at the top level)',
     })
     .default({}),

@@ -1,14 +1,11 @@
-import { claimMessage, type ClaimRequest, recordOffset } from '../inbox/claims.js';
-import { type DeadLetterReason, insertDeadLetter, type StoredError, type StoredHeader } from '../inbox/dead-letters.js';
-import type { OpenTransaction } from '../inbox/transaction.js';
-import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
-import type { RecordHeaders } from '../kafka/message-identity.js';
-import type { ConsumedRecord } from '../kafka/runner.js';
-import { encodeHeaders } from '../outbox/headers.js';
-import { deadLetterOutboxId } from '../outbox/message-id.js';
-import { insertOutboxRow } from '../outbox/store.js';
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+import { claimMessage, type ClaimRequest, recordOffset } from '../../inbox/claims.js';
+import { type DeadLetterReason, insertDeadLetter, type StoredError } from '../../inbox/dead-letters.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
+import type { DeadLetterTopic } from '../../kafka/dead-letter-topic.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
+import { encodeHeaders } from '../../inbox/headers.js';
+import { deadLetterOutboxId } from '../../outbox/message-id.js';
+import { insertOutboxRow } from '../../outbox/store.js';
 
 export interface DeadLetterTarget {
   /** The group whose resume point moves with a record that has no id. */
@@ -70,7 +67,7 @@ export async function recordDeadLetter(
     messageId: letter.messageId,
     key: record.key,
     value: record.value,
-    headers: letter.withoutHeaders === true ? [] : storeHeaders(record.headers),
+    headers: letter.withoutHeaders === true ? [] : encodeHeaders(record.headers),
     reason: letter.reason,
     error: letter.error,
     attempts: letter.attempts,
@@ -131,46 +128,4 @@ export async function deadLetterUnclaimable(
     previous: { payloadHash, timestamp: record.timestamp },
   });
   return recordDeadLetter(target, t, letter);
-}
-
-/** Headers as stored with a dead letter: text when it is clean UTF-8, base64 otherwise. Lossless. */
-export function storeHeaders(headers: RecordHeaders): StoredHeader[] {
-  const stored: StoredHeader[] = [];
-  for (const [key, raw] of Object.entries(headers)) {
-    if (raw === undefined) continue;
-    const values = Array.isArray(raw) ? (raw as ReadonlyArray<Buffer | string>) : [raw as Buffer | string];
-    for (const value of values) {
-      const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
-      let text: string | undefined;
-      try {
-        text = strictUtf8.decode(bytes);
-      } catch {
-        text = undefined;
-      }
-      // jsonb cannot hold NUL: such values go as base64 too.
-      const header: StoredHeader =
-        text === undefined || text.includes('\u0000')
-          ? { key, value: bytes.toString('base64'), encoding: 'base64' }
-          : { key, value: text, encoding: 'utf8' };
-      // Nor can a key hold NUL (kafkajs decodes header names as text, so NUL is the one hazard).
-      stored.push(
-        key.includes('\u0000')
-          ? { ...header, key: Buffer.from(key).toString('base64'), keyEncoding: 'base64' }
-          : header,
-      );
-    }
-  }
-  return stored;
-}
-
-/** The inverse of {@link storeHeaders}: the record's headers as bytes, repeated ones as arrays. */
-export function restoreHeaders(stored: readonly StoredHeader[]): Record<string, Buffer | Buffer[]> {
-  const headers: Record<string, Buffer | Buffer[]> = {};
-  for (const { key: storedKey, keyEncoding, value, encoding } of stored) {
-    const key = keyEncoding === 'base64' ? Buffer.from(storedKey, 'base64').toString('utf8') : storedKey;
-    const bytes = Buffer.from(value, encoding === 'base64' ? 'base64' : 'utf8');
-    const existing = headers[key];
-    headers[key] = existing === undefined ? bytes : Array.isArray(existing) ? [...existing, bytes] : [existing, bytes];
-  }
-  return headers;
 }

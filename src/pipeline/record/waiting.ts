@@ -1,11 +1,11 @@
 /** Waiting out a failure: backing off while heartbeating, and storing an outcome until it commits. */
-import type { OpenTransaction } from '../inbox/transaction.js';
+import type { OpenTransaction } from '../../inbox/transaction.js';
 
 import { locate } from './announce.js';
-import type { Outcome, PartitionControl, PipelineContext } from './context.js';
+import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
 import { describeError, redactError } from './error-record.js';
-import type { MessageCoordinates } from './events.js';
-import { classifyAttemptFailure, FailureBudget } from './retry.js';
+import type { MessageCoordinates } from '../../events/index.js';
+import { classifyAttemptFailure, FailureBudget } from '../retry.js';
 
 /**
  * Runs an oncely-only transaction (dead-lettering) until it commits. An outage is waited out for

@@ -1,19 +1,19 @@
+import { createKafkaClient, type KafkaClient } from '../kafka/client.js';
 import { SingleBar } from 'cli-progress';
 import { InvalidArgumentError } from 'commander';
-import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 
-import { importUserModule } from '../cli/load-module.js';
-import { table as outputTable } from '../cli/output.js';
+import { importUserModule } from './load-module.js';
+import { table as outputTable } from './output.js';
 import { configError, OncelyError } from '../errors.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { purge } from '../retention/purge.js';
-import { resetOffsets, showOffsets } from './offsets.js';
-import { formatReplayPlan } from './format.js';
-import { readResumePoints } from './store.js';
-import { planReplay } from './plan.js';
-import { runReplay } from './run.js';
-import { replayStatus, type ReplayProgress } from './status.js';
+import { resetOffsets, showOffsets } from '../replay/offsets.js';
+import { formatReplayPlan } from './replay-format.js';
+import { readResumePoints } from '../replay/store.js';
+import { planReplay } from '../replay/plan.js';
+import { runReplay } from '../replay/run.js';
+import { replayStatus, type ReplayProgress } from '../replay/status.js';
 
 /*
  * Thin commands over the exported functions: `oncely offsets`, `oncely replay`, `oncely purge`.
@@ -27,14 +27,10 @@ interface Connection {
 
 const print = (text: string): boolean => process.stdout.write(`${text}\n`);
 
-async function connected<T>(options: Connection, use: (pool: pg.Pool, kafka: Kafka) => Promise<T>): Promise<T> {
+async function connected<T>(options: Connection, use: (pool: pg.Pool, kafka: KafkaClient) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 3 });
   pool.on('error', () => undefined);
-  const kafka = new Kafka({
-    clientId: 'oncely-cli',
-    brokers: options.brokers.split(',').map((b) => b.trim()),
-    logLevel: logLevel.NOTHING,
-  });
+  const kafka = createKafkaClient({ clientId: 'oncely-cli', brokers: options.brokers });
   try {
     return await use(pool, kafka);
   } finally {
@@ -136,7 +132,7 @@ interface ReplayCommand extends Connection {
   readonly handlers?: string;
 }
 
-async function replayOptions(options: ReplayCommand, pool: pg.Pool, kafka: Kafka) {
+async function replayOptions(options: ReplayCommand, pool: pg.Pool, kafka: KafkaClient) {
   const handlers = options.handlers === undefined ? undefined : await loadHandlers(options.handlers);
   const bar =
     options.json !== true && process.stderr.isTTY

@@ -1,8 +1,8 @@
 /** How a committed outcome is announced: a log line and an event. */
-import type { ConsumedRecord } from '../kafka/runner.js';
+import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import type { Outcome, PipelineContext } from './context.js';
-import type { MessageCoordinates } from './events.js';
+import type { Outcome, PipelineContext } from '../context.js';
+import type { MessageCoordinates } from '../../events/index.js';
 import type { PreparedRecord } from './prepare.js';
 
 /** A record's place, for log lines: the logger already carries the group id. */
