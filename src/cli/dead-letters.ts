@@ -176,7 +176,7 @@ function report(result: ResolveResult, options: Common): void {
  * The module given with --handlers: its exported handler definitions (a `handlers` array, a default
  * array, or individual exports) and, optionally, its drizzle `schema`.
  */
-async function loadHandlers(
+export async function loadHandlers(
   modulePath: string,
 ): Promise<{ handlers: AnyHandlerDefinition[]; schema?: Record<string, unknown> }> {
   const exports = await importUserModule(modulePath);

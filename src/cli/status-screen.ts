@@ -17,7 +17,7 @@ export interface StatusOptions {
   readonly watch?: boolean | string;
 }
 
-interface GroupScreen {
+export interface GroupScreen {
   readonly groupId: string;
   readonly state: string | undefined;
   readonly topics: readonly GroupStatus[];
@@ -26,7 +26,7 @@ interface GroupScreen {
   readonly lag: readonly PartitionLag[] | undefined;
 }
 
-interface StatusReport {
+export interface StatusReport {
   readonly migrations: MigrationStatus;
   readonly groups: readonly GroupScreen[];
   /** Outbox rows by status; undefined before the outbox migration. */
@@ -59,7 +59,7 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
     const intervalS = options.watch === true ? 5 : Number(options.watch ?? 0);
     const watching = intervalS > 0 && options.json !== true && process.stdout.isTTY === true;
     for (;;) {
-      const report = await readReport(pool, admin);
+      const report = await readStatusReport(pool, admin);
       if (options.json === true) {
         process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         return;
@@ -78,7 +78,11 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
   }
 }
 
-async function readReport(pool: pg.Pool, admin: ReturnType<Kafka['admin']> | undefined): Promise<StatusReport> {
+/** What `oncely status` shows (and the console's groups screen): without `admin`, no state and no lag. */
+export async function readStatusReport(
+  pool: pg.Pool,
+  admin: ReturnType<Kafka['admin']> | undefined,
+): Promise<StatusReport> {
   const migrations = await migrationStatus(pool);
   if (migrations.applied.length === 0) return { migrations, groups: [] };
   const byGroup = new Map<string, GroupStatus[]>();
