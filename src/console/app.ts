@@ -557,7 +557,8 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       const plan = await planReplay(planOptions(q));
       return await replayPage(v, q, views.replayPlanSection(v, q, plan));
     } catch (error) {
-      if (!expected(error)) throw error;
+      // Shown on the replay screen with the form kept: a typo in the topic is fixed where it was made.
+      if (statusOf(error) >= 500) logger.warn({ err: error }, 'console: replay plan failed');
       return {
         ...(await replayPage(v, q, html``, [{ kind: 'error', text: oneLine(error) }])),
         status: statusOf(error),

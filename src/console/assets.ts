@@ -43,8 +43,9 @@ form.filters { display: flex; flex-wrap: wrap; gap: .6rem; align-items: end; mar
 form.filters label, form.stack label { display: flex; flex-direction: column; gap: .2rem; font-size: 12px; color: var(--muted); }
 form.stack { display: flex; flex-direction: column; gap: .7rem; max-width: 32rem; }
 input, select, button { font: inherit; padding: .3rem .5rem; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
-button { cursor: pointer; background: var(--accent); color: #fff; border-color: var(--accent); }
-button.danger { background: var(--bad); border-color: var(--bad); }
+button, a.button { cursor: pointer; background: var(--accent); color: #fff; border: 1px solid var(--accent); }
+a.button { display: inline-block; padding: .3rem .6rem; border-radius: 4px; text-decoration: none; }
+button.danger, a.button.danger { background: var(--bad); border-color: var(--bad); }
 button.secondary { background: #fff; color: var(--accent); }
 button:disabled { opacity: .5; cursor: not-allowed; }
 .actions { display: flex; gap: .5rem; margin: .6rem 0; align-items: center; flex-wrap: wrap; }
@@ -54,7 +55,7 @@ dl.fields dd { margin: 0; }
 .pill { display: inline-block; padding: 0 .45rem; border-radius: 9px; font-size: 12px; border: 1px solid var(--line); }
 .pill.open, .pill.parked, .pill.refused, .pill.failed { border-color: #f3b0aa; color: var(--bad); }
 .pill.retried, .pill.done, .pill.processed { border-color: #9fd3b2; color: var(--ok); }
-.chart { display: block; width: 100%; max-width: 420px; height: 70px; }
+.chart { display: block; width: 100%; max-width: 420px; height: 70px; background: #f8f9fb; border: 1px solid var(--line); border-radius: 4px; }
 .chart .bar { fill: #9db4ef; }
 .chart .lag { fill: none; stroke: var(--bad); stroke-width: 1.5; }
 .chart .axis { stroke: var(--line); }

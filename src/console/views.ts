@@ -365,11 +365,13 @@ export function deadLetterScreen(v: ViewContext, letter: DeadLetter): Html {
       letter.status === 'open'
         ? v.write
           ? html`<div class="actions">
-              <a href="${v.base}/dead-letters/confirm${query({ action: 'retry', id: letter.id })}"
-                ><button type="button">Retry…</button></a
+              <a class="button" href="${v.base}/dead-letters/confirm${query({ action: 'retry', id: letter.id })}"
+                >Retry…</a
               >
-              <a href="${v.base}/dead-letters/confirm${query({ action: 'discard', id: letter.id })}"
-                ><button type="button" class="danger">Discard…</button></a
+              <a
+                class="button danger"
+                href="${v.base}/dead-letters/confirm${query({ action: 'discard', id: letter.id })}"
+                >Discard…</a
               >
             </div>`
           : readOnlyNote()
@@ -623,7 +625,7 @@ export function replayPlanSection(v: ViewContext, q: ReplayQuery, plan: ReplayPl
                       ></label
                     >
                     <label
-                      >to force, type the group name (<code>${plan.groupId}</code>)
+                      ><span>to force, type the group name: <code>${plan.groupId}</code></span>
                       <input name="confirm" autocomplete="off"
                     /></label>`
                 : ''
