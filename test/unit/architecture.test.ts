@@ -139,6 +139,28 @@ describe('architecture', () => {
     expect(reachable.filter((s) => s.endsWith('/express.js') || s.endsWith('/fastify.js'))).toEqual([]);
   });
 
+  it('keeps console/ at the top: nothing below imports it, and it loads neither express nor fastify at run time', () => {
+    const ours = files.filter((f) => rel(f).startsWith('console/'));
+    expect(ours.map(rel)).toEqual(
+      expect.arrayContaining(['console/app.ts', 'console/express.ts', 'console/fastify.ts']),
+    );
+    const importers = files
+      .filter((f) => !rel(f).startsWith('console/') && rel(f) !== 'cli/console.ts')
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s.includes('/console/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(importers).toEqual([]);
+    // `oncely/console` must load with only one of the two frameworks installed (or none).
+    const valueImports = ours.flatMap((f) =>
+      [...readFileSync(f, 'utf8').matchAll(/^import\s+(?!type\s)[^;]*?from\s+'(express|fastify)'/gm)].map(
+        (m) => `${rel(f)} → ${m[1] ?? ''}`,
+      ),
+    );
+    expect(valueImports).toEqual([]);
+  });
+
   it('has no import cycles', () => {
     const graph = new Map(
       files.map(
