@@ -15,7 +15,7 @@ export {
   type DeadLetterSummary,
   type ResolveResult,
   type RetryOptions,
-} from './pipeline/dead-letter-admin.js';
+} from './replay/dead-letters.js';
 export { DEAD_LETTER_HEADERS } from './kafka/dead-letter-topic.js';
 export {
   defineBatchHandler,
@@ -32,7 +32,7 @@ export {
   type HandlerOptions,
   type MessageInfo,
 } from './pipeline/handler.js';
-export type { InboxConsumerOptions } from './config.js';
+export type { InboxConsumerOptions } from './pipeline/options.js';
 export { METRIC_NAMES, type MetricsOptions } from './metrics/prometheus.js';
 export type { RelayMetricsOptions } from './metrics/outbox.js';
 export type { IdempotencyMetricsOptions, IdempotencyOutcome } from './metrics/idempotency.js';
@@ -44,7 +44,7 @@ export type {
   DuplicateClass,
   MessageCoordinates,
   OutcomeDetails,
-} from './pipeline/events.js';
+} from './events/index.js';
 export { DEFAULT_RETRY, backoffDelay, type RetryPolicy } from './pipeline/retry.js';
 export {
   ERROR_CODES,
@@ -100,7 +100,7 @@ export {
   type PublishTarget,
   type PublishedEvent,
 } from './outbox/publish.js';
-export type { OutboxHeaderValue } from './outbox/headers.js';
+export type { HeaderValue as OutboxHeaderValue } from './inbox/headers.js';
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from './outbox/relay.js';
 export {
   DEFAULT_OUTBOX_RETENTION_MS,
@@ -154,7 +154,7 @@ export {
   type RangeBound,
   type ReplayPlan,
 } from './replay/plan.js';
-export { formatReplayPlan } from './replay/format.js';
+export { formatReplayPlan } from './cli/replay-format.js';
 export { runReplay, type ReplayRunResult, type RunReplayOptions } from './replay/run.js';
 export { replayStatus, type ReplayProgress } from './replay/status.js';
 export { inboxHorizonsTable, replaysTable } from './replay/tables.js';

@@ -1,11 +1,11 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
-import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
 
 import { consolePlugin } from '../console/fastify.js';
 import { randomToken } from '../console/security.js';
 import type { OncelyDatabase } from '../inbox/database.js';
+import { createKafkaClient } from '../kafka/client.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
 import { loadHandlers } from './dead-letters.js';
 
@@ -45,13 +45,7 @@ export async function runConsole(options: ConsoleCommandOptions): Promise<void> 
   const kafka =
     brokers.length === 0
       ? undefined
-      : new Kafka({
-          clientId: 'oncely-console',
-          brokers,
-          logLevel: logLevel.NOTHING,
-          connectionTimeout: 3_000,
-          retry: { retries: 1 },
-        });
+      : createKafkaClient({ clientId: 'oncely-console', brokers, connectionTimeoutMs: 3_000, retries: 1 });
   const app = fastify.default({ logger: false });
   try {
     await app.register(consolePlugin, {

@@ -12,10 +12,11 @@ import {
   type ResolveResult,
   retryDeadLetter,
   retryDeadLetters,
-} from '../pipeline/dead-letter-admin.js';
+} from '../replay/dead-letters.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { importUserModule } from './load-module.js';
-import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage, table as outputTable } from './output.js';
+import { formatIssues, formatStoredError, readableMessage } from '../operator/stored-error.js';
+import { parseDeadLetterId, table as outputTable } from './output.js';
 
 interface Common {
   readonly databaseUrl: string;

@@ -1,4 +1,4 @@
-import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaClient, type KafkaAdmin } from '../kafka/client.js';
 import pg from 'pg';
 
 import { countOpenDeadLetters } from '../inbox/status.js';
@@ -6,11 +6,11 @@ import { readConsumerLag } from '../kafka/lag.js';
 import { latestMigrationId, migrationStatus } from '../migrate/migrate.js';
 import { colours } from './output.js';
 
-export type Verdict = 'OK' | 'WARN' | 'FAIL';
+export type CheckVerdict = 'OK' | 'WARN' | 'FAIL';
 
 export interface Check {
   readonly name: string;
-  readonly verdict: Verdict;
+  readonly verdict: CheckVerdict;
   readonly detail: string;
   /** What to do about a WARN or FAIL. */
   readonly fix?: string;
@@ -138,12 +138,11 @@ async function diagnose(options: DoctorOptions, pool: pg.Pool, checks: Check[]):
     });
     return;
   }
-  const kafka = new Kafka({
+  const kafka = createKafkaClient({
     clientId: 'oncely-doctor',
-    brokers: options.brokers.split(',').map((b) => b.trim()),
-    logLevel: logLevel.NOTHING,
-    connectionTimeout: 3_000,
-    retry: { retries: 1 },
+    brokers: options.brokers,
+    connectionTimeoutMs: 3_000,
+    retries: 1,
   });
   const admin = kafka.admin();
   try {
@@ -167,7 +166,7 @@ async function diagnose(options: DoctorOptions, pool: pg.Pool, checks: Check[]):
 }
 
 async function diagnoseGroup(
-  admin: ReturnType<Kafka['admin']>,
+  admin: KafkaAdmin,
   group: string,
   recordedTopics: readonly string[],
   existing: ReadonlySet<string>,

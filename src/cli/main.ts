@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { Command, Option } from 'commander';
 
-import { editDistance } from '../config.js';
+import { editDistance } from '../pipeline/options.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { parsePort, runDev } from './dev.js';
@@ -12,7 +12,9 @@ import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './out
 import { runDoctor } from './doctor.js';
 import { runConsole } from './console.js';
 import { duration, nonEmpty, wholeNumber } from './arguments.js';
-import { exitQuietlyOnClosedPipe, failureLine } from './output.js';
+import { failureLine } from '../operator/failure.js';
+import { parsePartitions } from '../operator/input.js';
+import { exitQuietlyOnClosedPipe } from './output.js';
 import { runStatusScreen } from './status-screen.js';
 
 // `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
@@ -26,13 +28,12 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 import {
   formatDuration,
   PURGE_INBOX_FLOOR_MS,
-  parsePartitions,
   runOffsetsReset,
   runOffsetsShow,
   runPurge,
   runReplayPlan,
   runReplayRun,
-} from '../replay/cli.js';
+} from './replay.js';
 
 const program = new Command('oncely')
   .description('Effectively-once Kafka consumers on PostgreSQL')
@@ -194,7 +195,7 @@ program
   .option('--json', 'print JSON for scripts')
   .action(runDoctor);
 
-// Offsets, replay and retention (src/replay/cli.ts): they need Kafka as well as the database.
+// Offsets, replay and retention (src/cli/replay.ts): they need Kafka as well as the database.
 const brokers = (): Option =>
   new Option('--brokers <list>', 'Kafka bootstrap servers, comma-separated')
     .env('KAFKA_BROKERS')

@@ -1,4 +1,4 @@
-import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaClient } from '../kafka/client.js';
 import pg from 'pg';
 import { pino } from 'pino';
 
@@ -37,7 +37,7 @@ export async function runRelay(options: {
   if (brokers.length === 0) throw configError('brokers', 'give --brokers host:port[,host:port] or set KAFKA_BROKERS');
   const relay = createOutboxRelay({
     db: options.databaseUrl,
-    kafka: new Kafka({ clientId: 'oncely-relay', brokers, logLevel: logLevel.WARN }),
+    kafka: createKafkaClient({ clientId: 'oncely-relay', brokers, logWarnings: true }),
     logger: pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' }),
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
     ...(options.pollInterval === undefined ? {} : { pollIntervalMs: options.pollInterval }),

@@ -1,12 +1,8 @@
-import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaClient } from '../kafka/client.js';
 import pg from 'pg';
 
-import { countOpenDeadLetters, type GroupStatus, type OpenDeadLetterCount, readGroupStatus } from '../inbox/status.js';
-import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
-import { migrationStatus, type MigrationStatus } from '../migrate/migrate.js';
-import { type OutboxStatus, outboxCounts } from '../outbox/store.js';
-import { formatReplayStatus } from '../replay/cli.js';
-import { replayStatus, type ReplayProgress } from '../replay/status.js';
+import { readStatusReport, type StatusReport } from '../console/status.js';
+import { formatReplayStatus } from './replay.js';
 import { colours } from './output.js';
 
 export interface StatusOptions {
@@ -15,24 +11,6 @@ export interface StatusOptions {
   readonly json?: boolean;
   /** Refresh every this many seconds (true: 5) on a terminal, until Ctrl-C. */
   readonly watch?: boolean | string;
-}
-
-export interface GroupScreen {
-  readonly groupId: string;
-  readonly state: string | undefined;
-  readonly topics: readonly GroupStatus[];
-  readonly deadLettersOpen: readonly OpenDeadLetterCount[];
-  /** Undefined when no brokers were given. */
-  readonly lag: readonly PartitionLag[] | undefined;
-}
-
-export interface StatusReport {
-  readonly migrations: MigrationStatus;
-  readonly groups: readonly GroupScreen[];
-  /** Outbox rows by status; undefined before the outbox migration. */
-  readonly outbox?: Record<OutboxStatus, number> | undefined;
-  /** Replays and how far each has come (see `oncely replay`). */
-  readonly replays?: readonly ReplayProgress[];
 }
 
 /**
@@ -46,12 +24,11 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
   const kafka =
     options.brokers === undefined || options.brokers === ''
       ? undefined
-      : new Kafka({
+      : createKafkaClient({
           clientId: 'oncely-status',
-          brokers: options.brokers.split(',').map((b) => b.trim()),
-          logLevel: logLevel.NOTHING,
-          connectionTimeout: 3_000,
-          retry: { retries: 1 },
+          brokers: options.brokers,
+          connectionTimeoutMs: 3_000,
+          retries: 1,
         });
   const admin = kafka?.admin();
   try {
@@ -76,39 +53,6 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
     await admin?.disconnect().catch(() => undefined);
     await pool.end();
   }
-}
-
-/** What `oncely status` shows (and the console's groups screen): without `admin`, no state and no lag. */
-export async function readStatusReport(
-  pool: pg.Pool,
-  admin: ReturnType<Kafka['admin']> | undefined,
-): Promise<StatusReport> {
-  const migrations = await migrationStatus(pool);
-  if (migrations.applied.length === 0) return { migrations, groups: [] };
-  const byGroup = new Map<string, GroupStatus[]>();
-  for (const status of await readGroupStatus(pool)) {
-    byGroup.set(status.groupId, [...(byGroup.get(status.groupId) ?? []), status]);
-  }
-  const groups: GroupScreen[] = [];
-  for (const [groupId, topics] of byGroup) {
-    const deadLettersOpen = await countOpenDeadLetters(pool, groupId);
-    let state: string | undefined;
-    let lag: PartitionLag[] | undefined;
-    if (admin !== undefined) {
-      state = (await admin.describeGroups([groupId])).groups[0]?.state;
-      const existing = new Set(await admin.listTopics());
-      lag = await readConsumerLag(
-        admin,
-        groupId,
-        topics.map((t) => t.topic).filter((t) => existing.has(t)),
-      );
-    }
-    groups.push({ groupId, state, topics, deadLettersOpen, lag });
-  }
-  const applied = new Set(migrations.applied.map((m) => m.name));
-  const outbox = applied.has('0003_outbox') ? await outboxCounts(pool) : undefined;
-  const replays = applied.has('0006_retention') ? await replayStatus(pool) : [];
-  return { migrations, groups, outbox, replays };
 }
 
 function render(report: StatusReport): string {

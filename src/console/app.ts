@@ -7,30 +7,25 @@
  * origin → CSRF token, then recorded in `oncely.console_audit` before it runs.
  */
 import { drizzle } from 'drizzle-orm/node-postgres';
-import type { Admin } from 'kafkajs';
 import { pino, type Logger } from 'pino';
 
-import { failureLine } from '../cli/output.js';
-import { readStatusReport } from '../cli/status-screen.js';
 import { isOncelyError } from '../errors.js';
 import { findKey } from '../http/store.js';
 import { type OncelyDatabase, resolvePool } from '../inbox/database.js';
 import { DEAD_LETTER_REASONS, type DeadLetterReason } from '../inbox/dead-letters.js';
 import { selectDeadLetter, type DeadLetter, type DeadLetterStatus } from '../inbox/dead-letter-store.js';
 import { discardParked, listOutbox, outboxCounts, readOutboxBacklog, retryParked } from '../outbox/store.js';
-import {
-  discardDeadLetter,
-  listDeadLetters,
-  type ResolveResult,
-  retryDeadLetter,
-} from '../pipeline/dead-letter-admin.js';
-import { parseDuration, parsePartitions } from '../replay/cli.js';
+import { discardDeadLetter, listDeadLetters, type ResolveResult, retryDeadLetter } from '../replay/dead-letters.js';
+import type { KafkaAdmin } from '../kafka/client.js';
+import { failureLine } from '../operator/failure.js';
+import { parseDuration, parsePartitions } from '../operator/input.js';
 import { planReplay, type PlanReplayOptions } from '../replay/plan.js';
 import { runReplay } from '../replay/run.js';
 import { replayStatus } from '../replay/status.js';
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js';
 import { type Html, html } from './html.js';
 import { checkConsoleOptions, type ConsoleOptions } from './options.js';
+import { readStatusReport } from './status.js';
 import {
   constantTimeEqual,
   cookie,
@@ -138,9 +133,9 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
   const retryDb: OncelyDatabase =
     typeof options.db === 'object' && '$client' in options.db ? options.db : (drizzle(pool) as OncelyDatabase);
   const lagSamples = new Map<string, { at: number; values: number[] }>();
-  let admin: Promise<Admin> | undefined;
+  let admin: Promise<KafkaAdmin> | undefined;
 
-  const kafkaAdmin = (): Promise<Admin> | undefined => {
+  const kafkaAdmin = (): Promise<KafkaAdmin> | undefined => {
     if (options.kafka === undefined) return undefined;
     if (admin === undefined) {
       const created = options.kafka.admin();

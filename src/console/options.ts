@@ -1,4 +1,4 @@
-import type { Kafka } from 'kafkajs';
+import type { KafkaClient } from '../kafka/client.js';
 import type { Logger } from 'pino';
 
 import { configError } from '../errors.js';
@@ -18,7 +18,7 @@ export interface ConsoleOptions<Req = unknown> {
    */
   readonly db: DatabaseInput;
   /** A kafkajs client. Without it the console shows no group state or lag, and cannot plan or run replays. */
-  readonly kafka?: Kafka;
+  readonly kafka?: KafkaClient;
   /**
    * The token every request must carry: once as `?token=` or through the sign-in form (a signed,
    * HttpOnly, SameSite=Strict cookie follows), or as `Authorization: Bearer <token>`. Compared in

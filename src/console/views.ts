@@ -2,17 +2,17 @@
  * The console's screens as server-rendered HTML. Every value goes through the escaping `html`
  * template; payload values are rendered only when the payload permission is on.
  */
-import { formatStoredError, readableMessage } from '../cli/output.js';
-import type { StatusReport } from '../cli/status-screen.js';
 import type { StoredKey } from '../http/store.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import type { DeadLetter, DeadLetterSummary } from '../inbox/dead-letter-store.js';
 import type { OutboxEntry, OutboxStatus } from '../outbox/store.js';
-import type { PausedPartition } from '../pipeline/pauses.js';
+import { formatStoredError, readableMessage } from '../operator/stored-error.js';
+import type { PausedPartition } from '../pipeline/lifecycle/pauses.js';
 import type { ReplayPlan } from '../replay/plan.js';
 import type { ReplayProgress } from '../replay/status.js';
 import { lagChart } from './chart.js';
 import { type Html, html, query, time } from './html.js';
+import type { StatusReport } from './status.js';
 import type { AuditEntry } from './store.js';
 
 /** What every screen needs to know about the request and the console. */

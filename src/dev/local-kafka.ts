@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Kafka, logLevel } from 'kafkajs';
+import { createKafkaClient } from '../kafka/client.js';
 import type { Logger } from 'pino';
 
 import { OncelyError, isOncelyError } from '../errors.js';
@@ -59,19 +59,18 @@ interface Layout {
 }
 
 /** True when a failed start looks like a lost race for a port another process took meanwhile. */
-export function lostPortRace(text: string): boolean {
+export function lostKafkaPortRace(text: string): boolean {
   return /Address already in use|BindException/.test(text);
 }
 
 /** Lists topics once with a throwaway admin client; throws while the broker is not serving. */
 async function probeBroker(brokers: string[]): Promise<void> {
-  const kafka = new Kafka({
+  const kafka = createKafkaClient({
     clientId: 'oncely-dev-ready',
     brokers,
-    logLevel: logLevel.NOTHING,
-    connectionTimeout: 2_000,
-    requestTimeout: 5_000,
-    retry: { retries: 0 },
+    connectionTimeoutMs: 2_000,
+    requestTimeoutMs: 5_000,
+    retries: 0,
   });
   const admin = kafka.admin();
   try {
@@ -135,7 +134,10 @@ export class LocalKafka {
         await kafka.stop();
         // A port of the user's choice is not raced for: another server has it.
         const retry =
-          options.port === undefined && attempt < MAX_ATTEMPTS && isOncelyError(error) && lostPortRace(error.message);
+          options.port === undefined &&
+          attempt < MAX_ATTEMPTS &&
+          isOncelyError(error) &&
+          lostKafkaPortRace(error.message);
         if (!retry) throw error;
         options.logger.debug({ attempt }, 'oncely dev: Kafka lost a port race, retrying with new ports');
       }

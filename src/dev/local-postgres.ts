@@ -77,7 +77,7 @@ function serverEnv(): NodeJS.ProcessEnv {
 }
 
 /** True when the server log says another process took the port between allocation and bind. */
-export function lostPortRace(text: string): boolean {
+export function lostPostgresPortRace(text: string): boolean {
   return /could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(text);
 }
 
@@ -232,7 +232,7 @@ export class LocalPostgres {
       if (result.code === 0) break;
       const log = await tailFile(this.logFile, 20);
       // A port of the user's choice is not raced for: another server has it.
-      if (fixed === undefined && attempt < MAX_ATTEMPTS && lostPortRace(log)) continue;
+      if (fixed === undefined && attempt < MAX_ATTEMPTS && lostPostgresPortRace(log)) continue;
       if (this.kept && /another server might be running|lock file .* already exists/i.test(log + result.output)) {
         throw this.failure(
           `the cluster in ${this.root} is in use by another server (another \`oncely dev --data-dir\`?)`,

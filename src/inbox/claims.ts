@@ -51,7 +51,7 @@ export type ClaimResult =
  * What recognises a partition's log at its resume point: the record just before it
  * (`next_offset − 1`), by its payload fingerprint and its Kafka timestamp. Written by the same
  * statement that records the offset; on assignment the consumer fetches that record again and
- * compares (pipeline/resume-points.ts): a topic deleted and re-created holds other records there,
+ * compares (pipeline/lifecycle/resume-points.ts): a topic deleted and re-created holds other records there,
  * whatever its length.
  */
 export interface ResumeMark {

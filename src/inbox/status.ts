@@ -107,3 +107,35 @@ export async function countOpenDeadLetters(pool: pg.Pool, groupId: string): Prom
   );
   return rows.map((r) => ({ topic: r.topic, reason: r.reason, open: Number(r.open) }));
 }
+
+/** Per topic, the replays of a group still running: messages re-read so far, and left to re-read. */
+export interface RunningReplayTotals {
+  readonly topic: string;
+  readonly replayed: number;
+  readonly remaining: number;
+}
+
+/**
+ * What the replay metrics show, summed per topic over the group's replays whose group has not yet
+ * passed the end of every range. Reads the audit rows and `oncely.offsets` only (a few rows per
+ * replay), never the inbox: cheap enough for a scrape.
+ */
+export async function runningReplayTotals(pool: pg.Pool, groupId: string): Promise<RunningReplayTotals[]> {
+  const { rows } = await pool.query<{ topic: string; replayed: string; remaining: string }>(
+    `WITH ranges AS (
+       SELECT r.id, r.topic, x.start, x."end",
+              -- Where the group is within the range: its resume point, held to [start, end].
+              LEAST(GREATEST(COALESCE(o.next_offset, x.start), x.start), x."end") AS reached
+         FROM oncely.replays r
+        CROSS JOIN jsonb_to_recordset(r.ranges) AS x(partition int, start bigint, "end" bigint)
+         LEFT JOIN oncely.offsets o
+           ON o.consumer_group = r.consumer_group AND o.topic = r.topic AND o.partition = x.partition
+        WHERE r.consumer_group = $1 AND r.completed_at IS NULL)
+     SELECT topic, sum(reached - start)::text AS replayed, sum("end" - reached)::text AS remaining
+       FROM ranges
+      WHERE id IN (SELECT id FROM ranges GROUP BY id HAVING sum("end" - reached) > 0)
+      GROUP BY topic`,
+    [groupId],
+  );
+  return rows.map((r) => ({ topic: r.topic, replayed: Number(r.replayed), remaining: Number(r.remaining) }));
+}

@@ -16,7 +16,7 @@ export interface DeadLetterMessage {
 }
 
 /** A dead letter as a Kafka record of the dead-letter topic (sent through the outbox). */
-export interface DeadLetterRecord {
+export interface DeadLetterTopicRecord {
   readonly topic: string;
   readonly partition: number;
   readonly key: Buffer | null;
@@ -30,7 +30,7 @@ export interface DeadLetterTopic {
   /** Checks that the dead-letter topics exist with enough partitions. */
   start(): Promise<void>;
   /** The record to publish for a dead letter (the outbox relay sends it after the outcome commits). */
-  toRecord(message: DeadLetterMessage): DeadLetterRecord;
+  toRecord(message: DeadLetterMessage): DeadLetterTopicRecord;
   stop(): Promise<void>;
 }
 

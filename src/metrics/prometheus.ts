@@ -1,17 +1,22 @@
+import type { KafkaAdmin, KafkaClient } from '../kafka/client.js';
 /**
  * Prometheus metrics fed from a consumer's event hub. prom-client is an optional peer dependency:
  * it is loaded only when a consumer is given `metrics`, and metrics go to the registry the user
  * passes (never prom-client's global one), so two consumers or two libraries cannot collide.
  */
-import type { Kafka, Admin } from 'kafkajs';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type * as PromClient from 'prom-client';
 
-import { countOpenDeadLetters, type OpenDeadLetterCount } from '../inbox/status.js';
+import {
+  countOpenDeadLetters,
+  type OpenDeadLetterCount,
+  runningReplayTotals,
+  type RunningReplayTotals,
+} from '../inbox/status.js';
 import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
-import type { EventHub } from '../pipeline/events.js';
-import { runningReplayTotals, type RunningReplayTotals } from '../replay/store.js';
+import type { EventHub } from '../events/index.js';
+
 import { IDEMPOTENCY_METRIC_NAMES } from './idempotency.js';
 import { RELAY_METRIC_NAMES } from './outbox.js';
 import { loadPromClient } from './registry.js';
@@ -211,7 +216,7 @@ export interface ConsumerMetricsInput {
   readonly groupId: string;
   readonly topics: readonly string[];
   readonly events: EventHub;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly pool: pg.Pool;
   readonly logger: Logger;
 }
@@ -279,8 +284,8 @@ export function attachMetrics(options: MetricsOptions, input: ConsumerMetricsInp
   });
 
   const intervalMs = options.refreshIntervalMs ?? 15_000;
-  let admin: Promise<Admin> | undefined;
-  const connectAdmin = (): Promise<Admin> => {
+  let admin: Promise<KafkaAdmin> | undefined;
+  const connectAdmin = (): Promise<KafkaAdmin> => {
     admin ??= (async () => {
       const created = input.kafka.admin();
       await created.connect();

@@ -3,7 +3,7 @@ import { type SQL, sql } from 'drizzle-orm';
 import { OncelyError } from '../errors.js';
 import { MAX_MESSAGE_ID_LENGTH, MESSAGE_ID_HEADER } from '../kafka/message-identity.js';
 import { activeTraceHeaders } from '../tracing/trace-context.js';
-import { encodeHeaders, type OutboxHeaderValue } from './headers.js';
+import { encodeHeaders, type HeaderValue } from '../inbox/headers.js';
 import { uuidv7 } from './message-id.js';
 import { insertOutboxRow, type OutboxInsert, type Queryable } from './store.js';
 
@@ -26,7 +26,7 @@ export interface OutboxMessage {
    */
   readonly value: unknown;
   /** Extra record headers. `message-id`, `causation-id` and `traceparent` are set by oncely. */
-  readonly headers?: Readonly<Record<string, OutboxHeaderValue | undefined>>;
+  readonly headers?: Readonly<Record<string, HeaderValue | undefined>>;
   /** A fixed partition. Default: the producer's partitioner (by key). */
   readonly partition?: number;
 }

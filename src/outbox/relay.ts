@@ -3,15 +3,16 @@
  * acknowledged them. It composes the outbox's SQL (store.ts) with a kafkajs producer, as the
  * pipeline composes the inbox with the consumer.
  */
-import type { Admin, Kafka, Message, Producer, ProducerConfig, TopicMessages } from 'kafkajs';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 
 import { configError } from '../errors.js';
+import { isKafkaClient, type KafkaClient, type KafkaProducerSettings } from '../kafka/client.js';
+import { type OutgoingRecord, protocolErrorType, RecordProducer } from '../kafka/producer.js';
 import { type DatabaseInput, resolvePool } from '../inbox/database.js';
 import { attachRelayMetrics, type RelayMetrics, type RelayMetricsOptions } from '../metrics/outbox.js';
 import { assertRegistry } from '../metrics/registry.js';
-import { decodeHeaders } from './headers.js';
+import { decodeHeaders } from '../inbox/headers.js';
 import {
   fetchPending,
   markSent,
@@ -27,7 +28,7 @@ export interface OutboxRelayOptions {
   /** The database holding `oncely.outbox`: a drizzle node-postgres database, a pg Pool, or a URL. */
   readonly db: DatabaseInput;
   /** A kafkajs client: `new Kafka({ clientId, brokers })`. */
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   /** Rows read and sent per round. Default 500. */
   readonly batchSize?: number;
   /** How often to look for rows when no notification came (the fallback to LISTEN/NOTIFY). Default 1000 ms. */
@@ -57,7 +58,7 @@ export interface OutboxRelayOptions {
   /** A pino logger. Default: pino at `ONCELY_LOG_LEVEL` or `info`. Payloads are never logged. */
   readonly logger?: Logger;
   /** Further kafkajs producer settings. `idempotent` and `maxInFlightRequests` are fixed by oncely. */
-  readonly producer?: Omit<ProducerConfig, 'idempotent' | 'maxInFlightRequests' | 'transactionalId'>;
+  readonly producer?: KafkaProducerSettings;
   /**
    * Prometheus metrics (needs the optional peer `prom-client`): `{ registry: new Registry() }`
    * registers `oncely_outbox_backlog`, `oncely_outbox_oldest_pending_age_seconds` (read from the
@@ -155,8 +156,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    */
   let confirmedAt = Number.NEGATIVE_INFINITY;
   let heartbeat: NodeJS.Timeout | undefined;
-  let producer: Producer | undefined;
-  let admin: Admin | undefined;
+  let producer: RecordProducer | undefined;
   let knownTopics: { names: Set<string>; at: number } | undefined;
 
   // stop() must not wait for kafkajs to give up on an unreachable broker (its retries can take
@@ -213,17 +213,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /** Second disconnects pending; stop() waits a short while for them. */
   const lingering = new Set<Promise<unknown>>();
   const closeKafka = async (): Promise<void> => {
-    const [p, a] = [producer, admin];
+    const p = producer;
     producer = undefined;
-    admin = undefined;
     knownTopics = undefined;
-    const disconnect = (): Promise<unknown> =>
-      Promise.all([p?.disconnect().catch(() => undefined), a?.disconnect().catch(() => undefined)]);
+    const disconnect = (): Promise<unknown> => p?.disconnect() ?? Promise.resolve();
     await disconnect();
     // Once the work still running in these clients ends, disconnect again: whatever connection it
     // opened after the first disconnect is closed too (in the background: it may take kafkajs'
     // retries against an unreachable broker).
-    if (inFlight.size > 0 && (p !== undefined || a !== undefined)) {
+    if (inFlight.size > 0 && p !== undefined) {
       const again = Promise.all([...inFlight]).then(disconnect);
       lingering.add(again);
       void again.finally(() => lingering.delete(again));
@@ -331,37 +329,19 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   };
   const isLost = (c: pg.Client): boolean => (c as pg.Client & { oncelyLost?: () => boolean }).oncelyLost?.() === true;
 
-  const ensureKafka = async (): Promise<{ producer: Producer; admin: Admin }> => {
-    if (producer !== undefined && admin !== undefined) return { producer, admin };
-    const p = config.kafka.producer({
-      // A typo in a topic name must not create a topic: the row waits and is parked instead.
-      allowAutoTopicCreation: false,
-      ...config.producerConfig,
-      // The broker dedupes the producer's own retries and keeps their order: per (topic, key)
-      // order holds even when a request is retried.
-      idempotent: true,
-      maxInFlightRequests: 1,
-    });
-    const a = config.kafka.admin();
-    try {
-      await untilStopped(Promise.all([p.connect(), a.connect()]));
-    } catch (error) {
-      await Promise.all([p.disconnect().catch(() => undefined), a.disconnect().catch(() => undefined)]);
-      throw error;
-    }
-    producer = p;
-    admin = a;
-    return { producer: p, admin: a };
+  const ensureKafka = async (): Promise<RecordProducer> => {
+    producer ??= await RecordProducer.connect(config.kafka, config.producerConfig, untilStopped);
+    return producer;
   };
 
   /**
    * Whether the broker has the topic: `'yes'`, `'no'` (the list was just read again, so this
    * counts as an attempt), or `'unknown'` (read too recently to read again: the row just waits).
    */
-  const topicExists = async (a: Admin, topic: string): Promise<'yes' | 'no' | 'unknown'> => {
+  const topicExists = async (p: RecordProducer, topic: string): Promise<'yes' | 'no' | 'unknown'> => {
     if (knownTopics?.names.has(topic) === true) return 'yes';
     if (knownTopics !== undefined && Date.now() - knownTopics.at < config.pollIntervalMs) return 'unknown';
-    knownTopics = { names: new Set(await a.listTopics()), at: Date.now() };
+    knownTopics = { names: new Set(await p.listTopics()), at: Date.now() };
     return knownTopics.names.has(topic) ? 'yes' : 'no';
   };
 
@@ -370,14 +350,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * unreachable (nothing is counted against the rows then) or the database connection was lost.
    */
   const sendRound = async (db: pg.Client, rows: readonly PendingRow[]): Promise<number> => {
-    const { producer: p, admin: a } = await ensureKafka();
+    const p = await ensureKafka();
     // Rows of a key whose earlier row cannot go now wait behind it: order per key.
     const held = new Set<string>();
     const sendable: PendingRow[] = [];
     for (const row of rows) {
       const key = keyOf(row);
       if (key !== undefined && held.has(key)) continue;
-      const exists = await topicExists(a, row.topic);
+      const exists = await topicExists(p, row.topic);
       if (exists === 'unknown') {
         if (key !== undefined) held.add(key);
         continue;
@@ -404,7 +384,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     if (sendable.length === 0) return 0;
     await holdLease(db);
     try {
-      await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages(sendable) }));
+      await untilStopped(p.send(sendable.map(toRecord)));
     } catch (error) {
       if (error instanceof Stopped) throw error;
       const type = protocolErrorType(error);
@@ -429,7 +409,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return sendable.length;
   };
 
-  const sendOneByOne = async (db: pg.Client, p: Producer, rows: readonly PendingRow[]): Promise<number> => {
+  const sendOneByOne = async (db: pg.Client, p: RecordProducer, rows: readonly PendingRow[]): Promise<number> => {
     const held = new Set<string>();
     let sent = 0;
     for (const row of rows) {
@@ -437,7 +417,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (key !== undefined && held.has(key)) continue;
       await holdLease(db);
       try {
-        await untilStopped(p.sendBatch({ acks: -1, topicMessages: toTopicMessages([row]) }));
+        await untilStopped(p.send([toRecord(row)]));
       } catch (error) {
         if (error instanceof Stopped) throw error;
         const type = protocolErrorType(error);
@@ -550,7 +530,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 }
 
 interface ResolvedRelayOptions {
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly pool: pg.Pool;
   readonly ownedPool: boolean;
   readonly connection: pg.ClientConfig;
@@ -562,14 +542,14 @@ interface ResolvedRelayOptions {
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
   readonly logger: Logger;
-  readonly producerConfig: Omit<ProducerConfig, 'idempotent' | 'maxInFlightRequests' | 'transactionalId'>;
+  readonly producerConfig: KafkaProducerSettings;
   readonly afterSend: ((messageIds: readonly string[]) => Promise<void> | void) | undefined;
 }
 
 function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions {
   if (typeof options !== 'object' || options === null) throw configError('relay', 'pass { db, kafka }');
-  const kafka = options.kafka as Partial<Kafka> | undefined;
-  if (kafka === undefined || typeof kafka.producer !== 'function' || typeof kafka.admin !== 'function') {
+  const kafka: unknown = options.kafka;
+  if (!isKafkaClient(kafka)) {
     throw configError('relay.kafka', 'expected a kafkajs client: `new Kafka({ clientId, brokers })`');
   }
   const positive = (name: string, value: number | undefined, fallback: number): number => {
@@ -620,33 +600,15 @@ function keyOf(row: PendingRow): string | undefined {
   return row.key === null ? undefined : `${row.topic}\u0000${row.key.toString('base64')}`;
 }
 
-/** Rows as kafkajs topic messages, in id order within each topic. */
-function toTopicMessages(rows: readonly PendingRow[]): TopicMessages[] {
-  const byTopic = new Map<string, Message[]>();
-  for (const row of rows) {
-    let messages = byTopic.get(row.topic);
-    if (messages === undefined) {
-      messages = [];
-      byTopic.set(row.topic, messages);
-    }
-    messages.push({
-      key: row.key,
-      value: row.value,
-      headers: decodeHeaders(row.headers),
-      ...(row.partition === null ? {} : { partition: row.partition }),
-    });
-  }
-  return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
-}
-
-/** The Kafka protocol error type (`MESSAGE_TOO_LARGE`, …) somewhere in an error's cause chain. */
-function protocolErrorType(error: unknown): string | undefined {
-  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
-    const type = (e as { type?: unknown }).type;
-    if (typeof type === 'string') return type;
-    e = (e as { cause?: unknown; originalError?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
-  }
-  return undefined;
+/** A row as the producer sends it. */
+function toRecord(row: PendingRow): OutgoingRecord {
+  return {
+    topic: row.topic,
+    partition: row.partition,
+    key: row.key,
+    value: row.value,
+    headers: decodeHeaders(row.headers),
+  };
 }
 
 function describeSendError(error: unknown, type: string): Record<string, unknown> {

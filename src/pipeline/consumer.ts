@@ -1,4 +1,4 @@
-import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from '../config.js';
+import { type InboxConsumerOptions, resolveConsumerConfig, type ResolvedConsumerConfig } from './options.js';
 import { OncelyError } from '../errors.js';
 import { groupsByTopic } from '../inbox/claims.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, withPooledClient } from '../inbox/pool.js';
@@ -12,15 +12,15 @@ import { type RetentionSchedule, startRetention } from '../retention/schedule.js
 import { attachTracing } from '../tracing/spans.js';
 
 import type { PipelineContext } from './context.js';
-import { redactError } from './error-record.js';
-import { type ConsumerEventListener, type ConsumerEventName, EventHub } from './events.js';
-import { type BatchProcessing, processBatch } from './partition-batch.js';
-import { PartitionPauses, type PausedPartition } from './pauses.js';
+import { redactError } from './record/error-record.js';
+import { type ConsumerEventListener, type ConsumerEventName, EventHub } from '../events/index.js';
+import { type BatchProcessing, processBatch } from './lifecycle/partition-batch.js';
+import { PartitionPauses, type PausedPartition } from './lifecycle/pauses.js';
 import { backoffDelay, classifyFailure } from './retry.js';
-import { ResumePoints } from './resume-points.js';
-import { startError } from './start-errors.js';
+import { ResumePoints } from './lifecycle/resume-points.js';
+import { startError } from './lifecycle/start-errors.js';
 
-export type { PausedPartition } from './pauses.js';
+export type { PausedPartition } from './lifecycle/pauses.js';
 
 export interface InboxConsumer {
   /**

@@ -8,7 +8,7 @@ import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
 import type { Transactions } from '../inbox/transaction.js';
 import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
 
-import type { DuplicateClass, EventHub } from './events.js';
+import type { DuplicateClass, EventHub } from '../events/index.js';
 import type { RetryPolicy } from './retry.js';
 
 /** What the pipeline needs from the consumer around it. */

@@ -1,12 +1,12 @@
-import type { Kafka } from 'kafkajs';
+import type { KafkaClient } from '../kafka/client.js';
 import type pg from 'pg';
 
 import { OncelyError } from '../errors.js';
 import { payloadFingerprint } from '../kafka/message-identity.js';
 import { committedOffsets, type PartitionLog, recordsAt, setCommittedOffsets, topicLog } from '../kafka/offsets.js';
-import { type LogIdentity, markOffset, recogniseLog } from '../pipeline/resume-points.js';
-import { assertNoLiveMembers, withAdmin } from './kafka-admin.js';
-import { inTransaction, readResumePoints, setResumePoints } from './store.js';
+import { type LogIdentity, markOffset, recogniseLog } from '../pipeline/lifecycle/resume-points.js';
+import { assertNoLiveMembers, withAdmin } from '../kafka/admin.js';
+import { inPooledTransaction, readResumePoints, setResumePoints } from './store.js';
 
 /**
  * What one partition's offsets say, from both stores:
@@ -40,7 +40,7 @@ export interface PartitionOffsets {
 
 export interface ShowOffsetsOptions {
   readonly pool: pg.Pool;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   /** Only this group. Default: every group with a resume point in `oncely.offsets`. */
   readonly groupId?: string;
   /** Only this topic. Default: every topic of the group(s). */
@@ -108,7 +108,7 @@ export async function showOffsets(options: ShowOffsetsOptions): Promise<Partitio
 
 export interface ResetOffsetsOptions {
   readonly pool: pg.Pool;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly groupId: string;
   readonly topic: string;
   /** An offset (number, bigint or decimal string), or `'earliest'` / `'latest'`: the log start or end of each partition. */
@@ -137,7 +137,7 @@ export async function resetOffsets(options: ResetOffsetsOptions): Promise<ResetR
  * moves the resume points (a replay's audit row). The order is what makes the pair safe:
  * 1. the database transaction takes the group's retention lock and writes the resume points;
  * 2. Kafka's committed offsets are set while it is open (refused by the broker if a member joined);
- * 3. then it commits. If 2 fails, nothing moved; if 3 fails after 2, Kafka alone was moved — the
+ * 3. then it commits. If 2 fails, nothing moved; if 3 fails after 2, KafkaClient alone was moved — the
  *    error says so and running the same reset again repairs it.
  */
 export async function moveGroupOffsets(
@@ -183,7 +183,7 @@ export async function moveGroupOffsets(
     });
     let kafkaMoved = false;
     try {
-      await inTransaction(options.pool, async (client) => {
+      await inPooledTransaction(options.pool, async (client) => {
         await setResumePoints(client, groupId, topic, marked);
         await alsoInTransaction(client);
         await setCommittedOffsets(admin, groupId, topic, moves);

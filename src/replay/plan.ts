@@ -1,4 +1,4 @@
-import type { Kafka } from 'kafkajs';
+import type { KafkaClient } from '../kafka/client.js';
 import type pg from 'pg';
 
 import { isOncelyError, OncelyError } from '../errors.js';
@@ -6,9 +6,9 @@ import { resolveInboxScope } from '../inbox/scopes.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { deriveMessageId } from '../kafka/message-identity.js';
 import { committedOffsets, offsetsAtTime, topicLog } from '../kafka/offsets.js';
-import { decodeForId, toMessageInfo } from '../pipeline/decode.js';
+import { decodeForId, toMessageInfo } from '../pipeline/record/decode.js';
 import type { AnyHandlerDefinition } from '../pipeline/handler.js';
-import { readRanges, withAdmin } from './kafka-admin.js';
+import { readRanges, withAdmin } from '../kafka/admin.js';
 import { lookUpInbox, readHorizons, readPurgedUntil, readResumePoints } from './store.js';
 
 /**
@@ -20,7 +20,7 @@ export type RangeBound = bigint | number | string | Date;
 
 export interface PlanReplayOptions {
   readonly pool: pg.Pool;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   /** The group to replay: its offsets are the ones read (and, by a run, moved). */
   readonly groupId: string;
   /**
@@ -76,7 +76,7 @@ export interface PartitionPlan {
   readonly atRisk: number;
   /** In the inbox as dead-lettered (or without a valid id): recorded again as duplicates, not re-run. */
   readonly deadLettered: number;
-  /** Offsets in the range below the log start: Kafka no longer has them; they cannot be replayed. */
+  /** Offsets in the range below the log start: KafkaClient no longer has them; they cannot be replayed. */
   readonly gone: number;
   /** The first and last at-risk offsets, or null. */
   readonly atRiskRange: { readonly first: string; readonly last: string } | null;

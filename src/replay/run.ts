@@ -1,7 +1,7 @@
 import { hostname, userInfo } from 'node:os';
 
 import { OncelyError } from '../errors.js';
-import { assertNoLiveMembers, withAdmin } from './kafka-admin.js';
+import { assertNoLiveMembers, withAdmin } from '../kafka/admin.js';
 import { moveGroupOffsets, type ResetResult } from './offsets.js';
 import { type PlanReplayOptions, planReplay, type ReplayPlan } from './plan.js';
 import { insertReplay } from './store.js';

@@ -1,11 +1,11 @@
-import type { Kafka } from 'kafkajs';
+import type { KafkaClient } from '../kafka/client.js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 
 import { configError } from '../errors.js';
 import { resolveInboxScope, type ScopeReader, scopeReaders } from '../inbox/scopes.js';
 import { committedOffsets } from '../kafka/offsets.js';
-import { withAdmin } from '../replay/kafka-admin.js';
+import { withAdmin } from '../kafka/admin.js';
 import {
   deleteInboxBatch,
   deleteResolvedDeadLetters,
@@ -24,7 +24,7 @@ export type ExtraPurger = (pool: pg.Pool) => Promise<number>;
 export interface PurgeOptions {
   readonly pool: pg.Pool;
   /** Kafka's committed offsets bound what may go: a kafkajs client. */
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   /** The group asked about: the purge works on its inbox scope (see `inboxScope`). */
   readonly groupId: string;
   /**
@@ -169,7 +169,7 @@ export async function purge(options: PurgeOptions): Promise<PurgeResult> {
  */
 async function purgeBounds(
   client: pg.ClientBase,
-  kafka: Kafka,
+  kafka: KafkaClient,
   readers: readonly ScopeReader[],
 ): Promise<PurgeBound[]> {
   const positions = await Promise.all(

@@ -1,8 +1,8 @@
-import type { Kafka } from 'kafkajs';
+import type { KafkaClient } from '../kafka/client.js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 
-import type { ResolvedRetention } from '../config.js';
+import type { ResolvedRetention } from './options.js';
 import { purge } from './purge.js';
 
 export interface RetentionSchedule {
@@ -19,7 +19,7 @@ export interface RetentionSchedule {
 export function startRetention(settings: {
   readonly retention: ResolvedRetention | undefined;
   readonly pool: pg.Pool;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly groupId: string;
   /** The consumer's inbox scope: the purge works on it, bounded by every group that reads it. */
   readonly inboxScope: string;

@@ -3,18 +3,18 @@ import { randomUUID } from 'node:crypto';
 
 import { pino, type Logger } from 'pino';
 
-import { DEFAULT_MAX_MESSAGES_PER_TRANSACTION } from '../config.js';
+import { DEFAULT_MAX_MESSAGES_PER_TRANSACTION } from '../pipeline/options.js';
 import { configError } from '../errors.js';
 import { createTransactionBinder, type OncelyDatabase, resolvePool } from '../inbox/database.js';
 import type { DeadLetterReason } from '../inbox/dead-letters.js';
 import { type OpenTransaction, TransactionChain, type Transactions } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import type { Outcome, PartitionControl, PipelineContext } from '../pipeline/context.js';
-import { EventHub } from '../pipeline/events.js';
+import { EventHub } from '../events/index.js';
 import { type AnyHandlerDefinition, type HandlerContext, isHandlerDefinition } from '../pipeline/handler.js';
-import { prepareRecord } from '../pipeline/prepare.js';
-import { processChunk } from '../pipeline/process-chunk.js';
-import { processRecords } from '../pipeline/process-group.js';
+import { prepareRecord } from '../pipeline/record/prepare.js';
+import { processChunk } from '../pipeline/modes/batch.js';
+import { processRecords } from '../pipeline/modes/commit-group.js';
 import { DEFAULT_RETRY, type RetryPolicy } from '../pipeline/retry.js';
 
 /** A message to deliver to the handlers, as a producer would have sent it. */

@@ -10,7 +10,7 @@ import type * as OtelApi from '@opentelemetry/api';
 
 import { OncelyError } from '../errors.js';
 import type { RecordHeaders } from '../kafka/message-identity.js';
-import type { EventHub, MessageCoordinates, OutcomeDetails } from '../pipeline/events.js';
+import type { EventHub, MessageCoordinates, OutcomeDetails } from '../events/index.js';
 
 /** The `tracing` option of `createInboxConsumer()` (`true`: the global tracer provider). */
 export interface TracingOptions {

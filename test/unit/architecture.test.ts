@@ -18,15 +18,49 @@ function sourceFiles(dir: string = SRC): string[] {
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   const found = [
-    ...text.matchAll(/(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g),
+    ...text.matchAll(
+      /(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|^import\s+['"]([^'"]+)['"]/gm,
+    ),
   ];
-  return found.map((m) => m[1] ?? m[2] ?? '');
+  return found.map((m) => m[1] ?? m[2] ?? m[3] ?? '');
 }
 
 const files = sourceFiles();
 const rel = (file: string): string => relative(SRC, file);
 const localTarget = (file: string, specifier: string): string =>
   resolve(dirname(file), specifier.replace(/\.js$/, '.ts'));
+/** A file's room: its top folder under src/, or the file's own name for files at the top. */
+const roomOf = (file: string): string => {
+  const parts = rel(file).split('/');
+  return parts.length > 1 ? (parts[0] ?? '') : (parts[0] ?? '').replace(/\.ts$/, '');
+};
+
+/**
+ * The intended structure (docs/architecture.md): a room imports only rooms on lower floors, never
+ * a room beside it (inbox and kafka, metrics and tracing, pipeline and http).
+ */
+const FLOORS: Readonly<Record<string, number>> = {
+  errors: 0,
+  identity: 0,
+  inbox: 1,
+  kafka: 1,
+  dev: 2,
+  events: 2,
+  migrate: 2,
+  operator: 2,
+  metrics: 3,
+  tracing: 3,
+  outbox: 4,
+  retention: 4,
+  steps: 4,
+  http: 5,
+  pipeline: 5,
+  replay: 6,
+  console: 7,
+  testing: 7,
+  cli: 8,
+  index: 9,
+};
 
 describe('architecture', () => {
   it('reads the imports it checks (the checks below are not vacuous)', () => {
@@ -83,9 +117,7 @@ describe('architecture', () => {
 
   it('keeps SQL and Kafka in separate modules of replay/ and retention/ (composers import both, run neither)', () => {
     const ours = files.filter((f) => /^(replay|retention)\//.test(rel(f)));
-    expect(ours.map(rel)).toEqual(
-      expect.arrayContaining(['replay/store.ts', 'replay/kafka-admin.ts', 'retention/purge.ts']),
-    );
+    expect(ours.map(rel)).toEqual(expect.arrayContaining(['replay/store.ts', 'replay/plan.ts', 'retention/purge.ts']));
     const offenders = ours.flatMap((f) => {
       const text = readFileSync(f, 'utf8');
       const imports = importsOf(f);
@@ -100,9 +132,6 @@ describe('architecture', () => {
       if (rel(f).endsWith('store.ts') && imports.some((s) => s === 'kafkajs' || s.includes('kafka'))) {
         problems.push(`${rel(f)} is a SQL module but imports Kafka code`);
       }
-      if (rel(f).endsWith('kafka-admin.ts') && imports.some((s) => s === 'pg' || s.includes('store'))) {
-        problems.push(`${rel(f)} is a Kafka module but imports SQL code`);
-      }
       return problems;
     });
     expect(offenders).toEqual([]);
@@ -111,8 +140,6 @@ describe('architecture', () => {
   it('resolves Kafka offsets only in pipeline/', () => {
     const offenders = files
       .filter((f) => !rel(f).startsWith('pipeline/') && !rel(f).startsWith('kafka/'))
-      // The replay plan's throwaway reader resolves only its own never-committed group's position.
-      .filter((f) => rel(f) !== 'replay/kafka-admin.ts')
       .filter((f) => /\.resolve\(\s*record\.offset|resolveOffset\(/.test(readFileSync(f, 'utf8')))
       .map(rel);
     expect(offenders).toEqual([]);
@@ -139,13 +166,13 @@ describe('architecture', () => {
     expect(reachable.filter((s) => s.endsWith('/express.js') || s.endsWith('/fastify.js'))).toEqual([]);
   });
 
-  it('keeps console/ at the top: nothing below imports it, and it loads neither express nor fastify at run time', () => {
+  it('keeps console/ at the top: only cli/ imports it, and it loads neither express nor fastify at run time', () => {
     const ours = files.filter((f) => rel(f).startsWith('console/'));
     expect(ours.map(rel)).toEqual(
       expect.arrayContaining(['console/app.ts', 'console/express.ts', 'console/fastify.ts']),
     );
     const importers = files
-      .filter((f) => !rel(f).startsWith('console/') && rel(f) !== 'cli/console.ts')
+      .filter((f) => !rel(f).startsWith('console/') && !rel(f).startsWith('cli/'))
       .flatMap((f) =>
         importsOf(f)
           .filter((s) => s.includes('/console/'))
@@ -159,6 +186,71 @@ describe('architecture', () => {
       ),
     );
     expect(valueImports).toEqual([]);
+  });
+
+  it('lets every room import only rooms on lower floors (docs/architecture.md)', () => {
+    const offenders = files.flatMap((f) => {
+      const from = roomOf(f);
+      return importsOf(f)
+        .filter((s) => s.startsWith('.'))
+        .map((s) => roomOf(localTarget(f, s)))
+        .filter((to) => to !== from && !((FLOORS[to] ?? Infinity) < (FLOORS[from] ?? -Infinity)))
+        .map((to) => `${rel(f)} (${from}, floor ${FLOORS[from] ?? '?'}) → ${to} (floor ${FLOORS[to] ?? '?'})`);
+    });
+    // A new room needs a floor before it can import or be imported.
+    expect(new Set(files.map(roomOf)).size).toBeGreaterThan(15);
+    expect(offenders).toEqual([]);
+  });
+
+  it('has no loops between rooms', () => {
+    const rooms = new Map<string, Set<string>>();
+    for (const f of files) {
+      const edges = rooms.get(roomOf(f)) ?? new Set<string>();
+      for (const s of importsOf(f).filter((x) => x.startsWith('.'))) edges.add(roomOf(localTarget(f, s)));
+      edges.delete(roomOf(f));
+      rooms.set(roomOf(f), edges);
+    }
+    const loops: string[] = [];
+    const state = new Map<string, 'visiting' | 'done'>();
+    const visit = (room: string, path: string[]): void => {
+      if (state.get(room) === 'done') return;
+      if (state.get(room) === 'visiting') {
+        loops.push([...path.slice(path.indexOf(room)), room].join(' → '));
+        return;
+      }
+      state.set(room, 'visiting');
+      for (const next of rooms.get(room) ?? []) visit(next, [...path, room]);
+      state.set(room, 'done');
+    };
+    for (const room of rooms.keys()) visit(room, []);
+    expect(rooms.get('pipeline')?.has('inbox')).toBe(true);
+    expect(loops).toEqual([]);
+  });
+
+  it('lets only kafka/ import kafkajs: every other room reaches Kafka through its interfaces', () => {
+    const offenders = files
+      .filter((f) => !rel(f).startsWith('kafka/'))
+      .filter((f) => importsOf(f).includes('kafkajs'))
+      .map(rel);
+    expect(files.filter((f) => importsOf(f).includes('kafkajs')).length).toBeGreaterThan(0);
+    expect(offenders).toEqual([]);
+  });
+
+  it('gives every exported name to one module only', () => {
+    const owners = new Map<string, string[]>();
+    for (const f of files) {
+      const text = readFileSync(f, 'utf8');
+      const declared =
+        /^export\s+(?:declare\s+)?(?:async\s+)?(?:abstract\s+)?(?:function\*?|const|let|class|interface|type|enum)\s+(\w+)/gm;
+      for (const m of text.matchAll(declared)) owners.set(m[1] ?? '', [...(owners.get(m[1] ?? '') ?? []), rel(f)]);
+    }
+    // `idempotent` is one API per framework, each behind its own package entry point
+    // (`oncely`, `oncely/express`, `oncely/fastify`): an application imports one of them.
+    const twice = [...owners]
+      .filter(([name, where]) => where.length > 1 && name !== 'idempotent')
+      .map(([name, where]) => `${name}: ${where.join(', ')}`);
+    expect(owners.size).toBeGreaterThan(100);
+    expect(twice).toEqual([]);
   });
 
   it('has no import cycles', () => {

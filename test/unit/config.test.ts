@@ -4,7 +4,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { resolveConsumerConfig } from '../../src/config.js';
+import { resolveConsumerConfig } from '../../src/pipeline/options.js';
 import { defineHandler, type InboxConsumerOptions, isOncelyError } from '../../src/index.js';
 
 // Constructing these opens no connection.

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { describe, expect, inject, it } from 'vitest';
 
 import { createInboxConsumer, defineHandler } from '../../../src/index.js';
-import { startError } from '../../../src/pipeline/start-errors.js';
+import { startError } from '../../../src/pipeline/lifecycle/start-errors.js';
 import { databaseUrlFor } from '../../support/settings.js';
 
 /** What a real client rejects with. */

@@ -3,17 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { duration, nonEmpty, wholeNumber } from '../../../src/cli/arguments.js';
-import {
-  colourEnabled,
-  colours,
-  failureLine,
-  formatStoredError,
-  parseDeadLetterId,
-  readableMessage,
-} from '../../../src/cli/output.js';
+import { colourEnabled, colours, parseDeadLetterId } from '../../../src/cli/output.js';
+import { failureLine } from '../../../src/operator/failure.js';
+import { formatStoredError, readableMessage } from '../../../src/operator/stored-error.js';
 import { OncelyError } from '../../../src/errors.js';
-import { formatDuration } from '../../../src/replay/cli.js';
-import { describeError } from '../../../src/pipeline/error-record.js';
+import { formatDuration } from '../../../src/cli/replay.js';
+import { describeError } from '../../../src/pipeline/record/error-record.js';
 
 const zodError = (() => {
   const parsed = z.object({ amountCents: z.int(), card: z.object({ last4: z.string() }) }).safeParse({

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { lostPortRace as kafkaLostPortRace } from '../../../src/dev/local-kafka.js';
-import { lostPortRace as postgresLostPortRace } from '../../../src/dev/local-postgres.js';
+import { lostKafkaPortRace as kafkaLostPortRace } from '../../../src/dev/local-kafka.js';
+import { lostPostgresPortRace as postgresLostPortRace } from '../../../src/dev/local-postgres.js';
 
 // Ports are allocated free and bound a moment later by the server; another process may take one in
 // between. Only that failure is retried with new ports; any other start failure is reported at once.

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { resolveConsumerConfig } from '../../../src/config.js';
+import { resolveConsumerConfig } from '../../../src/pipeline/options.js';
 import { createOutboxRelay, defineHandler, idempotent, type InboxConsumerOptions } from '../../../src/index.js';
 
 // Constructing these opens no connection.

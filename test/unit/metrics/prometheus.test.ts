@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 
 import { attachMetrics, CONSUMER_METRIC_NAMES } from '../../../src/metrics/prometheus.js';
-import { EventHub } from '../../../src/pipeline/events.js';
+import { EventHub } from '../../../src/events/index.js';
 
 const where = { groupId: 'payments', topic: 'charges', partition: 0, offset: '7', messageId: 'm-1', headers: {} };
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { decode } from '../../../src/pipeline/decode.js';
+import { decode } from '../../../src/pipeline/record/decode.js';
 import type { MessageInfo } from '../../../src/pipeline/handler.js';
 
 function info(value: Buffer | null): MessageInfo {

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { NonRetriableError, OncelyError } from '../../../src/errors.js';
-import { cutBytes, describeError, redactError } from '../../../src/pipeline/error-record.js';
-import { restoreHeaders, storeHeaders } from '../../../src/pipeline/dead-letter.js';
+import { cutBytes, describeError, redactError } from '../../../src/pipeline/record/error-record.js';
+import { decodeHeaders as restoreHeaders, encodeHeaders as storeHeaders } from '../../../src/inbox/headers.js';
 
 describe('describeError', () => {
   it('keeps name, message, code, causes and the stack cut to 8 KB', () => {

@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 
-import { EventHub } from '../../../src/pipeline/events.js';
+import { EventHub } from '../../../src/events/index.js';
 
 const crash = { groupId: 'g', error: new Error('x'), restart: true };
 

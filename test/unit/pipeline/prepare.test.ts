@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { offsetAfter } from '../../../src/pipeline/prepare.js';
+import { offsetAfter } from '../../../src/pipeline/record/prepare.js';
 
 describe('offsetAfter', () => {
   it('adds one to a decimal offset, exactly across the 2^53 boundary and up to 64 bits', () => {

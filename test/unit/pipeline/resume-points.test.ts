@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 import { describe, expect, it } from 'vitest';
 
-import { decideStart, markOffset, recogniseLog } from '../../../src/pipeline/resume-points.js';
+import { decideStart, markOffset, recogniseLog } from '../../../src/pipeline/lifecycle/resume-points.js';
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest();
 const mark = { payloadHash: sha256('{"n":2}'), timestamp: '1700000000002' };

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
 import { hasErrorCode, OncelyError } from '../../../src/errors.js';
-import { startError } from '../../../src/pipeline/start-errors.js';
+import { startError } from '../../../src/pipeline/lifecycle/start-errors.js';
 
 const pgError = (code: string, message: string) =>
   Object.assign(new pg.DatabaseError(message, 0, 'error'), { code, severity: 'FATAL' });

@@ -1,0 +1,161 @@
+/**
+ * How the pipeline gives handlers `ctx.step` and undoes completed steps when a message is finally
+ * dead-lettered (README: "Calling other services"). The steps themselves live in src/steps/.
+ */
+import type pg from 'pg';
+
+import type { StoredError } from '../../inbox/dead-letters.js';
+import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../../steps/runner.js';
+
+import { locate } from './announce.js';
+import type { PartitionControl, PipelineContext } from '../context.js';
+import type { MessageCoordinates } from '../../events/index.js';
+import type { BatchStepFunction } from '../handler.js';
+import { backoffDelay } from '../retry.js';
+import { waitHeartbeating } from './waiting.js';
+
+/** The steps of one handler attempt. `finish()` runs after the handler returned. */
+export interface AttemptSteps<F> {
+  readonly step: F;
+  /** Throws (non-retriable) when the attempt found the message's compensation begun. */
+  finish(): void;
+}
+
+/**
+ * One message's steps across its attempts: each attempt gets a fresh runner (step names are unique
+ * per run) that carries the compensate functions of the earlier ones, so the dead-letter point
+ * knows every compensation this process saw. Runners are made on the first `ctx.step` call only:
+ * handlers without steps pay nothing.
+ */
+export class MessageSteps {
+  private last: StepRunner | undefined;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    readonly scope: string,
+    readonly ownerId: string,
+  ) {}
+
+  attempt(signal: () => AbortSignal): AttemptSteps<StepFunction> {
+    let runner: StepRunner | undefined;
+    const current = (): StepRunner =>
+      (runner ??= this.last =
+        createStepRunner({ pool: this.pool, scope: this.scope, ownerId: this.ownerId, signal, previous: this.last }));
+    return {
+      step: (name, fn, options) => current().step(name, fn, options),
+      finish: () => runner?.assertNotCompensating(),
+    };
+  }
+
+  /** The runner compensation uses: the last attempt's (with every compensate function seen). */
+  runner(): StepRunner {
+    this.last ??= createStepRunner({ pool: this.pool, scope: this.scope, ownerId: this.ownerId });
+    return this.last;
+  }
+}
+
+/** The steps of a message handled outside a partition's loop (a dead letter retried by hand). */
+export function singleAttemptSteps(
+  pool: pg.Pool,
+  scope: string,
+  ownerId: string,
+  signal: () => AbortSignal,
+): AttemptSteps<StepFunction> {
+  return new MessageSteps(pool, scope, ownerId).attempt(signal);
+}
+
+/** Per-record steps of batch processing, kept across chunk attempts and splits with the record. */
+const recordSteps = new WeakMap<object, MessageSteps>();
+
+/** The steps of one record (any object that lives as long as the record is in flight) of a group. */
+export function stepsOfRecord(pipeline: PipelineContext, record: object, messageId: string): MessageSteps {
+  let steps = recordSteps.get(record);
+  if (steps === undefined) {
+    steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
+    recordSteps.set(record, steps);
+  }
+  return steps;
+}
+
+/**
+ * `ctx.step(event, name, fn)` for one attempt of a batch handler: steps belong to the event's
+ * message. `records` maps the attempt's message ids to their records.
+ */
+export function batchAttemptSteps(
+  pipeline: PipelineContext,
+  records: ReadonlyMap<string, object>,
+  signal: () => AbortSignal,
+): AttemptSteps<BatchStepFunction> {
+  const attempts = new Map<string, AttemptSteps<StepFunction>>();
+  return {
+    step: (event, name, fn, options) => {
+      const messageId = event.messageId;
+      let steps = attempts.get(messageId);
+      if (steps === undefined) {
+        const record = records.get(messageId);
+        if (record === undefined) {
+          throw new TypeError(`ctx.step: message ${messageId} is not one of this batch's events; pass an event of it`);
+        }
+        steps = stepsOfRecord(pipeline, record, messageId).attempt(signal);
+        attempts.set(messageId, steps);
+      }
+      return steps.step(name, fn, options);
+    },
+    finish: () => {
+      for (const steps of attempts.values()) steps.finish();
+    },
+  };
+}
+
+/**
+ * Undoes a message's completed steps before its dead letter is recorded, with the consumer's retry
+ * policy per compensation, and returns the error to store with the dead letter (the compensation
+ * report added when there was anything to undo). Runs before the dead letter commits on purpose: a
+ * crash mid-way leaves the message without an outcome, so it is redelivered, its handler re-run
+ * (completed steps replay from their rows, which brings back their compensate functions, and the
+ * `compensate:` marker makes the attempt give up at once), and compensation resumes where it
+ * stopped — each compensation is a recorded step, never repeated. `undefined`: the partition was
+ * lost meanwhile (the message is redelivered and compensation resumes there).
+ */
+export async function compensateSteps(
+  pipeline: PipelineContext,
+  control: PartitionControl,
+  steps: MessageSteps,
+  where: MessageCoordinates,
+  error: StoredError,
+): Promise<StoredError | undefined> {
+  for (let failures = 1; ; failures++) {
+    let report: CompensationReport;
+    // A slow refund must not get the member evicted meanwhile, as in runBounded.
+    const heartbeats = setInterval(() => void control.heartbeat().catch(() => undefined), 1_000);
+    try {
+      report = await steps.runner().compensate({
+        attempts: pipeline.retry.attempts,
+        delayMs: (n) => backoffDelay(pipeline.retry, n),
+        // Heartbeating while waiting keeps the partition ours; losing it stops compensation here.
+        wait: (ms) => waitHeartbeating(ms, control),
+        // Each try gets the handler's time limit: a hung refund must not hold the partition forever.
+        timeoutMs: pipeline.handlerTimeoutMs,
+      });
+    } catch (failure) {
+      // The database failed (reading or recording a step): retry while the partition is ours.
+      const delayMs = backoffDelay(pipeline.retry, failures);
+      pipeline.logger.warn({ ...locate(where), err: failure, delayMs }, 'could not compensate the steps; retrying');
+      if (!(await waitHeartbeating(delayMs, control))) return undefined;
+      continue;
+    } finally {
+      clearInterval(heartbeats);
+    }
+    if (report.stopped) return undefined;
+    if (report.failed.length > 0 || report.unknown.length > 0) {
+      pipeline.logger.error(
+        { ...locate(where), compensation: { failed: report.failed.map((f) => f.step), unknown: report.unknown } },
+        'some steps of a dead-lettered message could not be compensated',
+      );
+    }
+    const nothing = report.compensated.length === 0 && report.failed.length === 0 && report.unknown.length === 0;
+    if (nothing) return error;
+    const { stopped: _stopped, ...compensation } = report;
+    return { ...error, compensation };
+  }
+}
