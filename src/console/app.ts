@@ -7,6 +7,7 @@
  * origin → CSRF token, then recorded in `oncely.console_audit` before it runs.
  */
 import { drizzle } from 'drizzle-orm/node-postgres';
+import type pg from 'pg';
 import { pino, type Logger } from 'pino';
 
 import { isOncelyError } from '../errors.js';
@@ -26,6 +27,7 @@ import { CONSOLE_CSS, CONSOLE_JS } from './assets.js';
 import { type Html, html } from './html.js';
 import { checkConsoleOptions, type ConsoleOptions } from './options.js';
 import { readStatusReport } from './status.js';
+import type { AnyHandlerDefinition } from '../pipeline/handler.js';
 import {
   constantTimeEqual,
   cookie,
@@ -121,47 +123,76 @@ const SECURITY_HEADERS = {
  * `token` or by the host app's `identify`.
  */
 export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): OperatorConsole<Req> {
-  checkConsoleOptions(options);
-  const { pool, owned } = resolvePool(options.db);
-  const logger: Logger = options.logger ?? pino({ level: 'silent' });
-  const key = signingKey(options.token ?? options.secret ?? randomToken());
-  const write = options.write === true;
-  const payloads = options.payloads === true;
-  const handlers = options.handlers ?? [];
-  const refreshSeconds = options.refreshSeconds ?? 5;
-  // The consumer's drizzle database (with its schema) when given: a retried handler gets the ctx.tx it expects.
-  const retryDb: OncelyDatabase =
-    typeof options.db === 'object' && '$client' in options.db ? options.db : (drizzle(pool) as OncelyDatabase);
-  const lagSamples = new Map<string, { at: number; values: number[] }>();
-  let admin: Promise<KafkaAdmin> | undefined;
+  return new ConsoleCore(options);
+}
 
-  const kafkaAdmin = (): Promise<KafkaAdmin> | undefined => {
-    if (options.kafka === undefined) return undefined;
-    if (admin === undefined) {
-      const created = options.kafka.admin();
-      admin = created.connect().then(() => created);
+/**
+ * One console: its pool, its Kafka admin (connected on first use), its signing key and the lag
+ * samples its chart draws. Each request is authenticated, routed and rendered by the methods below.
+ */
+class ConsoleCore<Req> implements OperatorConsole<Req> {
+  private readonly options: ConsoleOptions<Req>;
+  private readonly pool: pg.Pool;
+  private readonly owned: boolean;
+  private readonly logger: Logger;
+  private readonly key: Buffer;
+  private readonly write: boolean;
+  private readonly payloads: boolean;
+  private readonly handlers: readonly AnyHandlerDefinition[];
+  private readonly refreshSeconds: number;
+  /** The consumer's drizzle database (with its schema) when given: a retried handler gets the ctx.tx it expects. */
+  private readonly retryDb: OncelyDatabase;
+  private readonly lagSamples = new Map<string, { at: number; values: number[] }>();
+  private admin: Promise<KafkaAdmin> | undefined;
+
+  constructor(options: ConsoleOptions<Req>) {
+    checkConsoleOptions(options);
+    this.options = options;
+    ({ pool: this.pool, owned: this.owned } = resolvePool(options.db));
+    this.logger = options.logger ?? pino({ level: 'silent' });
+    this.key = signingKey(options.token ?? options.secret ?? randomToken());
+    this.write = options.write === true;
+    this.payloads = options.payloads === true;
+    this.handlers = options.handlers ?? [];
+    this.refreshSeconds = options.refreshSeconds ?? 5;
+    this.retryDb =
+      typeof options.db === 'object' && '$client' in options.db ? options.db : (drizzle(this.pool) as OncelyDatabase);
+  }
+
+  async close(): Promise<void> {
+    await this.dropAdmin();
+    if (this.owned) await this.pool.end();
+  }
+
+  private kafkaAdmin(): Promise<KafkaAdmin> | undefined {
+    if (this.options.kafka === undefined) return undefined;
+    if (this.admin === undefined) {
+      const created = this.options.kafka.admin();
+      const connecting = created.connect().then(() => created);
+      this.admin = connecting;
       // A failed connect is tried again on the next read, not remembered.
-      admin.catch(() => {
-        admin = undefined;
+      connecting.catch(() => {
+        if (this.admin === connecting) this.admin = undefined;
       });
     }
-    return admin;
-  };
-  const dropAdmin = async (): Promise<void> => {
-    const current = admin;
-    admin = undefined;
+    return this.admin;
+  }
+
+  private async dropAdmin(): Promise<void> {
+    const current = this.admin;
+    this.admin = undefined;
     await current?.then((a) => a.disconnect()).catch(() => undefined);
-  };
+  }
 
   // ------------------------------------------------------------ authentication
 
-  async function authenticate(request: ConsoleRequest<Req>): Promise<Caller | ConsoleResponse> {
+  private async authenticate(request: ConsoleRequest<Req>): Promise<Caller | ConsoleResponse> {
     const cookies = parseCookies(header(request, 'cookie'));
     const remoteAddress = request.remoteAddress;
-    if (options.identify !== undefined) {
-      const name = await options.identify(request.native);
+    if (this.options.identify !== undefined) {
+      const name = await this.options.identify(request.native);
       if (name === undefined || name === null || name === '') {
-        return refusal(request, 401, "Not signed in: the application's sign-in refused this request.");
+        return this.refusal(request, 401, "Not signed in: the application's sign-in refused this request.");
       }
       // The host signs people in; the console still needs a nonce of its own to bind CSRF tokens to.
       let nonce = cookies.get(CSRF_COOKIE);
@@ -172,41 +203,42 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       }
       return { actor: { name, auth: 'host', remoteAddress }, nonce, setCookies };
     }
-    const token = options.token ?? '';
+    const token = this.options.token ?? '';
     const authorization = header(request, 'authorization');
     if (authorization !== undefined) {
       const given = /^Bearer\s+(.+)$/i.exec(authorization)?.[1]?.trim() ?? '';
-      if (!constantTimeEqual(given, token)) return refusal(request, 401, "The bearer token is not this console's.");
+      if (!constantTimeEqual(given, token))
+        return this.refusal(request, 401, "The bearer token is not this console's.");
       return { actor: { name: 'bearer token', auth: 'token', remoteAddress }, nonce: undefined, setCookies: [] };
     }
     if (request.method === 'POST' && request.path === '/login') {
       const given = request.body?.get('token') ?? '';
       if (!constantTimeEqual(given, token)) {
-        logger.warn({ remoteAddress }, 'console sign-in refused: wrong token');
-        return signIn(request, 401, "That token is not this console's.");
+        this.logger.warn({ remoteAddress }, 'console sign-in refused: wrong token');
+        return this.signIn(request, 401, "That token is not this console's.");
       }
       const name = (request.body?.get('name') ?? '').trim().slice(0, 100) || 'token holder';
-      return signedIn(request, name, '/');
+      return this.signedIn(request, name, '/');
     }
     const fromQuery = request.query.get('token');
     if (fromQuery !== null && request.method === 'GET') {
-      if (!constantTimeEqual(fromQuery, token)) return signIn(request, 401, "That token is not this console's.");
+      if (!constantTimeEqual(fromQuery, token)) return this.signIn(request, 401, "That token is not this console's.");
       // Out of the address bar (and the history) at once: the same page without the token.
       const rest = new URLSearchParams(request.query);
       rest.delete('token');
       const search = rest.toString();
-      return signedIn(request, 'token holder', `${request.path}${search === '' ? '' : `?${search}`}`);
+      return this.signedIn(request, 'token holder', `${request.path}${search === '' ? '' : `?${search}`}`);
     }
-    const session = verifySession(key, cookies.get(SESSION_COOKIE));
+    const session = verifySession(this.key, cookies.get(SESSION_COOKIE));
     if (session === undefined) {
-      if (request.method === 'GET' && !isFragment(request)) return signIn(request, 401, undefined);
-      return refusal(request, 401, 'Not signed in, or the session expired: sign in with the console token.');
+      if (request.method === 'GET' && !isFragment(request)) return this.signIn(request, 401, undefined);
+      return this.refusal(request, 401, 'Not signed in, or the session expired: sign in with the console token.');
     }
     return { actor: { name: session.name, auth: 'token', remoteAddress }, nonce: session.nonce, setCookies: [] };
   }
 
-  function signedIn(request: ConsoleRequest<Req>, name: string, to: string): ConsoleResponse {
-    const value = signSession(key, { nonce: randomToken(), name, issuedAt: Date.now() });
+  private signedIn(request: ConsoleRequest<Req>, name: string, to: string): ConsoleResponse {
+    const value = signSession(this.key, { nonce: randomToken(), name, issuedAt: Date.now() });
     return {
       status: 303,
       headers: {
@@ -224,12 +256,16 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     };
   }
 
-  function signIn(request: ConsoleRequest<Req>, status: number, problem: string | undefined): ConsoleResponse {
-    return respond(request, undefined, { title: 'Sign in', main: views.signInScreen(request.base, problem), status });
+  private signIn(request: ConsoleRequest<Req>, status: number, problem: string | undefined): ConsoleResponse {
+    return this.respond(request, undefined, {
+      title: 'Sign in',
+      main: views.signInScreen(request.base, problem),
+      status,
+    });
   }
 
-  function refusal(request: ConsoleRequest<Req>, status: number, message: string): ConsoleResponse {
-    return respond(request, undefined, {
+  private refusal(request: ConsoleRequest<Req>, status: number, message: string): ConsoleResponse {
+    return this.respond(request, undefined, {
       title: status === 401 ? 'Not signed in' : 'Refused',
       main: html`<h1>${status === 401 ? 'Not signed in' : 'Refused'}</h1>`,
       flashes: [{ kind: 'error', text: message }],
@@ -239,19 +275,19 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
 
   // ------------------------------------------------------------ rendering
 
-  function viewContext(request: ConsoleRequest<Req>, caller: Caller | undefined): views.ViewContext {
+  private viewContext(request: ConsoleRequest<Req>, caller: Caller | undefined): views.ViewContext {
     return {
       base: request.base,
-      write,
-      payloads,
-      csrf: caller?.nonce === undefined ? '' : csrfToken(key, caller.nonce),
-      canRetry: handlers.length > 0,
-      hasKafka: options.kafka !== undefined,
+      write: this.write,
+      payloads: this.payloads,
+      csrf: caller?.nonce === undefined ? '' : csrfToken(this.key, caller.nonce),
+      canRetry: this.handlers.length > 0,
+      hasKafka: this.options.kafka !== undefined,
     };
   }
 
-  function respond(request: ConsoleRequest<Req>, caller: Caller | undefined, page: Page): ConsoleResponse {
-    const v = viewContext(request, caller);
+  private respond(request: ConsoleRequest<Req>, caller: Caller | undefined, page: Page): ConsoleResponse {
+    const v = this.viewContext(request, caller);
     const url = page.url ?? `${request.base}${request.path}${searchWithoutToken(request.query)}`;
     const main = html`<main data-url="${url}" ${page.live === true ? html` data-live` : ''}>
       ${views.flashes(page.flashes ?? [])}${page.main}
@@ -280,13 +316,13 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
           <link rel="stylesheet" href="${request.base}/assets/console.css" />
           <script src="${request.base}/assets/console.js" defer></script>
         </head>
-        <body data-base="${request.base}" data-refresh="${refreshSeconds}">
+        <body data-base="${request.base}" data-refresh="${this.refreshSeconds}">
           <header>
             <a class="brand" href="${request.base}/">oncely console</a>
             ${caller === undefined ? '' : html`<nav>${nav.map(([path, label]) => html`<a href="${request.base}${path}">${label}</a>`)}</nav>`}
             <span class="mode" data-mode
-              >${write ? 'write access' : 'read-only'} · payloads
-              ${payloads ? 'shown' : 'hidden'}${caller === undefined ? '' : ` · ${caller.actor.name}`}</span
+              >${this.write ? 'write access' : 'read-only'} · this.payloads
+              ${this.payloads ? 'shown' : 'hidden'}${caller === undefined ? '' : ` · ${caller.actor.name}`}</span
             >
             <span id="live" aria-live="polite"></span>
             ${caller !== undefined && caller.actor.auth === 'token' && caller.nonce !== undefined ? html`<form method="post" action="${request.base}/logout" data-full><input type="hidden" name="_csrf" value="${v.csrf}" /><button type="submit">Sign out</button></form>` : ''}
@@ -300,18 +336,18 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
   // ------------------------------------------------------------ writes
 
   /** The checks every write passes, in order: write access, same origin, CSRF token. */
-  function checkWrite(request: ConsoleRequest<Req>, caller: Caller): void {
-    if (!write) {
+  private checkWrite(request: ConsoleRequest<Req>, caller: Caller): void {
+    if (!this.write) {
       throw new Refusal(
         403,
         'This console is read-only: start it with write access (--write, or write: true) to change anything.',
       );
     }
-    checkSameOrigin(request);
-    checkCsrf(request, caller);
+    this.checkSameOrigin(request);
+    this.checkCsrf(request, caller);
   }
 
-  function checkSameOrigin(request: ConsoleRequest<Req>): void {
+  private checkSameOrigin(request: ConsoleRequest<Req>): void {
     const site = header(request, 'sec-fetch-site');
     const origin = header(request, 'origin');
     const host = header(request, 'host');
@@ -321,11 +357,11 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     if (crossOrigin) throw new Refusal(403, 'Refused: the request came from another site.');
   }
 
-  function checkCsrf(request: ConsoleRequest<Req>, caller: Caller): void {
+  private checkCsrf(request: ConsoleRequest<Req>, caller: Caller): void {
     // A bearer token travels in a header no other site can make a browser send: nothing to forge.
     if (caller.nonce === undefined) return;
     const given = request.body?.get('_csrf') ?? header(request, 'x-oncely-csrf') ?? '';
-    if (!constantTimeEqual(given, csrfToken(key, caller.nonce))) {
+    if (!constantTimeEqual(given, csrfToken(this.key, caller.nonce))) {
       throw new Refusal(403, "The form's CSRF token is missing or stale: reload the page and try again.");
     }
   }
@@ -334,21 +370,21 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
    * Runs a write with its audit row: written before the action (no row, no action), finished with
    * the outcome after it, also when the action throws.
    */
-  async function audited(
+  private async audited(
     caller: Caller,
     action: string,
     target: Record<string, unknown>,
     run: () => Promise<{ outcome: 'done' | 'refused' | 'failed'; result: string; page: Page }>,
   ): Promise<Page> {
-    const id = await startAudit(pool, caller.actor, action, target);
+    const id = await startAudit(this.pool, caller.actor, action, target);
     try {
       const done = await run();
-      await finishAudit(pool, id, done.outcome, done.result);
+      await finishAudit(this.pool, id, done.outcome, done.result);
       return done.page;
     } catch (error) {
       const refused = error instanceof Refusal || (isOncelyError(error) && REFUSALS.has(error.code));
-      await finishAudit(pool, id, refused ? 'refused' : 'failed', oneLine(error)).catch((e: unknown) => {
-        logger.error({ err: e }, 'console audit row could not be finished');
+      await finishAudit(this.pool, id, refused ? 'refused' : 'failed', oneLine(error)).catch((e: unknown) => {
+        this.logger.error({ err: e }, 'console audit row could not be finished');
       });
       throw error;
     }
@@ -356,26 +392,26 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
 
   // ------------------------------------------------------------ screens
 
-  async function groupsPage(v: views.ViewContext): Promise<Page> {
+  private async groupsPage(v: views.ViewContext): Promise<Page> {
     const flashes: views.Flash[] = [];
     let report;
-    const connecting = kafkaAdmin();
+    const connecting = this.kafkaAdmin();
     try {
-      report = await readStatusReport(pool, connecting === undefined ? undefined : await connecting);
+      report = await readStatusReport(this.pool, connecting === undefined ? undefined : await connecting);
     } catch (error) {
       if (connecting === undefined) throw error;
       // Kafka is down or refuses: still show what the database knows, and say why lag is missing.
-      logger.warn({ err: error }, 'console: reading group state from Kafka failed');
+      this.logger.warn({ err: error }, 'console: reading group state from Kafka failed');
       flashes.push({ kind: 'error', text: `Kafka: ${oneLine(error)}` });
-      await dropAdmin();
-      report = await readStatusReport(pool, undefined);
+      await this.dropAdmin();
+      report = await readStatusReport(this.pool, undefined);
     }
-    const paused = Object.entries(options.consumers ?? {}).flatMap(([groupId, consumer]) =>
+    const paused = Object.entries(this.options.consumers ?? {}).flatMap(([groupId, consumer]) =>
       consumer.paused().map((p) => ({ ...p, groupId })),
     );
     const now = Date.now();
     const nowMinute = Math.floor(now / 60_000);
-    const perMinute = await processedPerMinute(pool, CHART_MINUTES);
+    const perMinute = await processedPerMinute(this.pool, CHART_MINUTES);
     const charts = new Map<string, { perMinute: number[]; lag: number[] }>();
     for (const group of report.groups) {
       const series = Array.from({ length: CHART_MINUTES }, () => 0);
@@ -383,19 +419,19 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
         const at = CHART_MINUTES - 1 - (nowMinute - row.minute);
         if (row.groupId === group.groupId && at >= 0 && at < CHART_MINUTES) series[at] = row.count;
       }
-      const samples = lagSamples.get(group.groupId) ?? { at: 0, values: [] };
-      if (group.lag !== undefined && now - samples.at >= 1000 * refreshSeconds * 0.8) {
+      const samples = this.lagSamples.get(group.groupId) ?? { at: 0, values: [] };
+      if (group.lag !== undefined && now - samples.at >= 1000 * this.refreshSeconds * 0.8) {
         samples.values.push(group.lag.reduce((sum, p) => sum + p.lag, 0));
         if (samples.values.length > LAG_SAMPLES) samples.values.shift();
         samples.at = now;
-        lagSamples.set(group.groupId, samples);
+        this.lagSamples.set(group.groupId, samples);
       }
       charts.set(group.groupId, { perMinute: series, lag: samples.values });
     }
     return { title: 'Groups', main: views.groupsScreen(v, { report, paused, charts }), live: true, flashes };
   }
 
-  function deadLetterQuery(request: ConsoleRequest<Req>): views.DeadLetterQuery {
+  private deadLetterQuery(request: ConsoleRequest<Req>): views.DeadLetterQuery {
     const q = request.query;
     const reason = text(q, 'reason');
     if (reason !== '' && !DEAD_LETTER_REASONS.includes(reason as DeadLetterReason)) {
@@ -406,7 +442,7 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       throw new Refusal(400, `"${status}" is not a dead-letter status: one of open, retried, discarded, all.`);
     }
     const payload = text(q, 'payload');
-    if (payload !== '' && !payloads) {
+    if (payload !== '' && !this.payloads) {
       throw new Refusal(403, 'Searching payloads needs the payload permission: start the console with --payloads.');
     }
     const limit = Number(text(q, 'limit') || '100');
@@ -425,9 +461,9 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     };
   }
 
-  async function deadLettersPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
-    const q = deadLetterQuery(request);
-    const letters = await listDeadLetters(pool, {
+  private async deadLettersPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
+    const q = this.deadLetterQuery(request);
+    const letters = await listDeadLetters(this.pool, {
       ...(q.group === '' ? {} : { groupId: q.group }),
       ...(q.topic === '' ? {} : { topic: q.topic }),
       ...(q.reason === '' ? {} : { reason: q.reason as DeadLetterReason }),
@@ -441,54 +477,55 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     return { title: 'Dead letters', main: views.deadLettersScreen(v, q, letters), live: true };
   }
 
-  async function lettersById(ids: readonly string[]): Promise<DeadLetter[]> {
+  private async lettersById(ids: readonly string[]): Promise<DeadLetter[]> {
     const found: DeadLetter[] = [];
     for (const id of ids) {
-      const letter = await selectDeadLetter(pool, id);
+      const letter = await selectDeadLetter(this.pool, id);
       if (letter !== undefined) found.push(letter);
     }
     return found;
   }
 
-  async function confirmDeadLettersPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
+  private async confirmDeadLettersPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
     const action = request.query.get('action');
     if (action !== 'retry' && action !== 'discard') throw new Refusal(400, 'Choose retry or discard.');
     const ids = idList(request.query.getAll('id'), 'dead letter');
     if (ids.length === 0) throw new Refusal(400, 'Select at least one dead letter first.');
-    return { title: 'Confirm', main: views.confirmDeadLetters(v, action, await lettersById(ids)) };
+    return { title: 'Confirm', main: views.confirmDeadLetters(v, action, await this.lettersById(ids)) };
   }
 
-  async function retryDeadLettersAction(request: ConsoleRequest<Req>, caller: Caller): Promise<Page> {
+  private async retryDeadLettersAction(request: ConsoleRequest<Req>, caller: Caller): Promise<Page> {
     const ids = idList(request.body?.getAll('id') ?? [], 'dead letter');
     if (ids.length === 0) throw new Refusal(400, 'Select at least one dead letter first.');
-    if (handlers.length === 0) {
+    if (this.handlers.length === 0) {
       throw new Refusal(
         409,
         "This console was started without the consumer's handlers, so it cannot retry: start it with --handlers <module>.",
       );
     }
-    return audited(caller, 'dead-letters.retry', { ids }, async () => {
+    return this.audited(caller, 'dead-letters.retry', { ids }, async () => {
       const results: ResolveResult[] = [];
       // One by one, oldest first, each in its own transaction (see retryDeadLetter).
-      for (const id of ids) results.push(await retryDeadLetter({ db: retryDb, handlers, logger }, id));
-      return resolution('retried', results, request.base);
+      for (const id of ids)
+        results.push(await retryDeadLetter({ db: this.retryDb, handlers: this.handlers, logger: this.logger }, id));
+      return this.resolution('retried', results, request.base);
     });
   }
 
-  async function discardDeadLettersAction(request: ConsoleRequest<Req>, caller: Caller): Promise<Page> {
+  private async discardDeadLettersAction(request: ConsoleRequest<Req>, caller: Caller): Promise<Page> {
     const ids = idList(request.body?.getAll('id') ?? [], 'dead letter');
     const reason = (request.body?.get('reason') ?? '').trim();
     if (ids.length === 0) throw new Refusal(400, 'Select at least one dead letter first.');
     if (reason === '' || reason.length > 500)
       throw new Refusal(400, 'Say why they are discarded (1 to 500 characters).');
-    return audited(caller, 'dead-letters.discard', { ids, reason }, async () => {
+    return this.audited(caller, 'dead-letters.discard', { ids, reason }, async () => {
       const results: ResolveResult[] = [];
-      for (const id of ids) results.push(await discardDeadLetter(pool, id, `${reason} (by ${caller.actor.name})`));
-      return resolution('discarded', results, request.base);
+      for (const id of ids) results.push(await discardDeadLetter(this.pool, id, `${reason} (by ${caller.actor.name})`));
+      return this.resolution('discarded', results, request.base);
     });
   }
 
-  function resolution(verb: string, results: readonly ResolveResult[], base: string) {
+  private resolution(verb: string, results: readonly ResolveResult[], base: string) {
     const good = results.filter((r) => r.outcome === 'processed' || r.outcome === 'discarded').length;
     const failed = results.filter((r) => r.outcome === 'failed').length;
     const summary = `${good} of ${results.length} dead letter(s) ${verb}${failed > 0 ? `; ${failed} failed again` : ''}.`;
@@ -504,7 +541,7 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     };
   }
 
-  function replayQuery(source: URLSearchParams): views.ReplayQuery {
+  private replayQuery(source: URLSearchParams): views.ReplayQuery {
     return {
       group: text(source, 'group'),
       topic: text(source, 'topic'),
@@ -514,30 +551,31 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     };
   }
 
-  function planOptions(q: views.ReplayQuery): PlanReplayOptions {
-    if (options.kafka === undefined) throw new Refusal(409, 'Replays need Kafka: start the console with --brokers.');
+  private planOptions(q: views.ReplayQuery): PlanReplayOptions {
+    if (this.options.kafka === undefined)
+      throw new Refusal(409, 'Replays need Kafka: start the console with --brokers.');
     if (q.group === '' || q.topic === '' || q.from === '')
       throw new Refusal(400, 'Give a group, a topic and where the range starts (from).');
     return {
-      pool,
-      kafka: options.kafka,
+      pool: this.pool,
+      kafka: this.options.kafka,
       groupId: q.group,
       topic: q.topic,
       from: q.from,
       to: q.to === '' ? 'latest' : q.to,
       ...(q.partitions === '' ? {} : { partitions: partitionList(q.partitions) }),
-      ...(handlers.length === 0 ? {} : { handlers }),
+      ...(this.handlers.length === 0 ? {} : { handlers: this.handlers }),
     };
   }
 
-  async function replayPage(
+  private async replayPage(
     v: views.ViewContext,
     q: views.ReplayQuery,
     plan: Html,
     flashes: views.Flash[] = [],
     url?: string,
   ): Promise<Page> {
-    const [groups, history] = await Promise.all([knownGroups(pool), replayStatus(pool, { limit: 20 })]);
+    const [groups, history] = await Promise.all([knownGroups(this.pool), replayStatus(this.pool, { limit: 20 })]);
     return {
       title: 'Replay',
       main: views.replayScreen(v, q, groups, history, plan),
@@ -546,23 +584,23 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     };
   }
 
-  async function replayPlanPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
-    const q = replayQuery(request.query);
+  private async replayPlanPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
+    const q = this.replayQuery(request.query);
     try {
-      const plan = await planReplay(planOptions(q));
-      return await replayPage(v, q, views.replayPlanSection(v, q, plan));
+      const plan = await planReplay(this.planOptions(q));
+      return await this.replayPage(v, q, views.replayPlanSection(v, q, plan));
     } catch (error) {
       // Shown on the replay screen with the form kept: a typo in the topic is fixed where it was made.
-      if (statusOf(error) >= 500) logger.warn({ err: error }, 'console: replay plan failed');
+      if (statusOf(error) >= 500) this.logger.warn({ err: error }, 'console: replay plan failed');
       return {
-        ...(await replayPage(v, q, html``, [{ kind: 'error', text: oneLine(error) }])),
+        ...(await this.replayPage(v, q, html``, [{ kind: 'error', text: oneLine(error) }])),
         status: statusOf(error),
       };
     }
   }
 
-  async function replayRunAction(request: ConsoleRequest<Req>, caller: Caller, v: views.ViewContext): Promise<Page> {
-    const q = replayQuery(request.body ?? new URLSearchParams());
+  private async replayRunAction(request: ConsoleRequest<Req>, caller: Caller, v: views.ViewContext): Promise<Page> {
+    const q = this.replayQuery(request.body ?? new URLSearchParams());
     const force = request.body?.get('force') === 'on';
     // Forcing applies messages that may have been applied before: the operator types the group's
     // name, so a stray click cannot do it.
@@ -572,9 +610,9 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
         `To force the replay, type the group name (${q.group}) exactly in the confirmation field.`,
       );
     }
-    const planned = planOptions(q);
+    const planned = this.planOptions(q);
     try {
-      return await audited(caller, 'replay.run', { ...q, force }, async () => {
+      return await this.audited(caller, 'replay.run', { ...q, force }, async () => {
         const result = await runReplay({ ...planned, force, requestedBy: `${caller.actor.name} (console)` });
         const moved = result.offsets.partitions
           .map((p) => `partition ${p.partition}: ${p.from ?? '(none)'} → ${p.to}`)
@@ -583,7 +621,7 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
         return {
           outcome: 'done',
           result: text,
-          page: await replayPage(
+          page: await this.replayPage(
             v,
             q,
             views.replayPlanSection({ ...v, write: false }, q, result.plan),
@@ -596,34 +634,34 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       if (!expected(error)) throw error;
       // Refused as the CLI refuses (at risk, live members, a bad range): the same one line.
       return {
-        ...(await replayPage(v, q, html``, [{ kind: 'error', text: oneLine(error) }], `${request.base}/replay`)),
+        ...(await this.replayPage(v, q, html``, [{ kind: 'error', text: oneLine(error) }], `${request.base}/replay`)),
         status: statusOf(error),
       };
     }
   }
 
-  async function outboxPage(v: views.ViewContext): Promise<Page> {
+  private async outboxPage(v: views.ViewContext): Promise<Page> {
     const [counts, backlog, parked] = await Promise.all([
-      outboxCounts(pool),
-      readOutboxBacklog(pool),
-      listOutbox(pool, { status: 'parked', limit: 200 }),
+      outboxCounts(this.pool),
+      readOutboxBacklog(this.pool),
+      listOutbox(this.pool, { status: 'parked', limit: 200 }),
     ]);
     return { title: 'Outbox', main: views.outboxScreen(v, counts, backlog, parked), live: true };
   }
 
-  async function confirmOutboxPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
+  private async confirmOutboxPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
     const asked = request.query.get('action');
     const all = asked === 'retry-all';
     const action = all ? 'retry' : asked;
     if (action !== 'retry' && action !== 'discard') throw new Refusal(400, 'Choose retry or discard.');
-    const parked = await listOutbox(pool, { status: 'parked', limit: 10_000 });
+    const parked = await listOutbox(this.pool, { status: 'parked', limit: 10_000 });
     const ids = new Set(idList(request.query.getAll('id'), 'outbox event'));
     const entries = all ? parked : parked.filter((e) => ids.has(e.id));
     if (!all && ids.size === 0) throw new Refusal(400, 'Select at least one parked event first.');
     return { title: 'Confirm', main: views.confirmOutbox(v, action, entries, all) };
   }
 
-  async function outboxAction(
+  private async outboxAction(
     request: ConsoleRequest<Req>,
     caller: Caller,
     action: 'retry' | 'discard',
@@ -636,20 +674,20 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     if (action === 'discard' && (reason === '' || reason.length > 500)) {
       throw new Refusal(400, 'Say why they are discarded (1 to 500 characters).');
     }
-    return audited(
+    return this.audited(
       caller,
       `outbox.${action}`,
       all ? { all: true } : { ids, ...(action === 'discard' ? { reason } : {}) },
       async () => {
         const changed =
           action === 'retry'
-            ? await retryParked(pool, all ? [] : ids)
-            : await discardParked(pool, ids, `${reason} (by ${caller.actor.name})`);
+            ? await retryParked(this.pool, all ? [] : ids)
+            : await discardParked(this.pool, ids, `${reason} (by ${caller.actor.name})`);
         const text =
           changed === 0
             ? 'No parked event matched; nothing changed.'
             : `${changed} parked event(s) ${action === 'retry' ? 'back to pending: the relay sends them again' : 'discarded'}.`;
-        const page = await outboxPage(v);
+        const page = await this.outboxPage(v);
         return {
           outcome: changed === 0 ? 'refused' : 'done',
           result: text,
@@ -664,11 +702,11 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     );
   }
 
-  async function keysPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
+  private async keysPage(request: ConsoleRequest<Req>, v: views.ViewContext): Promise<Page> {
     const q = { scope: text(request.query, 'scope'), key: text(request.query, 'key') };
     let found = null;
     if (q.scope !== '' && q.key !== '') {
-      const client = await pool.connect();
+      const client = await this.pool.connect();
       try {
         found = await findKey(client, q.scope, q.key);
       } finally {
@@ -678,11 +716,11 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
     return { title: 'HTTP keys', main: views.keysScreen(v, q, found) };
   }
 
-  async function resumeAction(request: ConsoleRequest<Req>, caller: Caller, v: views.ViewContext): Promise<Page> {
+  private async resumeAction(request: ConsoleRequest<Req>, caller: Caller, v: views.ViewContext): Promise<Page> {
     const group = text(request.body ?? new URLSearchParams(), 'group');
     const topic = text(request.body ?? new URLSearchParams(), 'topic');
     const partition = Number(request.body?.get('partition') ?? '');
-    const consumer = options.consumers?.[group];
+    const consumer = this.options.consumers?.[group];
     if (consumer === undefined) throw new Refusal(404, `No consumer of group ${group} runs in this process.`);
     const paused = consumer.paused().find((p) => p.topic === topic && p.partition === partition);
     if (paused === undefined)
@@ -693,7 +731,7 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
         `Partition ${topic}/${partition} stopped on an offsets mismatch: fix the offsets with \`oncely offsets reset\` while the group is stopped, then start it again.`,
       );
     }
-    return audited(caller, 'partition.resume', { group, topic, partition, offset: paused.offset }, async () => {
+    return this.audited(caller, 'partition.resume', { group, topic, partition, offset: paused.offset }, async () => {
       // Safe: the message it stopped at is fetched again and retried from attempt 1; the inbox
       // makes a message that did commit meanwhile a duplicate.
       consumer.resume(topic, partition);
@@ -701,39 +739,39 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       return {
         outcome: 'done',
         result: text,
-        page: { ...(await groupsPage(v)), live: false, url: `${request.base}/`, flashes: [{ kind: 'ok', text }] },
+        page: { ...(await this.groupsPage(v)), live: false, url: `${request.base}/`, flashes: [{ kind: 'ok', text }] },
       };
     });
   }
 
   // ------------------------------------------------------------ routing
 
-  async function route(request: ConsoleRequest<Req>, caller: Caller): Promise<Page | ConsoleResponse> {
-    const v = viewContext(request, caller);
+  private async route(request: ConsoleRequest<Req>, caller: Caller): Promise<Page | ConsoleResponse> {
+    const v = this.viewContext(request, caller);
     const { method, path } = request;
     if (method === 'GET') {
-      if (path === '/' || path === '') return groupsPage(v);
-      if (path === '/dead-letters') return deadLettersPage(request, v);
-      if (path === '/dead-letters/confirm') return confirmDeadLettersPage(request, v);
+      if (path === '/' || path === '') return this.groupsPage(v);
+      if (path === '/dead-letters') return this.deadLettersPage(request, v);
+      if (path === '/dead-letters/confirm') return this.confirmDeadLettersPage(request, v);
       const one = /^\/dead-letters\/(\d{1,19})$/.exec(path);
       if (one !== null) {
-        const letter = await selectDeadLetter(pool, one[1] ?? '');
+        const letter = await selectDeadLetter(this.pool, one[1] ?? '');
         if (letter === undefined) throw new Refusal(404, `Dead letter ${one[1] ?? ''} does not exist.`);
         return { title: `Dead letter ${letter.id}`, main: views.deadLetterScreen(v, letter) };
       }
-      if (path === '/replay') return replayPage(v, replayQuery(request.query), html``);
-      if (path === '/replay/plan') return replayPlanPage(request, v);
-      if (path === '/outbox') return outboxPage(v);
-      if (path === '/outbox/confirm') return confirmOutboxPage(request, v);
-      if (path === '/keys') return keysPage(request, v);
-      if (path === '/audit') return { title: 'Audit', main: views.auditScreen(await readAudit(pool)), live: true };
+      if (path === '/replay') return this.replayPage(v, this.replayQuery(request.query), html``);
+      if (path === '/replay/plan') return this.replayPlanPage(request, v);
+      if (path === '/outbox') return this.outboxPage(v);
+      if (path === '/outbox/confirm') return this.confirmOutboxPage(request, v);
+      if (path === '/keys') return this.keysPage(request, v);
+      if (path === '/audit') return { title: 'Audit', main: views.auditScreen(await readAudit(this.pool)), live: true };
       if (path === '/login') return redirect(request, '/');
       throw new Refusal(404, `There is no page ${path} in this console.`);
     }
     if (method !== 'POST') throw new Refusal(405, `${method} is not answered here: use the console's pages.`);
     if (path === '/logout') {
-      checkSameOrigin(request);
-      checkCsrf(request, caller);
+      this.checkSameOrigin(request);
+      this.checkCsrf(request, caller);
       return {
         status: 303,
         headers: {
@@ -744,29 +782,29 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
         body: '',
       };
     }
-    checkWrite(request, caller);
-    if (path === '/dead-letters/retry') return retryDeadLettersAction(request, caller);
-    if (path === '/dead-letters/discard') return discardDeadLettersAction(request, caller);
-    if (path === '/replay/run') return replayRunAction(request, caller, v);
-    if (path === '/outbox/retry') return outboxAction(request, caller, 'retry', v);
-    if (path === '/outbox/discard') return outboxAction(request, caller, 'discard', v);
-    if (path === '/groups/resume') return resumeAction(request, caller, v);
+    this.checkWrite(request, caller);
+    if (path === '/dead-letters/retry') return this.retryDeadLettersAction(request, caller);
+    if (path === '/dead-letters/discard') return this.discardDeadLettersAction(request, caller);
+    if (path === '/replay/run') return this.replayRunAction(request, caller, v);
+    if (path === '/outbox/retry') return this.outboxAction(request, caller, 'retry', v);
+    if (path === '/outbox/discard') return this.outboxAction(request, caller, 'discard', v);
+    if (path === '/groups/resume') return this.resumeAction(request, caller, v);
     throw new Refusal(404, `There is no action ${path} in this console.`);
   }
 
-  async function handle(request: ConsoleRequest<Req>): Promise<ConsoleResponse> {
+  async handle(request: ConsoleRequest<Req>): Promise<ConsoleResponse> {
     if (request.method === 'GET' && request.path.startsWith('/assets/')) return asset(request.path);
     let caller: Caller | undefined;
     try {
-      const authenticated = await authenticate(request);
+      const authenticated = await this.authenticate(request);
       if (!('actor' in authenticated)) return authenticated;
       caller = authenticated;
-      const result = await route(request, caller);
-      return 'main' in result ? respond(request, caller, result) : result;
+      const result = await this.route(request, caller);
+      return 'main' in result ? this.respond(request, caller, result) : result;
     } catch (error) {
       const status = statusOf(error);
-      if (status >= 500) logger.error({ err: error, path: request.path }, 'console request failed');
-      return respond(request, caller, {
+      if (status >= 500) this.logger.error({ err: error, path: request.path }, 'console request failed');
+      return this.respond(request, caller, {
         title: status === 404 ? 'Not found' : 'Refused',
         main: html``,
         flashes: [{ kind: 'error', text: oneLine(error) }],
@@ -774,14 +812,6 @@ export function createConsole<Req = unknown>(options: ConsoleOptions<Req>): Oper
       });
     }
   }
-
-  return {
-    handle,
-    async close() {
-      await dropAdmin();
-      if (owned) await pool.end();
-    },
-  };
 }
 
 /** Codes that are refusals (the operator can fix the request), not failures. */
