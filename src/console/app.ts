@@ -321,7 +321,7 @@ class ConsoleCore<Req> implements OperatorConsole<Req> {
             <a class="brand" href="${request.base}/">oncely console</a>
             ${caller === undefined ? '' : html`<nav>${nav.map(([path, label]) => html`<a href="${request.base}${path}">${label}</a>`)}</nav>`}
             <span class="mode" data-mode
-              >${this.write ? 'write access' : 'read-only'} · this.payloads
+              >${this.write ? 'write access' : 'read-only'} · payloads
               ${this.payloads ? 'shown' : 'hidden'}${caller === undefined ? '' : ` · ${caller.actor.name}`}</span
             >
             <span id="live" aria-live="polite"></span>

@@ -239,6 +239,7 @@ describe.skipIf(CHROMIUM === undefined)('operator console in a browser', () => {
     );
 
     await menu('Outbox', '/outbox');
+    expect((await page.textContent('[data-mode]'))?.replaceAll(/\s+/g, ' ')).toContain('payloads hidden');
     expect((await page.textContent('[data-count=parked]'))?.trim()).toBe('1');
     await expect(page.textContent(`tr[data-outbox="${id}"]`)).resolves.toContain('record too large');
     expect(await page.content()).not.toContain('acct-77');
