@@ -173,7 +173,7 @@ function pausedSection(v: ViewContext, paused: GroupsData['paused']): Html {
       <tbody>
         ${paused.map(
           (p) =>
-            html`<tr>
+            html`<tr data-paused="${p.groupId}">
               <td>${p.groupId}</td>
               <td>${p.topic}/${p.partition}</td>
               <td class="num">${p.offset}</td>

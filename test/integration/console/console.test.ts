@@ -14,7 +14,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { consoleMiddleware, consolePlugin } from 'oncely/console';
-import { NonRetriableError, purge } from '../../../src/index.js';
+import { type InboxConsumer, NonRetriableError, purge } from '../../../src/index.js';
 import { insertOutboxRow } from '../../../src/outbox/store.js';
 import { effectHandler, jsonMessage, recordOutcomes, useTestEnvironment, waitFor } from '../../support/integration.js';
 
@@ -44,6 +44,8 @@ describe.skipIf(CHROMIUM === undefined)('operator console in a browser', () => {
   /** The payment handler's bug: a card type it does not know yet. Fixed (false) before the retry. */
   let broken = true;
   let paymentHandler: ReturnType<typeof effectHandler>;
+  /** Consumers of this process the console lists paused partitions of (read on every request). */
+  const consumers: Record<string, InboxConsumer> = {};
   const shot = (name: string) => page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, fullPage: true });
   /** Follows a link of the console's menu; resolves once the new screen is in (the address changes after the swap). */
   const menu = async (label: string, path: string) => {
@@ -67,6 +69,7 @@ describe.skipIf(CHROMIUM === undefined)('operator console in a browser', () => {
       token: TOKEN,
       write: true,
       handlers: [paymentHandler],
+      consumers,
       refreshSeconds: 2,
     });
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -283,6 +286,41 @@ describe.skipIf(CHROMIUM === undefined)('operator console in a browser', () => {
     await context.close();
   });
 
+  it('lists a paused partition with its reason, and resumes it: its message is retried and processed', async () => {
+    const pausedTopic = await env.createTopic('console-paused');
+    const pausedGroup = env.groupId('console-paused');
+    let ledgerUp = false;
+    const consumer = env.consumer({
+      groupId: pausedGroup,
+      handlers: [
+        effectHandler(pausedTopic, () => {
+          if (!ledgerUp) throw new Error('ledger service down');
+        }),
+      ],
+      onExhausted: 'pause',
+      retry: { attempts: 1 },
+    });
+    consumers[pausedGroup] = consumer;
+    await consumer.start();
+    await env.produce(pausedTopic, [jsonMessage(`held-${randomUUID()}`, { amount: 5 })]);
+    await waitFor('the pause', () => consumer.paused().length === 1);
+
+    await menu('Groups', '/');
+    const row = page.locator(`tr[data-paused="${pausedGroup}"]`);
+    await row.waitFor();
+    await expect(row.textContent()).resolves.toContain('ledger service down');
+    await expect(row.textContent()).resolves.toContain('exhausted');
+    ledgerUp = true;
+    await row.locator('button:text("Resume")').click();
+    await page.waitForSelector('.flash.ok');
+    await expect(page.textContent('.flash.ok')).resolves.toContain(
+      `Partition ${pausedTopic}/0 of group ${pausedGroup} resumed`,
+    );
+    await waitFor('the held message to be processed', async () => (await env.effectsOf(pausedTopic)).length === 1);
+    expect(consumer.paused()).toEqual([]);
+    delete consumers[pausedGroup];
+  });
+
   it('refuses a request without the token, a wrong token, a write without its CSRF token, and another site', async () => {
     const stranger = await browser.newContext();
     const anonymous = await stranger.newPage();
@@ -328,7 +366,7 @@ describe.skipIf(CHROMIUM === undefined)('operator console in a browser', () => {
     await page.waitForSelector('.flash.ok');
     await expect(page.textContent('.flash.ok')).resolves.toContain('1 parked event(s) back to pending');
     await menu('Audit', '/audit');
-    await expect(page.locator('tr[data-audit]').count()).resolves.toBe(3);
+    await expect(page.locator('tr[data-audit]').count()).resolves.toBe(4);
     await shot('audit');
   });
 });
