@@ -227,6 +227,23 @@ describe('the code of the README and docs/ runs as written', () => {
     }
   });
 
+  it('runs the console example: the host app’s sign-in decides who may see it', async () => {
+    const port = await freePort();
+    const server = runExample('console.ts', { PORT: String(port) });
+    const url = `http://127.0.0.1:${port}/ops/oncely/dead-letters`;
+    const anonymous = await waitFor('the console to answer', () => fetch(url).catch(() => undefined), {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
+    expect(anonymous.status).toBe(401);
+    const signedIn = await fetch(url, { headers: { 'x-forwarded-email': 'ops@example.com' } });
+    expect(signedIn.status).toBe(200);
+    const page = await signedIn.text();
+    expect(page).toContain('write access');
+    expect(page).toContain('ops@example.com');
+    server.kill('SIGTERM');
+  });
+
   it('loads the schema registration example', async () => {
     const { schema } = await import('../../../examples/docs/register.js');
     expect(Object.keys(schema)).toEqual(['accounts']);
