@@ -56,9 +56,9 @@ export interface PartitionControl {
 /** How a lane's transaction records the partition's resume point: as the watermark, never past it. */
 export interface LaneCommits {
   /**
-   * The last statement of a transaction recording the outcomes of `covered`: waits for the
-   * partition's commit turn and records the resume point as it will stand once this transaction
-   * commits (the lowest offset then still unrecorded). The turn is held until the transaction ends.
+   * The last statement of a transaction recording the outcomes of `covered`: records the resume
+   * point as it will stand once this transaction commits (the lowest offset then still unrecorded,
+   * as far as the outcomes committed so far tell), when that moves it.
    */
   recordResumePoint(t: OpenTransaction, covered: readonly ConsumedRecord[]): Promise<void>;
 }

@@ -122,12 +122,30 @@ export class PartitionLanes {
       // Every lane finishes (or rolls back) the transaction it is in before the batch returns:
       // kafkajs may then hand the partition to another member, and no transaction of ours is left.
       await Promise.all(loops);
+      await this.#catchUp();
       await Promise.all(this.#lanes.map((lane) => lane.transactions.close()));
     }
     const stop = this.#stop;
     if (stop === undefined) return { kind: 'done' };
     if ('error' in stop) throw stop.error;
     return stop.result;
+  }
+
+  /**
+   * Two lanes that committed at the same moment may have left the recorded resume point behind the
+   * watermark: write it once more, so the batch ends with both offsets where the watermark is. A
+   * failure changes nothing that matters: the resume point only lags (its records come again as
+   * duplicates), it never leads.
+   */
+  async #catchUp(): Promise<void> {
+    const lane = this.#lanes[0];
+    if (lane === undefined) return;
+    await lane.transactions.catchUp().catch((error: unknown) => {
+      this.#pipeline.logger.warn(
+        { topic: this.#batch.topic, partition: this.#batch.partition, err: redactError(error) },
+        'could not record the partition’s resume point at its watermark; it stays a little behind (duplicates, never a loss)',
+      );
+    });
   }
 
   /** Hands records to their lanes in offset order, never more than maxInFlight past the watermark. */

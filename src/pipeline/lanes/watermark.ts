@@ -5,12 +5,12 @@
  * whose outcome is not recorded yet. Everything below it is recorded; above it, some records may
  * be recorded too, and a crash delivers those again as duplicates the inbox recognises (G1).
  *
- * Exactness: a lane's transaction writes the watermark as it will stand once that transaction
- * commits. Computing that, committing, and counting the records as done happen in one turn per
- * partition, so two lanes committing at once cannot each miss the other's records and leave the
- * recorded resume point behind the watermark. The turn covers the end of a transaction only (its
- * resume point statement and its COMMIT); PostgreSQL would serialise exactly that part anyway,
- * on the partition's `oncely.offsets` row.
+ * A lane's transaction writes the watermark as it will stand once that transaction commits,
+ * computed from the outcomes already committed: never past an unrecorded offset. Two lanes that
+ * commit at the same moment may each miss the other's records, leaving the recorded resume point
+ * a little behind (safe: a crash re-delivers those records as duplicates); the batch's end writes
+ * the watermark once more when it is behind. Commits are not serialised for it: concurrent
+ * commits share PostgreSQL's WAL flushes (group commit), which is what makes lanes fast.
  */
 import { recordOffset } from '../../inbox/claims.js';
 import type { OpenTransaction, Transactions, TransactionChain } from '../../inbox/transaction.js';
@@ -18,19 +18,6 @@ import { payloadFingerprint } from '../../kafka/message-identity.js';
 import type { ConsumedRecord } from '../../kafka/runner.js';
 
 import type { LaneCommits } from '../context.js';
-
-/** One holder at a time, in the order they asked. */
-class Turn {
-  #tail: Promise<void> = Promise.resolve();
-
-  take(): Promise<() => void> {
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const before = this.#tail;
-    this.#tail = before.then(() => held);
-    return before.then(() => release);
-  }
-}
 
 /** What the watermark lets move: Kafka's offset, once a prefix of the partition is recorded. */
 export interface WatermarkTarget {
@@ -49,8 +36,9 @@ export class PartitionWatermark {
   readonly #indexOf = new Map<string, number>();
   readonly #done: Uint8Array;
   readonly #target: WatermarkTarget;
-  readonly #turn = new Turn();
   #next = 0;
+  /** How many records, from the first, the committed resume point in `oncely.offsets` covers. */
+  #written = 0;
   #moved: (() => void)[] = [];
 
   constructor(records: readonly ConsumedRecord[], target: WatermarkTarget) {
@@ -77,13 +65,9 @@ export class PartitionWatermark {
     for (const resolve of waiting) resolve();
   }
 
-  takeTurn(): Promise<() => void> {
-    return this.#turn.take();
-  }
-
   /**
    * The record just below the watermark as it will stand once `covered` is recorded too, when that
-   * is past where it stands now; undefined when `covered` does not move it. Call within the turn.
+   * is past what the recorded resume point covers; undefined when there is nothing to write.
    */
   lastRecordedWith(covered: readonly ConsumedRecord[]): ConsumedRecord | undefined {
     const mine = new Set<number>();
@@ -93,12 +77,23 @@ export class PartitionWatermark {
     }
     let next = this.#next;
     while (next < this.#records.length && (this.#done[next] === 1 || mine.has(next))) next++;
-    return next > this.#next ? this.#records[next - 1] : undefined;
+    return next > this.#written ? this.#records[next - 1] : undefined;
+  }
+
+  /** A resume point past `record` committed. */
+  written(record: ConsumedRecord): void {
+    const i = this.#indexOf.get(record.offset);
+    if (i !== undefined && i + 1 > this.#written) this.#written = i + 1;
+  }
+
+  /** The record just below the watermark when the recorded resume point is behind it; else undefined. */
+  behind(): ConsumedRecord | undefined {
+    return this.#next > this.#written ? this.#records[this.#next - 1] : undefined;
   }
 
   /**
    * `covered` committed: counts it as recorded, and when the watermark moved, lets Kafka commit up
-   * to it. Call within the turn, right after the COMMIT, so the next holder computes from this.
+   * to it.
    */
   markRecorded(covered: readonly ConsumedRecord[]): void {
     for (const record of covered) {
@@ -116,6 +111,12 @@ export class PartitionWatermark {
   }
 }
 
+/** What a lane's transaction under way records: its records, and the resume point it wrote, if any. */
+interface Covering {
+  readonly covered: readonly ConsumedRecord[];
+  readonly wrote: ConsumedRecord | undefined;
+}
+
 /**
  * A lane's transactions: its own connection (a chain, one transaction after another), and the
  * partition's watermark written as each transaction's last statement (see {@link LaneCommits}).
@@ -124,8 +125,8 @@ export class LaneTransactions implements Transactions, LaneCommits {
   readonly #chain: TransactionChain;
   readonly #watermark: PartitionWatermark;
   readonly #groupId: string;
-  /** The turn held by the transaction under way, and the records it covers. */
-  #held: { readonly release: () => void; readonly covered: readonly ConsumedRecord[] } | undefined;
+  /** The transaction under way: the records it covers, and the resume point it wrote, if any. */
+  #covering: Covering | undefined;
 
   constructor(chain: TransactionChain, watermark: PartitionWatermark, groupId: string) {
     this.#chain = chain;
@@ -138,41 +139,55 @@ export class LaneTransactions implements Transactions, LaneCommits {
   }
 
   async run<T>(work: (transaction: OpenTransaction) => Promise<T>): Promise<T> {
-    try {
-      const result = await this.#chain.run(work);
-      // Committed: its records are recorded, still within the turn (the next holder must see them).
-      if (this.#held !== undefined) this.#watermark.markRecorded(this.#held.covered);
-      return result;
-    } finally {
-      // Rolled back or committed, the transaction is over: the next lane may take its turn.
-      this.#held?.release();
-      this.#held = undefined;
+    this.#covering = undefined;
+    const result = await this.#chain.run(work);
+    // Set by recordResumePoint() during work(), which the compiler cannot see.
+    const covering = this.#covering as Covering | undefined;
+    this.#covering = undefined;
+    if (covering !== undefined) {
+      // Committed: its records are recorded, and so is the resume point it wrote.
+      if (covering.wrote !== undefined) this.#watermark.written(covering.wrote);
+      this.#watermark.markRecorded(covering.covered);
     }
+    return result;
   }
 
   async recordResumePoint(t: OpenTransaction, covered: readonly ConsumedRecord[]): Promise<void> {
-    if (this.#held !== undefined) {
+    if (this.#covering !== undefined) {
       throw new Error('internal error: a lane transaction recorded its resume point twice');
     }
-    const release = await this.#watermark.takeTurn();
-    this.#held = { release, covered };
     const last = this.#watermark.lastRecordedWith(covered);
+    this.#covering = { covered, wrote: last };
     // Not at the watermark: nothing to move. synchronous_commit is left as the session has it:
     // Kafka passes these records only after a later commit that moves the watermark over them,
     // and that one is synchronous — its WAL flush covers this earlier commit too.
+    if (last !== undefined) await writeResumePoint(t, this.#groupId, last);
+  }
+
+  /** Writes the watermark in a transaction of its own when the recorded resume point is behind it. */
+  async catchUp(): Promise<void> {
+    const last = this.#watermark.behind();
     if (last === undefined) return;
-    // The watermark, with the record just below it as its mark: a record whose outcome is recorded,
-    // so the start-up check (lifecycle/resume-points.ts) recognises the log by it as before.
-    await recordOffset(t.client, {
-      groupId: this.#groupId,
-      topic: last.topic,
-      partition: last.partition,
-      nextOffset: (BigInt(last.offset) + 1n).toString(),
-      previous: { payloadHash: payloadFingerprint(last.value), timestamp: last.timestamp },
-    });
+    await this.#chain.run((t) => writeResumePoint(t, this.#groupId, last));
+    this.#watermark.written(last);
   }
 
   close(): Promise<void> {
     return this.#chain.close();
   }
+}
+
+/**
+ * The partition's resume point just past `last`, with `last` as its mark: a record whose outcome
+ * is recorded, so the start-up check (lifecycle/resume-points.ts) recognises the log by it as
+ * before. The offset only moves forward (GREATEST): a lane whose value is older changes nothing.
+ */
+function writeResumePoint(t: OpenTransaction, groupId: string, last: ConsumedRecord): Promise<void> {
+  return recordOffset(t.client, {
+    groupId,
+    topic: last.topic,
+    partition: last.partition,
+    nextOffset: (BigInt(last.offset) + 1n).toString(),
+    previous: { payloadHash: payloadFingerprint(last.value), timestamp: last.timestamp },
+  });
 }

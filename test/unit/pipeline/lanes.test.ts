@@ -58,23 +58,18 @@ describe('PartitionWatermark', () => {
     expect(woke).toBe(true);
   });
 
-  it('gives the commit turn to one holder at a time, in order', async () => {
+  it('asks for a resume point only past the one recorded, and says when the recorded one is behind', () => {
     const watermark = new PartitionWatermark(records, { groupId: 'g', resolve: () => undefined });
-    const order: string[] = [];
-    const first = await watermark.takeTurn();
-    const second = watermark.takeTurn().then((release) => {
-      order.push('second');
-      release();
-    });
-    const third = watermark.takeTurn().then((release) => {
-      order.push('third');
-      release();
-    });
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    expect(order).toEqual([]);
-    first();
-    await Promise.all([second, third]);
-    expect(order).toEqual(['second', 'third']);
+    // Two lanes committed at the same moment, each writing what it knew: 10 and (not knowing 10) nothing.
+    watermark.written(at(10));
+    watermark.markRecorded([at(10)]);
+    watermark.markRecorded([at(11)]);
+    expect(watermark.behind()?.offset).toBe('11');
+    // A transaction covering 12 writes past 11, not again up to 10.
+    expect(watermark.lastRecordedWith([at(12)])?.offset).toBe('12');
+    watermark.written(at(11));
+    expect(watermark.behind()).toBeUndefined();
+    expect(watermark.lastRecordedWith([at(15)])).toBeUndefined();
   });
 });
 
