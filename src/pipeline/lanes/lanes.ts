@@ -20,11 +20,16 @@ import type { ConsumedRecord, PartitionBatch } from '../../kafka/runner.js';
 
 import type { PartitionControl, PipelineContext } from '../context.js';
 import type { HandlerDefinition } from '../handler.js';
-import { processRecords, type RecordsResult } from '../modes/commit-group.js';
+import { MAX_GROUP_MS, processRecords, type RecordsResult } from '../modes/commit-group.js';
 import { redactError } from '../record/error-record.js';
 import { LaneAssigner } from './lane-key.js';
 import type { ResolvedLanes } from './options.js';
 import { LaneTransactions, PartitionWatermark } from './watermark.js';
+
+/** A lane takes at most this many groups' worth of its queue at a time (see PartitionLanes.#groupSize). */
+const TAKE_GROUPS = 4;
+/** A lane's first group size, before its handler's pace is known. */
+const FIRST_GROUP = 8;
 
 /** Where the lanes of one partition get their connections and their settings. */
 export interface LaneSettings {
@@ -41,12 +46,14 @@ export type LanesResult =
   /** A lane must stop the partition at this record (attempts exhausted with `pause`, or unrecordable). */
   | Extract<RecordsResult, { kind: 'stopped' }>;
 
-/** A lane: its queue of records (in offset order), its transactions, and its loop's promise. */
+/** A lane: its queue of records (in offset order), its transactions, and how fast its records go. */
 class Lane {
   readonly queue: ConsumedRecord[] = [];
   readonly transactions: LaneTransactions;
   #wake: (() => void) | undefined;
   busy = false;
+  /** Milliseconds per record lately (a moving average); undefined until the lane ran some. */
+  recordMs: number | undefined;
 
   constructor(transactions: LaneTransactions) {
     this.transactions = transactions;
@@ -190,14 +197,19 @@ export class PartitionLanes {
         continue;
       }
       if (!this.#running()) return;
-      const records = lane.queue.splice(0);
+      const maxMessages = this.#groupSize(lane);
+      // A few groups' worth at a time, so the group size follows the handler's pace.
+      const records = lane.queue.splice(0, maxMessages * TAKE_GROUPS);
       lane.busy = true;
+      const started = performance.now();
       try {
         const result = await processRecords(this.#pipeline, this.#handler, records, control, {
-          maxMessages: this.#settings.maxMessagesPerTransaction,
+          maxMessages,
           // Kafka's offset moves with the watermark (watermark.ts), not with a lane's commits.
           committed: () => undefined,
         });
+        const ms = (performance.now() - started) / records.length;
+        lane.recordMs = lane.recordMs === undefined ? ms : 0.7 * lane.recordMs + 0.3 * ms;
         if (result.kind !== 'done') this.#halt({ result });
       } catch (error) {
         this.#halt({ error });
@@ -207,6 +219,20 @@ export class PartitionLanes {
         this.#watermark.wake();
       }
     }
+  }
+
+  /**
+   * How many records a lane's next commit group may hold: as many as its handler gets through in
+   * a group's time (MAX_GROUP_MS), at most `maxMessagesPerTransaction`. A group claims all its ids
+   * up front and releases those it did not reach in time, so a group sized for fast handlers would
+   * claim and release ~100 rows per slow message (a 20 ms provider call) — on every lane at once.
+   */
+  #groupSize(lane: Lane): number {
+    const most = this.#settings.maxMessagesPerTransaction;
+    // Unknown yet: start small, the pace is known after the first take.
+    if (lane.recordMs === undefined) return Math.min(most, FIRST_GROUP);
+    if (lane.recordMs <= 0) return most;
+    return Math.max(1, Math.min(most, Math.ceil(MAX_GROUP_MS / lane.recordMs)));
   }
 
   /** The first reason to stop wins; every lane and the hand-out see it at their next step. */
