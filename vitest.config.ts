@@ -12,6 +12,7 @@ export default defineConfig({
       { find: /^oncely\/testing$/, replacement: src('testing/index.ts') },
       { find: /^oncely\/express$/, replacement: src('http/express.ts') },
       { find: /^oncely\/fastify$/, replacement: src('http/fastify.ts') },
+      { find: /^oncely\/console$/, replacement: src('console/index.ts') },
       { find: /^oncely$/, replacement: src('index.ts') },
     ],
   },

@@ -240,8 +240,8 @@ function printReport(report: HttpDemoReport, log: (line: string) => void): void 
   const width = Math.max(...rows.map((r) => r[0].length));
   log('');
   log('HTTP: POST /v1/payments with Idempotency-Key');
-  for (const [label, value, note] of rows) log(`${label.padEnd(width)}  ${String(value).padStart(8)}  ${note}`);
-  log(`charged twice: ${report.chargedTwice}`);
+  for (const [label, value, note] of rows)
+    log(`${label.padEnd(width)}  ${String(value).padStart(8)}  ${note}`.trimEnd());
   log(
     report.ok
       ? 'Every payment charged exactly once despite timeouts, retries, races, reused keys and a burst.'

@@ -13,11 +13,17 @@
  *    dead-lettered after their charge, and the step's compensation refunds them.
  * 6. Prints what happened and checks the ledger, the HTTP payments and the provider's records
  *    against what they should be; exits 1 if anything is wrong.
+ *
+ * `npm run demo -- --json` prints the summary as one JSON document on stdout instead (progress goes
+ * to stderr): every figure once, each expected one beside it under `expected`, and `ok`/`problems`.
+ * `--events <n>` changes the number of unique payment events (default 3,000), `--seed <n>` the
+ * workload (default `DEMO_SEED` or 20261123).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
 import { Kafka, logLevel, type Message } from 'kafkajs';
 import { createOutboxRelay, migrate } from 'oncely';
@@ -31,7 +37,6 @@ import type { PaymentEvent } from './handler.js';
 import { type PaymentProvider, REVIEW_SUFFIX, startPaymentProvider } from './provider.js';
 import { PAYMENTS_DDL } from './schema.js';
 
-const UNIQUE_EVENTS = 3_000;
 const DUPLICATE_SHARE = 0.1;
 const POISON = 5;
 const KEY_REUSE = 5;
@@ -50,12 +55,12 @@ interface Workload {
   readonly expectedCharges: number;
 }
 
-function buildWorkload(run: string, seed: number): Workload {
+function buildWorkload(run: string, seed: number, uniqueEvents: number): Workload {
   const next = seededRandom(seed);
   const account = (): string => `${run}-acct-${Math.floor(next() * ACCOUNTS)}`;
   const originals: { id: string; event: PaymentEvent }[] = [];
   const captured: Extract<PaymentEvent, { type: 'payment.captured' }>[] = [];
-  for (let n = 0; n < UNIQUE_EVENTS; n++) {
+  for (let n = 0; n < uniqueEvents; n++) {
     const refundable = captured.length > 0 && next() < 0.2;
     let event: PaymentEvent;
     if (refundable) {
@@ -87,7 +92,7 @@ function buildWorkload(run: string, seed: number): Workload {
     headers: { 'message-id': id },
   });
   const messages = originals.map(({ id, event }) => toMessage(id, JSON.stringify(event), event.accountId));
-  const duplicatesSent = Math.round(UNIQUE_EVENTS * DUPLICATE_SHARE);
+  const duplicatesSent = Math.round(uniqueEvents * DUPLICATE_SHARE);
   for (let i = 0; i < duplicatesSent; i++) {
     // A producer retry: an event already sent goes out again, same id and bytes, later in the stream.
     const original = originals[Math.floor(next() * originals.length)]!;
@@ -128,7 +133,7 @@ function buildWorkload(run: string, seed: number): Workload {
     );
   }
   const expectedCharges = originals.filter(({ event }) => event.type === 'payment.captured').length + REVIEW;
-  return { messages, duplicatesSent, expectedBalances, expectedEntries: UNIQUE_EVENTS, expectedCharges };
+  return { messages, duplicatesSent, expectedBalances, expectedEntries: uniqueEvents, expectedCharges };
 }
 
 interface Tally {
@@ -175,14 +180,41 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs 
   }
 }
 
-async function main(): Promise<number> {
-  const seed = Number(process.env.DEMO_SEED ?? 20261123);
+interface DemoOptions {
+  readonly json: boolean;
+  readonly events: number;
+  readonly seed: number;
+}
+
+function demoOptions(): DemoOptions {
+  const { values } = parseArgs({
+    options: { json: { type: 'boolean', default: false }, events: { type: 'string' }, seed: { type: 'string' } },
+  });
+  const integer = (name: string, text: string | undefined, fallback: number, min: number): number => {
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new Error(`--${name} must be an integer of at least ${min}, not ${text}`);
+    return n;
+  };
+  return {
+    json: values.json,
+    // At least 100: the key-reuse events reuse the ids of events 0, 7, …, 28.
+    events: integer('events', values.events, 3_000, 100),
+    seed: integer('seed', values.seed ?? process.env.DEMO_SEED, 20261123, 0),
+  };
+}
+
+async function main(options: DemoOptions): Promise<number> {
+  const { seed } = options;
+  // With --json, stdout carries the summary document alone; what happens meanwhile goes to stderr.
+  const say = options.json ? (line: string) => void process.stderr.write(`${line}\n`) : console.log;
   const run = `r${randomBytes(3).toString('hex')}`;
   const topic = `payments-${run}`;
   const groupId = `ledger-${run}`;
-  console.log(`oncely payments demo · run ${run} · seed ${seed}`);
+  say(`oncely payments demo · run ${run} · seed ${seed}`);
 
-  console.log('Starting Kafka and PostgreSQL (a first run downloads Kafka from Maven Central)…');
+  say('Starting Kafka and PostgreSQL (a first run downloads Kafka from Maven Central)…');
   const services = await startDevServices({ logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }) });
   const pool = new pg.Pool({ connectionString: services.postgres.url, max: 8 });
   const kafka = new Kafka({ clientId: 'payments-demo', brokers: services.kafka.brokers, logLevel: logLevel.NOTHING });
@@ -193,7 +225,7 @@ async function main(): Promise<number> {
   const relay = createOutboxRelay({ db: pool, kafka, logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }) });
   try {
     provider = await startPaymentProvider();
-    console.log(
+    say(
       `Kafka ${services.kafka.brokers.join(',')} (${services.kafka.source}) · PostgreSQL (${services.postgres.source})`,
     );
     await migrate(pool);
@@ -201,12 +233,12 @@ async function main(): Promise<number> {
     await admin.connect();
     await admin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true });
 
-    const workload = buildWorkload(run, seed);
+    const workload = buildWorkload(run, seed, options.events);
     await producer.connect();
     for (let i = 0; i < workload.messages.length; i += 500) {
       await producer.send({ topic, messages: workload.messages.slice(i, i + 500) });
     }
-    console.log(`Produced ${workload.messages.length} messages to ${topic} (${PARTITIONS} partitions).`);
+    say(`Produced ${workload.messages.length} messages to ${topic} (${PARTITIONS} partitions).`);
 
     const env = {
       KAFKA_BROKERS: services.kafka.brokers.join(','),
@@ -214,6 +246,8 @@ async function main(): Promise<number> {
       TOPIC: topic,
       GROUP_ID: groupId,
       PROVIDER_URL: provider.url,
+      // The demo's dead letters are deliberate: their warnings would bury the summary.
+      ONCELY_LOG_LEVEL: process.env.ONCELY_LOG_LEVEL ?? 'error',
     };
     const tally: Tally = { processed: 0, redelivery: 0, republish: 0, deadLettered: 0 };
     const inboxCount = async (): Promise<number> =>
@@ -225,8 +259,13 @@ async function main(): Promise<number> {
     // The HTTP act first: the API's events reach the topic through the outbox and the relay, ahead
     // of the consumer act, so the ledger consumer applies them (and the SIGKILL lands among them too).
     await relay.start();
-    console.log('HTTP act: clients of POST /v1/payments time out, retry, race, reuse keys and burst past the pool…');
-    const http = await runHttpDemo({ databaseUrl: services.postgres.url, eventsTopic: topic });
+    say('HTTP act: clients of POST /v1/payments time out, retry, race, reuse keys and burst past the pool…');
+    const http = await runHttpDemo({
+      databaseUrl: services.postgres.url,
+      eventsTopic: topic,
+      // In JSON mode the act's figures are part of the document, not printed on their own.
+      log: options.json ? () => undefined : say,
+    });
     await waitUntil(
       'the outbox to send the API events',
       async () =>
@@ -243,12 +282,12 @@ async function main(): Promise<number> {
     await consumer.started;
     await waitUntil(
       'a third of the events',
-      async () => (await inboxCount()) >= (UNIQUE_EVENTS + http.paymentsCreated) / 3,
+      async () => (await inboxCount()) >= (options.events + http.paymentsCreated) / 3,
     );
     consumer.child.kill('SIGKILL');
     await consumer.exited;
     const atKill = await inboxCount();
-    console.log(`Killed the consumer (SIGKILL) after ${atKill} recorded outcomes; restarting it.`);
+    say(`Killed the consumer (SIGKILL) after ${atKill} recorded outcomes; restarting it.`);
 
     consumer = startConsumer(env, tally);
     await consumer.started;
@@ -270,7 +309,10 @@ async function main(): Promise<number> {
     await consumer.exited;
     consumer = undefined;
 
-    return await report(pool, groupId, run, workload, tally, http, provider);
+    const summary = await summarise(pool, { groupId, run, seed, workload, tally, http, provider, killedAfter: atKill });
+    if (options.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    else printSummary(summary);
+    return summary.ok ? 0 : 1;
   } finally {
     await relay.stop().catch(() => undefined);
     await provider?.close();
@@ -282,15 +324,74 @@ async function main(): Promise<number> {
   }
 }
 
-async function report(
-  pool: pg.Pool,
-  groupId: string,
-  run: string,
-  workload: Workload,
-  tally: Tally,
-  http: HttpDemoReport,
-  provider: PaymentProvider,
-): Promise<number> {
+/** Everything the demo checked, each figure once; `expected` holds the figures that have a right value. */
+export interface DemoSummary {
+  readonly run: string;
+  readonly seed: number;
+  readonly ok: boolean;
+  /** What did not match, in words; empty when `ok`. */
+  readonly problems: string[];
+  readonly http: Omit<HttpDemoReport, 'run' | 'ok' | 'paymentsExpected'> & {
+    readonly expected: { executions: number; paymentsCreated: number; wrongAmounts: 0; chargedTwice: 0 };
+  };
+  readonly consumer: {
+    /** Outcomes recorded when the consumer was SIGKILLed. */
+    readonly killedAfter: number;
+    readonly messagesSent: number;
+    readonly duplicatesSent: number;
+    readonly malformedSent: number;
+    readonly keyReuseSent: number;
+    readonly processed: number;
+    readonly duplicatesSkipped: { readonly republish: number; readonly redelivery: number };
+    readonly deadLettered: {
+      readonly invalid_payload: number;
+      readonly key_reuse: number;
+      readonly handler_failed: number;
+    };
+    readonly ledgerEntries: number;
+    readonly ledgerTotalCents: number;
+    readonly accounts: number;
+    readonly accountsRight: number;
+    readonly httpPaymentsInLedger: number;
+    readonly httpPaymentsNotInLedgerOnce: number;
+    readonly expected: {
+      readonly processed: number;
+      readonly deadLettered: {
+        readonly invalid_payload: number;
+        readonly key_reuse: number;
+        readonly handler_failed: number;
+      };
+      readonly ledgerEntries: number;
+      readonly ledgerTotalCents: number;
+      readonly accountsRight: number;
+      readonly httpPaymentsInLedger: number;
+      readonly httpPaymentsNotInLedgerOnce: 0;
+    };
+  };
+  readonly provider: {
+    readonly charges: number;
+    /** Calls that repeated an idempotency key already charged (the provider deduped them). */
+    readonly repeatedCalls: number;
+    readonly paymentsChargedTwice: number;
+    readonly refunds: number;
+    readonly expected: { readonly charges: number; readonly paymentsChargedTwice: 0; readonly refunds: number };
+  };
+}
+
+interface Outcome {
+  readonly groupId: string;
+  readonly run: string;
+  readonly seed: number;
+  readonly workload: Workload;
+  readonly tally: Tally;
+  readonly http: HttpDemoReport;
+  readonly provider: PaymentProvider;
+  readonly killedAfter: number;
+}
+
+/** Reads what happened from the database and the provider's own records, never from the tally alone. */
+async function summarise(pool: pg.Pool, outcome: Outcome): Promise<DemoSummary> {
+  const { groupId, run, workload, tally, http, provider } = outcome;
   const one = async (text: string, values: unknown[]): Promise<number> =>
     Number((await pool.query<{ n: string | null }>(text, values)).rows[0]?.n ?? 0);
   const processed = await one(
@@ -344,39 +445,11 @@ async function report(
     [groupId],
   );
 
-  const euros = (cents: number): string => `€${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2 })}`;
-  const rows: [string, string, string][] = [
-    ['messages sent', String(workload.messages.length), ''],
-    ['  of which duplicates (same message-id)', String(workload.duplicatesSent), ''],
-    ['  of which malformed', String(POISON), ''],
-    ['  of which key reuse (same id, other amount)', String(KEY_REUSE), ''],
-    ['processed (inbox)', String(processed), `expected ${workload.expectedEntries + http.paymentsCreated}`],
-    ['duplicates skipped: republish', String(tally.republish), ''],
-    ['duplicates skipped: redelivery', String(tally.redelivery), ''],
-    ['dead-lettered: invalid_payload', String(byReason.get('invalid_payload') ?? 0), `expected ${POISON}`],
-    ['dead-lettered: key_reuse', String(byReason.get('key_reuse') ?? 0), `expected ${KEY_REUSE}`],
-    ['dead-lettered: handler_failed (held)', String(byReason.get('handler_failed') ?? 0), `expected ${REVIEW}`],
-    ['ledger entries', String(entries), `expected ${workload.expectedEntries}`],
-    ['ledger total', euros(ledgerTotal), `expected ${euros(expectedTotal)}`],
-    [
-      'account balances right',
-      `${workload.expectedBalances.size - wrongBalances.length}/${workload.expectedBalances.size}`,
-      '',
-    ],
-    ['ledger entries for HTTP payments', String(httpEntries), `expected ${http.paymentsCreated}`],
-    ['  HTTP payments not in the ledger exactly once', String(httpNotOnce), 'expected 0'],
-    ['provider charges', String(provider.charges.size), `expected ${expectedCharges}`],
-    ['  calls repeated with the same key (deduped)', String(providerRetries), ''],
-    ['  payments charged twice', String(providerChargedTwice), 'expected 0'],
-    ['refunds for dead letters', String(provider.refunds.size), `expected ${expectedRefunds}`],
-  ];
-  const width = Math.max(...rows.map((r) => r[0].length));
-  console.log('');
-  for (const [label, value, note] of rows) console.log(`${label.padEnd(width)}  ${value.padStart(14)}  ${note}`);
-  console.log(`provider charges: ${provider.charges.size} expected ${expectedCharges}`);
-  console.log(`refunds for dead letters: ${provider.refunds.size} expected ${expectedRefunds}`);
-  console.log(`charged twice ${providerChargedTwice + http.chargedTwice}`);
-
+  const deadLettered = {
+    invalid_payload: byReason.get('invalid_payload') ?? 0,
+    key_reuse: byReason.get('key_reuse') ?? 0,
+    handler_failed: byReason.get('handler_failed') ?? 0,
+  };
   const problems = [
     processed !== workload.expectedEntries + http.paymentsCreated && 'processed count',
     !http.ok && 'HTTP act',
@@ -384,27 +457,122 @@ async function report(
     provider.charges.size !== expectedCharges && 'provider charges',
     providerChargedTwice > 0 && 'provider double charges',
     (provider.refunds.size !== expectedRefunds || expectedRefunds !== REVIEW) && 'refunds',
-    (byReason.get('handler_failed') ?? 0) !== REVIEW && 'handler_failed dead letters',
+    deadLettered.handler_failed !== REVIEW && 'handler_failed dead letters',
     entries !== workload.expectedEntries && 'ledger entries',
     ledgerTotal !== expectedTotal && 'ledger total',
     wrongBalances.length > 0 && `${wrongBalances.length} balances`,
-    (byReason.get('invalid_payload') ?? 0) !== POISON && 'invalid_payload dead letters',
-    (byReason.get('key_reuse') ?? 0) !== KEY_REUSE && 'key_reuse dead letters',
+    deadLettered.invalid_payload !== POISON && 'invalid_payload dead letters',
+    deadLettered.key_reuse !== KEY_REUSE && 'key_reuse dead letters',
     // Each re-sent event is skipped exactly once; the SIGKILLed process may die between a commit
     // and printing its line, so up to one line per partition in flight can be missing from the tally.
     tally.republish + tally.redelivery < workload.duplicatesSent - PARTITIONS && 'duplicates skipped',
   ].filter((p): p is string => typeof p === 'string');
+
+  const { run: _httpRun, ok: _httpOk, paymentsExpected, ...httpFigures } = http;
+  return {
+    run,
+    seed: outcome.seed,
+    ok: problems.length === 0,
+    problems,
+    http: {
+      ...httpFigures,
+      expected: { executions: paymentsExpected, paymentsCreated: paymentsExpected, wrongAmounts: 0, chargedTwice: 0 },
+    },
+    consumer: {
+      killedAfter: outcome.killedAfter,
+      messagesSent: workload.messages.length,
+      duplicatesSent: workload.duplicatesSent,
+      malformedSent: POISON,
+      keyReuseSent: KEY_REUSE,
+      processed,
+      duplicatesSkipped: { republish: tally.republish, redelivery: tally.redelivery },
+      deadLettered,
+      ledgerEntries: entries,
+      ledgerTotalCents: ledgerTotal,
+      accounts: workload.expectedBalances.size,
+      accountsRight: workload.expectedBalances.size - wrongBalances.length,
+      httpPaymentsInLedger: httpEntries,
+      httpPaymentsNotInLedgerOnce: httpNotOnce,
+      expected: {
+        processed: workload.expectedEntries + http.paymentsCreated,
+        deadLettered: { invalid_payload: POISON, key_reuse: KEY_REUSE, handler_failed: REVIEW },
+        ledgerEntries: workload.expectedEntries,
+        ledgerTotalCents: expectedTotal,
+        accountsRight: workload.expectedBalances.size,
+        httpPaymentsInLedger: http.paymentsCreated,
+        httpPaymentsNotInLedgerOnce: 0,
+      },
+    },
+    provider: {
+      charges: provider.charges.size,
+      repeatedCalls: providerRetries,
+      paymentsChargedTwice: providerChargedTwice,
+      refunds: provider.refunds.size,
+      expected: { charges: expectedCharges, paymentsChargedTwice: 0, refunds: expectedRefunds },
+    },
+  };
+}
+
+/** The consumer act's table: each figure on one line, with what it should be where that is known. */
+function printSummary({ consumer: c, provider: p, ok, problems }: DemoSummary): void {
+  const euros = (cents: number): string => `€${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2 })}`;
+  const rows: [string, string, string][] = [
+    ['messages sent', String(c.messagesSent), ''],
+    ['  of which duplicates (same message-id)', String(c.duplicatesSent), ''],
+    ['  of which malformed', String(c.malformedSent), ''],
+    ['  of which key reuse (same id, other amount)', String(c.keyReuseSent), ''],
+    ['processed (inbox)', String(c.processed), `expected ${c.expected.processed}`],
+    ['duplicates skipped: republish', String(c.duplicatesSkipped.republish), ''],
+    ['duplicates skipped: redelivery', String(c.duplicatesSkipped.redelivery), ''],
+    [
+      'dead-lettered: invalid_payload',
+      String(c.deadLettered.invalid_payload),
+      `expected ${c.expected.deadLettered.invalid_payload}`,
+    ],
+    ['dead-lettered: key_reuse', String(c.deadLettered.key_reuse), `expected ${c.expected.deadLettered.key_reuse}`],
+    [
+      'dead-lettered: handler_failed (held)',
+      String(c.deadLettered.handler_failed),
+      `expected ${c.expected.deadLettered.handler_failed}`,
+    ],
+    ['ledger entries', String(c.ledgerEntries), `expected ${c.expected.ledgerEntries}`],
+    ['ledger total', euros(c.ledgerTotalCents), `expected ${euros(c.expected.ledgerTotalCents)}`],
+    ['account balances right', `${c.accountsRight}/${c.accounts}`, ''],
+    ['ledger entries for HTTP payments', String(c.httpPaymentsInLedger), `expected ${c.expected.httpPaymentsInLedger}`],
+    ['  HTTP payments not in the ledger exactly once', String(c.httpPaymentsNotInLedgerOnce), 'expected 0'],
+    ['provider charges', String(p.charges), `expected ${p.expected.charges}`],
+    ['  calls repeated with the same key (deduped)', String(p.repeatedCalls), ''],
+    ['  payments charged twice', String(p.paymentsChargedTwice), 'expected 0'],
+    ['refunds for dead letters', String(p.refunds), `expected ${p.expected.refunds}`],
+  ];
+  const width = Math.max(...rows.map((r) => r[0].length));
   console.log('');
-  if (problems.length > 0) {
+  for (const [label, value, note] of rows)
+    console.log(`${label.padEnd(width)}  ${value.padStart(14)}  ${note}`.trimEnd());
+  console.log('');
+  if (!ok) {
     console.log(`WRONG: ${problems.join(', ')} do not match.`);
-    return 1;
+    return;
   }
   console.log('Ledger correct: every event applied exactly once, every bad one dead-lettered, despite the crash;');
   console.log('every HTTP payment in the ledger once; every payment charged once, every held one refunded.');
-  return 0;
 }
 
-process.exitCode = await main().catch((error: unknown) => {
-  console.error(error);
-  return 1;
-});
+function optionsOrExit(): DemoOptions | undefined {
+  try {
+    return demoOptions();
+  } catch (error) {
+    // A wrong argument: one line saying which, not a stack.
+    console.error(`demo: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  }
+}
+
+const options = optionsOrExit();
+process.exitCode =
+  options === undefined
+    ? 1
+    : await main(options).catch((error: unknown) => {
+        console.error(error);
+        return 1;
+      });

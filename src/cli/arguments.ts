@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 
-import { parseDuration } from './replay.js';
+import { parseDuration } from '../operator/input.js';
 
 /*
  * Parsers for option values, one per kind: a bad value is refused by commander as

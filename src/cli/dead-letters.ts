@@ -15,7 +15,8 @@ import {
 } from '../replay/dead-letters.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
 import { importUserModule } from './load-module.js';
-import { formatIssues, formatStoredError, parseDeadLetterId, readableMessage, table as outputTable } from './output.js';
+import { formatIssues, formatStoredError, readableMessage } from '../operator/stored-error.js';
+import { parseDeadLetterId, table as outputTable } from './output.js';
 
 interface Common {
   readonly databaseUrl: string;
@@ -176,7 +177,7 @@ function report(result: ResolveResult, options: Common): void {
  * The module given with --handlers: its exported handler definitions (a `handlers` array, a default
  * array, or individual exports) and, optionally, its drizzle `schema`.
  */
-async function loadHandlers(
+export async function loadHandlers(
   modulePath: string,
 ): Promise<{ handlers: AnyHandlerDefinition[]; schema?: Record<string, unknown> }> {
   const exports = await importUserModule(modulePath);

@@ -3,15 +3,18 @@ import { readFileSync } from 'node:fs';
 
 import { Command, Option } from 'commander';
 
-import { editDistance } from '../pipeline/options.js';
+import { editDistance } from '../options.js';
 import { DEAD_LETTER_REASONS } from '../inbox/dead-letters.js';
 import { runDiscard, runList, runRetry, runShow } from './dead-letters.js';
 import { parsePort, runDev } from './dev.js';
 import { runMigrate } from './database.js';
 import { runOutboxDiscard, runOutboxList, runOutboxRetry, runRelay } from './outbox.js';
 import { runDoctor } from './doctor.js';
+import { runConsole } from './console.js';
 import { duration, nonEmpty, wholeNumber } from './arguments.js';
-import { exitQuietlyOnClosedPipe, failureLine } from './output.js';
+import { failureLine } from '../operator/failure.js';
+import { parsePartitions } from '../operator/input.js';
+import { exitQuietlyOnClosedPipe } from './output.js';
 import { runStatusScreen } from './status-screen.js';
 
 // `oncely migrate --dry-run | head`: the reader closing the pipe ends the command quietly.
@@ -25,7 +28,6 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 import {
   formatDuration,
   PURGE_INBOX_FLOOR_MS,
-  parsePartitions,
   runOffsetsReset,
   runOffsetsShow,
   runPurge,
@@ -274,6 +276,25 @@ program
   )
   .option('--json', 'print JSON for scripts')
   .action(runPurge);
+
+program
+  .command('console')
+  .description('serve the operator console in the browser: groups and lag, dead letters, replays, outbox, HTTP keys')
+  .addOption(databaseUrl())
+  .addOption(new Option('--brokers <list>', 'Kafka brokers, comma-separated, for lag and replays').env('KAFKA_BROKERS'))
+  .option('--host <address>', 'listen on this address', '127.0.0.1')
+  .addOption(new Option('--port <port>', 'listen on this port').argParser(parsePort).default(4000))
+  .addOption(
+    new Option('--token <token>', 'the token to sign in with (default: a new random one, printed)').env(
+      'ONCELY_CONSOLE_TOKEN',
+    ),
+  )
+  .option('--write', 'allow writes: retry and discard, replay runs (default: read-only)')
+  .option('--payloads', 'show payload values and allow payload search (default: hidden; they hold personal data)')
+  .option('--handlers <module>', "a module exporting the consumer's handlers, to retry dead letters from the console")
+  .addOption(new Option('--refresh <seconds>', 'seconds between live updates (default 5)').argParser(wholeNumber(1)))
+  .addHelpText('after', HANDLERS_MODULE_HELP)
+  .action(runConsole);
 
 program
   .command('dev')

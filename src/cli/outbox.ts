@@ -35,10 +35,13 @@ export async function runRelay(options: {
     .map((b) => b.trim())
     .filter((b) => b.length > 0);
   if (brokers.length === 0) throw configError('brokers', 'give --brokers host:port[,host:port] or set KAFKA_BROKERS');
+  const logger = pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' });
   const relay = createOutboxRelay({
     db: options.databaseUrl,
-    kafka: createKafkaClient({ clientId: 'oncely-relay', brokers, logWarnings: true }),
-    logger: pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' }),
+    // kafkajs's own log (a stack trace per failed connection attempt) only at ONCELY_LOG_LEVEL=debug:
+    // the relay warns once per backoff when it cannot reach the broker.
+    kafka: createKafkaClient({ clientId: 'oncely-relay', brokers, logger }),
+    logger,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
     ...(options.pollInterval === undefined ? {} : { pollIntervalMs: options.pollInterval }),
   });

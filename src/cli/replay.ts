@@ -1,6 +1,5 @@
 import { createKafkaClient, type KafkaClient } from '../kafka/client.js';
 import { SingleBar } from 'cli-progress';
-import { InvalidArgumentError } from 'commander';
 import pg from 'pg';
 
 import { importUserModule } from './load-module.js';
@@ -36,14 +35,6 @@ async function connected<T>(options: Connection, use: (pool: pg.Pool, kafka: Kaf
   } finally {
     await pool.end();
   }
-}
-
-export function parsePartitions(value: string): number[] {
-  const partitions = value.split(',').map((p) => Number(p.trim()));
-  if (partitions.some((p) => !Number.isInteger(p) || p < 0)) {
-    throw new InvalidArgumentError(`"${value}" is not a list of partition numbers, e.g. 0,1,2.`);
-  }
-  return partitions;
 }
 
 export async function runOffsetsShow(options: Connection & { group?: string; topic?: string }): Promise<void> {
@@ -294,15 +285,6 @@ async function loadHandlers(modulePath: string): Promise<AnyHandlerDefinition[]>
     );
   }
   return handlers;
-}
-
-/** `7d`, `12h`, `30m`, `90s`, `500ms` or a number of milliseconds. */
-export function parseDuration(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
-  if (match === null)
-    throw configError('duration', `"${value}" is not a duration: use e.g. 7d, 12h, 30m, 90s or 500ms`);
-  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(match[2] ?? 'ms') as 'ms'];
-  return Number(match[1]) * unit;
 }
 
 /** A duration in milliseconds as the help shows defaults: `7d`, `1h`, `500ms`. */

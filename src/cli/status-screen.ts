@@ -1,12 +1,8 @@
-import { createKafkaClient, type KafkaAdmin } from '../kafka/client.js';
+import { createKafkaClient } from '../kafka/client.js';
 import pg from 'pg';
 
-import { countOpenDeadLetters, type GroupStatus, type OpenDeadLetterCount, readGroupStatus } from '../inbox/status.js';
-import { type PartitionLag, readConsumerLag } from '../kafka/lag.js';
-import { migrationStatus, type MigrationStatus } from '../migrate/migrate.js';
-import { type OutboxStatus, outboxCounts } from '../outbox/store.js';
+import { readStatusReport, type StatusReport } from '../console/status.js';
 import { formatReplayStatus } from './replay.js';
-import { replayStatus, type ReplayProgress } from '../replay/status.js';
 import { colours } from './output.js';
 
 export interface StatusOptions {
@@ -15,24 +11,6 @@ export interface StatusOptions {
   readonly json?: boolean;
   /** Refresh every this many seconds (true: 5) on a terminal, until Ctrl-C. */
   readonly watch?: boolean | string;
-}
-
-interface GroupScreen {
-  readonly groupId: string;
-  readonly state: string | undefined;
-  readonly topics: readonly GroupStatus[];
-  readonly deadLettersOpen: readonly OpenDeadLetterCount[];
-  /** Undefined when no brokers were given. */
-  readonly lag: readonly PartitionLag[] | undefined;
-}
-
-interface StatusReport {
-  readonly migrations: MigrationStatus;
-  readonly groups: readonly GroupScreen[];
-  /** Outbox rows by status; undefined before the outbox migration. */
-  readonly outbox?: Record<OutboxStatus, number> | undefined;
-  /** Replays and how far each has come (see `oncely replay`). */
-  readonly replays?: readonly ReplayProgress[];
 }
 
 /**
@@ -58,7 +36,7 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
     const intervalS = options.watch === true ? 5 : Number(options.watch ?? 0);
     const watching = intervalS > 0 && options.json !== true && process.stdout.isTTY === true;
     for (;;) {
-      const report = await readReport(pool, admin);
+      const report = await readStatusReport(pool, admin);
       if (options.json === true) {
         process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         return;
@@ -75,35 +53,6 @@ export async function runStatusScreen(options: StatusOptions): Promise<void> {
     await admin?.disconnect().catch(() => undefined);
     await pool.end();
   }
-}
-
-async function readReport(pool: pg.Pool, admin: KafkaAdmin | undefined): Promise<StatusReport> {
-  const migrations = await migrationStatus(pool);
-  if (migrations.applied.length === 0) return { migrations, groups: [] };
-  const byGroup = new Map<string, GroupStatus[]>();
-  for (const status of await readGroupStatus(pool)) {
-    byGroup.set(status.groupId, [...(byGroup.get(status.groupId) ?? []), status]);
-  }
-  const groups: GroupScreen[] = [];
-  for (const [groupId, topics] of byGroup) {
-    const deadLettersOpen = await countOpenDeadLetters(pool, groupId);
-    let state: string | undefined;
-    let lag: PartitionLag[] | undefined;
-    if (admin !== undefined) {
-      state = (await admin.describeGroups([groupId])).groups[0]?.state;
-      const existing = new Set(await admin.listTopics());
-      lag = await readConsumerLag(
-        admin,
-        groupId,
-        topics.map((t) => t.topic).filter((t) => existing.has(t)),
-      );
-    }
-    groups.push({ groupId, state, topics, deadLettersOpen, lag });
-  }
-  const applied = new Set(migrations.applied.map((m) => m.name));
-  const outbox = applied.has('0003_outbox') ? await outboxCounts(pool) : undefined;
-  const replays = applied.has('0006_retention') ? await replayStatus(pool) : [];
-  return { migrations, groups, outbox, replays };
 }
 
 function render(report: StatusReport): string {

@@ -38,6 +38,17 @@ export interface DeadLetterFilter {
   readonly reason?: DeadLetterReason;
   /** Default `open`; `all` lists every status. */
   readonly status?: DeadLetterStatus | 'all';
+  /** Only the dead letters of this message id (exact). */
+  readonly messageId?: string;
+  /** Only those stored at or after this time. */
+  readonly since?: Date;
+  /** Only those stored before this time. */
+  readonly until?: Date;
+  /**
+   * Only those whose value contains these bytes (a string is taken as UTF-8). A scan of the
+   * matching rows' values: narrow it with the other filters on a large table.
+   */
+  readonly valueContains?: string | Buffer;
   /** Default 100. */
   readonly limit?: number;
 }
@@ -108,8 +119,22 @@ export async function selectDeadLetters(pool: pg.Pool, filter: DeadLetterFilter 
         AND ($2::text IS NULL OR topic = $2)
         AND ($3::text IS NULL OR reason = $3)
         AND ($4::text = 'all' OR status = $4)
+        AND ($6::text IS NULL OR message_id = $6)
+        AND ($7::timestamptz IS NULL OR created_at >= $7)
+        AND ($8::timestamptz IS NULL OR created_at < $8)
+        AND ($9::bytea IS NULL OR position($9::bytea IN value) > 0)
       ORDER BY id LIMIT $5`,
-    [filter.groupId ?? null, filter.topic ?? null, filter.reason ?? null, status, filter.limit ?? 100],
+    [
+      filter.groupId ?? null,
+      filter.topic ?? null,
+      filter.reason ?? null,
+      status,
+      filter.limit ?? 100,
+      filter.messageId ?? null,
+      filter.since ?? null,
+      filter.until ?? null,
+      filter.valueContains === undefined ? null : Buffer.from(filter.valueContains),
+    ],
   );
   return rows.map(toSummary);
 }

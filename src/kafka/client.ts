@@ -3,7 +3,8 @@
  * types and calls these functions, never kafkajs itself, so that another client can be added as an
  * adapter here without touching the pipeline, the relay, replay or the CLI.
  */
-import { Kafka, logLevel, type Admin, type ConsumerConfig, type ProducerConfig } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type ConsumerConfig, type logCreator, type ProducerConfig } from 'kafkajs';
+import type { Logger } from 'pino';
 
 /** The Kafka client an application passes as the `kafka` option: a kafkajs `new Kafka({ clientId, brokers })`. */
 export type KafkaClient = Kafka;
@@ -21,8 +22,13 @@ export interface ClientOptions {
   readonly clientId: string;
   /** `host:port` addresses, or one comma-separated string of them (as `--brokers` takes them). */
   readonly brokers: readonly string[] | string;
-  /** Log the client's warnings (a long-running relay); otherwise it stays silent (CLI one-shots). */
-  readonly logWarnings?: boolean;
+  /**
+   * Where the client's own log goes: each kafkajs entry (INFO and above) as a `debug` line of this
+   * logger, so `ONCELY_LOG_LEVEL=debug` shows them. Default: nowhere. kafkajs logs every failed
+   * connection attempt at ERROR with a stack trace; oncely reports what matters itself, once (a
+   * relay that cannot reach the broker warns once per backoff, a command fails with one line).
+   */
+  readonly logger?: Logger;
   readonly connectionTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
   /** How many times a failed request is retried before the call fails. */
@@ -41,11 +47,26 @@ export function createKafkaClient(options: ClientOptions): KafkaClient {
   return new Kafka({
     clientId: options.clientId,
     brokers,
-    logLevel: options.logWarnings === true ? logLevel.WARN : logLevel.NOTHING,
+    ...clientLog(options.logger),
     ...(options.connectionTimeoutMs === undefined ? {} : { connectionTimeout: options.connectionTimeoutMs }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeout: options.requestTimeoutMs }),
     ...(options.retries === undefined ? {} : { retry: { retries: options.retries } }),
   });
+}
+
+/** The kafkajs log settings that send its entries to `logger` at debug, or nowhere. */
+function clientLog(logger: Logger | undefined): { logLevel: logLevel; logCreator?: logCreator } {
+  if (logger === undefined || !logger.isLevelEnabled('debug')) return { logLevel: logLevel.NOTHING };
+  const log = logger.child({ component: 'kafkajs' });
+  return {
+    logLevel: logLevel.INFO,
+    logCreator:
+      () =>
+      ({ namespace, label, log: entry }) => {
+        const { message, timestamp: _timestamp, logger: _logger, ...fields } = entry;
+        log.debug({ ...fields, namespace, kafkajsLevel: label }, message);
+      },
+  };
 }
 
 /** Whether a value looks like a client this module can drive (an early, one-line option error). */

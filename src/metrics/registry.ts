@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 
 import type * as PromClient from 'prom-client';
+import { z } from 'zod';
 
 import { configError, OncelyError } from '../errors.js';
 
@@ -22,17 +23,22 @@ export function loadPromClient(option = 'metrics'): typeof PromClient {
   }
 }
 
+/** Whether `value` is a prom-client `Registry` (any copy of prom-client: checked by shape). */
+function isRegistry(value: unknown): value is PromClient.Registry {
+  const r = value as { registerMetric?: unknown; metrics?: unknown } | null | undefined;
+  return (
+    typeof r === 'object' && r !== null && typeof r.registerMetric === 'function' && typeof r.metrics === 'function'
+  );
+}
+
+const NOT_A_REGISTRY = "expected a prom-client Registry: `new Registry()` from 'prom-client'";
+
+/** The `registry` of every `metrics` option, in the options' schemas (src/options.ts). */
+export const registrySchema = z.custom<PromClient.Registry>(isRegistry, { message: NOT_A_REGISTRY });
+
 /** Refuses anything but a prom-client `Registry` (any copy of prom-client: checked by shape). */
 export function assertRegistry(option: string, registry: unknown): asserts registry is PromClient.Registry {
-  const r = registry as { registerMetric?: unknown; metrics?: unknown } | null | undefined;
-  if (
-    typeof r !== 'object' ||
-    r === null ||
-    typeof r.registerMetric !== 'function' ||
-    typeof r.metrics !== 'function'
-  ) {
-    throw configError(`${option}.registry`, "expected a prom-client Registry: `new Registry()` from 'prom-client'");
-  }
+  if (!isRegistry(registry)) throw configError(`${option}.registry`, NOT_A_REGISTRY);
 }
 
 /**

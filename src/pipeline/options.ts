@@ -3,7 +3,8 @@ import type pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { z } from 'zod';
 
-import { OncelyError } from '../errors.js';
+import { registrySchema } from '../metrics/registry.js';
+import { invalidOptions, parseOptions } from '../options.js';
 import {
   createTransactionBinder,
   type OncelyDatabase,
@@ -20,7 +21,7 @@ import {
   isHandlerDefinition,
 } from './handler.js';
 import { type LaneOptions, lanesSchema, type ResolvedLanes, resolveLanes } from './lanes/options.js';
-import { DEFAULT_RETENTION, type ResolvedRetention, retentionSchema } from '../retention/options.js';
+import { type ResolvedRetention, retentionSchema } from '../retention/options.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 import type { TracingOptions } from '../tracing/spans.js';
 
@@ -302,10 +303,7 @@ const optionsSchema = z.strictObject({
     .optional(),
   metrics: z
     .strictObject({
-      registry: z.custom<MetricsOptions['registry']>(
-        (v) => isObject(v) && typeof v.registerMetric === 'function' && typeof v.metrics === 'function',
-        { message: "expected a prom-client Registry: `new Registry()` from 'prom-client'" },
-      ),
+      registry: registrySchema,
       refreshIntervalMs: z.int('must be a whole number of milliseconds').min(0, 'must be 0 or more').optional(),
       lag: z.boolean().optional(),
     })
@@ -335,9 +333,7 @@ const optionsSchema = z.strictObject({
  * `OncelyError` with code `ONCELY_CONFIG` whose message names each bad option and the fix.
  */
 export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedConsumerConfig {
-  const parsed = optionsSchema.safeParse(options);
-  if (!parsed.success) throw invalidOptions(parsed.error.issues.flatMap(explainIssue));
-  const o = parsed.data;
+  const o = parseOptions(optionsSchema, options);
 
   const mode = o.mode ?? o.handlers[0]?.kind ?? 'message';
   if (mode === 'message' && options.batchSize !== undefined) {
@@ -463,75 +459,9 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
   };
 }
 
-const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
-  '': Object.keys(optionsSchema.shape),
-  retry: Object.keys(DEFAULT_RETRY),
-  deadLetter: ['topic'],
-  metrics: ['registry', 'refreshIntervalMs', 'lag'],
-  lanes: ['count', 'key', 'maxInFlight'],
-  retention: Object.keys(DEFAULT_RETENTION),
-};
-
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {
   if (topic === undefined || topic === false) return undefined;
   if (topic === true) return (sourceTopic: string) => `${sourceTopic}.dlq`;
   if (typeof topic === 'string') return () => topic;
   return topic;
-}
-
-/** zod's "Unrecognized key" becomes one problem per key, with the closest known option. */
-function explainIssue(issue: z.core.$ZodIssue): Problem[] {
-  if (issue.code !== 'unrecognized_keys') return [issue];
-  const known = KNOWN_KEYS[issue.path.map(String).join('.')] ?? [];
-  return issue.keys.map((key) => {
-    const suggestion = closest(key, known);
-    return {
-      path: [...issue.path, key],
-      message: `unknown option${suggestion === undefined ? '' : `; did you mean \`${suggestion}\`?`}`,
-    };
-  });
-}
-
-function closest(word: string, candidates: readonly string[]): string | undefined {
-  let best: { candidate: string; distance: number } | undefined;
-  for (const candidate of candidates) {
-    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
-    if (distance <= 3 && (best === undefined || distance < best.distance)) best = { candidate, distance };
-  }
-  return best?.candidate;
-}
-
-/** Levenshtein distance: how many single-letter edits turn `a` into `b` (`stauts` → `status`: 2). */
-export function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(
-        (previous[j] ?? 0) + 1,
-        (current[j - 1] ?? 0) + 1,
-        (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
-}
-
-interface Problem {
-  readonly path: readonly PropertyKey[];
-  readonly message: string;
-}
-
-function invalidOptions(problems: readonly Problem[]): OncelyError {
-  const lines = problems.map((p) => {
-    const option = p.path.length === 0 ? '(options)' : p.path.map(String).join('.');
-    return `\`${option}\`: ${p.message}`;
-  });
-  const first = problems[0]?.path.map(String).join('.') ?? '';
-  return new OncelyError(
-    'ONCELY_CONFIG',
-    lines.length === 1 ? `Invalid option ${lines[0]}` : `Invalid options:\n- ${lines.join('\n- ')}`,
-    { context: { option: first } },
-  );
 }

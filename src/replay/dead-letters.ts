@@ -14,7 +14,7 @@ import {
   selectDeadLetters,
 } from '../inbox/dead-letter-store.js';
 import type { StoredError } from '../inbox/dead-letters.js';
-import { inTransaction } from '../inbox/transaction.js';
+import { inTransaction, type OpenTransaction } from '../inbox/transaction.js';
 import type { ConsumedRecord } from '../kafka/runner.js';
 import { decodeHeaders } from '../inbox/headers.js';
 import { decode, toMessageInfo } from '../pipeline/record/decode.js';
@@ -87,140 +87,179 @@ export interface RetryOptions {
  * corrected event with an id of its own).
  */
 export async function retryDeadLetter(options: RetryOptions, id: string | number | bigint): Promise<ResolveResult> {
-  const key = String(id);
   const handlers = handlersByTopic(options.handlers);
   const { pool } = resolvePool(options.db);
-  const bind = createTransactionBinder(options.db);
-  const logger = options.logger ?? pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' });
   const timeoutMs = options.handlerTimeoutMs ?? 30_000;
-  let failure: { error: unknown } | undefined;
-  const result = await inTransaction(
+  const retry: DeadLetterRetry = {
+    key: String(id),
+    handlers,
     pool,
-    bind,
-    async (t): Promise<ResolveResult> => {
-      // The row lock makes concurrent retries of one dead letter take turns: the second finds it retried.
-      const letter = await selectDeadLetter(t.client, key, { lock: true });
-      if (letter === undefined) return { id: key, outcome: 'not_found', message: `Dead letter ${key} does not exist.` };
-      if (letter.status === 'retried') {
-        return {
-          id: key,
-          outcome: 'already_processed',
-          message: `Dead letter ${key} was already retried successfully; nothing to do.`,
-        };
-      }
-      if (letter.status === 'discarded') {
-        return { id: key, outcome: 'not_open', message: `Dead letter ${key} was discarded; nothing to retry.` };
-      }
-      if (letter.reason === 'key_reuse' || letter.messageId === null) {
-        return {
-          id: key,
-          outcome: 'not_retriable',
-          message:
-            letter.reason === 'key_reuse'
-              ? `Dead letter ${key} reuses the id of another message, which was processed; it cannot be applied under that id. Discard it, and re-publish the event with an id of its own if it is real.`
-              : `Dead letter ${key} has no valid message id to record it under. Discard it, and re-publish it with a valid id.`,
-        };
-      }
-      const inbox = await lockInboxStatus(t.client, letter.groupId, letter.messageId);
-      if (inbox === undefined) {
-        // Applying it now would leave its id unrecorded, so a redelivery could apply it again.
-        return {
-          id: key,
-          outcome: 'not_retriable',
-          message: `Message ${letter.messageId} has no inbox row (purged by retention?); retrying it could apply it twice. Discard it instead.`,
-        };
-      }
-      if (inbox.status === 'processed') {
-        await resolveDeadLetter(t.client, key, 'retried', 'the message was already processed');
-        return {
-          id: key,
-          outcome: 'already_processed',
-          message: `Message ${letter.messageId} was already processed; dead letter ${key} closed without running the handler again.`,
-        };
-      }
-      const handler = handlers.get(letter.topic);
-      if (handler === undefined) {
-        throw configError(
-          'handlers',
-          `no handler for topic "${letter.topic}" among the handlers given; pass the consumer's handlers`,
-        );
-      }
-      const record = toRecord(letter);
-      const info = toMessageInfo(record);
-      const attempt = letter.attempts + 1;
-      const messageId = letter.messageId;
-      let apply: ((lease: AttemptLease) => Promise<void> | void) | undefined;
-      if (record.value === null && handler.tombstone !== undefined && handler.tombstone !== 'dead-letter') {
-        const tombstone = handler.tombstone;
-        apply =
-          typeof tombstone === 'function'
-            ? (lease) =>
-                tombstone(
-                  messageContext(
-                    t,
-                    info,
-                    letter.groupId,
-                    messageId,
-                    attempt,
-                    logger,
-                    lease,
-                    singleAttemptSteps(pool, letter.groupId, messageId, lease.signal).step,
-                  ),
-                )
-            : undefined; // 'skip': recorded, not applied
-      } else {
-        const decoded = await decode(handler, info);
-        if (!decoded.ok) {
-          failure = { error: decoded.error };
-          throw decoded.error;
-        }
-        apply = async (lease) => {
-          const steps = singleAttemptSteps(pool, letter.groupId, messageId, lease.signal);
-          await applyOne(
-            handler,
-            decoded.event,
-            t,
-            info,
-            letter.groupId,
-            messageId,
-            attempt,
-            logger,
-            lease,
-            steps.step,
-          );
-          steps.finish();
-        };
-      }
-      await markInboxProcessed(t.client, letter.groupId, messageId, attempt);
-      if (apply !== undefined) {
-        try {
-          await runBounded({ transaction: t, timeoutMs, messageId }, apply);
-        } catch (error) {
-          failure = { error };
-          throw error;
-        }
-      }
-      await resolveDeadLetter(t.client, key, 'retried', `retried successfully on attempt ${attempt}`);
-      return {
-        id: key,
-        outcome: 'processed',
-        message: `Dead letter ${key} retried: message ${letter.messageId} processed on attempt ${attempt}.`,
-      };
-    },
+    logger: options.logger ?? pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' }),
+    timeoutMs,
+    failure: undefined,
+  };
+  return inTransaction(
+    pool,
+    createTransactionBinder(options.db),
+    (t) => retryInTransaction(t, retry),
     timeoutMs > 0 ? { statementTimeoutMs: timeoutMs } : {},
-  ).catch(async (error: unknown) => {
-    if (failure === undefined) throw error;
+  ).catch(async (error: unknown): Promise<ResolveResult> => {
+    if (retry.failure === undefined) throw error;
     // The handler (or the still-invalid payload) failed: its writes rolled back. Keep the latest error.
-    const stored = describeError(failure.error);
-    await recordRetryFailure(pool, key, stored);
+    const stored = describeError(retry.failure.error);
+    await recordRetryFailure(pool, retry.key, stored);
+    return {
+      id: retry.key,
+      outcome: 'failed',
+      message: `Retrying dead letter ${retry.key} failed: ${stored.message}`,
+      error: stored,
+    };
+  });
+}
+
+/** One retry of one dead letter. */
+interface DeadLetterRetry {
+  /** The dead letter's id. */
+  readonly key: string;
+  readonly handlers: ReadonlyMap<string, AnyHandlerDefinition>;
+  readonly pool: ReturnType<typeof resolvePool>['pool'];
+  readonly logger: Logger;
+  readonly timeoutMs: number;
+  /** Set when the handler or the payload failed (recorded on the dead letter), not the retry itself. */
+  failure: { error: unknown } | undefined;
+}
+
+/** The retry's transaction: checks the dead letter and its inbox row, then runs the handler. */
+async function retryInTransaction(t: OpenTransaction, retry: DeadLetterRetry): Promise<ResolveResult> {
+  const { key } = retry;
+  // The row lock makes concurrent retries of one dead letter take turns: the second finds it retried.
+  const letter = await selectDeadLetter(t.client, key, { lock: true });
+  if (letter === undefined) return { id: key, outcome: 'not_found', message: `Dead letter ${key} does not exist.` };
+  const checked = retriableId(letter, key);
+  if ('refused' in checked) return checked.refused;
+  const { messageId } = checked;
+  const inbox = await lockInboxStatus(t.client, letter.groupId, messageId);
+  if (inbox === undefined) {
+    // Applying it now would leave its id unrecorded, so a redelivery could apply it again.
     return {
       id: key,
-      outcome: 'failed',
-      message: `Retrying dead letter ${key} failed: ${stored.message}`,
-      error: stored,
-    } as const;
-  });
-  return result;
+      outcome: 'not_retriable',
+      message: `Message ${messageId} has no inbox row (purged by retention?); retrying it could apply it twice. Discard it instead.`,
+    };
+  }
+  if (inbox.status === 'processed') {
+    await resolveDeadLetter(t.client, key, 'retried', 'the message was already processed');
+    return {
+      id: key,
+      outcome: 'already_processed',
+      message: `Message ${messageId} was already processed; dead letter ${key} closed without running the handler again.`,
+    };
+  }
+  const handler = retry.handlers.get(letter.topic);
+  if (handler === undefined) {
+    throw configError(
+      'handlers',
+      `no handler for topic "${letter.topic}" among the handlers given; pass the consumer's handlers`,
+    );
+  }
+  const attempt = letter.attempts + 1;
+  const apply = await handlerCall(t, retry, { letter, messageId, handler, attempt });
+  await markInboxProcessed(t.client, letter.groupId, messageId, attempt);
+  if (apply !== undefined) {
+    try {
+      await runBounded({ transaction: t, timeoutMs: retry.timeoutMs, messageId }, apply);
+    } catch (error) {
+      retry.failure = { error };
+      throw error;
+    }
+  }
+  await resolveDeadLetter(t.client, key, 'retried', `retried successfully on attempt ${attempt}`);
+  return {
+    id: key,
+    outcome: 'processed',
+    message: `Dead letter ${key} retried: message ${messageId} processed on attempt ${attempt}.`,
+  };
+}
+
+/** The id a dead letter is retried under, or why it cannot be (already retried, discarded, no id of its own). */
+function retriableId(
+  letter: DeadLetter,
+  key: string,
+): { readonly messageId: string } | { readonly refused: ResolveResult } {
+  if (letter.status === 'retried') {
+    return {
+      refused: {
+        id: key,
+        outcome: 'already_processed',
+        message: `Dead letter ${key} was already retried successfully; nothing to do.`,
+      },
+    };
+  }
+  if (letter.status === 'discarded') {
+    return {
+      refused: { id: key, outcome: 'not_open', message: `Dead letter ${key} was discarded; nothing to retry.` },
+    };
+  }
+  if (letter.reason === 'key_reuse' || letter.messageId === null) {
+    return {
+      refused: {
+        id: key,
+        outcome: 'not_retriable',
+        message:
+          letter.reason === 'key_reuse'
+            ? `Dead letter ${key} reuses the id of another message, which was processed; it cannot be applied under that id. Discard it, and re-publish the event with an id of its own if it is real.`
+            : `Dead letter ${key} has no valid message id to record it under. Discard it, and re-publish it with a valid id.`,
+      },
+    };
+  }
+  return { messageId: letter.messageId };
+}
+
+/**
+ * The handler's call for the dead letter's record, as the consumer would make it: the tombstone
+ * handler for a tombstone (undefined for `'skip'`: recorded, not applied), else the decoded event's
+ * handler. A payload that still does not decode fails the retry (recorded on the dead letter).
+ */
+async function handlerCall(
+  t: OpenTransaction,
+  retry: DeadLetterRetry,
+  {
+    letter,
+    messageId,
+    handler,
+    attempt,
+  }: { letter: DeadLetter; messageId: string; handler: AnyHandlerDefinition; attempt: number },
+): Promise<((lease: AttemptLease) => Promise<void> | void) | undefined> {
+  const { pool, logger } = retry;
+  const record = toRecord(letter);
+  const info = toMessageInfo(record);
+  if (record.value === null && handler.tombstone !== undefined && handler.tombstone !== 'dead-letter') {
+    const tombstone = handler.tombstone;
+    if (typeof tombstone !== 'function') return undefined; // 'skip': recorded, not applied
+    return (lease) =>
+      tombstone(
+        messageContext(
+          t,
+          info,
+          letter.groupId,
+          messageId,
+          attempt,
+          logger,
+          lease,
+          singleAttemptSteps(pool, letter.groupId, messageId, lease.signal).step,
+        ),
+      );
+  }
+  const decoded = await decode(handler, info);
+  if (!decoded.ok) {
+    retry.failure = { error: decoded.error };
+    throw decoded.error;
+  }
+  return async (lease) => {
+    const steps = singleAttemptSteps(pool, letter.groupId, messageId, lease.signal);
+    await applyOne(handler, decoded.event, t, info, letter.groupId, messageId, attempt, logger, lease, steps.step);
+    steps.finish();
+  };
 }
 
 /** Retries every dead letter matching `filter` (default: all open ones), one by one, oldest first. */

@@ -1,4 +1,4 @@
-import type { KafkaClient } from '../kafka/client.js';
+import type { KafkaAdmin, KafkaClient } from '../kafka/client.js';
 import type pg from 'pg';
 
 import { isOncelyError, OncelyError } from '../errors.js';
@@ -116,7 +116,6 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
   const started = Date.now();
   const { pool, kafka, groupId, topic } = options;
   const to = options.to ?? 'latest';
-  const handler = options.handlers?.find((h) => h.topic === topic);
   // One keyspace: the inbox, its horizons and its purges are the scope's; the positions are the group's.
   const inboxScope = await resolveInboxScope(pool, groupId, options.inboxScope);
 
@@ -125,83 +124,160 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
     readPurgedUntil(pool, inboxScope),
     readResumePoints(pool, { groupId, topic }),
   ]);
-  // Record timestamps are whole milliseconds: a copy written before the purge has a timestamp at
-  // or below the purge moment truncated to the millisecond.
-  const purgedUntilMs = purgedUntil === undefined ? undefined : Math.floor(purgedUntil.getTime());
   const resume = new Map(resumeRows.map((r) => [r.partition, r.nextOffset]));
-
-  const ranges = await withAdmin(kafka, async (admin) => {
-    const log = await topicLog(admin, topic);
-    if (log.length === 0) {
-      throw new OncelyError('ONCELY_TOPIC_NOT_FOUND', `Topic "${topic}" does not exist on the broker.`, {
-        context: { topic },
-      });
-    }
-    const committed = await committedOffsets(admin, groupId, topic);
-    // A group that never consumed the topic has nothing to replay, and a run would create its
-    // offsets at the range start: most often the name is misspelt. Refused before anything is read.
-    if (resume.size === 0 && committed.size === 0) {
-      throw new OncelyError(
-        'ONCELY_CONFIG',
-        `Consumer group "${groupId}" has no offsets for topic ${topic}, neither in Kafka nor in oncely.offsets: ` +
-          'it never consumed the topic, so there is nothing to replay. Check the group and topic names ' +
-          '(`oncely offsets show` lists every group oncely has recorded).',
-        { context: { option: 'groupId', groupId, topic } },
-      );
-    }
-    const wanted = options.partitions ?? log.map((p) => p.partition);
-    const resolveBound = boundResolver(admin, topic);
-    // Partitions differ in length: an offset past the end of some of them is a range that is
-    // empty there, but an offset past the end of every partition asked for is a slip (a typo, the
-    // wrong topic) and is refused, as `offsets reset` refuses it.
-    const pastEnd = { from: [] as unknown[], to: [] as unknown[] };
-    const clampPastEnd = (which: 'from' | 'to', bounds: Bounds) => (error: unknown) => {
-      if (!isPastEnd(error)) throw error;
-      pastEnd[which].push(error);
-      return bounds.highWatermark;
-    };
-    const ranges = await Promise.all(
-      wanted.map(async (partition) => {
-        const bounds = log.find((p) => p.partition === partition);
-        if (bounds === undefined) {
-          throw new OncelyError('ONCELY_OFFSET_OUT_OF_RANGE', `Topic ${topic} has no partition ${partition}.`, {
-            context: { topic, partition },
-          });
-        }
-        const start = await resolveBound(options.from, partition, bounds, 'from').catch(clampPastEnd('from', bounds));
-        let end = await resolveBound(to, partition, bounds, 'to').catch(clampPastEnd('to', bounds));
-        if (end > bounds.highWatermark) end = bounds.highWatermark;
-        if (start > end) {
-          throw new OncelyError(
-            'ONCELY_CONFIG',
-            `The range is backwards on ${topic}/${partition}: from (${describeBound(options.from)}) resolves to offset ${start}, ` +
-              `after to (${describeBound(to)}, offset ${end}). Give a from that comes before to.`,
-            { context: { option: 'from', topic, partition } },
-          );
-        }
-        const asked = end;
-        // A run rewinds the partition to the start and the group re-reads everything up to where
-        // it was: the plan must cover that much, whatever `to` says.
-        const position = resume.get(partition) ?? committed.get(partition);
-        if (position !== undefined && position > end)
-          end = position < bounds.highWatermark ? position : bounds.highWatermark;
-        const readFrom = start < bounds.logStart ? bounds.logStart : start;
-        return {
-          partition,
-          start,
-          end,
-          readFrom,
-          asked,
-          gone: start < bounds.logStart ? min(bounds.logStart, end) - start : 0n,
-        };
-      }),
-    );
-    for (const which of ['from', 'to'] as const) {
-      if (wanted.length > 0 && pastEnd[which].length === wanted.length) throw pastEnd[which][0];
-    }
-    return ranges;
+  const ranges = await withAdmin(kafka, (admin) => resolveRanges(admin, { ...options, to }, resume));
+  const counts = await classifyRanges(options, ranges, {
+    inboxScope,
+    horizons,
+    // Record timestamps are whole milliseconds: a copy written before the purge has a timestamp at
+    // or below the purge moment truncated to the millisecond.
+    purgedUntilMs: purgedUntil === undefined ? undefined : Math.floor(purgedUntil.getTime()),
   });
 
+  const partitions = ranges.map((r) => partitionPlan(r, counts.get(r.partition), resume, horizons));
+  const sum = (key: 'messages' | 'skipped' | 'applied' | 'atRisk' | 'deadLettered' | 'gone'): number =>
+    partitions.reduce((s, p) => s + p[key], 0);
+  return {
+    groupId,
+    inboxScope,
+    purgedUntil: purgedUntil?.toISOString() ?? null,
+    topic,
+    from: describeBound(options.from),
+    to: describeBound(to),
+    partitions,
+    totals: {
+      messages: sum('messages'),
+      skipped: sum('skipped'),
+      applied: sum('applied'),
+      atRisk: sum('atRisk'),
+      deadLettered: sum('deadLettered'),
+      gone: sum('gone'),
+    },
+    plannedAt: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+  };
+}
+
+/** One partition's range, resolved to offsets. */
+interface PlannedRange {
+  readonly partition: number;
+  readonly start: bigint;
+  /** Where reading ends: the end asked for, or further, up to the group's position. */
+  readonly end: bigint;
+  readonly readFrom: bigint;
+  /** The end asked for. */
+  readonly asked: bigint;
+  readonly gone: bigint;
+}
+
+/**
+ * The range of every partition asked for, checked against the topic's log and the group's
+ * offsets: a missing topic, a group that never consumed it, a backwards range or an offset past
+ * the end of every partition is refused before anything is read.
+ */
+async function resolveRanges(
+  admin: KafkaAdmin,
+  options: Pick<PlanReplayOptions, 'groupId' | 'topic' | 'partitions' | 'from'> & { readonly to: RangeBound },
+  resume: ReadonlyMap<number, bigint>,
+): Promise<PlannedRange[]> {
+  const { groupId, topic } = options;
+  const log = await topicLog(admin, topic);
+  if (log.length === 0) {
+    throw new OncelyError('ONCELY_TOPIC_NOT_FOUND', `Topic "${topic}" does not exist on the broker.`, {
+      context: { topic },
+    });
+  }
+  const committed = await committedOffsets(admin, groupId, topic);
+  // A group that never consumed the topic has nothing to replay, and a run would create its
+  // offsets at the range start: most often the name is misspelt. Refused before anything is read.
+  if (resume.size === 0 && committed.size === 0) {
+    throw new OncelyError(
+      'ONCELY_CONFIG',
+      `Consumer group "${groupId}" has no offsets for topic ${topic}, neither in Kafka nor in oncely.offsets: ` +
+        'it never consumed the topic, so there is nothing to replay. Check the group and topic names ' +
+        '(`oncely offsets show` lists every group oncely has recorded).',
+      { context: { option: 'groupId', groupId, topic } },
+    );
+  }
+  const wanted = options.partitions ?? log.map((p) => p.partition);
+  const resolveBound = boundResolver(admin, topic);
+  // Partitions differ in length: an offset past the end of some of them is a range that is
+  // empty there, but an offset past the end of every partition asked for is a slip (a typo, the
+  // wrong topic) and is refused, as `offsets reset` refuses it.
+  const pastEnd = { from: [] as unknown[], to: [] as unknown[] };
+  const clampPastEnd = (which: 'from' | 'to', bounds: Bounds) => (error: unknown) => {
+    if (!isPastEnd(error)) throw error;
+    pastEnd[which].push(error);
+    return bounds.highWatermark;
+  };
+  const ranges = await Promise.all(
+    wanted.map(async (partition): Promise<PlannedRange> => {
+      const bounds = log.find((p) => p.partition === partition);
+      if (bounds === undefined) {
+        throw new OncelyError('ONCELY_OFFSET_OUT_OF_RANGE', `Topic ${topic} has no partition ${partition}.`, {
+          context: { topic, partition },
+        });
+      }
+      const start = await resolveBound(options.from, partition, bounds, 'from').catch(clampPastEnd('from', bounds));
+      const asked = min(
+        await resolveBound(options.to, partition, bounds, 'to').catch(clampPastEnd('to', bounds)),
+        bounds.highWatermark,
+      );
+      if (start > asked) {
+        throw new OncelyError(
+          'ONCELY_CONFIG',
+          `The range is backwards on ${topic}/${partition}: from (${describeBound(options.from)}) resolves to offset ${start}, ` +
+            `after to (${describeBound(options.to)}, offset ${asked}). Give a from that comes before to.`,
+          { context: { option: 'from', topic, partition } },
+        );
+      }
+      // A run rewinds the partition to the start and the group re-reads everything up to where
+      // it was: the plan must cover that much, whatever `to` says.
+      const position = resume.get(partition) ?? committed.get(partition);
+      const end = position !== undefined && position > asked ? min(position, bounds.highWatermark) : asked;
+      const readFrom = start < bounds.logStart ? bounds.logStart : start;
+      return {
+        partition,
+        start,
+        end,
+        readFrom,
+        asked,
+        gone: start < bounds.logStart ? min(bounds.logStart, end) - start : 0n,
+      };
+    }),
+  );
+  for (const which of ['from', 'to'] as const) {
+    if (wanted.length > 0 && pastEnd[which].length === wanted.length) throw pastEnd[which][0];
+  }
+  return ranges;
+}
+
+/** What a partition's messages would become, counted as its range is read. */
+interface RangeCounts {
+  messages: number;
+  skipped: number;
+  applied: number;
+  atRisk: number;
+  deadLettered: number;
+  /** The first and last at-risk offsets; -1 while there is none. */
+  first: bigint;
+  last: bigint;
+  /** Offsets of the range read so far (for progress). */
+  covered: number;
+}
+
+/** Reads every range once and classifies each message, with one inbox look-up per fetched batch. */
+async function classifyRanges(
+  options: Pick<PlanReplayOptions, 'pool' | 'kafka' | 'topic' | 'handlers' | 'onProgress'>,
+  ranges: readonly PlannedRange[],
+  inbox: {
+    readonly inboxScope: string;
+    readonly horizons: ReadonlyMap<number, bigint>;
+    readonly purgedUntilMs: number | undefined;
+  },
+): Promise<Map<number, RangeCounts>> {
+  const { pool, kafka, topic } = options;
+  const handler = options.handlers?.find((h) => h.topic === topic);
   const counts = new Map(
     ranges.map((r) => [
       r.partition,
@@ -224,20 +300,20 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
       if (c === undefined || range === undefined) return;
       const ids: (string | null)[] = [];
       for (const record of records) ids.push(await messageIdOf(record, handler));
-      const inbox = await lookUpInbox(
+      const found = await lookUpInbox(
         pool,
-        inboxScope,
+        inbox.inboxScope,
         ids.filter((id): id is string => id !== null),
       );
-      const horizon = horizons.get(partition);
+      const horizon = inbox.horizons.get(partition);
       for (const [index, record] of records.entries()) {
         const id = ids[index] ?? null;
         const offset = BigInt(record.offset);
         c.messages++;
-        const status = id === null ? 'dead_lettered' : inbox.get(id);
+        const status = id === null ? 'dead_lettered' : found.get(id);
         if (status === 'processed' || (id !== null && willApply.has(id))) c.skipped++;
         else if (status === 'dead_lettered') c.deadLettered++;
-        else if ((horizon !== undefined && offset < horizon) || writtenBeforePurge(record, purgedUntilMs)) {
+        else if ((horizon !== undefined && offset < horizon) || writtenBeforePurge(record, inbox.purgedUntilMs)) {
           c.atRisk++;
           if (c.first < 0n) c.first = offset;
           c.last = offset;
@@ -253,54 +329,32 @@ export async function planReplay(options: PlanReplayOptions): Promise<ReplayPlan
     },
   );
   options.onProgress?.(total, total);
+  return counts;
+}
 
-  const partitions: PartitionPlan[] = ranges.map((r) => {
-    const c = counts.get(r.partition) ?? {
-      messages: 0,
-      skipped: 0,
-      applied: 0,
-      atRisk: 0,
-      deadLettered: 0,
-      first: -1n,
-      last: -1n,
-    };
-    return {
-      partition: r.partition,
-      start: r.start.toString(),
-      end: r.end.toString(),
-      extendedFrom: r.end > r.asked ? r.asked.toString() : null,
-      readFrom: r.readFrom.toString(),
-      position: resume.get(r.partition)?.toString() ?? null,
-      horizon: horizons.get(r.partition)?.toString() ?? null,
-      messages: c.messages,
-      skipped: c.skipped,
-      applied: c.applied,
-      atRisk: c.atRisk,
-      deadLettered: c.deadLettered,
-      gone: Number(r.gone),
-      atRiskRange: c.first < 0n ? null : { first: c.first.toString(), last: c.last.toString() },
-    };
-  });
-  const sum = (key: 'messages' | 'skipped' | 'applied' | 'atRisk' | 'deadLettered' | 'gone'): number =>
-    partitions.reduce((s, p) => s + p[key], 0);
+/** One partition's part of the plan. */
+function partitionPlan(
+  r: PlannedRange,
+  counts: RangeCounts | undefined,
+  resume: ReadonlyMap<number, bigint>,
+  horizons: ReadonlyMap<number, bigint>,
+): PartitionPlan {
+  const c = counts ?? { messages: 0, skipped: 0, applied: 0, atRisk: 0, deadLettered: 0, first: -1n, last: -1n };
   return {
-    groupId,
-    inboxScope,
-    purgedUntil: purgedUntil?.toISOString() ?? null,
-    topic,
-    from: describeBound(options.from),
-    to: describeBound(to),
-    partitions,
-    totals: {
-      messages: sum('messages'),
-      skipped: sum('skipped'),
-      applied: sum('applied'),
-      atRisk: sum('atRisk'),
-      deadLettered: sum('deadLettered'),
-      gone: sum('gone'),
-    },
-    plannedAt: new Date(started).toISOString(),
-    durationMs: Date.now() - started,
+    partition: r.partition,
+    start: r.start.toString(),
+    end: r.end.toString(),
+    extendedFrom: r.end > r.asked ? r.asked.toString() : null,
+    readFrom: r.readFrom.toString(),
+    position: resume.get(r.partition)?.toString() ?? null,
+    horizon: horizons.get(r.partition)?.toString() ?? null,
+    messages: c.messages,
+    skipped: c.skipped,
+    applied: c.applied,
+    atRisk: c.atRisk,
+    deadLettered: c.deadLettered,
+    gone: Number(r.gone),
+    atRiskRange: c.first < 0n ? null : { first: c.first.toString(), last: c.last.toString() },
   };
 }
 
@@ -346,7 +400,7 @@ function isPastEnd(error: unknown): boolean {
 }
 
 function boundResolver(
-  admin: Parameters<Parameters<typeof withAdmin>[1]>[0],
+  admin: KafkaAdmin,
   topic: string,
 ): (bound: RangeBound, partition: number, log: Bounds, which: 'from' | 'to') => Promise<bigint> {
   const byTime = new Map<number, Promise<Map<number, bigint>>>();

@@ -44,9 +44,12 @@ const FLOORS: Readonly<Record<string, number>> = {
   identity: 0,
   inbox: 1,
   kafka: 1,
+  // Validates every options object (src/options.ts); builds on errors, so it cannot sit beside it.
+  options: 1,
   dev: 2,
   events: 2,
   migrate: 2,
+  operator: 2,
   metrics: 3,
   tracing: 3,
   outbox: 4,
@@ -55,10 +58,10 @@ const FLOORS: Readonly<Record<string, number>> = {
   http: 5,
   pipeline: 5,
   replay: 6,
-  cli: 7,
   console: 7,
   testing: 7,
-  index: 8,
+  cli: 8,
+  index: 9,
 };
 
 describe('architecture', () => {
@@ -163,6 +166,28 @@ describe('architecture', () => {
     const reachable = importsOf(join(SRC, 'index.ts')).filter((s) => s.includes('/http/'));
     expect(reachable.length).toBeGreaterThan(0);
     expect(reachable.filter((s) => s.endsWith('/express.js') || s.endsWith('/fastify.js'))).toEqual([]);
+  });
+
+  it('keeps console/ at the top: only cli/ imports it, and it loads neither express nor fastify at run time', () => {
+    const ours = files.filter((f) => rel(f).startsWith('console/'));
+    expect(ours.map(rel)).toEqual(
+      expect.arrayContaining(['console/app.ts', 'console/express.ts', 'console/fastify.ts']),
+    );
+    const importers = files
+      .filter((f) => !rel(f).startsWith('console/') && !rel(f).startsWith('cli/'))
+      .flatMap((f) =>
+        importsOf(f)
+          .filter((s) => s.includes('/console/'))
+          .map((s) => `${rel(f)} → ${s}`),
+      );
+    expect(importers).toEqual([]);
+    // `oncely/console` must load with only one of the two frameworks installed (or none).
+    const valueImports = ours.flatMap((f) =>
+      [...readFileSync(f, 'utf8').matchAll(/^import\s+(?!type\s)[^;]*?from\s+'(express|fastify)'/gm)].map(
+        (m) => `${rel(f)} → ${m[1] ?? ''}`,
+      ),
+    );
+    expect(valueImports).toEqual([]);
   });
 
   it('lets every room import only rooms on lower floors (docs/architecture.md)', () => {

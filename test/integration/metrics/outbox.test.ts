@@ -5,7 +5,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 
 import { publish } from '../../../src/index.js';
 import { attachMetrics } from '../../../src/metrics/prometheus.js';
-import { RELAY_LOCK_KEY } from '../../../src/outbox/relay.js';
+import { RELAY_LOCK_KEY } from '../../../src/outbox/lock-session.js';
 import { EventHub } from '../../../src/events/index.js';
 import { insertReplay, setResumePoints } from '../../../src/replay/store.js';
 import { useTestEnvironment, waitFor } from '../../support/integration.js';

@@ -3,14 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { duration, nonEmpty, wholeNumber } from '../../../src/cli/arguments.js';
-import {
-  colourEnabled,
-  colours,
-  failureLine,
-  formatStoredError,
-  parseDeadLetterId,
-  readableMessage,
-} from '../../../src/cli/output.js';
+import { colourEnabled, colours, parseDeadLetterId } from '../../../src/cli/output.js';
+import { failureLine } from '../../../src/operator/failure.js';
+import { formatStoredError, readableMessage } from '../../../src/operator/stored-error.js';
 import { OncelyError } from '../../../src/errors.js';
 import { formatDuration } from '../../../src/cli/replay.js';
 import { describeError } from '../../../src/pipeline/record/error-record.js';

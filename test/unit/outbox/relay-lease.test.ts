@@ -2,7 +2,8 @@ import { Kafka } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 
 import { hasErrorCode } from '../../../src/errors.js';
-import { createOutboxRelay, lockSessionSettings } from '../../../src/outbox/relay.js';
+import { lockSessionSettings } from '../../../src/outbox/lock-session.js';
+import { createOutboxRelay } from '../../../src/outbox/relay.js';
 
 describe("the relay lock's lease", () => {
   it('G8: makes PostgreSQL end a silent lock session within the lease, by the idle timeout and by TCP', () => {

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { resolveConsumerConfig } from '../../../src/pipeline/options.js';
 import { defineHandler, hasErrorCode, type InboxConsumerOptions } from '../../../src/index.js';
 import { offsetsVerdict } from '../../../src/replay/offsets.js';
-import { parseDuration, parsePartitions } from '../../../src/cli/replay.js';
+import { parseDuration, parsePartitions } from '../../../src/operator/input.js';
 
 // Constructing these opens no connection.
 const pool = new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', max: 5 });

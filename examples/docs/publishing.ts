@@ -24,5 +24,12 @@ export async function schedulePayout(accountId: string, payoutId: string): Promi
 }
 
 // relay: true runs the relay in this process; run one in every replica (one sends at a time).
-const consumer = createInboxConsumer({ kafka, db, groupId: 'ledger', handlers: [payments], relay: true });
+const consumer = createInboxConsumer({
+  kafka,
+  db,
+  groupId: 'ledger-events',
+  handlers: [payments],
+  relay: true,
+  handleSignals: true,
+});
 await consumer.start();

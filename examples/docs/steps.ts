@@ -2,6 +2,7 @@ import { pgTable, text } from 'drizzle-orm/pg-core';
 import { defineHandler } from 'oncely';
 import { z } from 'zod';
 
+const provider = process.env.PROVIDER_URL ?? 'https://api.provider.example';
 const orderEvent = z.object({ orderId: z.string(), amountCents: z.int().positive() });
 const orders = pgTable('orders', { orderId: text('order_id').primaryKey(), chargeId: text('charge_id').notNull() });
 
@@ -12,7 +13,7 @@ export const orderPlaced = defineHandler({
     const charge = await ctx.step(
       'charge',
       async ({ idempotencyKey, signal }) => {
-        const response = await fetch('https://api.provider.example/charges', {
+        const response = await fetch(`${provider}/charges`, {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
           body: JSON.stringify({ amountCents: event.amountCents }),
@@ -24,7 +25,7 @@ export const orderPlaced = defineHandler({
       {
         // Runs once if the message is finally dead-lettered.
         compensate: (done, { idempotencyKey, signal }) =>
-          fetch('https://api.provider.example/refunds', {
+          fetch(`${provider}/refunds`, {
             method: 'POST',
             headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
             body: JSON.stringify({ chargeId: done.id }),

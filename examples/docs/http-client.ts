@@ -1,13 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+const api = process.env.API_URL ?? 'https://api.example.com';
+const apiKey = process.env.API_KEY ?? 'sk_test_123';
+
 export async function pay(body: { accountId: string; amountCents: number }): Promise<Response> {
   const key = randomUUID(); // one operation, one key: reused by every retry below
   for (let attempt = 1; attempt <= 5; attempt++) {
     try {
-      const response = await fetch('https://api.example.com/v1/payments', {
+      const response = await fetch(`${api}/v1/payments`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-api-key': 'sk_live_…' },
+        headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-api-key': apiKey },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(5_000),
       });

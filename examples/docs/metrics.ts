@@ -11,8 +11,15 @@ const db = drizzle(new pg.Pool({ connectionString: process.env.DATABASE_URL, max
 const handlers = [defineHandler({ topic: 'payments', handle: () => undefined })];
 
 const registry = new Registry();
-const consumer = createInboxConsumer({ kafka, db, groupId: 'ledger', handlers, metrics: { registry } });
+const consumer = createInboxConsumer({
+  kafka,
+  db,
+  groupId: 'ledger-metrics',
+  handlers,
+  metrics: { registry },
+  handleSignals: true,
+});
 createServer((_req, res) => {
   void registry.metrics().then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text));
-}).listen(9464);
+}).listen(Number(process.env.METRICS_PORT ?? 9464));
 await consumer.start();
