@@ -10,7 +10,7 @@ import { seededRandom } from '../src/testing/seeded-random.js';
 import { EVENT_BYTES, type PaymentCaptured, PARTITIONS } from './workload.js';
 
 /** One event's JSON, padded through `reference` to exactly EVENT_BYTES (all characters are ASCII). */
-function eventJson(n: number, next: () => number): { value: string; amountCents: number } {
+function eventJson(n: number, next: () => number): { value: string; amountCents: number; accountId: string } {
   const amountCents = 100 + Math.floor(next() * 99_900);
   const event: PaymentCaptured = {
     type: 'payment.captured',
@@ -23,7 +23,7 @@ function eventJson(n: number, next: () => number): { value: string; amountCents:
   };
   const bare = JSON.stringify(event).length;
   event.reference = 'r'.repeat(Math.max(0, EVENT_BYTES - bare));
-  return { value: JSON.stringify(event), amountCents };
+  return { value: JSON.stringify(event), amountCents, accountId: event.accountId };
 }
 
 export interface Produced {
@@ -51,11 +51,12 @@ export async function produceEvents(producer: Producer, topic: string, events: n
     for (let start = wave; start < Math.min(events, wave + perSend * inFlight); start += perSend) {
       const messages: Message[] = [];
       for (let n = start; n < Math.min(events, start + perSend); n++) {
-        const { value, amountCents } = eventJson(n, next);
+        const { value, amountCents, accountId } = eventJson(n, next);
         totalCents += amountCents;
         const partition = n % PARTITIONS;
         endOffsets[partition] = (endOffsets[partition] ?? 0) + 1;
-        messages.push({ value, partition, headers: { 'message-id': randomUUID() } });
+        // Keyed by account, as payment topics are: lanes (GK, SK) keep each account's events in order.
+        messages.push({ key: accountId, value, partition, headers: { 'message-id': randomUUID() } });
       }
       // acks -1: the broker has every message before any consumer starts; no compression, so
       // consumers pay for decoding records only, as most payment topics are configured.

@@ -4,7 +4,23 @@
 import type { LedgerSummary } from './workload.js';
 import type { Measurement } from './meter.js';
 
-export const VARIANT_NAMES = ['R', 'B0', 'B1', 'P0', 'P1', 'P', 'G', 'G0', 'B', 'B-metrics', 'D', 'B-full'] as const;
+export const VARIANT_NAMES = [
+  'R',
+  'B0',
+  'B1',
+  'P0',
+  'P1',
+  'P',
+  'G',
+  'GK',
+  'G0',
+  'S',
+  'SK',
+  'B',
+  'B-metrics',
+  'D',
+  'B-full',
+] as const;
 export type VariantName = (typeof VARIANT_NAMES)[number];
 
 export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
@@ -15,7 +31,10 @@ export const VARIANT_DESCRIPTIONS: Readonly<Record<VariantName, string>> = {
   P1: 'hand-written per-message inbox: kafkajs eachMessage, per message BEGIN, inbox INSERT, ledger INSERT, COMMIT',
   P: 'oncely, per-message mode, maxMessagesPerTransaction 1 (one transaction per message)',
   G: 'oncely, per-message mode with commit grouping (maxMessagesPerTransaction at its default)',
+  GK: 'G with 8 lanes per partition (lanes by the Kafka key, the account id)',
   G0: "G with a handler that writes nothing: oncely's own cost per grouped message",
+  S: 'per-message handler calling a 20 ms provider through ctx.step, then writing its ledger row (the step topic)',
+  SK: 'S with 16 lanes per partition (lanes by the Kafka key, the account id)',
   B: 'oncely, batch mode (batchSize 500)',
   'B-metrics': 'oncely batch mode with Prometheus metrics on, scraped every 15 s',
   D: "oncely batch mode replaying B's range: every message a duplicate",
@@ -39,6 +58,8 @@ export interface VariantConfig {
   readonly endOffsets: number[];
   /** D only: the ledger as B left it; the replay must leave it exactly so. */
   readonly ledgerBefore?: LedgerSummary;
+  /** S and SK: how long the provider takes per call. */
+  readonly providerLatencyMs?: number;
   /** Fail the variant when no outcome commits for this long. */
   readonly idleTimeoutMs: number;
 }

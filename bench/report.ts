@@ -33,7 +33,7 @@ export const RSS_GOAL_MB = 250;
  * cost (B/B0, reported only), and a long-lived inbox (B-full/B). The rest stay for comparison with
  * earlier runs: P/P1 and the raw/hand-written ones are reported only, B-metrics/B is the cost of
  * metrics (at most 5 %). G/G0 and G0/B split a grouped message's cost: the handler's own statement
- * against everything else.
+ * against everything else. SK/S, GK/G and GK/B measure per-key lanes.
  */
 const RATIO_TARGETS: readonly { name: string; of: VariantName; to: VariantName; goal?: number; must?: number }[] = [
   { name: 'B/B1', of: 'B', to: 'B1', goal: 0.95, must: 0.85 },
@@ -48,6 +48,11 @@ const RATIO_TARGETS: readonly { name: string; of: VariantName; to: VariantName; 
   { name: 'G/P0', of: 'G', to: 'P0' },
   { name: 'G/G0', of: 'G', to: 'G0' },
   { name: 'G0/B', of: 'G0', to: 'B' },
+  // Per-key lanes: a provider-bound handler (a step costs a 20 ms call and a synchronous commit of
+  // its own), and commit grouping on lanes against grouping alone and against batch mode.
+  { name: 'SK/S', of: 'SK', to: 'S', goal: 12, must: 6 },
+  { name: 'GK/G', of: 'GK', to: 'G', goal: 2 },
+  { name: 'GK/B', of: 'GK', to: 'B', goal: 0.5 },
   { name: 'B/R', of: 'B', to: 'R' },
   { name: 'D/R', of: 'D', to: 'R' },
 ];

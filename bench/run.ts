@@ -14,7 +14,8 @@
  * The variants run compiled, under plain Node, with oncely from the built dist/: `npm run bench`
  * builds both first, and this script refuses to start when either is older than its source.
  *
- * BENCH_VARIANTS=R,B0 runs a subset; BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
+ * BENCH_VARIANTS=R,B0 runs a subset; BENCH_STEP_EVENTS sets the step topic's size for S and SK
+ * (default 6,000: each of S's messages waits 20 ms for its provider); BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
  * BENCH_CPU_PROF=P,B writes a V8 CPU profile of those variants' processes to bench/results/
  * (summarize one with `npx tsx bench/profile-summary.ts bench/results/P.cpuprofile`).
  */
@@ -26,7 +27,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
-import { Kafka, logLevel } from 'kafkajs';
+import { type Admin, Kafka, logLevel, type Producer } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
 
@@ -47,7 +48,7 @@ import {
   peakRss,
   ratiosByName,
 } from './report.js';
-import { produceEvents } from './produce.js';
+import { type Produced, produceEvents } from './produce.js';
 import {
   inboxName,
   type LedgerSummary,
@@ -66,6 +67,10 @@ const VARIANT_TIMEOUT_MS = 5 * 60_000;
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 const VARIANT_SCRIPT = fileURLToPath(new URL('./dist/variant.js', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
+/** Variants whose handler calls the provider through ctx.step: they read the step topic. */
+const STEP_VARIANTS: readonly VariantName[] = ['S', 'SK'];
+/** What one provider call takes in S and SK. */
+const PROVIDER_LATENCY_MS = 20;
 /** Variants with a hand-written inbox table of their own (`bench.inbox_<variant>`). */
 const HAND_WRITTEN_INBOX: readonly VariantName[] = ['B1', 'P1'];
 
@@ -279,6 +284,28 @@ async function checkpoint(pool: pg.Pool): Promise<void> {
   await pool.query('CHECKPOINT').catch(() => undefined);
 }
 
+/** Produces the payment topic, and the step topic when S or SK runs. */
+async function produceAll(
+  admin: Admin,
+  producer: Producer,
+  plan: {
+    readonly topic: string;
+    readonly events: number;
+    readonly stepTopic: string;
+    readonly stepEvents: number;
+    readonly variants: readonly VariantName[];
+  },
+): Promise<{ produced: Produced; stepsProduced: Produced | undefined }> {
+  const produced = await produceEvents(producer, plan.topic, plan.events);
+  if (!plan.variants.some((v) => STEP_VARIANTS.includes(v))) return { produced, stepsProduced: undefined };
+  await admin.createTopics({ topics: [{ topic: plan.stepTopic, numPartitions: PARTITIONS }], waitForLeaders: true });
+  const stepsProduced = await produceEvents(producer, plan.stepTopic, plan.stepEvents);
+  log(
+    `produced ${plan.stepEvents.toLocaleString('en-US')} events for S and SK in ${stepsProduced.seconds.toFixed(1)} s`,
+  );
+  return { produced, stepsProduced };
+}
+
 async function main(): Promise<number> {
   const wallStarted = performance.now();
   await assertBuilt();
@@ -291,6 +318,9 @@ async function main(): Promise<number> {
   const profiled = new Set((process.env.BENCH_CPU_PROF ?? '').split(',').map((s) => s.trim()));
   const run = randomBytes(3).toString('hex');
   const topic = `bench-payments-${run}`;
+  // S and SK call a 20 ms provider per message: a topic of their own, smaller than the others'.
+  const stepTopic = `bench-steps-${run}`;
+  const stepEvents = positiveInt('BENCH_STEP_EVENTS', 6_000);
   log(`oncely bench · run ${run} · ${events.toLocaleString('en-US')} events · ${variants.join(', ')}`);
 
   const services = await startDevServices({ logger: pino({ level: 'warn' }, pino.destination(2)) });
@@ -322,7 +352,13 @@ async function main(): Promise<number> {
     await admin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true });
     const producer = kafka.producer({ allowAutoTopicCreation: false });
     await producer.connect();
-    const produced = await produceEvents(producer, topic, events).finally(() => producer.disconnect());
+    const { produced, stepsProduced } = await produceAll(admin, producer, {
+      topic,
+      events,
+      stepTopic,
+      stepEvents,
+      variants,
+    }).finally(() => producer.disconnect());
     log(`produced ${events.toLocaleString('en-US')} events in ${produced.seconds.toFixed(1)} s`);
 
     log(`measuring the database's limits (${limitSeconds} s each)…`);
@@ -374,17 +410,20 @@ async function main(): Promise<number> {
         const { groupId, ledger, inbox, ledgerBefore } = await prepareVariant(variant);
         groupOf.set(variant, groupId);
         await checkpoint(pool);
+        const onSteps = STEP_VARIANTS.includes(variant) && stepsProduced !== undefined;
+        const input = onSteps ? stepsProduced : produced;
         const config: VariantConfig = {
           variant,
           brokers: services.kafka.brokers,
           databaseUrl,
-          topic,
+          topic: onSteps ? stepTopic : topic,
           groupId,
           ledger,
           ...(inbox === undefined ? {} : { inbox }),
-          events,
-          totalCents: produced.totalCents,
-          endOffsets: produced.endOffsets,
+          events: input.events,
+          totalCents: input.totalCents,
+          endOffsets: input.endOffsets,
+          ...(onSteps ? { providerLatencyMs: PROVIDER_LATENCY_MS } : {}),
           ...(ledgerBefore === undefined ? {} : { ledgerBefore }),
           idleTimeoutMs: 60_000,
         };
@@ -474,7 +513,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     await admin.deleteGroups(groups).catch(() => undefined);
-    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.deleteTopics({ topics: [topic, stepTopic] }).catch(() => undefined);
     await admin.disconnect().catch(() => undefined);
     await pool?.end();
     await serverPool.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);

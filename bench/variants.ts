@@ -53,9 +53,21 @@ const CHUNK = 500;
 const UNNEST_LEDGER_ROWS = 'SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])';
 /** Pool size for every variant: concurrency plus headroom (oncely needs max > concurrency). */
 const POOL_MAX = 8;
+/** Lanes per partition of the lane variants (none for the others). */
+const LANES: Partial<Record<VariantConfig['variant'], number>> = { GK: 8, SK: 16 };
+/**
+ * A lane variant holds a connection per lane of every partition, plus a few for the steps' own
+ * short transactions (each step records its result on a connection of its own).
+ */
+function poolMaxOf(variant: VariantConfig['variant']): number {
+  const lanes = LANES[variant];
+  return lanes === undefined ? POOL_MAX : CONCURRENCY * lanes + 16;
+}
 
 interface VariantContext {
   readonly config: VariantConfig;
+  /** S and SK: the payment provider their handler calls. */
+  readonly provider: FakeProvider;
   readonly kafka: Kafka;
   readonly pool: pg.Pool;
   readonly meter: Meter;
@@ -69,7 +81,7 @@ interface Running {
 }
 
 export async function runVariant(config: VariantConfig): Promise<VariantResult> {
-  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: POOL_MAX });
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: poolMaxOf(config.variant) });
   pool.on('error', () => undefined); // an idle connection closing at shutdown is not a failure
   const kafka = new Kafka({ clientId: `bench-${config.variant}`, brokers: config.brokers, logLevel: logLevel.NOTHING });
   const context: VariantContext = {
@@ -79,6 +91,7 @@ export async function runVariant(config: VariantConfig): Promise<VariantResult> 
     meter: new Meter(config.endOffsets),
     counts: { processed: 0, duplicates: 0, redeliveries: 0, republishes: 0, deadLettered: 0 },
     ledger: ledgerTable(config.ledger),
+    provider: new FakeProvider(config.providerLatencyMs ?? 20),
   };
   const problems: string[] = [];
   try {
@@ -113,7 +126,11 @@ function start(context: VariantContext): Promise<Running> {
       return runHandWrittenInbox(context, inboxOf(context.config));
     case 'P':
     case 'G':
+    case 'GK':
       return runOncely(context, oncelyPerMessage(context));
+    case 'S':
+    case 'SK':
+      return runOncely(context, oncelyWithStep(context));
     case 'G0':
       return runOncely(context, oncelyPerMessage(context, { writes: false }));
     case 'B':
@@ -334,6 +351,39 @@ function oncelyPerMessage({ config, ledger }: VariantContext, { writes = true } 
   });
 }
 
+/**
+ * A payment provider in the variant's process: each charge takes `latencyMs` (a card network's
+ * round trip, without the CPU of an HTTP server on this machine) and is kept by idempotency key,
+ * as a real provider keeps it, so the check can count each payment charged once.
+ */
+class FakeProvider {
+  readonly charges = new Map<string, number>();
+  calls = 0;
+
+  constructor(private readonly latencyMs: number) {}
+
+  async charge(idempotencyKey: string, amountCents: number): Promise<{ id: string }> {
+    this.calls += 1;
+    await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
+    if (!this.charges.has(idempotencyKey)) this.charges.set(idempotencyKey, amountCents);
+    return { id: `ch_${this.charges.size}` };
+  }
+}
+
+/** S, SK: charge through ctx.step (the provider's 20 ms, then the step's own record), then the ledger row. */
+function oncelyWithStep({ config, ledger, provider }: VariantContext): AnyHandlerDefinition {
+  return defineHandler({
+    topic: config.topic,
+    schema: paymentCaptured,
+    async handle(event, ctx) {
+      await ctx.step('charge', ({ idempotencyKey }) => provider.charge(idempotencyKey, event.amountCents));
+      await ctx.tx
+        .insert(ledger)
+        .values({ messageId: ctx.messageId, accountId: event.accountId, amountCents: event.amountCents });
+    },
+  });
+}
+
 function oncelyBatch({ config }: VariantContext): AnyHandlerDefinition {
   const table = sql.raw(`${BENCH_SCHEMA}.${config.ledger}`);
   return defineBatchHandler({
@@ -363,6 +413,8 @@ async function runOncely(context: VariantContext, handler: AnyHandlerDefinition)
     ...(handler.kind === 'batch' ? { batchSize: CHUNK } : {}),
     // P is the per-message mode without commit grouping; G leaves the option at its default.
     ...(config.variant === 'P' ? { maxMessagesPerTransaction: 1 } : {}),
+    // GK and SK: lanes by the Kafka key (the account id).
+    ...(LANES[config.variant] === undefined ? {} : { lanes: LANES[config.variant] }),
     concurrency: CONCURRENCY,
     // stderr: stdout carries the result line.
     logger: pino({ level: 'warn' }, pino.destination(2)),
@@ -450,6 +502,14 @@ async function check(context: VariantContext, ledger: LedgerSummary | undefined)
     expect('messages processed in the replay', counts.processed, 0);
     expect('duplicates skipped in the replay', counts.duplicates, n);
     expect('dead letters in the replay', counts.deadLettered, 0);
+  } else if (config.variant === 'S' || config.variant === 'SK') {
+    expect('ledger rows', ledger.rows, n);
+    expect('distinct message ids in the ledger', ledger.distinctIds, n);
+    expect('ledger total (cents)', ledger.totalCents, config.totalCents);
+    expect('messages processed', counts.processed, n);
+    expect('payments charged at the provider', context.provider.charges.size, n);
+    expect('provider calls (each payment once)', context.provider.calls, n);
+    expect('dead letters', counts.deadLettered, 0);
   } else if (config.variant === 'G0') {
     expect('ledger rows (G0 writes none)', ledger.rows, 0);
     expect('messages processed', counts.processed, n);

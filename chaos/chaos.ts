@@ -25,7 +25,7 @@ export interface ChaosOptions {
   /** Unique payment events (duplicates, key reuse and poison come on top). */
   readonly events: number;
   readonly seed: number;
-  readonly mode: 'message' | 'batch';
+  readonly mode: 'message' | 'batch' | 'lanes';
   /** Consumer processes in the group. Default 3. */
   readonly consumers?: number;
   /** At least this many SIGKILLs, one every ~killEveryMs. */
@@ -43,7 +43,7 @@ export interface ChaosOptions {
 
 export interface ChaosSummary {
   readonly seed: number;
-  readonly mode: 'message' | 'batch';
+  readonly mode: 'message' | 'batch' | 'lanes';
   readonly events: number;
   /** Unique captured payments among them (the rest refund some of these). */
   readonly captures: number;
@@ -63,6 +63,8 @@ export interface ChaosSummary {
   readonly applied: number;
   readonly lost: number;
   readonly doubled: number;
+  /** Accounts whose events were applied out of their order in the log. */
+  readonly outOfOrder: number;
   readonly unexpected: number;
   /** The second hop: `ledger.posted` events (outbox → relays in the killed members → downstream group). */
   readonly downstream: {
@@ -245,7 +247,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     });
     await auditConsumer.start();
 
-    const workload = buildWorkload(options.events, random);
+    // Lanes: many accounts (keys), three of them hot with 30 % of the payments between them.
+    const workload =
+      options.mode === 'lanes'
+        ? buildWorkload(options.events, random, 400, { count: 3, share: 0.3 })
+        : buildWorkload(options.events, random);
     const window = Math.max(options.kills * options.killEveryMs + options.killEveryMs, 5_000);
     log(
       `chaos · seed ${options.seed} · ${options.mode} mode · ${workload.messages.length} messages over ~${Math.round(window / 1000)} s · ` +
@@ -419,6 +425,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       applied: verdict.applied,
       lost: verdict.lost.length,
       doubled: verdict.doubled.length,
+      outOfOrder: verdict.outOfOrder.length,
       unexpected: verdict.unexpected.length,
       downstream: {
         applied: second.applied,
@@ -571,6 +578,7 @@ export function formatSummary(summary: ChaosSummary): string {
     ['applied', String(summary.applied)],
     ['lost', String(summary.lost)],
     ['doubled', String(summary.doubled)],
+    ['accounts out of order', String(summary.outOfOrder)],
     ['unexpected', String(summary.unexpected)],
     ['downstream applied (ledger.posted)', String(summary.downstream.applied)],
     [
@@ -597,7 +605,7 @@ export function formatSummary(summary: ChaosSummary): string {
     [
       'verdict',
       summary.violations.length === 0
-        ? 'PASS: zero lost, zero doubled on both hops, nothing charged twice, every partition committed to its end'
+        ? 'PASS: zero lost, zero doubled on both hops, every account in order, nothing charged twice, every partition committed to its end'
         : 'FAIL',
     ],
   ];

@@ -20,6 +20,8 @@ export interface Expectation {
   readonly deadLetters: Map<string, string>;
   /** Duplicates in the log: records whose id was seen before with the same bytes. */
   readonly duplicates: number;
+  /** Per account (the record key), its applied events' ids in log order: the order the ledger must show. */
+  readonly order: Map<string, string[]>;
 }
 
 /**
@@ -34,6 +36,7 @@ export function expectationFrom(records: readonly LoggedRecord[]): Expectation {
   const balances = new Map<string, number>();
   const deadLetters = new Map<string, string>();
   const first = new Map<string, string>();
+  const order = new Map<string, string[]>();
   let duplicates = 0;
   const ordered = [...records].sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
   for (const record of ordered) {
@@ -60,8 +63,9 @@ export function expectationFrom(records: readonly LoggedRecord[]): Expectation {
     const signed = event.type === 'payment.captured' ? event.amountCents : -event.amountCents;
     ledger.set(record.messageId, signed);
     balances.set(event.accountId, (balances.get(event.accountId) ?? 0) + signed);
+    order.set(event.accountId, [...(order.get(event.accountId) ?? []), record.messageId]);
   }
-  return { ledger, balances, deadLetters, duplicates };
+  return { ledger, balances, deadLetters, duplicates, order };
 }
 
 export interface Verdict {
@@ -73,7 +77,33 @@ export interface Verdict {
   /** Ledger entries nobody expected, or with the wrong amount. */
   readonly unexpected: string[];
   readonly deadLettersByReason: Record<string, number>;
+  /** Accounts whose ledger entries (in insertion order) do not follow their events' order in the log. */
+  readonly outOfOrder: string[];
   readonly violations: string[];
+}
+
+/**
+ * Per account, whether the ledger's entries (by their serial id: insertion order) follow the
+ * account's events in log order (G4, per key with lanes): one account's events must never be
+ * applied out of order, whichever member or lane applied them.
+ */
+async function accountsOutOfOrder(pool: pg.Pool, expected: Expectation): Promise<string[]> {
+  const { rows } = await pool.query<{ account_id: string; message_id: string }>(
+    'SELECT account_id, message_id FROM payments.ledger_entries ORDER BY id',
+  );
+  const actual = new Map<string, string[]>();
+  for (const row of rows) actual.set(row.account_id, [...(actual.get(row.account_id) ?? []), row.message_id]);
+  return [...expected.order]
+    .filter(([account, ids]) => {
+      const applied = new Set(actual.get(account) ?? []);
+      const expectedIds = new Set(ids);
+      const wanted = ids.filter((id) => applied.has(id));
+      const seen = new Set<string>();
+      // First occurrences only: an event applied twice is reported as doubled, not here.
+      const got = (actual.get(account) ?? []).filter((id) => !seen.has(id) && seen.add(id) && expectedIds.has(id));
+      return wanted.join('\n') !== got.join('\n');
+    })
+    .map(([account]) => account);
 }
 
 /** Compares the chaos database with the expectation; every difference is a violation. */
@@ -133,7 +163,13 @@ export async function check(pool: pg.Pool, groupId: string, expected: Expectatio
         .join(', ')})`,
     );
 
-  return { applied: entries.length, lost, doubled, unexpected, deadLettersByReason, violations };
+  const outOfOrder = await accountsOutOfOrder(pool, expected);
+  if (outOfOrder.length > 0)
+    violations.push(
+      `${outOfOrder.length} accounts applied out of their events' order in the log (e.g. ${outOfOrder.slice(0, 5).join(', ')})`,
+    );
+
+  return { applied: entries.length, lost, doubled, unexpected, deadLettersByReason, outOfOrder, violations };
 }
 
 /** What the payment provider's own records say, against the ledger and the dead letters. */

@@ -1,11 +1,12 @@
 /**
- * `npm run chaos [-- --seed N] [--mode message|batch] [--events N] [--reduced] [--timeout-minutes N]`
+ * `npm run chaos [-- --seed N] [--mode message|batch|lanes] [--events N] [--reduced] [--timeout-minutes N]`
  *
  * The full run: 50,000 events, a group of 3 consumer processes, a SIGKILL every ~3 s (at least 15),
  * 2 broker restarts, 5 rounds of pg_terminate_backend, a fourth consumer joining and one leaving.
  * Prints a summary and exits 1 on any violation. The seed decides the workload and the faults'
  * choices (which consumer dies, jitter); the moments faults land relative to the work depend on
- * the machine's speed, so a replay repeats the scenario, not every interleaving.
+ * the machine's speed, so a replay repeats the scenario, not every interleaving. `--mode lanes`
+ * runs message mode with per-key lanes over many accounts, a few of them hot.
  */
 import { Command, Option } from 'commander';
 
@@ -13,7 +14,7 @@ import { formatSummary, runChaos } from './chaos.js';
 
 const program = new Command('chaos')
   .addOption(new Option('--seed <n>', 'replay a run').argParser((v) => Number.parseInt(v, 10)))
-  .addOption(new Option('--mode <mode>', 'consumer mode').choices(['message', 'batch']).default('message'))
+  .addOption(new Option('--mode <mode>', 'consumer mode').choices(['message', 'batch', 'lanes']).default('message'))
   .addOption(new Option('--events <n>', 'unique events').argParser((v) => Number.parseInt(v, 10)))
   .addOption(
     new Option('--timeout-minutes <n>', 'the whole run must finish within this (default 9, reduced 3)').argParser((v) =>
@@ -25,7 +26,7 @@ const program = new Command('chaos')
 
 const options = program.opts<{
   seed?: number;
-  mode: 'message' | 'batch';
+  mode: 'message' | 'batch' | 'lanes';
   events?: number;
   reduced?: boolean;
   timeoutMinutes?: number;

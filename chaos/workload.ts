@@ -20,12 +20,24 @@ export interface ChaosWorkload {
   };
 }
 
+/** A few accounts that get a large share of the events (lanes mode: a hot key must not stall the rest). */
+export interface HotAccounts {
+  readonly count: number;
+  /** The share of captured payments that go to the hot accounts together, 0–1. */
+  readonly share: number;
+}
+
 /**
  * `unique` payment events, plus 10 % producer duplicates (same id and bytes, sent again later),
  * 1 % key reuse (same id, another amount, sent after the original) and 0.5 % poison (malformed
  * JSON with an id of its own). The record key is the account, so an id's copies share a partition.
  */
-export function buildWorkload(unique: number, random: () => number, accounts = 60): ChaosWorkload {
+export function buildWorkload(
+  unique: number,
+  random: () => number,
+  accounts = 60,
+  hot: HotAccounts = { count: 0, share: 0 },
+): ChaosWorkload {
   const originals: ChaosMessage[] = [];
   const captured: Extract<PaymentEvent, { type: 'payment.captured' }>[] = [];
   for (let n = 0; n < unique; n++) {
@@ -35,7 +47,11 @@ export function buildWorkload(unique: number, random: () => number, accounts = 6
     if (capture !== undefined) {
       event = { ...capture, type: 'payment.refunded', amountCents: 1 + Math.floor(random() * capture.amountCents) };
     } else {
-      const accountId = `acct-${Math.floor(random() * accounts)}`;
+      // The hot accounts are acct-0 … acct-(count-1); the others share the rest evenly.
+      const accountId =
+        hot.count > 0 && random() < hot.share
+          ? `acct-${Math.floor(random() * hot.count)}`
+          : `acct-${Math.floor(random() * accounts)}`;
       event = {
         type: 'payment.captured',
         paymentId: `pay-${n}`,

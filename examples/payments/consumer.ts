@@ -1,6 +1,6 @@
 /**
  * The payments consumer as its own process: `KAFKA_BROKERS=… DATABASE_URL=… TOPIC=… GROUP_ID=…`,
- * optionally `MODE=batch`, `PROVIDER_URL=…` (a payment provider charged through a step) and `APPLICATION_NAME=…` (how its database connections are named).
+ * optionally `MODE=batch` (or `MODE=lanes`: message mode with 4 per-key lanes per partition), `PROVIDER_URL=…` (a payment provider charged through a step) and `APPLICATION_NAME=…` (how its database connections are named).
  * Stops gracefully on SIGTERM/SIGINT. Prints one JSON line per outcome (the demo tallies them).
  */
 import { drizzle } from 'drizzle-orm/node-postgres';
@@ -18,12 +18,14 @@ const required = (name: string): string => {
   return value;
 };
 
+const batch = process.env.MODE === 'batch';
+// Lanes: each account's events in order, different accounts at once (a connection per lane).
+const lanes = process.env.MODE === 'lanes' ? 4 : undefined;
 const pool = new pg.Pool({
   connectionString: required('DATABASE_URL'),
-  max: 6,
+  max: lanes === undefined ? 6 : 4 * lanes + 4,
   application_name: process.env.APPLICATION_NAME ?? 'payments-ledger',
 });
-const batch = process.env.MODE === 'batch';
 // PROVIDER_URL: charge captured payments at this payment provider through ctx.step (unset: no call).
 const providerUrl = process.env.PROVIDER_URL === '' ? undefined : process.env.PROVIDER_URL;
 const consumer = createInboxConsumer({
@@ -38,6 +40,7 @@ const consumer = createInboxConsumer({
     ? [paymentsBatchHandler(required('TOPIC'), { providerUrl })]
     : [paymentsHandler(required('TOPIC'), { providerUrl })],
   concurrency: 4,
+  ...(lanes === undefined ? {} : { lanes }),
   handleSignals: true,
   // Logs go to stderr: stdout carries the outcome lines the demo reads.
   logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),

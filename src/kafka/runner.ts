@@ -67,7 +67,6 @@ function isRetriableKafkaError(error: unknown): boolean {
   return retriable === true || name === 'KafkaJSNumberOfRetriesExceeded' || name === 'KafkaJSConnectionError';
 }
 
-/** A stack frame of kafkajs's own code (the first frame after the message line). */
 /** How long stopping waits for offset reads under way before it closes their admin connection. */
 const ADMIN_DRAIN_MS = 5_000;
 
@@ -76,6 +75,7 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
+/** A stack frame of kafkajs's own code (the first frame after the message line). */
 const KAFKAJS_FRAME = /^[^\n]*\n\s+at [^\n]*[\\/]kafkajs[\\/]src[\\/]/;
 
 export interface KafkaRunner {
@@ -115,12 +115,76 @@ export interface KafkaRunner {
 }
 
 export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
-  let consumer: Consumer | undefined;
+  return new ConsumerRunner(options);
+}
 
-  const startOnce = async (): Promise<void> => {
+/**
+ * The kafkajs consumer behind a {@link KafkaRunner}: made anew at each start (kafkajs does not
+ * restart a consumer after some crashes), joined to the group, fetching batches for the pipeline.
+ */
+class ConsumerRunner implements KafkaRunner {
+  readonly #options: KafkaRunnerOptions;
+  readonly #offsets: OffsetReader;
+  #consumer: Consumer | undefined;
+
+  constructor(options: KafkaRunnerOptions) {
+    this.#options = options;
+    this.#offsets = new OffsetReader(options.kafka);
+  }
+
+  /**
+   * A broker that is restarting, or not elected a leader yet, must not keep a consumer from
+   * starting: retriable Kafka errors are retried with backoff (kafkajs retries some calls on its
+   * own, not all of them). Anything else — a missing topic — fails at once. The whole start is
+   * bounded by `startTimeoutMs`, whatever kafkajs's own retry settings are: a deployment whose
+   * broker address is wrong must fail its start (and its readiness probe) in a known time.
+   */
+  async start(wanted: () => boolean = () => true): Promise<void> {
+    // A runner is started again after a crash kafkajs does not recover from: reads are wanted again.
+    this.#offsets.reopen();
+    const attempt = { lastError: undefined as unknown, gaveUp: false };
+    const attempts = this.#startAttempts(wanted, attempt);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        attempt.gaveUp = true;
+        reject(unreachable(this.#options.startTimeoutMs, attempt.lastError));
+      }, this.#options.startTimeoutMs);
+    });
+    try {
+      await Promise.race([attempts, timedOut]);
+    } finally {
+      clearTimeout(timer);
+      // The attempt still in flight after a timeout ends on its own (kafkajs's retries run out).
+      attempts.catch(() => undefined);
+    }
+  }
+
+  async #startAttempts(wanted: () => boolean, attempt: { lastError: unknown; gaveUp: boolean }): Promise<void> {
+    for (let failures = 1; ; failures++) {
+      try {
+        await this.#startOnce();
+        // Joined only after start() had already given up: nobody wants this consumer any more.
+        if (attempt.gaveUp) await this.#stopConsumer().catch(() => undefined);
+        return;
+      } catch (error) {
+        attempt.lastError = error;
+        const half = this.#consumer;
+        this.#consumer = undefined;
+        await half?.disconnect().catch(() => undefined);
+        if (!isRetriableKafkaError(error) || !wanted() || attempt.gaveUp) throw error;
+        const delayMs = Math.min(5_000, 250 * 2 ** (failures - 1));
+        this.#options.onStartRetry?.(error, delayMs);
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
+
+  async #startOnce(): Promise<void> {
+    const options = this.#options;
     await assertTopicsExist(options.kafka, options.topics);
     const created = options.kafka.consumer({ ...options.consumerConfig, groupId: options.groupId });
-    consumer = created;
+    this.#consumer = created;
     created.on(created.events.GROUP_JOIN, (event) => {
       options.onGroupJoin(event.payload.memberAssignment);
     });
@@ -139,88 +203,52 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
       partitionsConsumedConcurrently: options.concurrency,
       eachBatch: (payload) => options.onBatch(toPartitionBatch(created, payload)),
     });
-  };
+  }
 
-  /**
-   * A broker that is restarting, or not elected a leader yet, must not keep a consumer from
-   * starting: retriable Kafka errors are retried with backoff (kafkajs retries some calls on its
-   * own, not all of them). Anything else — a missing topic — fails at once. The whole start is
-   * bounded by `startTimeoutMs`, whatever kafkajs's own retry settings are: a deployment whose
-   * broker address is wrong must fail its start (and its readiness probe) in a known time.
-   */
-  const start = async (wanted: () => boolean = () => true): Promise<void> => {
-    // A runner is started again after a crash kafkajs does not recover from: reads are wanted again.
-    closed = false;
-    let lastError: unknown;
-    let gaveUp = false;
-    const attempts = (async () => {
-      for (let failures = 1; ; failures++) {
-        try {
-          await startOnce();
-          // Joined only after start() had already given up: nobody wants this consumer any more.
-          if (gaveUp) await stop().catch(() => undefined);
-          return;
-        } catch (error) {
-          lastError = error;
-          const half = consumer;
-          consumer = undefined;
-          await half?.disconnect().catch(() => undefined);
-          if (!isRetriableKafkaError(error) || !wanted() || gaveUp) throw error;
-          const delayMs = Math.min(5_000, 250 * 2 ** (failures - 1));
-          options.onStartRetry?.(error, delayMs);
-          await new Promise((resolve) => setTimeout(resolve, delayMs));
-        }
-      }
-    })();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        gaveUp = true;
-        reject(unreachable(options.startTimeoutMs, lastError));
-      }, options.startTimeoutMs);
-    });
-    try {
-      await Promise.race([attempts, timedOut]);
-    } finally {
-      clearTimeout(timer);
-      // The attempt still in flight after a timeout ends on its own (kafkajs's retries run out).
-      attempts.catch(() => undefined);
-    }
-  };
-
-  const stop = async (): Promise<void> => {
-    const current = consumer;
-    consumer = undefined;
+  async #stopConsumer(): Promise<void> {
+    const current = this.#consumer;
+    this.#consumer = undefined;
     // disconnect() stops the runner first: it waits for eachBatch calls in flight (they see
     // isActive() turn false and return after their current record), commits the offsets they
     // resolved, and leaves the group so the partitions are reassigned at once.
     await current?.disconnect();
-  };
+  }
 
-  const resume = (topic: string, partition: number): void => {
-    if (consumer === undefined) {
+  async stop(): Promise<void> {
+    try {
+      await this.#stopConsumer();
+    } finally {
+      await this.#offsets.close();
+    }
+  }
+
+  // A broker that cannot be reached does not make stopping fail: the records in flight are
+  // finished either way, and every recorded outcome's offset is durable in PostgreSQL, so a lost
+  // offset commit only means the next member passes over those records on assignment.
+  stopQuietly(onError: (error: unknown) => void): Promise<void> {
+    return this.stop().catch(onError);
+  }
+
+  resume(topic: string, partition: number): void {
+    if (this.#consumer === undefined) {
       throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
     }
-    consumer.resume([{ topic, partitions: [partition] }]);
-  };
+    this.#consumer.resume([{ topic, partitions: [partition] }]);
+  }
 
-  const running = (): Consumer => {
-    if (consumer === undefined) {
-      throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running.');
-    }
-    return consumer;
-  };
+  pause(topic: string, partition: number): void {
+    this.#running().pause([{ topic, partitions: [partition] }]);
+  }
 
-  const pause = (topic: string, partition: number): void => {
-    running().pause([{ topic, partitions: [partition] }]);
-  };
+  seek(topic: string, partition: number, offset: string): void {
+    this.#running().seek({ topic, partition, offset });
+  }
 
-  const seek = (topic: string, partition: number, offset: string): void => {
-    running().seek({ topic, partition, offset });
-  };
-
-  const reconcilePauses: KafkaRunner['reconcilePauses'] = (assignment, shouldPause) => {
-    const current = running();
+  reconcilePauses(
+    assignment: Readonly<Record<string, readonly number[]>>,
+    shouldPause: (topic: string, partition: number) => boolean,
+  ): void {
+    const current = this.#running();
     const pausedNow = new Set(
       current.paused().flatMap(({ topic, partitions }) => partitions.map((p) => `${topic}\u0000${p}`)),
     );
@@ -232,15 +260,104 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
         if (!wanted && paused) current.resume([{ topic, partitions: [partition] }]);
       }
     }
-  };
+  }
 
-  // One admin client, made on first use and closed with the runner: reading offsets is rare
-  // (once per partition per assignment), a connection per read would be wasteful. Held as a
-  // promise, so partitions that read at once share one connection instead of each opening one
-  // (and all but the last leaking), and stop() closes one still connecting.
-  let admin: Promise<Admin> | undefined;
-  const connectAdmin = async (): Promise<Admin> => {
-    const created = options.kafka.admin();
+  logBounds(topic: string): Promise<Map<number, { readonly start: bigint; readonly end: bigint }>> {
+    return this.#offsets.read(async (client) => {
+      const log = await topicLog(client, topic);
+      return new Map(log.map((p) => [p.partition, { start: p.logStart, end: p.highWatermark }]));
+    });
+  }
+
+  committedOffsets(topic: string): Promise<Map<number, bigint>> {
+    return this.#offsets.read((client) => readCommittedOffsets(client, this.#options.groupId, topic));
+  }
+
+  recordsAt(topic: string, offsets: ReadonlyMap<number, bigint>): Promise<Map<number, LoggedRecord>> {
+    return recordsAt(this.#options.kafka, topic, offsets);
+  }
+
+  #running(): Consumer {
+    if (this.#consumer === undefined) {
+      throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running.');
+    }
+    return this.#consumer;
+  }
+}
+
+/**
+ * One admin client for offset reads, made on first use and closed with the runner: reading
+ * offsets is rare (once per partition per assignment), a connection per read would be wasteful.
+ * Held as a promise, so partitions that read at once share one connection instead of each opening
+ * one (and all but the last leaking), and closing closes one still connecting.
+ */
+class OffsetReader {
+  readonly #kafka: Kafka;
+  #admin: Promise<Admin> | undefined;
+  // Reads under way, so that closing waits for them before it closes their connection, and
+  // `closed`, so that a read begun after stop() (a rebalance callback still running) cannot open a
+  // new admin that nobody would close.
+  readonly #reading = new Set<Promise<unknown>>();
+  #closed = false;
+
+  constructor(kafka: Kafka) {
+    this.#kafka = kafka;
+  }
+
+  reopen(): void {
+    this.#closed = false;
+  }
+
+  read<T>(work: (client: Admin) => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(
+        new OncelyError('ONCELY_STOPPING', 'The consumer is stopping: offsets are not read any more.', {
+          retriable: true,
+        }),
+      );
+    }
+    const pending = this.#readWithAdmin(work);
+    this.#reading.add(pending);
+    void pending.then(
+      () => this.#reading.delete(pending),
+      () => this.#reading.delete(pending),
+    );
+    return pending;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    // A read still under way may be opening a connection to the group coordinator: let it end
+    // (briefly) first, or the disconnect below would miss that connection and leak it.
+    await Promise.race([Promise.allSettled([...this.#reading]), delay(ADMIN_DRAIN_MS)]);
+    const current = this.#admin;
+    this.#admin = undefined;
+    await current?.then((client) => client.disconnect()).catch(() => undefined);
+  }
+
+  async #readWithAdmin<T>(work: (client: Admin) => Promise<T>): Promise<T> {
+    const current = (this.#admin ??= this.#connect());
+    let client: Admin;
+    try {
+      client = await current;
+    } catch (error) {
+      if (this.#admin === current) this.#admin = undefined;
+      throw error;
+    }
+    try {
+      return await work(client);
+    } catch (error) {
+      // A failed read may have left the connection broken: the next read connects anew.
+      if (this.#admin === current) {
+        this.#admin = undefined;
+        await client.disconnect().catch(() => undefined);
+      }
+      throw error;
+    }
+  }
+
+  async #connect(): Promise<Admin> {
+    const created = this.#kafka.admin();
     try {
       await created.connect();
     } catch (error) {
@@ -248,87 +365,7 @@ export function createKafkaRunner(options: KafkaRunnerOptions): KafkaRunner {
       throw error;
     }
     return created;
-  };
-  // Reads under way, so that stopping waits for them before it closes their connection, and
-  // `closed`, so that a read begun after stop() (a rebalance callback still running) cannot open a
-  // new admin that nobody would close.
-  const reading = new Set<Promise<unknown>>();
-  let closed = false;
-  const withAdmin = <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
-    if (closed) {
-      return Promise.reject(
-        new OncelyError('ONCELY_STOPPING', 'The consumer is stopping: offsets are not read any more.', {
-          retriable: true,
-        }),
-      );
-    }
-    const pending = readWithAdmin(read);
-    reading.add(pending);
-    void pending.then(
-      () => reading.delete(pending),
-      () => reading.delete(pending),
-    );
-    return pending;
-  };
-  const readWithAdmin = async <T>(read: (client: Admin) => Promise<T>): Promise<T> => {
-    const current = (admin ??= connectAdmin());
-    let client: Admin;
-    try {
-      client = await current;
-    } catch (error) {
-      if (admin === current) admin = undefined;
-      throw error;
-    }
-    try {
-      return await read(client);
-    } catch (error) {
-      // A failed read may have left the connection broken: the next read connects anew.
-      if (admin === current) {
-        admin = undefined;
-        await client.disconnect().catch(() => undefined);
-      }
-      throw error;
-    }
-  };
-
-  const logBounds: KafkaRunner['logBounds'] = (topic) =>
-    withAdmin(async (client) => {
-      const log = await topicLog(client, topic);
-      return new Map(log.map((p) => [p.partition, { start: p.logStart, end: p.highWatermark }]));
-    });
-
-  const committedOffsets: KafkaRunner['committedOffsets'] = (topic) =>
-    withAdmin((client) => readCommittedOffsets(client, options.groupId, topic));
-
-  const stopAll = async (): Promise<void> => {
-    try {
-      await stop();
-    } finally {
-      closed = true;
-      // A read still under way may be opening a connection to the group coordinator: let it end
-      // (briefly) first, or the disconnect below would miss that connection and leak it.
-      await Promise.race([Promise.allSettled([...reading]), delay(ADMIN_DRAIN_MS)]);
-      const current = admin;
-      admin = undefined;
-      await current?.then((client) => client.disconnect()).catch(() => undefined);
-    }
-  };
-
-  return {
-    start,
-    stop: stopAll,
-    // A broker that cannot be reached does not make stopping fail: the records in flight are
-    // finished either way, and every recorded outcome's offset is durable in PostgreSQL, so a lost
-    // offset commit only means the next member passes over those records on assignment.
-    stopQuietly: (onError) => stopAll().catch(onError),
-    resume,
-    pause,
-    seek,
-    reconcilePauses,
-    logBounds,
-    committedOffsets,
-    recordsAt: (topic, offsets) => recordsAt(options.kafka, topic, offsets),
-  };
+  }
 }
 
 function toPartitionBatch(consumer: Consumer, payload: EachBatchPayload): PartitionBatch {

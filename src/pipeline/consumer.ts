@@ -52,225 +52,274 @@ export interface InboxConsumer {
  * already committed in PostgreSQL. Options are validated here; a bad one throws `ONCELY_CONFIG`.
  */
 export function createInboxConsumer(options: InboxConsumerOptions): InboxConsumer {
-  const config = resolveConsumerConfig(options);
-  const events = new EventHub(config.logger);
-  const topics = [...config.handlers.keys()];
-  // Observability listens to the event hub like any listener; built only when enabled.
-  const metrics =
-    config.metrics === undefined
-      ? undefined
-      : attachMetrics(config.metrics, {
-          groupId: config.groupId,
-          topics,
-          events,
-          kafka: config.kafka,
-          pool: config.pool,
-          logger: config.logger,
-        });
-  if (config.tracing !== undefined) attachTracing(config.tracing, { groupId: config.groupId, events });
-  const deadLetterTopic =
-    config.deadLetterTopicName === undefined
-      ? undefined
-      : createDeadLetterTopic(config.kafka, topics, config.deadLetterTopicName);
+  return new Consumer(resolveConsumerConfig(options));
+}
+
+/**
+ * A consumer: its parts made once (events, observability, the pipeline's context, pauses and
+ * resume points), and the Kafka runner made at each start. The public methods are bound fields,
+ * so `const { start, stop } = consumer` works as it did when the consumer was a plain object.
+ */
+class Consumer implements InboxConsumer {
+  readonly #config: ResolvedConsumerConfig;
+  readonly #events: EventHub;
+  readonly #metrics: ReturnType<typeof attachMetrics> | undefined;
+  readonly #deadLetterTopic: ReturnType<typeof createDeadLetterTopic> | undefined;
+  readonly #pipeline: PipelineContext;
+  readonly #pauses: PartitionPauses;
+  readonly #resumePoints: ResumePoints;
+  readonly #processing: BatchProcessing;
+  #assignment: Readonly<Record<string, readonly number[]>> = {};
+  #runner: KafkaRunner | undefined;
   // The outbox relay of `relay` (or of a dead-letter topic), made at each start: one process at a
   // time sends, the others stand by, so it is safe in every replica.
-  let relay: OutboxRelay | undefined;
-  const pipeline = pipelineContext(config, events, deadLetterTopic);
-  const pauses = new PartitionPauses(config.groupId, config.logger, events, () => runner);
-  let assignment: Readonly<Record<string, readonly number[]>> = {};
-  const resumePoints = new ResumePoints(
-    config,
-    {
-      assigned: (topic, partition) => assignment[topic]?.includes(partition) ?? false,
+  #relay: OutboxRelay | undefined;
+  #retention: RetentionSchedule | undefined;
+  #starting: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+  #recovering: Promise<void> | undefined;
+  #removeSignalHandlers: (() => void) | undefined;
+
+  constructor(config: ResolvedConsumerConfig) {
+    this.#config = config;
+    this.#events = new EventHub(config.logger);
+    const topics = [...config.handlers.keys()];
+    // Observability listens to the event hub like any listener; built only when enabled.
+    this.#metrics =
+      config.metrics === undefined
+        ? undefined
+        : attachMetrics(config.metrics, {
+            groupId: config.groupId,
+            topics,
+            events: this.#events,
+            kafka: config.kafka,
+            pool: config.pool,
+            logger: config.logger,
+          });
+    if (config.tracing !== undefined) attachTracing(config.tracing, { groupId: config.groupId, events: this.#events });
+    this.#deadLetterTopic =
+      config.deadLetterTopicName === undefined
+        ? undefined
+        : createDeadLetterTopic(config.kafka, topics, config.deadLetterTopicName);
+    this.#pipeline = pipelineContext(config, this.#events, this.#deadLetterTopic);
+    this.#pauses = new PartitionPauses(config.groupId, config.logger, this.#events, () => this.#runner);
+    this.#resumePoints = new ResumePoints(config, this.#resumeActions(), () => this.#runner);
+    this.#processing = {
+      config,
+      pipeline: this.#pipeline,
+      resumePoints: this.#resumePoints,
+      pauses: this.#pauses,
+    };
+  }
+
+  /** What the resume points do for the partitions this member owns. */
+  #resumeActions(): ConstructorParameters<typeof ResumePoints>[1] {
+    return {
+      assigned: (topic, partition) => this.#assignment[topic]?.includes(partition) ?? false,
       seek: (topic, partition, offset) => {
-        config.logger.info(
+        this.#config.logger.info(
           { topic, partition, offset },
           'Kafka has no committed offset for this partition: continuing from the resume point recorded in PostgreSQL',
         );
-        runner?.seek(topic, partition, offset);
+        this.#runner?.seek(topic, partition, offset);
       },
-      mismatch: (topic, partition, found) => pauses.offsetsMismatch(topic, partition, found),
-    },
-    () => runner,
-  );
-  const processing: BatchProcessing = { config, pipeline, resumePoints, pauses };
+      mismatch: (topic, partition, found) => this.#pauses.offsetsMismatch(topic, partition, found),
+    };
+  }
 
-  let runner: KafkaRunner | undefined;
-  let starting: Promise<void> | undefined;
-  let stopping: Promise<void> | undefined;
-  let removeSignalHandlers: (() => void) | undefined;
-  let retention: RetentionSchedule | undefined;
   // pg re-emits the error of an idle pooled connection (a failover, pg_terminate_backend) on the
   // Pool, and an 'error' event nobody listens to ends the process. The pool replaces the
   // connection on its own; a consumer must not die of it.
-  const onIdleConnectionError = (error: Error): void => {
-    config.logger.warn({ err: error }, 'an idle database connection was lost; the pool will open a new one');
+  readonly #onIdleConnectionError = (error: Error): void => {
+    this.#config.logger.warn({ err: error }, 'an idle database connection was lost; the pool will open a new one');
   };
 
-  const start = (): Promise<void> => {
-    if (stopping !== undefined) {
+  readonly start = (): Promise<void> => {
+    if (this.#stopping !== undefined) {
       return Promise.reject(
         new OncelyError('ONCELY_STOPPING', 'This consumer was stopped; create a new one to consume again.'),
       );
     }
-    starting ??= (async () => {
-      await withDatabaseRetries(config, 'checking the schema', () => assertMigrated(config));
-      await withDatabaseRetries(config, 'checking for a renamed group', () => warnAboutRenamedGroup(config));
-      await withDatabaseRetries(config, 'recording the inbox scope', () => recordInboxScope(config));
-      await deadLetterTopic?.start();
-      if (config.relay !== undefined) {
-        const created = createOutboxRelay({
-          // The consumer's registry by default: its relay's metrics sit next to its own.
-          metrics: config.metrics,
-          ...config.relay,
-          db: config.db,
-          kafka: config.kafka,
-          logger: config.logger,
-        });
-        relay = created;
-        await withDatabaseRetries(config, 'starting the outbox relay', () => created.start());
-      }
-      runner = createKafkaRunner({
-        kafka: config.kafka,
-        groupId: config.groupId,
-        topics,
-        concurrency: config.concurrency,
-        fromBeginning: config.fromBeginning,
-        consumerConfig: config.consumerConfig,
-        onBatch: (batch) => processBatch(processing, batch),
-        onGroupJoin: (assigned) => {
-          // Ownership may have changed: read the resume points again for what is now ours, and
-          // forget the pauses of partitions that went elsewhere (their new owner decides afresh).
-          assignment = assigned;
-          resumePoints.clear();
-          pauses.keepOnly(assigned);
-          // kafkajs keeps a partition paused after it left and came back, and forgets every pause
-          // when the consumer is re-created: set the state anew, so an owned partition is either
-          // consumed or reported paused, never silently idle.
-          runner?.reconcilePauses(assigned, (topic, partition) => pauses.has(topic, partition));
-          config.logger.info({ assignment: assigned }, 'joined the group');
-          // Check the offsets of what is now ours at once: a partition with nothing new to fetch
-          // must still be moved back to its resume point or stopped on a mismatch.
-          for (const topic of Object.keys(assigned)) resumePoints.check(topic, pipeline);
-        },
-        onCrash: (error, restart) => {
-          config.logger.error({ err: error, restart }, 'the Kafka consumer crashed');
-          events.emit('consumer:crash', () => ({ groupId: config.groupId, error, restart }));
-          // kafkajs restarts only after errors it deems retriable; after any other crash it stays
-          // down, and a consumer that silently stops consuming is the worst failure of all.
-          if (!restart) recover(error);
-        },
-        onStartRetry: (error, delayMs) => {
-          config.logger.warn({ err: error, delayMs }, 'the broker cannot be reached yet; retrying start');
-        },
-        startTimeoutMs: config.startTimeoutMs,
-      });
-      if (config.handleSignals) removeSignalHandlers = installSignalHandlers(stop);
-      config.pool.on('error', onIdleConnectionError);
-      // A stop() while the broker is still unreachable ends the retrying.
-      await runner.start(() => stopping === undefined);
-      metrics?.start();
-      // Retention (off unless configured): periodic purge, see src/retention/schedule.ts.
-      retention = startRetention(config);
-      config.logger.info({ topics: [...config.handlers.keys()], concurrency: config.concurrency }, 'consumer started');
-    })().catch(async (error: unknown) => {
-      // A failed start leaves nothing running, and a later start() may try again.
-      await runner?.stop().catch(() => undefined);
-      await deadLetterTopic?.stop().catch(() => undefined);
-      await relay?.stop().catch(() => undefined);
-      relay = undefined;
-      runner = undefined;
-      removeSignalHandlers?.();
-      config.pool.off('error', onIdleConnectionError);
-      starting = undefined;
+    this.#starting ??= this.#startOnce().catch(async (error: unknown) => {
+      await this.#undoStart();
       // kafkajs and pg errors come out with a code of oncely's and the original as `cause`.
-      throw startError(error, { groupId: config.groupId });
+      throw startError(error, { groupId: this.#config.groupId });
     });
-    return starting;
+    return this.#starting;
   };
+
+  async #startOnce(): Promise<void> {
+    const config = this.#config;
+    await withDatabaseRetries(config, 'checking the schema', () => assertMigrated(config));
+    await withDatabaseRetries(config, 'checking for a renamed group', () => warnAboutRenamedGroup(config));
+    await withDatabaseRetries(config, 'recording the inbox scope', () => recordInboxScope(config));
+    await this.#deadLetterTopic?.start();
+    if (config.relay !== undefined) {
+      const created = createOutboxRelay({
+        // The consumer's registry by default: its relay's metrics sit next to its own.
+        metrics: config.metrics,
+        ...config.relay,
+        db: config.db,
+        kafka: config.kafka,
+        logger: config.logger,
+      });
+      this.#relay = created;
+      await withDatabaseRetries(config, 'starting the outbox relay', () => created.start());
+    }
+    const runner = this.#createRunner();
+    this.#runner = runner;
+    if (config.handleSignals) this.#removeSignalHandlers = installSignalHandlers(this.stop);
+    config.pool.on('error', this.#onIdleConnectionError);
+    // A stop() while the broker is still unreachable ends the retrying.
+    await runner.start(() => this.#stopping === undefined);
+    this.#metrics?.start();
+    // Retention (off unless configured): periodic purge, see src/retention/schedule.ts.
+    this.#retention = startRetention(config);
+    config.logger.info(
+      { topics: [...config.handlers.keys()], concurrency: config.concurrency, lanes: config.lanes?.count ?? 1 },
+      'consumer started',
+    );
+  }
+
+  /** A failed start leaves nothing running, and a later start() may try again. */
+  async #undoStart(): Promise<void> {
+    await this.#runner?.stop().catch(() => undefined);
+    await this.#deadLetterTopic?.stop().catch(() => undefined);
+    await this.#relay?.stop().catch(() => undefined);
+    this.#relay = undefined;
+    this.#runner = undefined;
+    this.#removeSignalHandlers?.();
+    this.#config.pool.off('error', this.#onIdleConnectionError);
+    this.#starting = undefined;
+  }
+
+  #createRunner(): KafkaRunner {
+    const config = this.#config;
+    return createKafkaRunner({
+      kafka: config.kafka,
+      groupId: config.groupId,
+      topics: [...config.handlers.keys()],
+      concurrency: config.concurrency,
+      fromBeginning: config.fromBeginning,
+      consumerConfig: config.consumerConfig,
+      onBatch: (batch) => processBatch(this.#processing, batch),
+      onGroupJoin: (assigned) => this.#joined(assigned),
+      onCrash: (error, restart) => {
+        config.logger.error({ err: error, restart }, 'the Kafka consumer crashed');
+        this.#events.emit('consumer:crash', () => ({ groupId: config.groupId, error, restart }));
+        // kafkajs restarts only after errors it deems retriable; after any other crash it stays
+        // down, and a consumer that silently stops consuming is the worst failure of all.
+        if (!restart) this.#recover(error);
+      },
+      onStartRetry: (error, delayMs) => {
+        config.logger.warn({ err: error, delayMs }, 'the broker cannot be reached yet; retrying start');
+      },
+      startTimeoutMs: config.startTimeoutMs,
+    });
+  }
+
+  /** The member (re)joined the group: ownership may have changed. */
+  #joined(assigned: Readonly<Record<string, readonly number[]>>): void {
+    // Read the resume points again for what is now ours, and forget the pauses of partitions that
+    // went elsewhere (their new owner decides afresh).
+    this.#assignment = assigned;
+    this.#resumePoints.clear();
+    this.#pauses.keepOnly(assigned);
+    // kafkajs keeps a partition paused after it left and came back, and forgets every pause when
+    // the consumer is re-created: set the state anew, so an owned partition is either consumed or
+    // reported paused, never silently idle.
+    this.#runner?.reconcilePauses(assigned, (topic, partition) => this.#pauses.has(topic, partition));
+    this.#config.logger.info({ assignment: assigned }, 'joined the group');
+    // Check the offsets of what is now ours at once: a partition with nothing new to fetch must
+    // still be moved back to its resume point or stopped on a mismatch.
+    for (const topic of Object.keys(assigned)) this.#resumePoints.check(topic, this.#pipeline);
+  }
 
   /**
    * Starts the Kafka side again after a crash kafkajs will not recover from, with backoff, until it
    * runs or the consumer is stopped. Nothing is lost meanwhile: unresolved records are fetched again,
    * and the resume points are read again on the new assignment.
    */
-  let recovering: Promise<void> | undefined;
-  const recover = (crash: unknown): void => {
-    if (recovering !== undefined || stopping !== undefined || runner === undefined) return;
-    const current = runner;
-    recovering = (async () => {
-      for (let failures = 1; stopping === undefined; failures++) {
-        const delayMs = backoffDelay(config.retry, failures);
-        config.logger.warn(
+  #recover(crash: unknown): void {
+    const current = this.#runner;
+    if (this.#recovering !== undefined || this.#stopping !== undefined || current === undefined) return;
+    this.#recovering = (async () => {
+      for (let failures = 1; this.#stopping === undefined; failures++) {
+        const delayMs = backoffDelay(this.#config.retry, failures);
+        this.#config.logger.warn(
           { err: crash, delayMs },
           'restarting the Kafka consumer after a crash it did not recover from',
         );
         await new Promise((resolve) => setTimeout(resolve, delayMs));
-        if (stopping !== undefined) return;
+        if (this.#stopping !== undefined) return;
         try {
           await current.stopQuietly(() => undefined);
-          resumePoints.clear();
-          await current.start(() => stopping === undefined);
-          config.logger.info('the Kafka consumer is running again');
+          this.#resumePoints.clear();
+          await current.start(() => this.#stopping === undefined);
+          this.#config.logger.info('the Kafka consumer is running again');
           return;
         } catch (error) {
           crash = error;
         }
       }
     })().finally(() => {
-      recovering = undefined;
+      this.#recovering = undefined;
     });
+  }
+
+  readonly stop = (): Promise<void> => {
+    this.#stopping ??= this.#stopOnce();
+    return this.#stopping;
   };
 
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      removeSignalHandlers?.();
-      // Let a start (or a recovery) in progress finish first, so nothing starts after the stop.
-      await starting?.catch(() => undefined);
-      await recovering;
-      await retention?.stop();
-      const unreachable = (error: unknown): void => {
-        config.logger.warn(
-          { err: error },
-          'the broker could not be reached while stopping; recorded outcomes are durable and their offsets will be passed over',
-        );
-      };
-      await runner?.stopQuietly(unreachable);
-      await deadLetterTopic?.stop().catch(unreachable);
-      // After the runner: dead letters recorded while draining are in the outbox; whatever this
-      // relay does not send now, the next active relay sends.
-      await relay?.stop().catch(unreachable);
-      await metrics?.stop();
-      config.pool.off('error', onIdleConnectionError);
-      config.logger.info('consumer stopped');
-    })();
-    return stopping;
-  };
+  async #stopOnce(): Promise<void> {
+    const config = this.#config;
+    this.#removeSignalHandlers?.();
+    // Let a start (or a recovery) in progress finish first, so nothing starts after the stop.
+    await this.#starting?.catch(() => undefined);
+    await this.#recovering;
+    await this.#retention?.stop();
+    const unreachable = (error: unknown): void => {
+      config.logger.warn(
+        { err: error },
+        'the broker could not be reached while stopping; recorded outcomes are durable and their offsets will be passed over',
+      );
+    };
+    // Lanes drain here too: each partition's batch returns once its lanes have finished or rolled
+    // back their transactions, and only the watermark's offsets are committed.
+    await this.#runner?.stopQuietly(unreachable);
+    await this.#deadLetterTopic?.stop().catch(unreachable);
+    // After the runner: dead letters recorded while draining are in the outbox; whatever this
+    // relay does not send now, the next active relay sends.
+    await this.#relay?.stop().catch(unreachable);
+    await this.#metrics?.stop();
+    config.pool.off('error', this.#onIdleConnectionError);
+    config.logger.info('consumer stopped');
+  }
 
-  const resume = (topic: string, partition: number): void => {
-    if (!pauses.has(topic, partition)) {
+  readonly resume = (topic: string, partition: number): void => {
+    if (!this.#pauses.has(topic, partition)) {
       throw new OncelyError('ONCELY_CONFIG', `Partition ${topic}/${partition} is not paused; see consumer.paused().`, {
         context: { topic, partition },
       });
     }
+    const runner = this.#runner;
     if (runner === undefined)
       throw new OncelyError('ONCELY_STOPPING', 'The consumer is not running; nothing to resume.');
-    pauses.release(topic, partition);
+    this.#pauses.release(topic, partition);
     // After an offsets mismatch, read the offsets again: resuming checks them anew.
-    resumePoints.clear();
+    this.#resumePoints.clear();
     runner.resume(topic, partition);
-    config.logger.info({ topic, partition }, 'partition resumed');
-    events.emit('partition:resumed', () => ({ groupId: config.groupId, topic, partition }));
+    this.#config.logger.info({ topic, partition }, 'partition resumed');
+    this.#events.emit('partition:resumed', () => ({ groupId: this.#config.groupId, topic, partition }));
   };
 
-  return {
-    start,
-    stop,
-    resume,
-    paused: () => pauses.list(),
-    on: (event, listener) => events.on(event, listener),
-    [Symbol.asyncDispose]: stop,
-  };
+  readonly paused = (): PausedPartition[] => this.#pauses.list();
+
+  readonly on = <E extends ConsumerEventName>(event: E, listener: ConsumerEventListener<E>): (() => void) =>
+    this.#events.on(event, listener);
+
+  readonly [Symbol.asyncDispose] = (): Promise<void> => this.stop();
 }
 
 /** What the record pipeline needs of the consumer: its settings, its events and its connections. */

@@ -5,8 +5,9 @@ import type { Logger } from 'pino';
 import type { InboxEntry } from '../inbox/claims.js';
 import type { TransactionBinder } from '../inbox/database.js';
 import type { DeadLetterReason, StoredError } from '../inbox/dead-letters.js';
-import type { Transactions } from '../inbox/transaction.js';
+import type { OpenTransaction, Transactions } from '../inbox/transaction.js';
 import type { DeadLetterTopic } from '../kafka/dead-letter-topic.js';
+import type { ConsumedRecord } from '../kafka/runner.js';
 
 import type { DuplicateClass, EventHub } from '../events/index.js';
 import type { RetryPolicy } from './retry.js';
@@ -43,6 +44,23 @@ export interface PartitionControl {
   isActive(): boolean;
   /** Where the partition's transactions run: one held connection, one after another. */
   readonly transactions: Transactions;
+  /**
+   * Set when the partition runs on lanes (records of different keys at once, committed out of
+   * offset order): claims then record no offset, and every transaction that records outcomes calls
+   * this as its last statement instead (see lanes/watermark.ts). Undefined: records run in offset
+   * order and each claim moves the resume point past its record.
+   */
+  readonly lane?: LaneCommits;
+}
+
+/** How a lane's transaction records the partition's resume point: as the watermark, never past it. */
+export interface LaneCommits {
+  /**
+   * The last statement of a transaction recording the outcomes of `covered`: records the resume
+   * point as it will stand once this transaction commits (the lowest offset then still unrecorded,
+   * as far as the outcomes committed so far tell), when that moves it.
+   */
+  recordResumePoint(t: OpenTransaction, covered: readonly ConsumedRecord[]): Promise<void>;
 }
 
 export type Outcome =

@@ -20,6 +20,7 @@ import {
   type HandlerDefinition,
   isHandlerDefinition,
 } from './handler.js';
+import { type LaneOptions, lanesSchema, type ResolvedLanes, resolveLanes } from './lanes/options.js';
 import { type ResolvedRetention, retentionSchema } from '../retention/options.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 import type { TracingOptions } from '../tracing/spans.js';
@@ -72,6 +73,16 @@ export interface InboxConsumerOptions {
    * Needs that many pooled connections plus one: the pool's `max` must be larger. Default 1.
    */
   readonly concurrency?: number;
+  /**
+   * Message mode only: per-key concurrency inside each partition (G4's exception). `8` or
+   * `{ count: 8, key?, maxInFlight? }`: a partition's records are spread over that many lanes by
+   * key (the Kafka key by default); one key's records stay in offset order on one lane, and lanes
+   * run at once, each in its own transaction on its own pooled connection (commit grouping works
+   * inside a lane). Kafka's offset and the resume point in `oncely.offsets` move only to the
+   * partition's watermark, the lowest offset not yet recorded. The pool's `max` must exceed
+   * `concurrency × count`. Refused in batch mode. Default: none (one lane, offset order).
+   */
+  readonly lanes?: number | LaneOptions;
   /**
    * Retries of a failing handler. Defaults: 5 attempts, 200 ms initial delay, ×2 per attempt,
    * at most 10 s, ±20 % jitter. Database outages do not use up attempts.
@@ -172,6 +183,8 @@ export interface ResolvedConsumerConfig {
   readonly batchSize: number;
   readonly maxMessagesPerTransaction: number;
   readonly concurrency: number;
+  /** Undefined: a partition's records run one after another, in offset order. */
+  readonly lanes: ResolvedLanes | undefined;
   readonly retry: RetryPolicy;
   readonly logger: Logger;
   readonly logPayloads: boolean;
@@ -249,6 +262,7 @@ const optionsSchema = z.strictObject({
     .max(10_000)
     .default(DEFAULT_MAX_MESSAGES_PER_TRANSACTION),
   concurrency: z.int('must be a whole number').min(1, 'must be at least 1').max(1000).default(1),
+  lanes: lanesSchema,
   retry: retrySchema.default(DEFAULT_RETRY),
   logger: z
     .custom<Logger>((v) => isObject(v) && typeof v.child === 'function' && typeof v.info === 'function', {
@@ -363,8 +377,30 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     handlers.set(handler.topic, handler);
   }
 
+  const lanes = resolveLanes(o.lanes);
+  if (mode === 'batch' && lanes !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['lanes'],
+        message:
+          'lanes applies to message mode only: a batch handler gets a chunk of a partition in one call and one transaction. ' +
+          'Remove lanes, or use defineHandler() handlers, which lanes run by key',
+      },
+    ]);
+  }
   const { pool } = resolvePool(o.db);
   const max = poolMax(pool);
+  if (lanes !== undefined && max <= o.concurrency * lanes.count) {
+    const needed = o.concurrency * lanes.count;
+    throw invalidOptions([
+      {
+        path: ['lanes'],
+        message:
+          `${lanes.count} lanes on ${o.concurrency} partition(s) at once hold up to ${needed} connections, but the pool's max is ${max}. ` +
+          `Create the pool with \`new Pool({ max: ${needed + 2} })\` or lower lanes or concurrency.`,
+      },
+    ]);
+  }
   if (max <= o.concurrency) {
     throw invalidOptions([
       {
@@ -392,6 +428,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     batchSize: o.batchSize,
     maxMessagesPerTransaction: o.maxMessagesPerTransaction,
     concurrency: o.concurrency,
+    lanes,
     retry: o.retry,
     logger,
     logPayloads: o.logPayloads,

@@ -12,13 +12,14 @@ import type { PartitionControl, PipelineContext } from '../context.js';
 import type { BatchHandlerDefinition, HandlerDefinition } from '../handler.js';
 import type { PartitionPauses } from './pauses.js';
 import { processChunk } from '../modes/batch.js';
-import { processRecords } from '../modes/commit-group.js';
+import { processRecords, type RecordsResult } from '../modes/commit-group.js';
+import { PartitionLanes } from '../lanes/lanes.js';
 import type { ResumePoints } from './resume-points.js';
 
 export interface BatchProcessing {
   readonly config: Pick<
     ResolvedConsumerConfig,
-    'handlers' | 'batchSize' | 'maxMessagesPerTransaction' | 'pool' | 'bind'
+    'handlers' | 'batchSize' | 'maxMessagesPerTransaction' | 'pool' | 'bind' | 'lanes'
   >;
   readonly pipeline: PipelineContext;
   readonly resumePoints: ResumePoints;
@@ -81,11 +82,21 @@ async function processMessages(
   records: readonly ConsumedRecord[],
   control: PartitionControl,
 ): Promise<void> {
-  const result = await processRecords(pipeline, handler, records, control, {
-    maxMessages: config.maxMessagesPerTransaction,
-    // Called only after a commit: the outcomes up to that offset are durable, so Kafka may pass them (G3).
-    committed: (offset) => batch.resolve(offset),
-  });
+  const lanes = config.lanes;
+  const result: RecordsResult =
+    lanes === undefined
+      ? await processRecords(pipeline, handler, records, control, {
+          maxMessages: config.maxMessagesPerTransaction,
+          // Called only after a commit: the outcomes up to that offset are durable, so Kafka may pass them (G3).
+          committed: (offset) => batch.resolve(offset),
+        })
+      : // Per-key lanes: offsets move with the partition's watermark (lanes/watermark.ts).
+        await new PartitionLanes(pipeline, handler, batch, records, {
+          pool: config.pool,
+          bind: config.bind,
+          lanes,
+          maxMessagesPerTransaction: config.maxMessagesPerTransaction,
+        }).run();
   if (result.kind === 'stopped') {
     const { record, messageId, reason, error, attempts } = result;
     pauses.pauseAt(record, { messageId, reason, error, attempts });

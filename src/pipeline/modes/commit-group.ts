@@ -226,6 +226,15 @@ async function runGroup(
       await releaseGroupClaims(t.client, pipeline.inboxScope, unreachedClaims(members, reached, conflicts));
       const last = members[reached - 1];
       if (last === undefined) return;
+      if (control.lane !== undefined) {
+        // On lanes the group's records are not the partition's next ones: the resume point is the
+        // partition's watermark as this commit leaves it (lanes/watermark.ts).
+        await control.lane.recordResumePoint(
+          t,
+          members.slice(0, reached).map((p) => p.record),
+        );
+        return;
+      }
       // The partition's next offset once, past the group's last record, with synchronous_commit on:
       // the group's outcomes and its resume point commit together.
       await recordOffset(t.client, {

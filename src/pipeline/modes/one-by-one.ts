@@ -19,7 +19,9 @@ import {
   type DeadLetterInput,
   deadLetterUnclaimable,
   minimalLetter,
+  recordDeadLetter,
 } from '../record/dead-letter.js';
+import { claimUnordered } from '../../inbox/claim-unordered.js';
 import { deadLetteredBefore, resolveDuplicate } from '../record/duplicates.js';
 import { describeError, redactError } from '../record/error-record.js';
 import type { HandlerContext, HandlerDefinition } from '../handler.js';
@@ -93,7 +95,7 @@ async function recordOutcome(
         messageId,
         attempt: skipping ? 0 : attempt,
         steps,
-        claim: (t, request) => claimMessage(t.client, { ...claim, ...request }),
+        claim: (t, request) => claimWith(control)(t.client, { ...claim, ...request }),
       });
       if (tried.ok) return tried.outcome;
       failure = tried.failure;
@@ -133,6 +135,8 @@ async function attemptAlone(
         ...attempt,
         claim: (request) => attempt.claim(t, request),
       });
+      // On lanes the claim moved no offset: the partition's watermark is recorded last.
+      await control.lane?.recordResumePoint(t, [prepared.record]);
       handlerMs = applied.handlerMs;
       return applied.outcome;
     });
@@ -316,16 +320,33 @@ export function deadLetter(
     (letter: DeadLetterInput) =>
     async (t: OpenTransaction): Promise<Outcome> => {
       if (messageId === null) {
-        const stored = await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, prepared.payloadHash, letter);
+        const stored =
+          control.lane === undefined
+            ? await deadLetterUnclaimable(pipeline, t, prepared.nextOffset, prepared.payloadHash, letter)
+            : await recordDeadLetter(pipeline, t, letter);
+        // On lanes the dead letter moved no offset: the partition's watermark is recorded last.
+        await control.lane?.recordResumePoint(t, [record]);
         return stored
           ? { kind: 'dead_lettered', reason, error: letter.error, attempts }
           : deadLetteredBefore(record, prepared.payloadHash);
       }
-      const claimed = await claimAndDeadLetter(pipeline, t, claimFor(pipeline, prepared, messageId), letter);
+      const claim = claimFor(pipeline, prepared, messageId);
+      const claimed = await claimAndDeadLetter(pipeline, t, claim, letter, claimWith(control));
+      await control.lane?.recordResumePoint(t, [record]);
       return claimed.claimed
         ? { kind: 'dead_lettered', reason, error: letter.error, attempts }
         : resolveDuplicate(pipeline, t, record, messageId, prepared.payloadHash, claimed.existing);
     };
   const letter: DeadLetterInput = { record, messageId, reason, error, attempts };
   return untilCommitted(pipeline, control, prepared.where, store(letter), store(minimalLetter(letter)));
+}
+
+/**
+ * How a record's id is claimed: with the partition's next offset (in offset order), or on lanes
+ * without it (the watermark is recorded at the end of the transaction instead).
+ */
+function claimWith(
+  control: PartitionControl,
+): (client: OpenTransaction['client'], request: ClaimRequest) => Promise<ClaimResult> {
+  return control.lane === undefined ? claimMessage : claimUnordered;
 }

@@ -1,4 +1,4 @@
-import { claimMessage, type ClaimRequest, recordOffset } from '../../inbox/claims.js';
+import { claimMessage, type ClaimRequest, type ClaimResult, recordOffset } from '../../inbox/claims.js';
 import { type DeadLetterReason, insertDeadLetter, type StoredError } from '../../inbox/dead-letters.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
 import type { DeadLetterTopic } from '../../kafka/dead-letter-topic.js';
@@ -93,15 +93,17 @@ export async function recordDeadLetter(
 /**
  * Dead-letters a record whose id is valid: the dead letter claims the id like a success would, so
  * a record dead-lettered and then redelivered is a duplicate of its first outcome, not a second
- * dead letter. Returns the holder when the id was already taken.
+ * dead letter. Returns the holder when the id was already taken. `claimWith`: how the id is
+ * claimed (on lanes, without moving the partition's offset).
  */
 export async function claimAndDeadLetter(
   target: DeadLetterTarget,
   t: OpenTransaction,
   claim: Omit<ClaimRequest, 'status' | 'attempts'>,
   letter: DeadLetterInput,
-): ReturnType<typeof claimMessage> {
-  const claimed = await claimMessage(t.client, { ...claim, status: 'dead_lettered', attempts: letter.attempts });
+  claimWith: (client: OpenTransaction['client'], request: ClaimRequest) => Promise<ClaimResult> = claimMessage,
+): Promise<ClaimResult> {
+  const claimed = await claimWith(t.client, { ...claim, status: 'dead_lettered', attempts: letter.attempts });
   if (claimed.claimed) await recordDeadLetter(target, t, letter);
   return claimed;
 }
