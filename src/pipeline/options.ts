@@ -336,47 +336,8 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
   const o = parseOptions(optionsSchema, options);
 
   const mode = o.mode ?? o.handlers[0]?.kind ?? 'message';
-  if (mode === 'message' && options.batchSize !== undefined) {
-    throw invalidOptions([
-      {
-        path: ['batchSize'],
-        message:
-          'batchSize applies to batch mode only (handlers made with defineBatchHandler()); remove it, ' +
-          'or switch the handlers to defineBatchHandler() to apply a chunk per transaction',
-      },
-    ]);
-  }
-  if (mode === 'batch' && options.maxMessagesPerTransaction !== undefined) {
-    throw invalidOptions([
-      {
-        path: ['maxMessagesPerTransaction'],
-        message:
-          'maxMessagesPerTransaction applies to message mode only; in batch mode a chunk is one transaction: set batchSize instead',
-      },
-    ]);
-  }
-  const handlers = new Map<string, AnyHandlerDefinition>();
-  for (const handler of o.handlers) {
-    if (handler.kind !== mode) {
-      const define = handler.kind === 'batch' ? 'defineBatchHandler()' : 'defineHandler()';
-      throw invalidOptions([
-        {
-          path: ['handlers'],
-          message:
-            `the handler for topic "${handler.topic}" was made with ${define}, but the consumer is in ${mode} mode; ` +
-            `use ${mode === 'batch' ? 'defineBatchHandler()' : 'defineHandler()'} for every handler of a ${mode}-mode consumer` +
-            (o.mode === undefined ? '' : ` (or set mode: '${handler.kind}')`),
-        },
-      ]);
-    }
-    if (handlers.has(handler.topic)) {
-      throw invalidOptions([
-        { path: ['handlers'], message: `two handlers for topic "${handler.topic}"; give one handler per topic` },
-      ]);
-    }
-    handlers.set(handler.topic, handler);
-  }
-
+  checkModeOptions(options, mode);
+  const handlers = handlersByTopic(o.handlers, mode, o.mode !== undefined);
   const lanes = resolveLanes(o.lanes);
   if (mode === 'batch' && lanes !== undefined) {
     throw invalidOptions([
@@ -389,28 +350,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     ]);
   }
   const { pool } = resolvePool(o.db);
-  const max = poolMax(pool);
-  if (lanes !== undefined && max <= o.concurrency * lanes.count) {
-    const needed = o.concurrency * lanes.count;
-    throw invalidOptions([
-      {
-        path: ['lanes'],
-        message:
-          `${lanes.count} lanes on ${o.concurrency} partition(s) at once hold up to ${needed} connections, but the pool's max is ${max}. ` +
-          `Create the pool with \`new Pool({ max: ${needed + 2} })\` or lower lanes or concurrency.`,
-      },
-    ]);
-  }
-  if (max <= o.concurrency) {
-    throw invalidOptions([
-      {
-        path: ['concurrency'],
-        message:
-          `concurrency ${o.concurrency} needs a pool with more than ${o.concurrency} connections, but the pool's max is ${max}. ` +
-          `Create the pool with \`new Pool({ max: ${o.concurrency + 2} })\` or lower concurrency.`,
-      },
-    ]);
-  }
+  checkPoolSize(poolMax(pool), o.concurrency, lanes);
 
   const logger = (o.logger ?? pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' })).child({
     groupId: o.groupId,
@@ -457,6 +397,84 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     startTimeoutMs: o.startTimeoutMs,
     retention: o.retention,
   };
+}
+
+/** Options of one mode given to a consumer in the other, where they would do nothing. */
+function checkModeOptions(options: InboxConsumerOptions, mode: 'message' | 'batch'): void {
+  if (mode === 'message' && options.batchSize !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['batchSize'],
+        message:
+          'batchSize applies to batch mode only (handlers made with defineBatchHandler()); remove it, ' +
+          'or switch the handlers to defineBatchHandler() to apply a chunk per transaction',
+      },
+    ]);
+  }
+  if (mode === 'batch' && options.maxMessagesPerTransaction !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['maxMessagesPerTransaction'],
+        message:
+          'maxMessagesPerTransaction applies to message mode only; in batch mode a chunk is one transaction: set batchSize instead',
+      },
+    ]);
+  }
+}
+
+/** One handler per topic, every one made for the consumer's mode. */
+function handlersByTopic(
+  given: readonly AnyHandlerDefinition[],
+  mode: 'message' | 'batch',
+  modeGiven: boolean,
+): Map<string, AnyHandlerDefinition> {
+  const handlers = new Map<string, AnyHandlerDefinition>();
+  for (const handler of given) {
+    if (handler.kind !== mode) {
+      const define = handler.kind === 'batch' ? 'defineBatchHandler()' : 'defineHandler()';
+      throw invalidOptions([
+        {
+          path: ['handlers'],
+          message:
+            `the handler for topic "${handler.topic}" was made with ${define}, but the consumer is in ${mode} mode; ` +
+            `use ${mode === 'batch' ? 'defineBatchHandler()' : 'defineHandler()'} for every handler of a ${mode}-mode consumer` +
+            (modeGiven ? ` (or set mode: '${handler.kind}')` : ''),
+        },
+      ]);
+    }
+    if (handlers.has(handler.topic)) {
+      throw invalidOptions([
+        { path: ['handlers'], message: `two handlers for topic "${handler.topic}"; give one handler per topic` },
+      ]);
+    }
+    handlers.set(handler.topic, handler);
+  }
+  return handlers;
+}
+
+/** The pool must hold every connection the consumer may use at once, and one more. */
+function checkPoolSize(max: number, concurrency: number, lanes: ResolvedLanes | undefined): void {
+  if (lanes !== undefined && max <= concurrency * lanes.count) {
+    const needed = concurrency * lanes.count;
+    throw invalidOptions([
+      {
+        path: ['lanes'],
+        message:
+          `${lanes.count} lanes on ${concurrency} partition(s) at once hold up to ${needed} connections, but the pool's max is ${max}. ` +
+          `Create the pool with \`new Pool({ max: ${needed + 2} })\` or lower lanes or concurrency.`,
+      },
+    ]);
+  }
+  if (max <= concurrency) {
+    throw invalidOptions([
+      {
+        path: ['concurrency'],
+        message:
+          `concurrency ${concurrency} needs a pool with more than ${concurrency} connections, but the pool's max is ${max}. ` +
+          `Create the pool with \`new Pool({ max: ${concurrency + 2} })\` or lower concurrency.`,
+      },
+    ]);
+  }
 }
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {

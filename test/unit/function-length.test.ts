@@ -8,15 +8,6 @@ import { describe, expect, it } from 'vitest';
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 const LIMIT = 120;
 
-/**
- * Functions still longer than the limit, by file and name: two closures not yet split into named
- * parts. Remove an entry once its function is short enough (the last test below says when).
- */
-const NOT_YET_SPLIT: ReadonlySet<string> = new Set([
-  'pipeline/consumer.ts createInboxConsumer',
-  'kafka/runner.ts createKafkaRunner',
-]);
-
 function sourceFiles(dir: string = SRC): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const path = join(dir, entry.name);
@@ -67,14 +58,7 @@ describe('function length', () => {
   });
 
   it(`keeps every function in src/ within ${LIMIT} lines: a long closure becomes a class or named functions`, () => {
-    const tooLong = measured
-      .filter((m) => m.lines > LIMIT && !NOT_YET_SPLIT.has(m.id))
-      .map((m) => `${m.id}: ${m.lines} lines`);
+    const tooLong = measured.filter((m) => m.lines > LIMIT).map((m) => `${m.id}: ${m.lines} lines`);
     expect(tooLong).toEqual([]);
-  });
-
-  it('lists as not yet split only functions that are still too long', () => {
-    const split = [...NOT_YET_SPLIT].filter((id) => !measured.some((m) => m.id === id && m.lines > LIMIT));
-    expect(split, 'these are short enough now: remove them from NOT_YET_SPLIT').toEqual([]);
   });
 });
