@@ -355,27 +355,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
       },
     ]);
   }
-  const handlers = new Map<string, AnyHandlerDefinition>();
-  for (const handler of o.handlers) {
-    if (handler.kind !== mode) {
-      const define = handler.kind === 'batch' ? 'defineBatchHandler()' : 'defineHandler()';
-      throw invalidOptions([
-        {
-          path: ['handlers'],
-          message:
-            `the handler for topic "${handler.topic}" was made with ${define}, but the consumer is in ${mode} mode; ` +
-            `use ${mode === 'batch' ? 'defineBatchHandler()' : 'defineHandler()'} for every handler of a ${mode}-mode consumer` +
-            (o.mode === undefined ? '' : ` (or set mode: '${handler.kind}')`),
-        },
-      ]);
-    }
-    if (handlers.has(handler.topic)) {
-      throw invalidOptions([
-        { path: ['handlers'], message: `two handlers for topic "${handler.topic}"; give one handler per topic` },
-      ]);
-    }
-    handlers.set(handler.topic, handler);
-  }
+  const handlers = handlersByTopic(o.handlers, mode, o.mode);
 
   const lanes = resolveLanes(o.lanes);
   if (mode === 'batch' && lanes !== undefined) {
@@ -389,28 +369,7 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     ]);
   }
   const { pool } = resolvePool(o.db);
-  const max = poolMax(pool);
-  if (lanes !== undefined && max <= o.concurrency * lanes.count) {
-    const needed = o.concurrency * lanes.count;
-    throw invalidOptions([
-      {
-        path: ['lanes'],
-        message:
-          `${lanes.count} lanes on ${o.concurrency} partition(s) at once hold up to ${needed} connections, but the pool's max is ${max}. ` +
-          `Create the pool with \`new Pool({ max: ${needed + 2} })\` or lower lanes or concurrency.`,
-      },
-    ]);
-  }
-  if (max <= o.concurrency) {
-    throw invalidOptions([
-      {
-        path: ['concurrency'],
-        message:
-          `concurrency ${o.concurrency} needs a pool with more than ${o.concurrency} connections, but the pool's max is ${max}. ` +
-          `Create the pool with \`new Pool({ max: ${o.concurrency + 2} })\` or lower concurrency.`,
-      },
-    ]);
-  }
+  checkPoolSize(poolMax(pool), o.concurrency, lanes);
 
   const logger = (o.logger ?? pino({ name: 'oncely', level: process.env.ONCELY_LOG_LEVEL ?? 'info' })).child({
     groupId: o.groupId,
@@ -457,6 +416,61 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
     startTimeoutMs: o.startTimeoutMs,
     retention: o.retention,
   };
+}
+
+/** The handlers by topic: every one of the consumer's mode, one per topic. */
+function handlersByTopic(
+  list: readonly AnyHandlerDefinition[],
+  mode: 'message' | 'batch',
+  chosenMode: 'message' | 'batch' | undefined,
+): Map<string, AnyHandlerDefinition> {
+  const handlers = new Map<string, AnyHandlerDefinition>();
+  for (const handler of list) {
+    if (handler.kind !== mode) {
+      const define = handler.kind === 'batch' ? 'defineBatchHandler()' : 'defineHandler()';
+      throw invalidOptions([
+        {
+          path: ['handlers'],
+          message:
+            `the handler for topic "${handler.topic}" was made with ${define}, but the consumer is in ${mode} mode; ` +
+            `use ${mode === 'batch' ? 'defineBatchHandler()' : 'defineHandler()'} for every handler of a ${mode}-mode consumer` +
+            (chosenMode === undefined ? '' : ` (or set mode: '${handler.kind}')`),
+        },
+      ]);
+    }
+    if (handlers.has(handler.topic)) {
+      throw invalidOptions([
+        { path: ['handlers'], message: `two handlers for topic "${handler.topic}"; give one handler per topic` },
+      ]);
+    }
+    handlers.set(handler.topic, handler);
+  }
+  return handlers;
+}
+
+/** A pool too small for the partitions (and lanes) held at once would stall: refused at creation. */
+function checkPoolSize(max: number, concurrency: number, lanes: ResolvedLanes | undefined): void {
+  if (lanes !== undefined && max <= concurrency * lanes.count) {
+    const needed = concurrency * lanes.count;
+    throw invalidOptions([
+      {
+        path: ['lanes'],
+        message:
+          `${lanes.count} lanes on ${concurrency} partition(s) at once hold up to ${needed} connections, but the pool's max is ${max}. ` +
+          `Create the pool with \`new Pool({ max: ${needed + 2} })\` or lower lanes or concurrency.`,
+      },
+    ]);
+  }
+  if (max <= concurrency) {
+    throw invalidOptions([
+      {
+        path: ['concurrency'],
+        message:
+          `concurrency ${concurrency} needs a pool with more than ${concurrency} connections, but the pool's max is ${max}. ` +
+          `Create the pool with \`new Pool({ max: ${concurrency + 2} })\` or lower concurrency.`,
+      },
+    ]);
+  }
 }
 
 function deadLetterNaming(topic: boolean | string | ((sourceTopic: string) => string) | undefined) {
