@@ -336,8 +336,27 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
   const o = parseOptions(optionsSchema, options);
 
   const mode = o.mode ?? o.handlers[0]?.kind ?? 'message';
-  checkModeOptions(options, mode);
-  const handlers = handlersByTopic(o.handlers, mode, o.mode !== undefined);
+  if (mode === 'message' && options.batchSize !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['batchSize'],
+        message:
+          'batchSize applies to batch mode only (handlers made with defineBatchHandler()); remove it, ' +
+          'or switch the handlers to defineBatchHandler() to apply a chunk per transaction',
+      },
+    ]);
+  }
+  if (mode === 'batch' && options.maxMessagesPerTransaction !== undefined) {
+    throw invalidOptions([
+      {
+        path: ['maxMessagesPerTransaction'],
+        message:
+          'maxMessagesPerTransaction applies to message mode only; in batch mode a chunk is one transaction: set batchSize instead',
+      },
+    ]);
+  }
+  const handlers = handlersByTopic(o.handlers, mode, o.mode);
+
   const lanes = resolveLanes(o.lanes);
   if (mode === 'batch' && lanes !== undefined) {
     throw invalidOptions([
@@ -399,37 +418,14 @@ export function resolveConsumerConfig(options: InboxConsumerOptions): ResolvedCo
   };
 }
 
-/** Options of one mode given to a consumer in the other, where they would do nothing. */
-function checkModeOptions(options: InboxConsumerOptions, mode: 'message' | 'batch'): void {
-  if (mode === 'message' && options.batchSize !== undefined) {
-    throw invalidOptions([
-      {
-        path: ['batchSize'],
-        message:
-          'batchSize applies to batch mode only (handlers made with defineBatchHandler()); remove it, ' +
-          'or switch the handlers to defineBatchHandler() to apply a chunk per transaction',
-      },
-    ]);
-  }
-  if (mode === 'batch' && options.maxMessagesPerTransaction !== undefined) {
-    throw invalidOptions([
-      {
-        path: ['maxMessagesPerTransaction'],
-        message:
-          'maxMessagesPerTransaction applies to message mode only; in batch mode a chunk is one transaction: set batchSize instead',
-      },
-    ]);
-  }
-}
-
-/** One handler per topic, every one made for the consumer's mode. */
+/** The handlers by topic: every one of the consumer's mode, one per topic. */
 function handlersByTopic(
-  given: readonly AnyHandlerDefinition[],
+  list: readonly AnyHandlerDefinition[],
   mode: 'message' | 'batch',
-  modeGiven: boolean,
+  chosenMode: 'message' | 'batch' | undefined,
 ): Map<string, AnyHandlerDefinition> {
   const handlers = new Map<string, AnyHandlerDefinition>();
-  for (const handler of given) {
+  for (const handler of list) {
     if (handler.kind !== mode) {
       const define = handler.kind === 'batch' ? 'defineBatchHandler()' : 'defineHandler()';
       throw invalidOptions([
@@ -438,7 +434,7 @@ function handlersByTopic(
           message:
             `the handler for topic "${handler.topic}" was made with ${define}, but the consumer is in ${mode} mode; ` +
             `use ${mode === 'batch' ? 'defineBatchHandler()' : 'defineHandler()'} for every handler of a ${mode}-mode consumer` +
-            (modeGiven ? ` (or set mode: '${handler.kind}')` : ''),
+            (chosenMode === undefined ? '' : ` (or set mode: '${handler.kind}')`),
         },
       ]);
     }
@@ -452,7 +448,7 @@ function handlersByTopic(
   return handlers;
 }
 
-/** The pool must hold every connection the consumer may use at once, and one more. */
+/** A pool too small for the partitions (and lanes) held at once would stall: refused at creation. */
 function checkPoolSize(max: number, concurrency: number, lanes: ResolvedLanes | undefined): void {
   if (lanes !== undefined && max <= concurrency * lanes.count) {
     const needed = concurrency * lanes.count;
