@@ -1,7 +1,7 @@
 /**
  * Message mode's partition loop, with commit grouping: consecutive records of one partition, each
  * with its own claim and its own handler call, share one transaction and one durable commit
- * (README: "Commit grouping"). A durable commit per message is what bounds one-transaction-per-
+ * (docs/guarantees.md, "Commit grouping"). A durable commit per message is what bounds one-transaction-per-
  * message consumers; a group of 100 pays it once.
  *
  * What does not change: every record gets exactly one recorded outcome, and Kafka's offset moves

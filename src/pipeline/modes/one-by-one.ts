@@ -32,7 +32,7 @@ import { compensateSteps, MessageSteps } from '../record/steps.js';
 import { untilCommitted, waitHeartbeating } from '../record/waiting.js';
 
 /**
- * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
+ * Takes one record to exactly one recorded outcome (docs/guarantees.md, "The processing transaction"):
  * claim the id, decode and validate, run the handler in the claim's transaction, commit — or
  * classify the duplicate, or dead-letter. Returns once the outcome is committed; the caller may
  * then let Kafka's offset pass the record. Returns `abandoned` when the consumer stops or loses the
