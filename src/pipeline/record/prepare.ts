@@ -157,7 +157,14 @@ class Prepared implements PreparedRecord {
 
   decide(): Promise<Verdict> {
     if (this.#verdict !== undefined) return Promise.resolve(this.#verdict);
-    return (this.#deciding ??= decideByDecoding(this.#handler, this.info).then((verdict) => (this.#verdict = verdict)));
+    return (this.#deciding ??= this.#decodeNow());
+  }
+
+  // One async frame decodes, validates and keeps the verdict: this runs for every claimed message.
+  async #decodeNow(): Promise<Verdict> {
+    const verdict = verdictOf(await decode(this.#handler, this.info));
+    this.#verdict = verdict;
+    return verdict;
   }
 }
 
@@ -178,10 +185,6 @@ export function offsetAfter(offset: string): string {
 }
 
 // A tombstone with the 'dead-letter' policy fails decoding, with a message saying how to accept it.
-async function decideByDecoding(handler: AnyHandlerDefinition, info: MessageInfo): Promise<Verdict> {
-  return verdictOf(await decode(handler, info));
-}
-
 function verdictOf(decoded: Decoded): Verdict {
   return decoded.ok
     ? { kind: 'apply', event: decoded.event }

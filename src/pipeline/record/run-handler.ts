@@ -85,34 +85,48 @@ export async function runBounded(bounds: Bounds, apply: (lease: AttemptLease) =>
     bounds.transaction.closeTx();
   };
   const lease: AttemptLease = { signal, ended: () => ended };
-  const heartbeats =
-    bounds.heartbeat === undefined
-      ? undefined
-      : setInterval(() => void bounds.heartbeat?.().catch(() => undefined), HEARTBEAT_EVERY_MS);
+  // One timer per attempt, not a timeout and an interval: it fires every HEARTBEAT_EVERY_MS (or at
+  // the deadline, if sooner) to heartbeat the group, and times the attempt out once the deadline has
+  // passed. Most attempts end long before it first fires; then it costs one timer, set and cleared.
   let timer: NodeJS.Timeout | undefined;
-  const timedOut =
-    bounds.timeoutMs > 0
-      ? new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            const error = new OncelyError(
-              'ONCELY_HANDLER_TIMEOUT',
-              `The handler did not finish within ${bounds.timeoutMs} ms (handlerTimeoutMs); the attempt was rolled back. ` +
-                'Pass ctx.signal to slow calls so they stop too, or raise handlerTimeoutMs.',
-              { retriable: true, context: bounds.messageId === undefined ? {} : { messageId: bounds.messageId } },
-            );
-            abortedWith = error;
-            controller?.abort(error);
-            // The attempt is over now, not when the handler lets go: what it does from here on
-            // (a publish, a step, a query) is refused, and the transaction is rolled back.
-            end();
-            reject(error);
-          }, bounds.timeoutMs);
-        })
-      : undefined;
+  const deadline = bounds.timeoutMs > 0 ? performance.now() + bounds.timeoutMs : Infinity;
+  const heartbeatEvery = bounds.heartbeat === undefined ? Infinity : HEARTBEAT_EVERY_MS;
   const applied = Promise.resolve().then(() => apply(lease));
+  const settled =
+    bounds.heartbeat === undefined && bounds.timeoutMs <= 0
+      ? applied
+      : new Promise<void>((resolve, reject) => {
+          const tick = (): void => {
+            const left = deadline - performance.now();
+            if (left <= 0) {
+              const error = new OncelyError(
+                'ONCELY_HANDLER_TIMEOUT',
+                `The handler did not finish within ${bounds.timeoutMs} ms (handlerTimeoutMs); the attempt was rolled back. ` +
+                  'Pass ctx.signal to slow calls so they stop too, or raise handlerTimeoutMs.',
+                { retriable: true, context: bounds.messageId === undefined ? {} : { messageId: bounds.messageId } },
+              );
+              abortedWith = error;
+              controller?.abort(error);
+              // The attempt is over now, not when the handler lets go: what it does from here on
+              // (a publish, a step, a query) is refused, and the transaction is rolled back.
+              end();
+              // Heartbeats go on while the cancelled handler lets go (cancelStuckHandler).
+              if (bounds.heartbeat !== undefined) {
+                timer = setInterval(() => void bounds.heartbeat?.().catch(() => undefined), HEARTBEAT_EVERY_MS);
+              }
+              reject(error);
+              return;
+            }
+            // Not the deadline: a heartbeat's turn (ticks come every HEARTBEAT_EVERY_MS before it).
+            if (bounds.heartbeat !== undefined) void bounds.heartbeat().catch(() => undefined);
+            timer = setTimeout(tick, Math.min(left, heartbeatEvery));
+          };
+          timer = setTimeout(tick, Math.min(deadline - performance.now(), heartbeatEvery));
+          applied.then(resolve, reject);
+        });
   try {
     try {
-      await (timedOut === undefined ? applied : Promise.race([applied, timedOut]));
+      await settled;
     } catch (error) {
       if (abortedWith !== undefined && error === abortedWith) {
         await cancelStuckHandler(bounds, applied);
@@ -126,7 +140,6 @@ export async function runBounded(bounds: Bounds, apply: (lease: AttemptLease) =>
     if (refused !== undefined) throw refused;
   } finally {
     clearTimeout(timer);
-    clearInterval(heartbeats);
     end();
   }
 }
