@@ -80,7 +80,7 @@ describe('consumer lifecycle', () => {
     });
     const outcomes = recordOutcomes(consumer);
     await consumer.start();
-    await waitFor('both outcomes', () => outcomes.total === 2, 20_000);
+    await waitFor('both outcomes', () => outcomes.total === 2, { timeoutMs: 20_000 });
     await consumer.stop();
     expect(outcomes.processed).toHaveLength(2);
     // Joined once: a member evicted mid-handler would have joined again.
