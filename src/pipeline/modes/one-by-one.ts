@@ -238,9 +238,11 @@ export async function applyRecord(
     locate: row ?? messageId,
     skipClaimed: false,
   });
-  await (row === null
-    ? reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified)
-    : reclassifyClaims(t.client, reclassified));
+  if (reclassified.deadLettered.length > 0 || reclassified.skipped.length > 0) {
+    await (row === null
+      ? reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified)
+      : reclassifyClaims(t.client, reclassified));
+  }
   if (after.kind === 'settled') return { outcome: after.outcome, handlerMs: -1 };
   const { verdict } = after;
   const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =

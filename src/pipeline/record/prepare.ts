@@ -56,6 +56,19 @@ export async function prepareRecord(
 }
 
 /**
+ * {@link prepareRecord} without a promise when none is needed (the handler has no messageId()):
+ * a commit group prepares its members one by one, and most never need to wait.
+ */
+export function prepareRecordNow(
+  pipeline: PipelineContext,
+  handler: AnyHandlerDefinition,
+  record: ConsumedRecord,
+  firstSeenAt: Date,
+): PreparedRecord | Promise<PreparedRecord> {
+  return prepare(pipeline, handler, record, firstSeenAt);
+}
+
+/**
  * {@link prepareRecord} for a chunk of one partition's records: they were first seen together, so
  * they share one `firstSeenAt`.
  */
