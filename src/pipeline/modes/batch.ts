@@ -290,23 +290,7 @@ async function chunkTransaction(
     }
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
-  if (resumePointPending) {
-    // Nothing was claimed, so no statement has moved the resume point past the chunk yet. A chunk of
-    // duplicates only (a replay) recorded nothing else: its commit need not wait for the WAL flush
-    // (recordOffset says why that is safe). Anything else it recorded — a dead letter for a key
-    // reuse or an invalid id — makes the commit durable as usual.
-    await recordOffset(
-      t.client,
-      {
-        groupId: pipeline.groupId,
-        topic: last.record.topic,
-        partition: last.record.partition,
-        nextOffset: last.nextOffset,
-        previous: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
-      },
-      { durable: !outcomes.every((o) => o.kind === 'duplicate') },
-    );
-  }
+  if (resumePointPending === true) await moveResumePastUnclaimed(pipeline, t, last, outcomes);
 
   if (events.length > 0) {
     const handlerStarted = performance.now();
@@ -333,6 +317,31 @@ async function chunkTransaction(
     timing.handlerMs = performance.now() - handlerStarted;
   }
   return { outcomes, conflicted: conflicts.size > 0 };
+}
+
+/**
+ * Moves the resume point past a chunk of which nothing was claimed: no statement has done it yet.
+ * A chunk of duplicates only (a replay) recorded nothing else, so its commit need not wait for the
+ * WAL flush (recordOffset says why that is safe). Anything else it recorded — a dead letter for a
+ * key reuse or an invalid id — makes the commit durable as usual.
+ */
+async function moveResumePastUnclaimed(
+  pipeline: PipelineContext,
+  t: OpenTransaction,
+  last: PreparedRecord,
+  outcomes: readonly Outcome[],
+): Promise<void> {
+  await recordOffset(
+    t.client,
+    {
+      groupId: pipeline.groupId,
+      topic: last.record.topic,
+      partition: last.record.partition,
+      nextOffset: last.nextOffset,
+      previous: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
+    },
+    { durable: !outcomes.every((o) => o.kind === 'duplicate') },
+  );
 }
 
 /**
