@@ -110,7 +110,7 @@ export interface DevServices {
     /**
      * With `brokers: 3`: the nodes (SIGKILL and start one by its id) and who leads a partition,
      * coordinates a group or is the active controller. Undefined for a single broker. `restart()`
-     * restarts the nodes one after another.
+     * kills (SIGKILL) and starts the nodes one after another, each back before the next.
      */
     readonly cluster: KafkaClusterHandle | undefined;
   };
