@@ -60,6 +60,12 @@ export interface KafkaClusterNode {
   readonly running: boolean;
   /** SIGKILL, no clean shutdown; resolves once the process is gone. */
   kill(): Promise<void>;
+  /**
+   * SIGSTOP: the node holds its connections and answers nothing (a hung machine), until
+   * {@link kill}. The handle's lookups stop asking it.
+   */
+  freeze(): void;
+  readonly frozen: boolean;
   /** Starts a killed node again on its data; resolves once it serves requests. */
   start(): Promise<void>;
 }
@@ -182,7 +188,7 @@ export class LocalKafkaCluster implements KafkaClusterHandle {
    * run by the `java` launcher's source-file mode, so no further jar is downloaded.
    */
   async activeController(): Promise<number> {
-    const running = this.members.filter((member) => member.running);
+    const running = this.members.filter((member) => member.running && !member.frozen);
     const first = running[0];
     if (first === undefined) throw new OncelyError('ONCELY_DEV_SERVICES_FAILED', 'no node of the cluster runs.');
     const source = path.join(first.dataDir, 'ActiveController.java');
@@ -230,7 +236,7 @@ export class LocalKafkaCluster implements KafkaClusterHandle {
   private async withAdmin<T>(work: (admin: ReturnType<ReturnType<typeof createKafkaClient>['admin']>) => Promise<T>) {
     const admin = createKafkaClient({
       clientId: 'oncely-dev-cluster',
-      brokers: this.members.filter((member) => member.running).flatMap((member) => member.brokers),
+      brokers: this.members.filter((member) => member.running && !member.frozen).flatMap((member) => member.brokers),
       connectionTimeoutMs: 2_000,
       requestTimeoutMs: 10_000,
     }).admin();
@@ -253,7 +259,11 @@ function nodeHandle(member: LocalKafka, nodeId: number): KafkaClusterNode {
     get running() {
       return member.running;
     },
+    get frozen() {
+      return member.frozen;
+    },
     kill: () => member.kill(),
+    freeze: () => member.freeze(),
     start: () => member.launchNode(),
   };
 }

@@ -159,6 +159,20 @@ export class LocalKafka {
     await this.launch();
   }
 
+  /** Set by {@link freeze}, cleared when the process is killed or started. */
+  frozen = false;
+
+  /**
+   * SIGSTOP: the node keeps its connections open but answers nothing, as a hung machine or a
+   * long pause would; the controller fences it once its heartbeats stop. {@link kill} ends it.
+   */
+  freeze(): void {
+    const pid = this.child?.pid;
+    if (pid === undefined || !this.running) return;
+    signalProcess(pid, 'SIGSTOP', true);
+    this.frozen = true;
+  }
+
   /** Whether the JVM runs now. */
   get running(): boolean {
     const child = this.child;
@@ -179,6 +193,7 @@ export class LocalKafka {
       await exited;
     }
     this.child = undefined;
+    this.frozen = false;
     watchdog.update(this.entryId, { pid: undefined });
   }
 
