@@ -1,6 +1,6 @@
 /**
  * Every error oncely raises is an {@link OncelyError} with a stable string `code`. Codes are part
- * of the public contract (the README lists them); messages say what happened and how to fix it.
+ * of the public contract (docs/errors.md lists them); messages say what happened and how to fix it.
  *
  * Error-ness is checked by a brand, never with `instanceof`: two copies of oncely can be installed
  * in one application (a library and the app depending on different versions), and an error made by

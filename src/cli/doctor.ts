@@ -182,7 +182,7 @@ async function diagnoseGroup(
             name: `${group}: topics`,
             verdict: 'FAIL',
             detail: `missing on the broker: ${missing.join(', ')}`,
-            fix: 'a topic was deleted or the brokers are the wrong cluster; re-creating it restarts its offsets (see README: offsets disagree)',
+            fix: 'a topic was deleted or the brokers are the wrong cluster; re-creating it restarts its offsets (runbook: docs/operating.md#runbook-offsets-that-disagree)',
           },
     );
   }

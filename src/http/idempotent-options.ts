@@ -94,7 +94,7 @@ export interface IdempotentOptions<R = Request> {
    */
   readonly metrics?: IdempotencyMetricsOptions;
   /**
-   * How many requests hold connections at once (README "Under load"): every idempotent route on a
+   * How many requests hold connections at once (docs/http.md, "Under load"): every idempotent route on a
    * pool shares one limit of `connections` (default the pool's max), each request takes
    * `connectionsPerRequest` (default 2: its transaction and a step record) before its transaction
    * and waits at most `queueTimeoutMs` (default 5 000) for them; past that, or beyond `maxQueue`

@@ -208,13 +208,23 @@ export interface OffsetRecord {
 /**
  * Records a partition's next offset without claiming an id: for records that have no valid id to
  * claim (reason `invalid_message_id`). Sets `synchronous_commit = on` like the claim does.
+ *
+ * `durable: false` is for a transaction that recorded nothing but this: every record it passed
+ * over was a duplicate, whose outcome was durable long before. Its commit then does not wait for
+ * the WAL flush (`synchronous_commit = off`, for this transaction only). Losing it in a crash
+ * leaves the resume point where it was, before records that are all duplicates: they are read
+ * again and found again, and Kafka's later committed offset wins at start-up anyway.
  */
-export async function recordOffset(client: pg.ClientBase, record: OffsetRecord): Promise<void> {
+export async function recordOffset(
+  client: pg.ClientBase,
+  record: OffsetRecord,
+  options: { readonly durable: boolean } = { durable: true },
+): Promise<void> {
   await client.query({
-    name: 'oncely_record_offset_v2',
+    name: options.durable ? 'oncely_record_offset_v2' : 'oncely_record_offset_lazily_v1',
     text: `
 WITH ${moveResumePoint('$1', '$2', '$3', '$4', '$5', '$6')}
-SELECT set_config('synchronous_commit', 'on', true)`,
+SELECT set_config('synchronous_commit', '${options.durable ? 'on' : 'off'}', true)`,
     values: [
       record.groupId,
       record.topic,
@@ -502,7 +512,12 @@ export async function findInboxEntries(
   // statistics say. Measured with statistics taken while only another group existed (200k rows
   // each): `message_id = ANY($2)` scanned the whole group, 1,042 ms for 500 ids; a plain join
   // hashed the whole group, 89 ms; this, 2.7 ms. Unnamed, so it is never a cached generic plan.
-  const { rows } = await client.query<HoldersRow>(HOLDERS_SQL, [groupId, messageIds, payloadHashes ?? null]);
+  // The ids go as one array literal built here, cheaper than the driver's per-element escaping.
+  const { rows } = await client.query<HoldersRow>(HOLDERS_SQL, [
+    groupId,
+    textArrayLiteral(messageIds),
+    payloadHashes ?? null,
+  ]);
   const entries = new Map<string, InboxEntry>();
   for (const row of rows) {
     const messageId = messageIds[row.ord - 1];

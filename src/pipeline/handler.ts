@@ -34,7 +34,7 @@ export interface HandlerContext {
    */
   readonly tx: OncelyTransaction;
   readonly message: MessageInfo;
-  /** The id the message was deduplicated by (see the README's "Message identity"). */
+  /** The id the message was deduplicated by (docs/guarantees.md, "Message identity"). */
   readonly messageId: string;
   /** A pino logger carrying group, topic, partition, offset and messageId. */
   readonly log: Logger;
@@ -50,8 +50,7 @@ export interface HandlerContext {
    * compensate? })`. A completed step's result is recorded at once and returned on every later
    * attempt without calling `fn` again; `fn({ idempotencyKey, signal })` gets a key that is the same on
    * every attempt (`<group>:<messageId>:<name>`): pass it to the provider. Names are unique per
-   * attempt. When the message is finally dead-lettered, `compensate` runs (README: "Calling other
-   * services").
+   * attempt. When the message is finally dead-lettered, `compensate` runs (docs/steps.md).
    */
   readonly step: StepFunction;
   /**

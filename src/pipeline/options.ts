@@ -207,7 +207,7 @@ export interface ResolvedConsumerConfig {
   readonly retention: ResolvedRetention | undefined;
 }
 
-/** Messages per transaction in message mode: see `maxMessagesPerTransaction` and README "Performance". */
+/** Messages per transaction in message mode: see `maxMessagesPerTransaction` and docs/performance.md. */
 export const DEFAULT_MAX_MESSAGES_PER_TRANSACTION = 100;
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;

@@ -1,5 +1,5 @@
 /**
- * Steps: external side effects made once (README: "Calling other services", DESIGN §10, G9).
+ * Steps: external side effects made once (docs/steps.md, DESIGN §10, G9).
  *
  * A step wraps one call to the outside world (charge a card, send a payout). Its result is recorded
  * in `oncely.steps` in a short transaction of its own, on another pooled connection, as soon as the

@@ -2,7 +2,7 @@ import { bigint, boolean, index, jsonb, primaryKey, text, timestamp } from 'driz
 
 import { oncelySchema } from '../inbox/tables.js';
 
-/** `oncely.steps`: one row per completed step (README: "Calling other services"). Mirrors migrations/0005 and 0008. */
+/** `oncely.steps`: one row per completed step (docs/steps.md). Mirrors migrations/0005 and 0008. */
 export const stepsTable = oncelySchema.table(
   'steps',
   {

@@ -1,5 +1,5 @@
 /**
- * Per-key lanes inside a partition (README: "Per-key concurrency"; docs/concurrency.md). The
+ * Per-key lanes inside a partition (docs/concurrency.md). The
  * records of one fetched batch are handed, in offset order, to the lane of their key; each lane
  * takes its records through message mode (commit grouping included) in its own transactions on its
  * own connection, while the other lanes do the same with theirs. One key's records stay in offset

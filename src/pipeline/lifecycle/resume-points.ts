@@ -1,6 +1,6 @@
 /**
  * Where each partition starts in a group generation: the resume point recorded in PostgreSQL,
- * checked against the log and Kafka's committed offset (README: "Offsets that disagree").
+ * checked against the log and Kafka's committed offset (docs/operating.md, "Runbook: offsets that disagree").
  */
 import type { ResolvedConsumerConfig } from '../options.js';
 import { loadResumePoints, type ResumeMark, type ResumePoint } from '../../inbox/claims.js';

@@ -8,6 +8,7 @@ import {
   insertChunkClaims,
   isClaimRace,
   reclassifyChunkClaims,
+  recordOffset,
 } from '../../inbox/claims.js';
 import type { StoredError } from '../../inbox/dead-letters.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
@@ -17,7 +18,7 @@ import { afterClaim, claimAmong, invalidIdError, type Reclassified } from '../re
 import { announce, announceAll } from '../record/announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
 import { recordDeadLetter } from '../record/dead-letter.js';
-import { deadLetteredBefore } from '../record/duplicates.js';
+import { deadLetteredBefore, duplicateOf } from '../record/duplicates.js';
 import { describeError, redactError } from '../record/error-record.js';
 import type { BatchEvent, BatchHandlerDefinition } from '../handler.js';
 import { concatDigests, type PreparedRecord, prepareRecords } from '../record/prepare.js';
@@ -234,7 +235,7 @@ async function chunkTransaction(
   const first = chunk[0];
   const last = chunk.at(-1);
   if (first === undefined || last === undefined) return { outcomes: [], conflicted: false };
-  const { conflicts, holders } = await claimIds(pipeline, t, chunk, attempt, mode);
+  const { conflicts, holders, resumePointPending } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
   // Outcomes are read-only: every record of the chunk with the same one shares one object.
@@ -263,6 +264,14 @@ async function chunkTransaction(
       continue;
     }
     const claimed = claimAmong(p, messageId, conflicts, holders);
+    if (!claimed.claimed) {
+      // A redelivery or republish, decided here without a promise: a replay is nothing else.
+      const duplicate = duplicateOf(record, p.payloadHash, claimed.existing);
+      if (duplicate !== undefined) {
+        outcomes.push(duplicate);
+        continue;
+      }
+    }
     // Every id was claimed with this attempt's count, a skipped tombstone's too: corrected by id.
     const after = await afterClaim(pipeline, t, p, messageId, claimed, reclassified, {
       locate: messageId,
@@ -281,6 +290,23 @@ async function chunkTransaction(
     }
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
+  if (resumePointPending) {
+    // Nothing was claimed, so no statement has moved the resume point past the chunk yet. A chunk of
+    // duplicates only (a replay) recorded nothing else: its commit need not wait for the WAL flush
+    // (recordOffset says why that is safe). Anything else it recorded — a dead letter for a key
+    // reuse or an invalid id — makes the commit durable as usual.
+    await recordOffset(
+      t.client,
+      {
+        groupId: pipeline.groupId,
+        topic: last.record.topic,
+        partition: last.record.partition,
+        nextOffset: last.nextOffset,
+        previous: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
+      },
+      { durable: !outcomes.every((o) => o.kind === 'duplicate') },
+    );
+  }
 
   if (events.length > 0) {
     const handlerStarted = performance.now();
@@ -343,6 +369,16 @@ function claimModesOf(pipeline: PipelineContext): Map<string, ClaimMode> {
   return modes;
 }
 
+/** What a chunk's claim found: see {@link claimIds}. */
+interface ClaimedIds {
+  /** The offsets whose id was not claimed (another row holds it). */
+  readonly conflicts: ReadonlySet<string>;
+  /** The rows holding those ids. */
+  readonly holders: ReadonlyMap<string, InboxEntry>;
+  /** No statement moved the partition's resume point yet: nothing was claimed. */
+  readonly resumePointPending?: boolean;
+}
+
 const NO_HOLDERS: ReadonlyMap<string, InboxEntry> = new Map();
 const NO_CONFLICTS: ReadonlySet<string> = new Set();
 
@@ -357,7 +393,7 @@ async function claimIds(
   chunk: readonly PreparedRecord[],
   attempt: number,
   mode: ClaimMode,
-): Promise<{ readonly conflicts: ReadonlySet<string>; readonly holders: ReadonlyMap<string, InboxEntry> }> {
+): Promise<ClaimedIds> {
   const first = chunk[0];
   const last = chunk.at(-1);
   if (first === undefined || last === undefined) return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
@@ -424,6 +460,9 @@ async function claimIds(
       freeIds.push(id);
     }
   }
+  // Every id is held (a replay): nothing to insert, and the resume point is left to the end of the
+  // chunk's transaction, which knows whether anything but duplicates was recorded.
+  if (free.length === 0) return { conflicts, holders, resumePointPending: true };
   await insertOrRace(t, claimOf(free, freeIds));
   // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
   if (repeated.length > 0) {

@@ -1,7 +1,7 @@
 /**
  * Message mode's partition loop, with commit grouping: consecutive records of one partition, each
  * with its own claim and its own handler call, share one transaction and one durable commit
- * (README: "Commit grouping"). A durable commit per message is what bounds one-transaction-per-
+ * (docs/guarantees.md, "Commit grouping"). A durable commit per message is what bounds one-transaction-per-
  * message consumers; a group of 100 pays it once.
  *
  * What does not change: every record gets exactly one recorded outcome, and Kafka's offset moves
@@ -25,7 +25,7 @@ import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
 import { redactError } from '../record/error-record.js';
 import type { PauseReason } from '../../events/index.js';
 import type { HandlerDefinition } from '../handler.js';
-import { concatDigests, type PreparedRecord, prepareRecord } from '../record/prepare.js';
+import { concatDigests, type PreparedRecord, prepareRecordNow } from '../record/prepare.js';
 import { applyRecord, type EarlierAttempt, processRecord } from './one-by-one.js';
 import { classifyAttemptFailure, HandlerFailure } from '../retry.js';
 import { MessageSteps } from '../record/steps.js';
@@ -277,7 +277,8 @@ async function groupMembers(
   for (let i = 0; i < limit; i++) {
     const record = records[from + i];
     if (record === undefined) break;
-    const p = await prepareRecord(pipeline, handler, record, firstSeenAt);
+    const prepared = prepareRecordNow(pipeline, handler, record, firstSeenAt);
+    const p = prepared instanceof Promise ? await prepared : prepared;
     if (p.messageId === null || (p.decided && p.verdict.kind === 'invalid')) break;
     members.push(p);
   }

@@ -32,7 +32,7 @@ import { compensateSteps, MessageSteps } from '../record/steps.js';
 import { untilCommitted, waitHeartbeating } from '../record/waiting.js';
 
 /**
- * Takes one record to exactly one recorded outcome (README: "The processing transaction"):
+ * Takes one record to exactly one recorded outcome (docs/guarantees.md, "The processing transaction"):
  * claim the id, decode and validate, run the handler in the claim's transaction, commit — or
  * classify the duplicate, or dead-letter. Returns once the outcome is committed; the caller may
  * then let Kafka's offset pass the record. Returns `abandoned` when the consumer stops or loses the
@@ -238,9 +238,11 @@ export async function applyRecord(
     locate: row ?? messageId,
     skipClaimed: false,
   });
-  await (row === null
-    ? reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified)
-    : reclassifyClaims(t.client, reclassified));
+  if (reclassified.deadLettered.length > 0 || reclassified.skipped.length > 0) {
+    await (row === null
+      ? reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified)
+      : reclassifyClaims(t.client, reclassified));
+  }
   if (after.kind === 'settled') return { outcome: after.outcome, handlerMs: -1 };
   const { verdict } = after;
   const apply: ((ctx: HandlerContext) => Promise<void> | void) | undefined =

@@ -23,13 +23,23 @@ export async function resolveDuplicate(
   payloadHash: Buffer,
   existing: InboxEntry,
 ): Promise<Outcome> {
-  const duplicateClass = classifyDuplicate(record, payloadHash, existing);
-  if (duplicateClass !== 'key_reuse') return { kind: 'duplicate', duplicateClass, original: existing };
+  const duplicate = duplicateOf(record, payloadHash, existing);
+  if (duplicate !== undefined) return duplicate;
   const error = keyReuseError(messageId, payloadHash, existing);
   const stored = await recordDeadLetter(pipeline, t, { record, messageId, reason: 'key_reuse', error, attempts: 0 });
   return stored
     ? { kind: 'dead_lettered', reason: 'key_reuse', error, attempts: 0 }
     : deadLetteredBefore(record, payloadHash);
+}
+
+/**
+ * The outcome of a duplicate that needs nothing written (a redelivery or a republish), decided
+ * without a promise: a replay meets one per record. Undefined for a key reuse, which
+ * {@link resolveDuplicate} dead-letters.
+ */
+export function duplicateOf(record: ConsumedRecord, payloadHash: Buffer, existing: InboxEntry): Outcome | undefined {
+  const duplicateClass = classifyDuplicate(record, payloadHash, existing);
+  return duplicateClass === 'key_reuse' ? undefined : { kind: 'duplicate', duplicateClass, original: existing };
 }
 
 /**

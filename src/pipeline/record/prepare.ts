@@ -56,6 +56,19 @@ export async function prepareRecord(
 }
 
 /**
+ * {@link prepareRecord} without a promise when none is needed (the handler has no messageId()):
+ * a commit group prepares its members one by one, and most never need to wait.
+ */
+export function prepareRecordNow(
+  pipeline: PipelineContext,
+  handler: AnyHandlerDefinition,
+  record: ConsumedRecord,
+  firstSeenAt: Date,
+): PreparedRecord | Promise<PreparedRecord> {
+  return prepare(pipeline, handler, record, firstSeenAt);
+}
+
+/**
  * {@link prepareRecord} for a chunk of one partition's records: they were first seen together, so
  * they share one `firstSeenAt`.
  */
@@ -157,7 +170,14 @@ class Prepared implements PreparedRecord {
 
   decide(): Promise<Verdict> {
     if (this.#verdict !== undefined) return Promise.resolve(this.#verdict);
-    return (this.#deciding ??= decideByDecoding(this.#handler, this.info).then((verdict) => (this.#verdict = verdict)));
+    return (this.#deciding ??= this.#decodeNow());
+  }
+
+  // One async frame decodes, validates and keeps the verdict: this runs for every claimed message.
+  async #decodeNow(): Promise<Verdict> {
+    const verdict = verdictOf(await decode(this.#handler, this.info));
+    this.#verdict = verdict;
+    return verdict;
   }
 }
 
@@ -178,10 +198,6 @@ export function offsetAfter(offset: string): string {
 }
 
 // A tombstone with the 'dead-letter' policy fails decoding, with a message saying how to accept it.
-async function decideByDecoding(handler: AnyHandlerDefinition, info: MessageInfo): Promise<Verdict> {
-  return verdictOf(await decode(handler, info));
-}
-
 function verdictOf(decoded: Decoded): Verdict {
   return decoded.ok
     ? { kind: 'apply', event: decoded.event }

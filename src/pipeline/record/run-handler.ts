@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { OncelyError } from '../../errors.js';
 import type { StepFunction } from '../../steps/runner.js';
+import type { OncelyTransaction } from '../../inbox/database.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
 import type {
   AnyHandlerDefinition,
@@ -85,34 +86,48 @@ export async function runBounded(bounds: Bounds, apply: (lease: AttemptLease) =>
     bounds.transaction.closeTx();
   };
   const lease: AttemptLease = { signal, ended: () => ended };
-  const heartbeats =
-    bounds.heartbeat === undefined
-      ? undefined
-      : setInterval(() => void bounds.heartbeat?.().catch(() => undefined), HEARTBEAT_EVERY_MS);
+  // One timer per attempt, not a timeout and an interval: it fires every HEARTBEAT_EVERY_MS (or at
+  // the deadline, if sooner) to heartbeat the group, and times the attempt out once the deadline has
+  // passed. Most attempts end long before it first fires; then it costs one timer, set and cleared.
   let timer: NodeJS.Timeout | undefined;
-  const timedOut =
-    bounds.timeoutMs > 0
-      ? new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            const error = new OncelyError(
-              'ONCELY_HANDLER_TIMEOUT',
-              `The handler did not finish within ${bounds.timeoutMs} ms (handlerTimeoutMs); the attempt was rolled back. ` +
-                'Pass ctx.signal to slow calls so they stop too, or raise handlerTimeoutMs.',
-              { retriable: true, context: bounds.messageId === undefined ? {} : { messageId: bounds.messageId } },
-            );
-            abortedWith = error;
-            controller?.abort(error);
-            // The attempt is over now, not when the handler lets go: what it does from here on
-            // (a publish, a step, a query) is refused, and the transaction is rolled back.
-            end();
-            reject(error);
-          }, bounds.timeoutMs);
-        })
-      : undefined;
+  const deadline = bounds.timeoutMs > 0 ? performance.now() + bounds.timeoutMs : Infinity;
+  const heartbeatEvery = bounds.heartbeat === undefined ? Infinity : HEARTBEAT_EVERY_MS;
   const applied = Promise.resolve().then(() => apply(lease));
+  const settled =
+    bounds.heartbeat === undefined && bounds.timeoutMs <= 0
+      ? applied
+      : new Promise<void>((resolve, reject) => {
+          const tick = (): void => {
+            const left = deadline - performance.now();
+            if (left <= 0) {
+              const error = new OncelyError(
+                'ONCELY_HANDLER_TIMEOUT',
+                `The handler did not finish within ${bounds.timeoutMs} ms (handlerTimeoutMs); the attempt was rolled back. ` +
+                  'Pass ctx.signal to slow calls so they stop too, or raise handlerTimeoutMs.',
+                { retriable: true, context: bounds.messageId === undefined ? {} : { messageId: bounds.messageId } },
+              );
+              abortedWith = error;
+              controller?.abort(error);
+              // The attempt is over now, not when the handler lets go: what it does from here on
+              // (a publish, a step, a query) is refused, and the transaction is rolled back.
+              end();
+              // Heartbeats go on while the cancelled handler lets go (cancelStuckHandler).
+              if (bounds.heartbeat !== undefined) {
+                timer = setInterval(() => void bounds.heartbeat?.().catch(() => undefined), HEARTBEAT_EVERY_MS);
+              }
+              reject(error);
+              return;
+            }
+            // Not the deadline: a heartbeat's turn (ticks come every HEARTBEAT_EVERY_MS before it).
+            if (bounds.heartbeat !== undefined) void bounds.heartbeat().catch(() => undefined);
+            timer = setTimeout(tick, Math.min(left, heartbeatEvery));
+          };
+          timer = setTimeout(tick, Math.min(deadline - performance.now(), heartbeatEvery));
+          applied.then(resolve, reject);
+        });
   try {
     try {
-      await (timedOut === undefined ? applied : Promise.race([applied, timedOut]));
+      await settled;
     } catch (error) {
       if (abortedWith !== undefined && error === abortedWith) {
         await cancelStuckHandler(bounds, applied);
@@ -126,7 +141,6 @@ export async function runBounded(bounds: Bounds, apply: (lease: AttemptLease) =>
     if (refused !== undefined) throw refused;
   } finally {
     clearTimeout(timer);
-    clearInterval(heartbeats);
     end();
   }
 }
@@ -180,32 +194,91 @@ export function messageContext(
   lease: AttemptLease,
   step: StepFunction = stepsUnavailable,
 ): HandlerContext {
-  let log: Logger | undefined;
+  return new MessageContext(transaction, message, scope, messageId, attempt, logger, lease, step);
+}
+
+/**
+ * A message handler's ctx. A class, made once per message: its members are prototype getters, so
+ * a handler that only writes through `ctx.tx` costs one small object, not a closure per member
+ * (an object literal with getters builds its accessors anew each time). `step` and `publish` are
+ * getters returning a function made on first read, so `const { tx, step } = ctx` works as with a
+ * plain object.
+ */
+class MessageContext implements HandlerContext {
+  readonly message: MessageInfo;
+  readonly messageId: string;
+  readonly attempt: number;
   // This attempt's drizzle transaction, read once: `transaction.tx` binds a new one after the
   // attempt ended (for the next member of a commit group), which a late publish must never reach.
-  const tx = transaction.tx;
-  const ended = lease.ended;
-  // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
-  const publish = messagePublisher(() => tx, scope, { messageId, message });
-  return {
-    get tx() {
-      if (ended()) throw attemptEnded('ctx.tx');
-      return tx;
-    },
-    message,
-    messageId,
-    attempt,
-    step: (name, fn, options) => (ended() ? Promise.reject(attemptEnded('ctx.step')) : step(name, fn, options)),
-    publish: (event) => (ended() ? Promise.reject(attemptEnded('ctx.publish')) : publish(event)),
-    get signal() {
-      return lease.signal();
-    },
-    // A child logger costs a serialisation of its bindings: made only for handlers that log.
-    get log() {
-      log ??= logger.child({ topic: message.topic, partition: message.partition, offset: message.offset, messageId });
-      return log;
-    },
-  };
+  readonly #tx: OncelyTransaction;
+  readonly #scope: string;
+  readonly #logger: Logger;
+  readonly #lease: AttemptLease;
+  readonly #runStep: StepFunction;
+  #step: StepFunction | undefined;
+  #publish: HandlerContext['publish'] | undefined;
+  #log: Logger | undefined;
+
+  constructor(
+    transaction: OpenTransaction,
+    message: MessageInfo,
+    scope: string,
+    messageId: string,
+    attempt: number,
+    logger: Logger,
+    lease: AttemptLease,
+    step: StepFunction,
+  ) {
+    this.message = message;
+    this.messageId = messageId;
+    this.attempt = attempt;
+    this.#tx = transaction.tx;
+    this.#scope = scope;
+    this.#logger = logger;
+    this.#lease = lease;
+    this.#runStep = step;
+    this.#step = undefined;
+    this.#publish = undefined;
+    this.#log = undefined;
+  }
+
+  get tx(): OncelyTransaction {
+    if (this.#lease.ended()) throw attemptEnded('ctx.tx');
+    return this.#tx;
+  }
+
+  get step(): StepFunction {
+    const ended = this.#lease.ended;
+    const step = this.#runStep;
+    return (this.#step ??= (name, fn, options) =>
+      ended() ? Promise.reject(attemptEnded('ctx.step')) : step(name, fn, options));
+  }
+
+  get publish(): HandlerContext['publish'] {
+    if (this.#publish === undefined) {
+      const ended = this.#lease.ended;
+      const tx = this.#tx;
+      // Numbered from 0 on each attempt: a failed attempt's outbox rows rolled back with it.
+      const publish = messagePublisher(() => tx, this.#scope, { messageId: this.messageId, message: this.message });
+      this.#publish = (event) => (ended() ? Promise.reject(attemptEnded('ctx.publish')) : publish(event));
+    }
+    return this.#publish;
+  }
+
+  get signal(): AbortSignal {
+    return this.#lease.signal();
+  }
+
+  // A child logger costs a serialisation of its bindings: made only for handlers that log.
+  get log(): Logger {
+    const { message, messageId } = this;
+    return (this.#log ??= this.#logger.child({
+      topic: message.topic,
+      partition: message.partition,
+      offset: message.offset,
+      messageId,
+    }));
+  }
 }
 
 export function batchContext(

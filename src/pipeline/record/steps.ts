@@ -1,6 +1,6 @@
 /**
  * How the pipeline gives handlers `ctx.step` and undoes completed steps when a message is finally
- * dead-lettered (README: "Calling other services"). The steps themselves live in src/steps/.
+ * dead-lettered (docs/steps.md). The steps themselves live in src/steps/.
  */
 import type pg from 'pg';
 

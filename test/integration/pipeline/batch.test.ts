@@ -127,6 +127,16 @@ describe('batch mode', () => {
     await waitFor('100 outcomes', () => firstOutcomes.total === 100);
     await first.stop();
     const before = await env.effectsOf(topic);
+    // Each inbox row with the transaction that wrote it: a replay must leave every one untouched.
+    const inboxRows = async (): Promise<string[]> =>
+      (
+        await env.pool.query<{ row: string }>(
+          `SELECT message_id || ' ' || xmin::text || ' ' || status || ' ' || attempts AS row
+             FROM oncely.inbox WHERE consumer_group = $1 ORDER BY message_id`,
+          [groupId],
+        )
+      ).rows.map((r) => r.row);
+    const inboxBefore = await inboxRows();
 
     await env.rewind(groupId, topic);
     let handlerCalls = 0;
@@ -134,10 +144,20 @@ describe('batch mode', () => {
     const replayed = recordOutcomes(replay);
     await replay.start();
     await waitFor('100 replayed outcomes', () => replayed.total === 100);
+    await replay.stop();
     expect(replayed.duplicates.every((d) => d.duplicateClass === 'redelivery')).toBe(true);
     expect(replayed.duplicates).toHaveLength(100);
     expect(handlerCalls).toBe(0);
     expect(await env.effectsOf(topic)).toEqual(before);
+    // Duplicates are read-only: no inbox row inserted, updated or rewritten…
+    expect(await inboxRows()).toEqual(inboxBefore);
+    // …while the resume point still follows the replay to the end of each partition.
+    expect(await env.offsetsOf(groupId, topic)).toEqual(
+      new Map([
+        [0, 50n],
+        [1, 50n],
+      ]),
+    );
   });
 
   it('claims a chunk larger than any VALUES list could hold (PostgreSQL allows 65,535 parameters)', async () => {

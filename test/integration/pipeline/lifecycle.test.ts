@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 
 import { drizzle } from 'drizzle-orm/node-postgres';
+import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
@@ -52,6 +53,39 @@ describe('consumer lifecycle', () => {
     expect((await env.committedOffsetsOf(groupId, topic)).get(0)).toBe(3n);
     const { groups } = await env.admin.describeGroups([groupId]);
     expect(groups[0]?.members).toEqual([]);
+  });
+
+  it('keeps its partition while a handler runs longer than the session timeout: it heartbeats meanwhile', async () => {
+    const topic = await env.createTopic('life-slow');
+    const groupId = env.groupId('slow');
+    await env.produce(topic, [jsonMessage('slow-0', {}), jsonMessage('slow-1', {})]);
+    const handler = effectHandler(topic, async (ctx) => {
+      if (ctx.message.offset === '0') await new Promise((resolve) => setTimeout(resolve, 4_000));
+    });
+    // Every group join of the consumer, counted on its kafkajs consumer.
+    const kafka = new Kafka({ clientId: 'life-slow', brokers: env.brokers, logLevel: logLevel.NOTHING });
+    let joins = 0;
+    const makeConsumer = kafka.consumer.bind(kafka);
+    kafka.consumer = (config) => {
+      const made = makeConsumer(config);
+      made.on(made.events.GROUP_JOIN, () => void joins++);
+      return made;
+    };
+    const consumer = env.consumer({
+      kafka,
+      groupId,
+      handlers: [handler],
+      // The broker drops a member it has not heard from for 1.5 s; the handler takes 4 s.
+      consumer: { sessionTimeout: 1_500, heartbeatInterval: 300, rebalanceTimeout: 3_000 },
+    });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('both outcomes', () => outcomes.total === 2, { timeoutMs: 20_000 });
+    await consumer.stop();
+    expect(outcomes.processed).toHaveLength(2);
+    // Joined once: a member evicted mid-handler would have joined again.
+    expect(joins).toBe(1);
+    expect((await env.committedOffsetsOf(groupId, topic)).get(0)).toBe(2n);
   });
 
   it('supports `await using`: disposal stops the consumer', async () => {

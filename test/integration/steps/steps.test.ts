@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -40,6 +41,35 @@ async function stepRows(scope: string): Promise<{ owner_id: string; name: string
 }
 
 describe('steps (ctx.step)', () => {
+  it('works with a destructured ctx: tx, step, publish, message, messageId, attempt and log as plain members', async () => {
+    const topic = await env.createTopic('steps-destructure');
+    const groupId = env.groupId('steps-destructure');
+    await env.produce(topic, [{ value: JSON.stringify({ order: 7 }), headers: { 'message-id': 'order-7' } }]);
+    const seen: unknown[] = [];
+    const handler = defineHandler({
+      topic,
+      async handle(_event, { tx, step, publish, message, messageId, attempt, log }) {
+        const charge = await step('charge', async ({ idempotencyKey }) => ({ idempotencyKey }));
+        await publish({ topic: 'orders.charged', key: messageId, value: charge });
+        await tx.execute(sql`SELECT 1`);
+        log.debug('charged');
+        seen.push(message.offset, messageId, attempt);
+      },
+    });
+    const consumer = env.consumer({ groupId, handlers: [handler] });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    await waitFor('the outcome', () => outcomes.total === 1);
+    expect(outcomes.processed).toHaveLength(1);
+    expect(seen).toEqual(['0', 'order-7', 1]);
+    expect((await stepRows(groupId)).map((r) => [r.name, r.status])).toEqual([['charge', 'completed']]);
+    const { rows } = await env.pool.query<{ topic: string; causation_id: string }>(
+      'SELECT topic, causation_id FROM oncely.outbox WHERE causation_id = $1',
+      ['order-7'],
+    );
+    expect(rows).toEqual([{ topic: 'orders.charged', causation_id: 'order-7' }]);
+  });
+
   it('G9: a consumer killed after the provider charged but before the step was recorded charges once', async () => {
     const topic = await env.createTopic('steps-kill');
     const groupId = env.groupId('steps-kill');
