@@ -7,13 +7,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { Kafka, logLevel, type Message } from 'kafkajs';
+import { Kafka, logLevel, type Message, Partitioners, type PartitionMetadata } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
 
 import { type PaymentProvider, startPaymentProvider } from '../examples/payments/provider.js';
 import { PAYMENTS_DDL } from '../examples/payments/schema.js';
-import { startDevServices } from '../src/dev/index.js';
+import { type DevServices, type KafkaClusterHandle, startDevServices } from '../src/dev/index.js';
 import { migrate } from '../src/migrate/migrate.js';
 import { check, checkProvider, expectationFrom, type LoggedRecord, type ProviderVerdict } from './checker.js';
 import { AUDIT_DDL, checkAudit, createAuditConsumer } from './audit.js';
@@ -39,6 +39,27 @@ export interface ChaosOptions {
   readonly timeoutMs: number;
   /** Progress lines. */
   readonly log?: (line: string) => void;
+  /**
+   * Run on a three-node cluster (replication factor 3, min.insync.replicas 2) and SIGKILL the
+   * leader of a consumed partition, the group coordinator's node and the active controller this
+   * many times each, restarting each before the next broker fault. `brokerRestarts` is ignored.
+   */
+  readonly cluster?: {
+    readonly leaderKills: number;
+    readonly coordinatorKills: number;
+    readonly controllerKills: number;
+  };
+  /** Dev services to use (a test's cluster); stopped by their owner. Default: started for the run. */
+  readonly services?: DevServices;
+}
+
+/** What the cluster went through, in the summary of a `cluster` run. */
+export interface ClusterReport {
+  readonly brokerKills: { readonly leader: number; readonly coordinator: number; readonly controller: number };
+  /** Leader changes of the run's topics' partitions seen by sampling metadata every second. */
+  readonly leaderChanges: number;
+  /** Time during which some partition of the run's topics had fewer in-sync replicas than replicas. */
+  readonly underReplicatedSeconds: number;
 }
 
 export interface ChaosSummary {
@@ -83,6 +104,7 @@ export interface ChaosSummary {
   /** Consumer processes that exited on their own (restarted, like a process manager would), with their last words. */
   readonly crashes: readonly string[];
   readonly wallSeconds: number;
+  readonly cluster?: ClusterReport;
   /** Kept when the run failed, so it can be inspected. */
   readonly databaseUrl?: string;
 }
@@ -115,10 +137,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
 
   // A broker of our own, run as a local process so it can be restarted (KAFKA_BROKERS is ignored
   // on purpose); the database may be the configured one.
-  const services = await startDevServices({
-    env: { DATABASE_URL: process.env.DATABASE_URL },
-    logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }),
-  });
+  const services =
+    options.services ??
+    (await startDevServices({
+      env: { DATABASE_URL: process.env.DATABASE_URL },
+      logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'warn' }),
+      ...(options.cluster === undefined ? {} : { brokers: 3 as const }),
+    }));
+  const cluster = options.cluster === undefined ? undefined : services.kafka.cluster;
+  if (options.cluster !== undefined && cluster === undefined) throw new Error('a cluster run needs a local cluster');
   const admin = new pg.Client({ connectionString: services.postgres.url });
   const database = `oncely_chaos_${run}_${Date.now().toString(36)}`;
   const databaseUrl = withDatabase(services.postgres.url, database);
@@ -145,6 +172,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const crashes: string[] = [];
   let supervising = true;
   const counters = { kills: 0, brokerRestarts: 0, connectionsKilled: 0, connectionKillRounds: 0, joins: 0, leaves: 0 };
+  const brokerKills = { leader: 0, coordinator: 0, controller: 0 };
+  let watcher: ClusterWatcher | undefined;
   let failed = true;
   // The payment provider every member charges captured payments at, through ctx.step. It runs here,
   // in the orchestrator, so its records (and its answers to a retried key) survive the members'
@@ -212,14 +241,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     await pool.query(DOWNSTREAM_DDL);
     await pool.query(AUDIT_DDL);
     await kafkaAdmin.connect();
-    await kafkaAdmin.createTopics({
-      topics: [
-        { topic, numPartitions: PARTITIONS },
-        { topic: postedTopic, numPartitions: PARTITIONS },
-        { topic: auditedTopic, numPartitions: PARTITIONS },
-      ],
-      waitForLeaders: true,
-    });
+    await createTopics(kafkaAdmin, [topic, postedTopic, auditedTopic], deadline);
+    if (cluster !== undefined) watcher = watchCluster(kafkaAdmin, [topic, postedTopic, auditedTopic]);
     await producer.connect();
     downstreamConsumer = createDownstreamConsumer({
       kafka,
@@ -281,7 +304,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         },
       });
     }
-    for (let r = 0; r < options.brokerRestarts; r++) {
+    if (cluster !== undefined && options.cluster !== undefined) {
+      steps.push(
+        ...brokerKillSteps(options.cluster, window, random, {
+          leader: async () => cluster.leaderOf(topic, Math.floor(random() * PARTITIONS)),
+          coordinator: async () => cluster.groupCoordinatorOf(groupId),
+          controller: async () => cluster.activeController(),
+          kill: async (role, nodeId) => {
+            log(`killing node ${nodeId} (${role})`);
+            await killAndRestart(cluster, nodeId, [topic, postedTopic, auditedTopic], deadline);
+            brokerKills[role] += 1;
+          },
+        }),
+      );
+    }
+    for (let r = 0; r < (cluster === undefined ? options.brokerRestarts : 0); r++) {
       steps.push({
         at: window * ((r + 1) / (options.brokerRestarts + 1)) + 700,
         name: 'broker restart',
@@ -336,7 +373,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     }
     const sent = await producing;
     log(
-      `faults done: ${counters.kills} kills, ${counters.brokerRestarts} broker restarts, ${counters.connectionsKilled} connections killed in ${counters.connectionKillRounds} rounds, ${counters.joins} joins, ${counters.leaves} leaves; ${sent} messages sent`,
+      `faults done: ${counters.kills} kills, ${counters.brokerRestarts} broker restarts, ${counters.connectionsKilled} connections killed in ${counters.connectionKillRounds} rounds, ${counters.joins} joins, ${counters.leaves} leaves; ${sent} messages sent` +
+        (cluster === undefined
+          ? ''
+          : `; broker kills: ${brokerKills.leader} leader, ${brokerKills.coordinator} coordinator, ${brokerKills.controller} controller`),
     );
 
     // Let the group finish: every partition recorded to its end in PostgreSQL.
@@ -350,6 +390,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       return ends.every((end) => recorded.get(end.partition) === end.high);
     });
     if (!finished) violations.push('the group did not record every partition to its end before the deadline');
+    log(`group at the end of the topic after ${Math.round((Date.now() - started) / 1000)} s`);
     const auditFinished = await waitUntil(deadline, async () => {
       const { rows } = await pool.query<{ partition: number; next_offset: string }>(
         'SELECT partition, next_offset FROM oncely.offsets WHERE consumer_group = $1 AND topic = $2',
@@ -370,6 +411,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       return Number(rows[0]?.n) === 0;
     });
     if (!drained) violations.push('the relays did not send every outbox row before the deadline');
+    log(`outbox drained after ${Math.round((Date.now() - started) / 1000)} s`);
     const { rows: parked } = await pool.query<{ n: string }>(
       "SELECT count(*) AS n FROM oncely.outbox WHERE status <> 'sent'",
     );
@@ -385,6 +427,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     });
     if (!downstreamFinished)
       violations.push('the downstream group did not record every partition to its end before the deadline');
+    log(`downstream at the end after ${Math.round((Date.now() - started) / 1000)} s`);
     await downstreamConsumer.stop();
     await auditConsumer.stop();
 
@@ -409,6 +452,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     const { violations: providerViolations, ...charged } = await checkProvider(pool, groupId, provider);
     violations.push(...providerViolations);
     failed = violations.length > 0;
+    const watched = await watcher?.stop();
     return {
       seed: options.seed,
       mode: options.mode,
@@ -439,6 +483,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       violations,
       crashes,
       wallSeconds: Math.round((Date.now() - started) / 100) / 10,
+      ...(watched === undefined ? {} : { cluster: { brokerKills, ...watched } }),
       // A local throwaway server goes away with the run; a configured one keeps the evidence.
       ...(failed && process.env.DATABASE_URL !== undefined ? { databaseUrl } : {}),
     };
@@ -455,7 +500,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     await pool.end().catch(() => undefined);
     if (!failed) await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await admin.end().catch(() => undefined);
-    await services.stop();
+    await watcher?.stop();
+    if (options.services === undefined) await services.stop();
     await provider?.close();
   }
 }
@@ -478,21 +524,156 @@ async function produce(
     const batch: Message[] = messages
       .slice(i * chunk, (i + 1) * chunk)
       .map((m) => ({ key: m.key, value: m.value, headers: { 'message-id': m.messageId } }));
-    for (;;) {
-      try {
-        await producer.send({ topic, acks: -1, messages: batch });
-        break;
-      } catch (error) {
-        // The broker is restarting: retry the same records (the topic may then hold them twice,
-        // which the checker accounts for — it reads the topic back).
-        if (Date.now() > deadline) throw error;
-        await sleep(500);
-      }
+    // One send per partition: a send spanning several leaders can resolve without writing a
+    // partition whose leader moved meanwhile (kafkajs #1303), and the workload must be in the log.
+    let pending = byPartition(batch);
+    while (pending.size > 0) {
+      const failed = new Map<number, Message[]>();
+      await Promise.all(
+        [...pending].map(async ([partition, records]) => {
+          try {
+            await producer.send({ topic, acks: -1, messages: records });
+          } catch (error) {
+            // A broker is restarting or a leader moving: retry the same records (the topic may then
+            // hold them twice, which the checker accounts for — it reads the topic back).
+            if (Date.now() > deadline) throw error;
+            failed.set(partition, records);
+          }
+        }),
+      );
+      pending = failed;
+      if (pending.size > 0) await sleep(500);
     }
     sent += batch.length;
   }
   log(`produced ${sent} messages in ${Math.round((Date.now() - started) / 1000)} s`);
   return sent;
+}
+
+const partitioner = Partitioners.DefaultPartitioner();
+const PARTITION_METADATA: PartitionMetadata[] = Array.from({ length: PARTITIONS }, (_, partitionId) => ({
+  partitionErrorCode: 0,
+  partitionId,
+  leader: 0,
+  replicas: [],
+  isr: [],
+}));
+
+/** The batch's records per partition (the murmur2 partition of their key), each pinned to it. */
+function byPartition(batch: readonly Message[]): Map<number, Message[]> {
+  const groups = new Map<number, Message[]>();
+  for (const message of batch) {
+    const partition = partitioner({ topic: '', partitionMetadata: PARTITION_METADATA, message });
+    groups.set(partition, [...(groups.get(partition) ?? []), { ...message, partition }]);
+  }
+  return groups;
+}
+
+/** Creates the run's topics; on a cluster, waits until every broker knows their leaders. */
+async function createTopics(
+  admin: ReturnType<Kafka['admin']>,
+  topics: readonly string[],
+  deadline: number,
+): Promise<void> {
+  try {
+    await admin.createTopics({
+      topics: topics.map((topic) => ({ topic, numPartitions: PARTITIONS })),
+      waitForLeaders: true,
+    });
+  } catch (error) {
+    // A broker asked right after the controller created them may not know them yet.
+    if ((error as { type?: unknown }).type !== 'UNKNOWN_TOPIC_OR_PARTITION') throw error;
+  }
+  const ready = await waitUntil(deadline, async () => {
+    const { topics: known } = await admin.fetchTopicMetadata({ topics: [...topics] }).catch(() => ({ topics: [] }));
+    return known.length === topics.length && known.every((t) => t.partitions.every((p) => p.leader >= 0));
+  });
+  if (!ready) throw new Error("the run's topics got no leaders before the deadline");
+}
+
+type BrokerRole = 'leader' | 'coordinator' | 'controller';
+
+/** The broker faults of a cluster run, spread over the window, each role in turn. */
+function brokerKillSteps(
+  counts: NonNullable<ChaosOptions['cluster']>,
+  window: number,
+  random: () => number,
+  roles: Record<BrokerRole, () => Promise<number>> & { kill(role: BrokerRole, nodeId: number): Promise<void> },
+): { at: number; name: string; run: () => Promise<void> }[] {
+  const order: BrokerRole[] = [];
+  for (let i = 0; i < Math.max(counts.leaderKills, counts.coordinatorKills, counts.controllerKills); i++) {
+    if (i < counts.leaderKills) order.push('leader');
+    if (i < counts.coordinatorKills) order.push('coordinator');
+    if (i < counts.controllerKills) order.push('controller');
+  }
+  return order.map((role, i) => ({
+    at: window * ((i + 0.6) / (order.length + 0.5)) + (random() - 0.5) * 400,
+    name: `${role} kill`,
+    run: async () => roles.kill(role, await roles[role]()),
+  }));
+}
+
+/**
+ * SIGKILL a node, start it again once the cluster moved its roles, and wait (bounded) until its
+ * replicas are back in sync: one node down at a time, so min.insync.replicas 2 always holds.
+ */
+async function killAndRestart(
+  cluster: KafkaClusterHandle,
+  nodeId: number,
+  topics: readonly string[],
+  deadline: number,
+): Promise<void> {
+  const node = cluster.node(nodeId);
+  await node.kill();
+  await sleep(3_000);
+  await node.start();
+  const until = Math.min(deadline, Date.now() + 30_000);
+  await waitUntil(until, async () => (await cluster.underReplicated(topics).catch(() => 1)) === 0);
+}
+
+interface ClusterWatcher {
+  stop(): Promise<{ leaderChanges: number; underReplicatedSeconds: number }>;
+}
+
+/** Samples the topics' metadata every second: leader changes and time spent under-replicated. */
+function watchCluster(admin: ReturnType<Kafka['admin']>, topics: readonly string[]): ClusterWatcher {
+  const leaders = new Map<string, number>();
+  let leaderChanges = 0;
+  let underReplicatedMs = 0;
+  let running = true;
+  const loop = (async () => {
+    let last = Date.now();
+    while (running) {
+      try {
+        const { topics: metadata } = await admin.fetchTopicMetadata({ topics: [...topics] });
+        const now = Date.now();
+        let under = false;
+        for (const t of metadata) {
+          for (const p of t.partitions) {
+            const key = `${t.name}/${p.partitionId}`;
+            const before = leaders.get(key);
+            if (before !== undefined && p.leader >= 0 && before !== p.leader) leaderChanges++;
+            if (p.leader >= 0) leaders.set(key, p.leader);
+            if (p.isr.length < new Set([...p.replicas, ...(p.offlineReplicas ?? [])]).size) under = true;
+          }
+        }
+        if (under) underReplicatedMs += now - last;
+        last = now;
+      } catch {
+        // A node is down: the next sample counts the time.
+      }
+      await sleep(1_000);
+    }
+  })();
+  let stopped: Promise<{ leaderChanges: number; underReplicatedSeconds: number }> | undefined;
+  return {
+    stop: () =>
+      (stopped ??= (async () => {
+        running = false;
+        await loop;
+        return { leaderChanges, underReplicatedSeconds: Math.round(underReplicatedMs / 100) / 10 };
+      })()),
+  };
 }
 
 /** Reads every record of the topic back, up to the end offsets taken after the run. */
@@ -563,6 +744,16 @@ export function formatSummary(summary: ChaosSummary): string {
     ],
     ['consumer kills (SIGKILL)', String(summary.kills)],
     ['broker restarts', String(summary.brokerRestarts)],
+    ...(summary.cluster === undefined
+      ? []
+      : ([
+          [
+            'broker kills (SIGKILL): leader / coordinator / controller',
+            `${summary.cluster.brokerKills.leader} / ${summary.cluster.brokerKills.coordinator} / ${summary.cluster.brokerKills.controller}`,
+          ],
+          ['leader changes seen', String(summary.cluster.leaderChanges)],
+          ['under-replicated time', `${summary.cluster.underReplicatedSeconds} s`],
+        ] as [string, string][])),
     ['connections killed (rounds)', `${summary.connectionsKilled} (${summary.connectionKillRounds})`],
     ['rebalances: joins / leaves', `${summary.joins} / ${summary.leaves}`],
     [

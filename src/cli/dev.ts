@@ -6,6 +6,8 @@ export interface DevOptions {
   readonly kafkaPort?: number;
   readonly pgPort?: number;
   readonly dataDir?: string;
+  /** `'1'` or `'3'` (commander's choice); 3 starts a local three-node cluster. */
+  readonly brokers?: string;
 }
 
 /** `--kafka-port 9092`: a whole number from 1 to 65535. */
@@ -20,6 +22,7 @@ export function parsePort(value: string): number {
 /** `oncely dev`: start the services, print how to reach them, hold until Ctrl-C, stop them. */
 export async function runDev(options: DevOptions = {}): Promise<void> {
   const services = await startDevServices({
+    ...(options.brokers === '3' ? { brokers: 3 as const } : {}),
     ...(options.kafkaPort === undefined ? {} : { kafka: { port: options.kafkaPort } }),
     ...(options.pgPort === undefined && options.dataDir === undefined
       ? {}
@@ -32,7 +35,7 @@ export async function runDev(options: DevOptions = {}): Promise<void> {
   });
   process.stdout.write(
     `KAFKA_BROKERS=${services.kafka.brokers.join(',')}\nDATABASE_URL=${services.postgres.url}\n` +
-      `# Kafka: ${services.kafka.source}, PostgreSQL: ${services.postgres.source}` +
+      `# Kafka: ${services.kafka.source}${services.kafka.cluster === undefined ? '' : ` (${services.kafka.cluster.nodes.length} nodes)`}, PostgreSQL: ${services.postgres.source}` +
       `${options.dataDir === undefined ? '' : ` (data kept in ${options.dataDir})`}. Press Ctrl-C to stop.\n`,
   );
   // Signal listeners do not keep Node running, and the services' processes are unref'd so that

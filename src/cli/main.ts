@@ -313,6 +313,14 @@ program
     '--data-dir <dir>',
     'keep the PostgreSQL data in this directory between runs (default: a throwaway cluster; Kafka topics are always new)',
   )
+  .addOption(
+    new Option(
+      '--brokers <n>',
+      '1: one broker; 3: a three-node KRaft cluster (replication factor 3, min.insync.replicas 2, -Xmx384m per node)',
+    )
+      .choices(['1', '3'])
+      .default('1'),
+  )
   .addHelpText(
     'after',
     '\nWith fixed ports the addresses stay the same between runs, e.g.\n' +

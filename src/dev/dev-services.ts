@@ -7,8 +7,9 @@ import { pino, type Logger } from 'pino';
 import { OncelyError, configError } from '../errors.js';
 import { startDockerKafka, startDockerPostgres } from './docker.js';
 import { ensureKafkaJars } from './kafka-jars.js';
-import { mergeBrokerProperties } from './kafka-properties.js';
+import { CLUSTER_BROKER_PROPERTIES, DEFAULT_BROKER_PROPERTIES, mergeBrokerProperties } from './kafka-properties.js';
 import { LocalKafka } from './local-kafka.js';
+import { type KafkaClusterHandle, LocalKafkaCluster } from './local-kafka-cluster.js';
 import { LocalPostgres } from './local-postgres.js';
 import {
   canImport,
@@ -43,6 +44,15 @@ export interface DevServicesOptions {
    * @default `$ONCELY_CACHE_DIR`, else `$XDG_CACHE_HOME/oncely`, else `~/.cache/oncely`
    */
   cacheDir?: string;
+  /**
+   * `1`: one broker (the default, unchanged). `3`: a local three-node KRaft cluster (each node
+   * broker and controller, heap `-Xmx384m` each) from the same Maven jars, with replication factor 3
+   * and `min.insync.replicas` 2 for internal and new topics, and per-node handles for fault
+   * injection in `kafka.cluster`. A cluster is always local processes: refused when
+   * `KAFKA_BROKERS` is set or with `kafka.port`, and Docker is not used for it.
+   * @default 1
+   */
+  brokers?: 1 | 3;
   kafka?: {
     /**
      * Apache Kafka version of the local broker (`org.apache.kafka:kafka_2.13` on Maven Central).
@@ -97,6 +107,12 @@ export interface DevServices {
      * `ONCELY_DEV_SERVICES_UNAVAILABLE` for a broker from `KAFKA_BROKERS` or Docker.
      */
     restart(): Promise<void>;
+    /**
+     * With `brokers: 3`: the nodes (SIGKILL and start one by its id) and who leads a partition,
+     * coordinates a group or is the active controller. Undefined for a single broker. `restart()`
+     * kills (SIGKILL) and starts the nodes one after another, each back before the next.
+     */
+    readonly cluster: KafkaClusterHandle | undefined;
   };
   readonly postgres: {
     /** `postgres://…` connection string. */
@@ -115,6 +131,7 @@ interface RunningKafka {
   readonly brokers: string[];
   readonly pid: () => number | undefined;
   readonly dataDir: string | undefined;
+  readonly cluster?: LocalKafkaCluster;
   restart(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -160,6 +177,7 @@ async function probe(
   cacheDir: string,
   kafkaVersion: string,
   logger: Logger,
+  cluster: boolean,
 ): Promise<DevProbeResults> {
   const selectEnv = { KAFKA_BROKERS: env['KAFKA_BROKERS'], DATABASE_URL: env['DATABASE_URL'] };
   const needKafka = configured(selectEnv.KAFKA_BROKERS) === undefined;
@@ -181,7 +199,7 @@ async function probe(
     needPostgres ? canImport(() => import('@testcontainers/postgresql')) : false,
   ]);
   if (!docker.dockerAvailable) logger.debug({ reason: docker.reason }, 'oncely dev: no Docker engine');
-  const localKafka = needKafka && !(docker.dockerAvailable && tcKafka);
+  const localKafka = needKafka && (cluster || !(docker.dockerAvailable && tcKafka));
   const localPostgres = needPostgres && !(docker.dockerAvailable && tcPostgres);
   const machineEnv = process.env;
   const [javaPath, mavenPath, jarsCached, pgBinDir] = await Promise.all([
@@ -222,6 +240,7 @@ async function startKafka(
     tunables: Record<string, string>;
     logger: Logger;
     port: number | undefined;
+    size: 1 | 3;
   },
 ): Promise<RunningKafka> {
   switch (plan.source) {
@@ -250,6 +269,7 @@ async function startKafka(
         mavenPath: plan.mavenPath,
         logger: options.logger,
       });
+      if (options.size > 1) return startLocalCluster(plan.javaPath, libsDir, options);
       const broker = await LocalKafka.start({
         javaPath: plan.javaPath,
         libsDir,
@@ -267,6 +287,35 @@ async function startKafka(
       };
     }
   }
+}
+
+async function startLocalCluster(
+  javaPath: string,
+  libsDir: string,
+  options: { version: string; tunables: Record<string, string>; logger: Logger; size: number },
+): Promise<RunningKafka> {
+  const cluster = await LocalKafkaCluster.start({
+    javaPath,
+    libsDir,
+    version: options.version,
+    tunables: options.tunables,
+    logger: options.logger,
+    size: options.size,
+  });
+  return {
+    brokers: cluster.brokers,
+    pid: () => cluster.pids.find((pid) => pid !== undefined),
+    dataDir: undefined,
+    cluster,
+    // One node after another, each back before the next goes: a rolling restart.
+    restart: async () => {
+      for (const node of cluster.nodes) {
+        await node.kill();
+        await node.start();
+      }
+    },
+    stop: () => cluster.stop(),
+  };
 }
 
 async function startPostgres(
@@ -323,6 +372,22 @@ function refuseWithConfigured(
   }
 }
 
+/** `brokers`: 1 or 3; a cluster is started here, so a configured broker or a fixed port is refused. */
+function clusterSize(
+  brokers: unknown,
+  kafkaPort: number | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): 1 | 3 {
+  if (brokers === undefined || brokers === 1) return 1;
+  if (brokers !== 3)
+    throw configError('brokers', `${JSON.stringify(brokers) ?? 'undefined'} is not 1 (one broker) or 3 (a cluster)`);
+  refuseWithConfigured('brokers', 'KAFKA_BROKERS', brokers, env);
+  if (kafkaPort !== undefined) {
+    throw configError('kafka.port', 'a cluster picks a free port per node: leave kafka.port out with brokers: 3');
+  }
+  return 3;
+}
+
 function describePlan(plan: KafkaPlan | PostgresPlan): string {
   switch (plan.source) {
     case 'env':
@@ -354,6 +419,7 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
     throw configError('postgres.version', `"${tag}" is not a Docker image tag such as 15-alpine.`);
   }
   const kafkaPort = validPort('kafka.port', options.kafka?.port);
+  const size = clusterSize(options.brokers, kafkaPort, env);
   const postgresPort = validPort('postgres.port', options.postgres?.port);
   const dataDir = options.postgres?.dataDir;
   if (dataDir?.trim() === '') throw configError('postgres.dataDir', 'give a directory, or leave it out');
@@ -363,16 +429,23 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
   if (kafkaPort !== undefined && kafkaPort === postgresPort) {
     throw configError('postgres.port', `Kafka and PostgreSQL cannot both listen on port ${kafkaPort}`);
   }
-  const tunables = mergeBrokerProperties(options.kafka?.brokerProperties);
+  const tunables = mergeBrokerProperties(
+    options.kafka?.brokerProperties,
+    size > 1 ? CLUSTER_BROKER_PROPERTIES : DEFAULT_BROKER_PROPERTIES,
+  );
   const cacheDir = options.cacheDir ?? resolveCacheDir(process.env);
 
-  const plan = planDevServices(await probe(env, cacheDir, version, logger));
+  const probes = await probe(env, cacheDir, version, logger, size > 1);
+  // A cluster runs from the jars: the Docker path has one broker only.
+  const plan = planDevServices(
+    size > 1 ? { ...probes, testcontainers: { ...probes.testcontainers, kafka: false } } : probes,
+  );
   logger.info(`oncely dev: Kafka from ${describePlan(plan.kafka)}, PostgreSQL from ${describePlan(plan.postgres)}`);
 
   const needsWatchdog = plan.kafka.source === 'local' || plan.postgres.source === 'local';
   if (needsWatchdog) await watchdog.acquire();
   const [kafkaResult, postgresResult] = await Promise.allSettled([
-    startKafka(plan.kafka, { cacheDir, version, tunables, logger, port: kafkaPort }),
+    startKafka(plan.kafka, { cacheDir, version, tunables, logger, port: kafkaPort, size }),
     startPostgres(plan.postgres, { tag, logger, port: postgresPort, dataDir }),
   ]);
   if (kafkaResult.status === 'rejected' || postgresResult.status === 'rejected') {
@@ -411,6 +484,7 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
       brokers: kafka.brokers,
       source: plan.kafka.source,
       restart: () => kafka.restart(),
+      cluster: kafka.cluster,
     }),
     postgres: Object.freeze({ url: postgres.url, source: plan.postgres.source }),
     stop,
@@ -420,7 +494,9 @@ export async function startDevServices(options: DevServicesOptions = {}): Promis
     kafkaPid: kafka.pid,
     postgresPid: postgres.pid,
     watchdogPid: () => watchdog.pid,
-    tempDirs: [kafka.dataDir, postgres.dataDir].filter((dir): dir is string => dir !== undefined),
+    tempDirs: [kafka.dataDir, ...(kafka.cluster?.dataDirs ?? []), postgres.dataDir].filter(
+      (dir): dir is string => dir !== undefined,
+    ),
   });
   return services;
 }

@@ -9,3 +9,4 @@
  */
 export { startDevServices } from './dev-services.js';
 export type { DevServiceSource, DevServices, DevServicesOptions } from './dev-services.js';
+export type { KafkaClusterHandle, KafkaClusterNode } from './local-kafka-cluster.js';

@@ -12,7 +12,13 @@ import { createKafkaClient } from '../kafka/client.js';
 import type { Logger } from 'pino';
 
 import { OncelyError, isOncelyError } from '../errors.js';
-import { brokerProperties, randomClusterId, renderLog4jProperties, renderProperties } from './kafka-properties.js';
+import {
+  brokerProperties,
+  clusterNodeProperties,
+  randomClusterId,
+  renderLog4jProperties,
+  renderProperties,
+} from './kafka-properties.js';
 import {
   assertPortFree,
   freePorts,
@@ -37,6 +43,19 @@ export interface LocalKafkaOptions {
   readonly readyTimeoutMs?: number;
   /** A fixed client port on 127.0.0.1; default a free one. (The controller port is always a free one.) */
   readonly port?: number | undefined;
+  /** One node of a cluster (see LocalKafkaCluster): its id, ports, voters and the shared cluster id. */
+  readonly node?: ClusterNodeSpec;
+  /** JVM heap flags; default `-Xms256m -Xmx512m`. */
+  readonly heap?: readonly string[];
+}
+
+/** Where one node of a local cluster listens, and the cluster it belongs to. */
+export interface ClusterNodeSpec {
+  readonly nodeId: number;
+  readonly port: number;
+  readonly controllerPort: number;
+  readonly voters: string;
+  readonly clusterId: string;
 }
 
 const HEAP = ['-Xms256m', '-Xmx512m'];
@@ -106,6 +125,78 @@ export class LocalKafka {
     return this.layout.root;
   }
 
+  /**
+   * One node of a cluster, formatted but not started: a node cannot serve before a majority of the
+   * quorum runs, so the cluster launches all its nodes at once (see {@link launchNode}).
+   */
+  static async prepareNode(options: LocalKafkaOptions & { node: ClusterNodeSpec }): Promise<LocalKafka> {
+    const root = await mkdtemp(path.join(tmpdir(), `oncely-kafka-node${options.node.nodeId}-`));
+    const entryId = watchdog.add({ stopSignal: 'SIGTERM', exitSignal: 'SIGKILL', marker: root, dirs: [root] });
+    let layout: Layout;
+    try {
+      layout = await LocalKafka.prepare(root, options);
+    } catch (error) {
+      await rm(root, { recursive: true, force: true });
+      watchdog.remove(entryId);
+      throw error;
+    }
+    const kafka = new LocalKafka(options, layout, entryId);
+    try {
+      await kafka.format();
+    } catch (error) {
+      await kafka.stop();
+      throw error;
+    }
+    return kafka;
+  }
+
+  /** Starts a prepared (or killed) node; resolves once it serves metadata requests. */
+  async launchNode(): Promise<void> {
+    if (this.stopping !== undefined) {
+      throw new OncelyError('ONCELY_DEV_SERVICES_FAILED', 'a Kafka node cannot start after stop().');
+    }
+    if (this.running) return;
+    await this.launch();
+  }
+
+  /** Set by {@link freeze}, cleared when the process is killed or started. */
+  frozen = false;
+
+  /**
+   * SIGSTOP: the node keeps its connections open but answers nothing, as a hung machine or a
+   * long pause would; the controller fences it once its heartbeats stop. {@link kill} ends it.
+   */
+  freeze(): void {
+    const pid = this.child?.pid;
+    if (pid === undefined || !this.running) return;
+    signalProcess(pid, 'SIGSTOP', true);
+    this.frozen = true;
+  }
+
+  /** Whether the JVM runs now. */
+  get running(): boolean {
+    const child = this.child;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
+  /**
+   * SIGKILL, no clean shutdown: what a crashed machine looks like to the rest of the cluster.
+   * Resolves once the process is gone; {@link launchNode} starts it again on the same data.
+   */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (child?.pid === undefined) return;
+    this.expectingExit = true;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = waitForChildExit(child);
+      signalProcess(child.pid, 'SIGKILL', true);
+      await exited;
+    }
+    this.child = undefined;
+    this.frozen = false;
+    watchdog.update(this.entryId, { pid: undefined });
+  }
+
   static async start(options: LocalKafkaOptions): Promise<LocalKafka> {
     if (options.port !== undefined) await assertPortFree(options.port, 'Kafka', '--kafka-port');
     for (let attempt = 1; ; attempt++) {
@@ -146,9 +237,9 @@ export class LocalKafka {
 
   private static async prepare(root: string, options: LocalKafkaOptions): Promise<Layout> {
     // Three distinct free ports: with a fixed client port, one of them may be that very port.
-    const free = await freePorts(3);
-    const port = options.port ?? free[0];
-    const controllerPort = free.find((p) => p !== port);
+    const free = options.node === undefined ? await freePorts(3) : [];
+    const port = options.node?.port ?? options.port ?? free[0];
+    const controllerPort = options.node?.controllerPort ?? free.find((p) => p !== port);
     if (port === undefined || controllerPort === undefined) throw new Error('no ports allocated');
     const logsDir = path.join(root, 'logs');
     await mkdir(logsDir);
@@ -160,7 +251,14 @@ export class LocalKafka {
       serverLog: path.join(logsDir, 'server.log'),
       stdoutLog: path.join(logsDir, 'stdout.log'),
     };
-    const properties = brokerProperties({ port, controllerPort, logDir: path.join(root, 'data') }, options.tunables);
+    const logDir = path.join(root, 'data');
+    const properties =
+      options.node === undefined
+        ? brokerProperties({ port, controllerPort, logDir }, options.tunables)
+        : clusterNodeProperties(
+            { port, controllerPort, logDir, nodeId: options.node.nodeId, voters: options.node.voters },
+            options.tunables,
+          );
     await writeFile(layout.serverProperties, renderProperties(properties));
     await writeFile(layout.log4jProperties, renderLog4jProperties(layout.serverLog));
     return layout;
@@ -182,7 +280,8 @@ export class LocalKafka {
   /** `kafka-storage format` with a random cluster id; static voters, so no --standalone. */
   private async format(): Promise<void> {
     const started = Date.now();
-    const clusterId = randomClusterId(randomBytes);
+    // Every node of a cluster is formatted with the same id; a single node gets a fresh one.
+    const clusterId = this.options.node?.clusterId ?? randomClusterId(randomBytes);
     const result = await runCommand(
       this.options.javaPath,
       this.javaArgs(['-Xmx256m'], 'kafka.tools.StorageTool', [
@@ -212,13 +311,17 @@ export class LocalKafka {
     const out = await openLogFile(this.layout.stdoutLog);
     let child: ChildProcess;
     try {
-      child = spawn(this.options.javaPath, this.javaArgs(HEAP, 'kafka.Kafka', [this.layout.serverProperties]), {
-        // Own process group, so stop() and the watchdog can signal everything the JVM started,
-        // and a Ctrl-C aimed at the parent's group does not half-kill the broker.
-        detached: true,
-        // Straight into a file: no pipe that could fill up or tie the JVM to our lifetime.
-        stdio: ['ignore', out.fd, out.fd],
-      });
+      child = spawn(
+        this.options.javaPath,
+        this.javaArgs(this.options.heap ?? HEAP, 'kafka.Kafka', [this.layout.serverProperties]),
+        {
+          // Own process group, so stop() and the watchdog can signal everything the JVM started,
+          // and a Ctrl-C aimed at the parent's group does not half-kill the broker.
+          detached: true,
+          // Straight into a file: no pipe that could fill up or tie the JVM to our lifetime.
+          stdio: ['ignore', out.fd, out.fd],
+        },
+      );
     } finally {
       await out.close(); // the child holds its own copy of the descriptor
     }

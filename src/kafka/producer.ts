@@ -1,4 +1,13 @@
-import { Partitioners, type Admin, type Message, type Producer, type TopicMessages } from 'kafkajs';
+import {
+  Partitioners,
+  type Admin,
+  type ICustomPartitioner,
+  type Message,
+  type PartitionMetadata,
+  type Producer,
+  type RecordMetadata,
+  type TopicMessages,
+} from 'kafkajs';
 
 import type { KafkaClient, KafkaProducerSettings } from './client.js';
 
@@ -16,10 +25,16 @@ export interface OutgoingRecord {
  * A connected producer and admin client for the outbox relay. Only this class talks to the client
  * library; the relay decides what is sent, when and what a failure means.
  */
+/** How long a topic's partition list is trusted before it is read again (to place keyed records). */
+const PARTITIONS_TTL_MS = 10_000;
+
 export class RecordProducer {
+  readonly #partitions = new Map<string, { list: PartitionMetadata[]; at: number }>();
+
   private constructor(
     private readonly producer: Producer,
     private readonly admin: Admin,
+    private readonly partitioner: ReturnType<ICustomPartitioner>,
   ) {}
 
   /** Connects both clients; on failure neither is left connected. */
@@ -28,13 +43,14 @@ export class RecordProducer {
     settings: KafkaProducerSettings,
     race: <T>(work: Promise<T>) => Promise<T>,
   ): Promise<RecordProducer> {
+    // The murmur2 partitioner Java clients use, named explicitly: the same partition for a key as
+    // the library default, without its "switched default partitioner" warning on every start.
+    const createPartitioner = settings.createPartitioner ?? Partitioners.DefaultPartitioner;
     const producer = kafka.producer({
       // A typo in a topic name must not create a topic: the row waits and is parked instead.
       allowAutoTopicCreation: false,
-      // The murmur2 partitioner Java clients use, named explicitly: the same partition for a key as
-      // the library default, without its "switched default partitioner" warning on every start.
-      createPartitioner: Partitioners.DefaultPartitioner,
       ...settings,
+      createPartitioner,
       // The broker dedupes the producer's own retries and keeps their order: per (topic, key)
       // order holds even when a request is retried.
       idempotent: true,
@@ -47,15 +63,58 @@ export class RecordProducer {
       await Promise.all([producer.disconnect().catch(() => undefined), admin.disconnect().catch(() => undefined)]);
       throw error;
     }
-    return new RecordProducer(producer, admin);
+    return new RecordProducer(producer, admin, createPartitioner());
   }
 
   /**
-   * Sends records and resolves once every in-sync replica has them (acks -1): only then may the
-   * caller count them as sent. Records of one topic keep their order.
+   * Sends records and tells, per record, whether every in-sync replica has it (acks -1, at least
+   * `min.insync.replicas` of them): only such a record may the caller count as sent. Records of
+   * one partition keep their order and are acknowledged or not together. Rejects when the send
+   * failed as a whole (nothing counts as acknowledged then, though some partitions may have it).
+   *
+   * Each record's partition is chosen here, before the send, because the client can resolve a
+   * send that spans several leaders without writing every partition: when a leader moves to a
+   * broker that already answered for other partitions, its retry skips that broker (kafkajs issue
+   * #1303). Only a partition named without error in the answer counts as acknowledged.
    */
-  async send(records: readonly OutgoingRecord[]): Promise<void> {
-    await this.producer.sendBatch({ acks: -1, topicMessages: byTopic(records) });
+  async send(records: readonly OutgoingRecord[]): Promise<boolean[]> {
+    const pinned = await this.pinPartitions(records);
+    const answers = await this.producer.sendBatch({ acks: -1, topicMessages: byTopic(pinned) });
+    const acknowledged = acknowledgedPartitions(answers);
+    return pinned.map((record) => acknowledged.has(partitionKey(record.topic, record.partition ?? -1)));
+  }
+
+  /** Every record with its partition: the one given, or the partitioner's choice for its key. */
+  private async pinPartitions(records: readonly OutgoingRecord[]): Promise<OutgoingRecord[]> {
+    const pinned: OutgoingRecord[] = [];
+    for (const record of records) {
+      if (record.partition !== null) {
+        pinned.push(record);
+        continue;
+      }
+      const partitionMetadata = await this.partitionsOf(record.topic);
+      // A topic without partitions is refused by the send itself (the caller checks topics first).
+      if (partitionMetadata.length === 0) {
+        pinned.push(record);
+        continue;
+      }
+      const partition = this.partitioner({
+        topic: record.topic,
+        partitionMetadata,
+        message: { key: record.key, value: record.value },
+      });
+      pinned.push({ ...record, partition });
+    }
+    return pinned;
+  }
+
+  private async partitionsOf(topic: string): Promise<PartitionMetadata[]> {
+    const known = this.#partitions.get(topic);
+    if (known !== undefined && Date.now() - known.at < PARTITIONS_TTL_MS) return known.list;
+    const { topics } = await this.admin.fetchTopicMetadata({ topics: [topic] });
+    const list = topics[0]?.partitions ?? [];
+    this.#partitions.set(topic, { list, at: Date.now() });
+    return list;
   }
 
   /** The topics the cluster has now. */
@@ -69,6 +128,19 @@ export class RecordProducer {
       this.admin.disconnect().catch(() => undefined),
     ]);
   }
+}
+
+function partitionKey(topic: string, partition: number): string {
+  return `${topic}\u0000${partition}`;
+}
+
+/** The partitions the answer names without an error: their records are on every in-sync replica. */
+function acknowledgedPartitions(answers: readonly RecordMetadata[]): Set<string> {
+  const acknowledged = new Set<string>();
+  for (const answer of answers) {
+    if (answer.errorCode === 0) acknowledged.add(partitionKey(answer.topicName, answer.partition));
+  }
+  return acknowledged;
 }
 
 /** Records grouped per topic, in the order given within each topic. */

@@ -34,10 +34,10 @@ export class RelayProducer {
     this.#stopRequested.catch(() => undefined);
   }
 
-  /** Sends records; resolves once every in-sync replica has them (see RecordProducer.send). */
-  async send(records: readonly OutgoingRecord[]): Promise<void> {
+  /** Sends records; tells per record whether every in-sync replica has it (see RecordProducer.send). */
+  async send(records: readonly OutgoingRecord[]): Promise<boolean[]> {
     const producer = await this.connected();
-    await this.untilStopped(producer.send(records));
+    return this.untilStopped(producer.send(records));
   }
 
   /**

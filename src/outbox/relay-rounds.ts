@@ -30,20 +30,34 @@ export async function sendRound(parts: RoundParts, session: LockSession, rows: r
   const sendable = await rowsToSend(parts, session, rows);
   if (sendable.length === 0) return 0;
   await session.holdLease();
+  let acknowledged: boolean[];
   try {
-    await parts.producer.send(sendable.map(toRecord));
+    acknowledged = await parts.producer.send(sendable.map(toRecord));
   } catch (error) {
+    // A send that failed as a whole marks nothing, even if some partitions were written before it
+    // failed (a leader died between send and ack): every row goes again, with its message-id, and
+    // a downstream oncely consumer skips the copies it already has (`republish`).
     if (!refusedPerRow(error)) throw error;
     // One record the broker refuses fails the whole batch: send row by row to find it, so only
     // that row (and the rows of its key behind it) wait. Rows of partitions that had already
     // been written are sent again: the same message-id, a `republish` downstream.
     return sendOneByOne(parts, session, sendable);
   }
-  await parts.config.afterSend?.(sendable.map((r) => r.messageId));
-  // Acknowledged by all in-sync replicas (acks -1): only now is a row sent. A crash before this
-  // UPDATE commits re-sends the rows, with the same message-id.
-  await markRowsSent(parts, session, sendable);
-  return sendable.length;
+  // Acknowledged by all in-sync replicas (acks -1): only these rows are sent. A row of a partition
+  // the answer left out stays pending and goes first in the next round (its key's later rows share
+  // its partition, so they wait with it: order per key holds). A crash before this UPDATE commits
+  // re-sends the rows, with the same message-id.
+  const sent = sendable.filter((_, index) => acknowledged[index] === true);
+  if (sent.length < sendable.length) {
+    parts.config.logger.warn(
+      { acknowledged: sent.length, sent: sendable.length },
+      'outbox: the broker acknowledged only part of a send (a leader moved); the rest goes again',
+    );
+  }
+  if (sent.length === 0) return 0;
+  await parts.config.afterSend?.(sent.map((r) => r.messageId));
+  await markRowsSent(parts, session, sent);
+  return sent.length;
 }
 
 /**
@@ -92,7 +106,9 @@ async function sendOneByOne(parts: RoundParts, session: LockSession, rows: reado
     if (key !== undefined && held.has(key)) continue;
     await session.holdLease();
     try {
-      await producer.send([toRecord(row)]);
+      // A single record: acknowledged, or the send rejects (nothing to mark then).
+      const [acknowledged] = await producer.send([toRecord(row)]);
+      if (acknowledged !== true) throw new Error(`the broker did not acknowledge outbox event ${row.id}`);
     } catch (error) {
       const type = refusedPerRow(error);
       if (type === undefined) throw error;

@@ -55,13 +55,18 @@ export interface TestEnvironment {
  * Gives a test file its own database (cloned from the migrated template), a Kafka client, an
  * admin and a producer, all closed after the file; and stops every consumer a test made.
  */
-export function useTestEnvironment(): TestEnvironment {
+export function useTestEnvironment(
+  options: {
+    /** The brokers to use, read when the file's tests start; default the run's single broker. */
+    brokers?: () => string[];
+  } = {},
+): TestEnvironment {
   const state: Partial<Mutable<TestEnvironment>> & { producer?: Producer; database?: string; admin?: Admin } = {};
   const consumers: InboxConsumer[] = [];
   let adminClient: pg.Client | undefined;
 
   beforeAll(async () => {
-    const brokers = inject('kafkaBrokers');
+    const brokers = options.brokers?.() ?? inject('kafkaBrokers');
     const serverUrl = inject('databaseUrl');
     const database = `oncely_test_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
     adminClient = new pg.Client({ connectionString: serverUrl });
@@ -137,7 +142,7 @@ export function useTestEnvironment(): TestEnvironment {
     },
     async createTopic(prefix, partitions = 1) {
       const topic = `${prefix}-${randomUUID().slice(0, 8)}`;
-      await need('admin').createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+      await createTopicsAndWait(need('admin'), [{ topic, numPartitions: partitions }]);
       return topic;
     },
     async produce(topic, messages) {
@@ -208,6 +213,26 @@ export function useTestEnvironment(): TestEnvironment {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * Creates topics and waits until their leaders are known. On a cluster, the broker asked for
+ * metadata right after the controller created a topic may not know it yet
+ * (UNKNOWN_TOPIC_OR_PARTITION): that is waited out too.
+ */
+export async function createTopicsAndWait(
+  admin: Admin,
+  topics: { topic: string; numPartitions: number }[],
+): Promise<void> {
+  try {
+    await admin.createTopics({ topics, waitForLeaders: true });
+  } catch (error) {
+    if ((error as { type?: unknown }).type !== 'UNKNOWN_TOPIC_OR_PARTITION') throw error;
+  }
+  await waitFor('the new topics to have leaders', async () => {
+    const { topics: known } = await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
+    return known.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0));
+  });
+}
 
 /**
  * Polls `check` until it returns a value other than `undefined`/`false`, or fails after

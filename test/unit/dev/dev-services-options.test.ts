@@ -31,4 +31,20 @@ describe('startDevServices options', () => {
       await configErrorOf(startDevServices({ kafka: { brokerProperties: { listeners: 'PLAINTEXT://:9092' } } })),
     ).toContain('"listeners" is managed by startDevServices()');
   });
+
+  it('refuses a broker count other than 1 or 3, naming the option', async () => {
+    expect(await configErrorOf(startDevServices({ brokers: 2 as 3 }))).toContain('Invalid option `brokers`');
+  });
+
+  it('refuses a cluster when KAFKA_BROKERS names a broker to use as it is', async () => {
+    expect(await configErrorOf(startDevServices({ brokers: 3, env: { KAFKA_BROKERS: '127.0.0.1:9092' } }))).toContain(
+      'KAFKA_BROKERS is set',
+    );
+  });
+
+  it('refuses a fixed Kafka port for a cluster (each node picks its own)', async () => {
+    expect(await configErrorOf(startDevServices({ brokers: 3, env: {}, kafka: { port: 29092 } }))).toContain(
+      'Invalid option `kafka.port`',
+    );
+  });
 });
