@@ -230,7 +230,7 @@ describe('on a three-node cluster', () => {
       killEveryMs: 3_000,
       brokerRestarts: 0,
       connectionKillRounds: 2,
-      timeoutMs: Number(process.env.CHAOS_TIMEOUT_MS ?? 200_000),
+      timeoutMs: Number(process.env.CHAOS_TIMEOUT_MS ?? 240_000),
       cluster: { leaderKills: 1, coordinatorKills: 1, controllerKills: 0 },
       services: cluster.services,
       log: (line) => {
@@ -252,5 +252,5 @@ describe('on a three-node cluster', () => {
     expect(summary.provider.chargedTwice, report).toBe(0);
     expect(summary.provider.uncharged, report).toBe(0);
     expect(summary.provider.charges, report).toBe(summary.captures);
-  }, 230_000);
+  }, 270_000);
 });
