@@ -59,7 +59,7 @@ export interface HandlerContext {
    * attempt's publishes from 0), the same on every retry, so a downstream oncely consumer dedupes
    * re-sends; `causation-id` is this message's id and `traceparent` is copied when present.
    */
-  publish(message: OutboxMessage): Promise<PublishedEvent>;
+  readonly publish: (message: OutboxMessage) => Promise<PublishedEvent>;
 }
 
 /**

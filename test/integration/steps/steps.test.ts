@@ -48,8 +48,7 @@ describe('steps (ctx.step)', () => {
     const seen: unknown[] = [];
     const handler = defineHandler({
       topic,
-      // Destructured on purpose: ctx's step and publish are bound to the attempt, which is what this proves.
-      // eslint-disable-next-line @typescript-eslint/unbound-method
+      // Destructured on purpose: ctx's step and publish are functions of the attempt, not methods.
       async handle(_event, { tx, step, publish, message, messageId, attempt, log }) {
         const charge = await step('charge', async ({ idempotencyKey }) => ({ idempotencyKey }));
         await publish({ topic: 'orders.charged', key: messageId, value: charge });
