@@ -130,8 +130,22 @@ export class LocalKafka {
    * quorum runs, so the cluster launches all its nodes at once (see {@link launchNode}).
    */
   static async prepareNode(options: LocalKafkaOptions & { node: ClusterNodeSpec }): Promise<LocalKafka> {
-    const root = await mkdtemp(path.join(tmpdir(), `oncely-kafka-node${options.node.nodeId}-`));
-    const entryId = watchdog.add({ stopSignal: 'SIGTERM', exitSignal: 'SIGKILL', marker: root, dirs: [root] });
+    return LocalKafka.formatted(`oncely-kafka-node${options.node.nodeId}-`, options);
+  }
+
+  /**
+   * A broker's directory, configuration and formatted log, not yet started. The directory is
+   * registered with the watchdog before anything runs in it: a parent killed from here on leaves
+   * nothing behind.
+   */
+  private static async formatted(prefix: string, options: LocalKafkaOptions): Promise<LocalKafka> {
+    const root = await mkdtemp(path.join(tmpdir(), prefix));
+    const entryId = watchdog.add({
+      stopSignal: 'SIGTERM',
+      exitSignal: 'SIGKILL', // at exit there is no time for a clean shutdown; the data is throwaway
+      marker: root,
+      dirs: [root],
+    });
     let layout: Layout;
     try {
       layout = await LocalKafka.prepare(root, options);
@@ -200,25 +214,8 @@ export class LocalKafka {
   static async start(options: LocalKafkaOptions): Promise<LocalKafka> {
     if (options.port !== undefined) await assertPortFree(options.port, 'Kafka', '--kafka-port');
     for (let attempt = 1; ; attempt++) {
-      const root = await mkdtemp(path.join(tmpdir(), 'oncely-kafka-'));
-      // Registered before anything runs in it: a parent killed from here on leaves nothing behind.
-      const entryId = watchdog.add({
-        stopSignal: 'SIGTERM',
-        exitSignal: 'SIGKILL', // at exit there is no time for a clean shutdown; the data is throwaway
-        marker: root,
-        dirs: [root],
-      });
-      let layout: Layout;
+      const kafka = await LocalKafka.formatted('oncely-kafka-', options);
       try {
-        layout = await LocalKafka.prepare(root, options);
-      } catch (error) {
-        await rm(root, { recursive: true, force: true });
-        watchdog.remove(entryId);
-        throw error;
-      }
-      const kafka = new LocalKafka(options, layout, entryId);
-      try {
-        await kafka.format();
         await kafka.launch();
         return kafka;
       } catch (error) {

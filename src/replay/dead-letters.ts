@@ -20,7 +20,7 @@ import { decodeHeaders } from '../inbox/headers.js';
 import { decode, toMessageInfo } from '../pipeline/record/decode.js';
 import { describeError } from '../pipeline/record/error-record.js';
 import { type AnyHandlerDefinition, isHandlerDefinition } from '../pipeline/handler.js';
-import { applyOne, type AttemptLease, messageContext, runBounded } from '../pipeline/record/run-handler.js';
+import { applyOne, type AttemptLease, MessageContext, runBounded } from '../pipeline/record/run-handler.js';
 import { singleAttemptSteps } from '../pipeline/record/steps.js';
 
 export type { DeadLetter, DeadLetterFilter, DeadLetterSummary };
@@ -238,7 +238,7 @@ async function handlerCall(
     if (typeof tombstone !== 'function') return undefined; // 'skip': recorded, not applied
     return (lease) =>
       tombstone(
-        messageContext(
+        new MessageContext(
           t,
           info,
           letter.groupId,

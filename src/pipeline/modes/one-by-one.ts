@@ -27,7 +27,7 @@ import { describeError, redactError } from '../record/error-record.js';
 import type { HandlerContext, HandlerDefinition } from '../handler.js';
 import { type PreparedRecord, prepareRecord } from '../record/prepare.js';
 import { classifyAttemptFailure, FailureBudget, type FailureKind, HandlerFailure } from '../retry.js';
-import { messageContext, runBounded } from '../record/run-handler.js';
+import { MessageContext, runBounded } from '../record/run-handler.js';
 import { compensateSteps, MessageSteps } from '../record/steps.js';
 import { untilCommitted, waitHeartbeating } from '../record/waiting.js';
 
@@ -265,7 +265,7 @@ export async function applyRecord(
       async (lease) => {
         const attemptSteps = attempt.steps.attempt(lease.signal);
         await apply(
-          messageContext(
+          new MessageContext(
             t,
             prepared.info,
             pipeline.inboxScope,

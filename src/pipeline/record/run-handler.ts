@@ -184,19 +184,6 @@ async function cancelStuckHandler(bounds: Bounds, applied: Promise<void>): Promi
   clearTimeout(timer);
 }
 
-export function messageContext(
-  transaction: OpenTransaction,
-  message: MessageInfo,
-  scope: string,
-  messageId: string,
-  attempt: number,
-  logger: Logger,
-  lease: AttemptLease,
-  step: StepFunction = stepsUnavailable,
-): HandlerContext {
-  return new MessageContext(transaction, message, scope, messageId, attempt, logger, lease, step);
-}
-
 /**
  * A message handler's ctx. A class, made once per message: its members are prototype getters, so
  * a handler that only writes through `ctx.tx` costs one small object, not a closure per member
@@ -204,7 +191,7 @@ export function messageContext(
  * getters returning a function made on first read, so `const { tx, step } = ctx` works as with a
  * plain object.
  */
-class MessageContext implements HandlerContext {
+export class MessageContext implements HandlerContext {
   readonly message: MessageInfo;
   readonly messageId: string;
   readonly attempt: number;
@@ -227,7 +214,7 @@ class MessageContext implements HandlerContext {
     attempt: number,
     logger: Logger,
     lease: AttemptLease,
-    step: StepFunction,
+    step: StepFunction = stepsUnavailable,
   ) {
     this.message = message;
     this.messageId = messageId;
@@ -343,7 +330,10 @@ export function applyOne(
   step?: StepFunction,
 ): Promise<void> | void {
   if (handler.kind === 'message') {
-    return handler.handle(event, messageContext(transaction, message, scope, messageId, attempt, logger, lease, step));
+    return handler.handle(
+      event,
+      new MessageContext(transaction, message, scope, messageId, attempt, logger, lease, step),
+    );
   }
   const events: BatchEvent<unknown>[] = [{ event, messageId, message }];
   const batchStep: BatchStepFunction | undefined =
