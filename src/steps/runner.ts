@@ -90,6 +90,12 @@ export interface StepRunnerOptions {
    * step completed in an earlier attempt can still be undone if the last attempt never reached it.
    */
   readonly previous?: StepRunner;
+  /**
+   * Every step row of the owner, already read after the owner was claimed in this attempt (a
+   * commit group reads its members' at once): the runner then sends no read of its own. Default:
+   * read on the first step.
+   */
+  readonly recorded?: ReadonlyMap<string, StoredStep>;
 }
 
 export interface CompensateOptions {
@@ -220,6 +226,13 @@ class Runner implements StepRunner {
     this.signal = options.signal;
     this.compensations = new Map(options.previous instanceof Runner ? options.previous.compensations : []);
     this.step = (name, fn, stepOptions) => this.run(name, fn, stepOptions);
+    if (options.recorded !== undefined) this.recorded = Promise.resolve(this.noteRecorded(new Map(options.recorded)));
+  }
+
+  /** Notes whether compensation of the owner has begun (its marker row is among its steps). */
+  private noteRecorded(steps: Map<string, StoredStep>): Map<string, StoredStep> {
+    if (steps.has(COMPENSATING_MARKER)) this.compensating = true;
+    return steps;
   }
 
   private async run<T>(
@@ -241,10 +254,9 @@ class Runner implements StepRunner {
     this.used.add(name);
     if (compensate !== undefined) this.compensations.set(name, compensate as Compensate<unknown>);
     // One read per attempt: every step of this owner, recorded by any earlier attempt or process.
-    this.recorded ??= loadSteps(this.connections, this.scope, this.ownerId, this.generation).then((steps) => {
-      if (steps.has(COMPENSATING_MARKER)) this.compensating = true;
-      return steps;
-    });
+    this.recorded ??= loadSteps(this.connections, this.scope, this.ownerId, this.generation).then((steps) =>
+      this.noteRecorded(steps),
+    );
     const done = (await this.recorded).get(name);
     if (done !== undefined && done.status === 'completed') return done.result as T;
     if (this.compensating) {

@@ -1,6 +1,7 @@
 /** The SQL of `oncely.steps`. Every write is a short transaction of its own on a pooled connection. */
 import type pg from 'pg';
 
+import { textArrayLiteral } from '../inbox/claims.js';
 import { withPooledClient } from '../inbox/pool.js';
 
 /**
@@ -50,6 +51,50 @@ export async function loadSteps(
       }),
   );
   return new Map(rows.map((r) => [r.name, { ...r, seq: BigInt(r.seq) }]));
+}
+
+/**
+ * Every step row of some messages (generation 0), by message id, each in completion order: one
+ * round trip for a commit group's members instead of one per member. Read on the caller's
+ * connection — a commit group reads in its own transaction, right after its claim: a claim that
+ * waited for an earlier owner of an id to end has seen that owner's steps committed, so this read
+ * (a snapshot of its own, under READ COMMITTED) sees them too.
+ */
+export async function loadMessageSteps(
+  client: pg.ClientBase,
+  scope: string,
+  messageIds: readonly string[],
+): Promise<Map<string, Map<string, StoredStep>>> {
+  const { rows } = await client.query<{
+    owner_id: string;
+    name: string;
+    result: unknown;
+    status: 'completed' | 'failed';
+    compensable: boolean;
+    seq: string;
+  }>({
+    // One primary-key lookup per id, whatever the table's statistics say: `owner_id = ANY(…)`
+    // was planned, on a table never analysed, as a scan of the scope's every row filtered by id.
+    // Unnamed, so planned on each call rather than kept from a time the table was empty.
+    text: `SELECT s.owner_id, s.name, s.result, s.status, s.compensable, s.seq
+             FROM unnest($2::text[]) AS wanted(owner_id)
+             CROSS JOIN LATERAL (
+               SELECT * FROM oncely.steps i
+                WHERE i.scope = $1 AND i.owner_id = wanted.owner_id AND i.generation = 0 OFFSET 0
+             ) s
+            ORDER BY s.seq`,
+    values: [scope, textArrayLiteral(messageIds)],
+  });
+  const byOwner = new Map<string, Map<string, StoredStep>>();
+  for (const { owner_id: ownerId, seq, ...step } of rows) {
+    let steps = byOwner.get(ownerId);
+    if (steps === undefined) {
+      steps = new Map<string, StoredStep>();
+      byOwner.set(ownerId, steps);
+    }
+    steps.set(step.name, { ...step, seq: BigInt(seq) });
+  }
+  return byOwner;
 }
 
 export interface StepRecord {

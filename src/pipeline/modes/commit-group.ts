@@ -28,7 +28,7 @@ import type { HandlerDefinition } from '../handler.js';
 import { concatDigests, type PreparedRecord, prepareRecordNow } from '../record/prepare.js';
 import { applyRecord, type EarlierAttempt, processRecord } from './one-by-one.js';
 import { classifyAttemptFailure, HandlerFailure } from '../retry.js';
-import { MessageSteps } from '../record/steps.js';
+import { MessageSteps, readGroupSteps } from '../record/steps.js';
 
 /** A group also commits once it has been open this long, so a slow handler does not hold many rows' locks. */
 export const MAX_GROUP_MS = 100;
@@ -201,13 +201,19 @@ async function runGroup(
   try {
     await control.transactions.run(async (t) => {
       const { conflicts, holders } = await claimMembers(pipeline, t, members);
+      // After the claim: an earlier owner of an id that the claim waited for has ended, and the
+      // steps it recorded are committed and seen here.
+      const recordedSteps = await readGroupSteps(pipeline, handler, t.client, claimedIds(members, conflicts));
       for (let i = 0; i < members.length; i++) {
         const p = members[i] as PreparedRecord & { readonly messageId: string };
         if (i > 0 && (performance.now() - began >= MAX_GROUP_MS || !control.isActive())) break;
         current = i;
         const started = performance.now();
         const messageId = p.messageId;
-        const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId);
+        const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId, {
+          handler,
+          ...(recordedSteps === undefined ? {} : { recorded: recordedSteps(messageId) }),
+        });
         currentSteps = steps;
         const applied = await applyRecord(pipeline, handler, p, t, control, {
           messageId,
@@ -223,7 +229,7 @@ async function runGroup(
         current = undefined;
       }
       // Ended early: the messages not reached are delivered again and must find their ids free.
-      await releaseGroupClaims(t.client, pipeline.inboxScope, unreachedClaims(members, reached, conflicts));
+      await releaseGroupClaims(t.client, pipeline.inboxScope, claimedIds(members, conflicts, reached));
       const last = members[reached - 1];
       if (last === undefined) return;
       if (control.lane !== undefined) {
@@ -317,14 +323,10 @@ async function claimMembers(
   return { conflicts, holders };
 }
 
-/** The ids the claim took for members from `reached` on, which the group did not get to. */
-function unreachedClaims(
-  members: readonly PreparedRecord[],
-  reached: number,
-  conflicts: ReadonlySet<string>,
-): string[] {
+/** The ids the claim took (not in `conflicts`) for members from `from` on (those a group ended before). */
+function claimedIds(members: readonly PreparedRecord[], conflicts: ReadonlySet<string>, from = 0): string[] {
   const ids: string[] = [];
-  for (let i = reached; i < members.length; i++) {
+  for (let i = from; i < members.length; i++) {
     const p = members[i];
     if (p !== undefined && p.messageId !== null && !conflicts.has(p.record.offset)) ids.push(p.messageId);
   }

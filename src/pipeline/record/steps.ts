@@ -6,6 +6,7 @@ import type pg from 'pg';
 
 import type { StoredError } from '../../inbox/dead-letters.js';
 import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../../steps/runner.js';
+import { loadMessageSteps, type StoredStep } from '../../steps/store.js';
 
 import { locate } from './announce.js';
 import type { PartitionControl, PipelineContext } from '../context.js';
@@ -29,18 +30,39 @@ export interface AttemptSteps<F> {
  */
 export class MessageSteps {
   private last: StepRunner | undefined;
+  /** The message's step rows as read after its claim, for the first attempt only (see readGroupSteps). */
+  private recorded: ReadonlyMap<string, StoredStep> | undefined;
+  /** The handler the steps run in: once it calls a step, its commit groups read steps ahead. */
+  private readonly handler: object | undefined;
 
   constructor(
     private readonly pool: pg.Pool,
     readonly scope: string,
     readonly ownerId: string,
-  ) {}
+    options: { readonly recorded?: ReadonlyMap<string, StoredStep>; readonly handler?: object } = {},
+  ) {
+    this.recorded = options.recorded;
+    this.handler = options.handler;
+  }
 
   attempt(signal: () => AbortSignal): AttemptSteps<StepFunction> {
     let runner: StepRunner | undefined;
-    const current = (): StepRunner =>
-      (runner ??= this.last =
-        createStepRunner({ pool: this.pool, scope: this.scope, ownerId: this.ownerId, signal, previous: this.last }));
+    // Read after this attempt's claim, so current for it; a later attempt reads afresh.
+    const recorded = this.recorded;
+    this.recorded = undefined;
+    const current = (): StepRunner => {
+      if (runner !== undefined) return runner;
+      if (this.handler !== undefined) handlersWithSteps.add(this.handler);
+      runner = this.last = createStepRunner({
+        pool: this.pool,
+        scope: this.scope,
+        ownerId: this.ownerId,
+        signal,
+        previous: this.last,
+        ...(recorded === undefined ? {} : { recorded }),
+      });
+      return runner;
+    };
     return {
       step: (name, fn, options) => current().step(name, fn, options),
       finish: () => runner?.assertNotCompensating(),
@@ -52,6 +74,32 @@ export class MessageSteps {
     this.last ??= createStepRunner({ pool: this.pool, scope: this.scope, ownerId: this.ownerId });
     return this.last;
   }
+}
+
+/**
+ * Handlers seen calling `ctx.step` in a commit group: their groups read every member's step rows in
+ * one statement after the claim, instead of one read per member at its first step. A handler
+ * without steps never pays for the read.
+ */
+const handlersWithSteps = new WeakSet<object>();
+
+/** No step rows: what a member whose id has none was read to have. */
+const NO_STEPS: ReadonlyMap<string, StoredStep> = new Map();
+
+/**
+ * The step rows of a commit group's claimed members, by message id (every id present, most with
+ * none), when the group's handler uses steps; undefined otherwise. Runs in the group's
+ * transaction, after its claim (see loadMessageSteps for why that order makes the read current).
+ */
+export async function readGroupSteps(
+  pipeline: PipelineContext,
+  handler: object,
+  client: pg.ClientBase,
+  messageIds: readonly string[],
+): Promise<((messageId: string) => ReadonlyMap<string, StoredStep>) | undefined> {
+  if (messageIds.length === 0 || !handlersWithSteps.has(handler)) return undefined;
+  const steps = await loadMessageSteps(client, pipeline.inboxScope, messageIds);
+  return (messageId) => steps.get(messageId) ?? NO_STEPS;
 }
 
 /** The steps of a message handled outside a partition's loop (a dead letter retried by hand). */

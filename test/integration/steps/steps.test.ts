@@ -169,6 +169,35 @@ describe('steps (ctx.step)', () => {
     expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['order-a', 'order-b']);
   });
 
+  it('G9: a commit group reads its members’ recorded steps after its claim: a charge an earlier process completed is not called again', async () => {
+    const topic = await env.createTopic('steps-group-read');
+    const groupId = env.groupId('steps-group-read');
+    const consumer = env.consumer({ groupId, handlers: [chargeHandler(topic, provider.url)] });
+    const outcomes = recordOutcomes(consumer);
+    await consumer.start();
+    // A first message shows the consumer that this handler steps: its later groups read their
+    // members' steps in one statement, right after their claim.
+    await env.produce(topic, [{ value: '{}', headers: { 'message-id': 'order-v' } }]);
+    await waitFor('the first message processed', () => outcomes.processed.length === 1);
+    // An earlier process charged order-x and recorded the step, then died before its commit.
+    await env.pool.query(
+      `INSERT INTO oncely.steps (scope, owner_id, name, result, compensable) VALUES ($1, 'order-x', 'charge', $2, true)`,
+      [groupId, JSON.stringify({ id: 'ch_earlier', amountCents: 1250 })],
+    );
+    await env.produce(
+      topic,
+      ['order-w', 'order-x', 'order-y'].map((id) => ({ value: '{}', headers: { 'message-id': id } })),
+    );
+    await waitFor('four messages processed', () => outcomes.processed.length === 4);
+
+    // order-v, order-w and order-y were charged; order-x's recorded charge was used, not made again.
+    expect(chargeCalls()).toBe(3);
+    const applied = await env.effectsOf(topic);
+    const x = applied.find((r) => r.messageId === 'order-x');
+    expect((x?.payload as { charge?: Charge } | undefined)?.charge?.id).toBe('ch_earlier');
+    expect(applied.map((r) => r.messageId)).toEqual(['order-v', 'order-w', 'order-x', 'order-y']);
+  });
+
   it('G9: a message dead-lettered after its charge is refunded once, a failing refund retried', async () => {
     const topic = await env.createTopic('steps-refund');
     const groupId = env.groupId('steps-refund');
