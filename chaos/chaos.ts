@@ -253,8 +253,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'silent' }),
     });
     downstreamConsumer.on('message:duplicate', (e) => void (downstreamTally[e.duplicateClass] += 1));
+    // A crash kafkajs does not restart from (a coordinator not found right after a broker
+    // restart) is restarted by oncely itself (G5): noted, not a violation. Had it stayed down, the
+    // downstream side would never reach the end of its topic, and the checks below would say so.
     downstreamConsumer.on('consumer:crash', (e) => {
-      if (!e.restart) violations.push(`the downstream consumer crashed: ${String(e.error)}`);
+      if (!e.restart) log(`the downstream consumer crashed (${String(e.error)}); oncely restarts it`);
     });
     await downstreamConsumer.start();
     auditConsumer = createAuditConsumer({
@@ -265,8 +268,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       groupId: auditGroupId,
       logger: pino({ level: process.env.ONCELY_LOG_LEVEL ?? 'silent' }),
     });
+    // A crash kafkajs does not restart from (a coordinator not found right after a broker
+    // restart) is restarted by oncely itself (G5): noted, not a violation. Had it stayed down, the
+    // audit side would never reach the end of its topic, and the checks below would say so.
     auditConsumer.on('consumer:crash', (e) => {
-      if (!e.restart) violations.push(`the audit consumer crashed: ${String(e.error)}`);
+      if (!e.restart) log(`the audit consumer crashed (${String(e.error)}); oncely restarts it`);
     });
     await auditConsumer.start();
 
