@@ -15,7 +15,8 @@
  * builds both first, and this script refuses to start when either is older than its source.
  *
  * BENCH_VARIANTS=R,B0 runs a subset; BENCH_STEP_EVENTS sets the step topic's size for S and SK
- * (default 6,000: each of S's messages waits 20 ms for its provider); BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
+ * (default 12,000: each of S's messages waits 20 ms for its provider, and SK needs a window well
+ * past its ramp); BENCH_INBOX_ROWS sets B-full's prefill (default 5,000,000);
  * BENCH_CPU_PROF=P,B writes a V8 CPU profile of those variants' processes to bench/results/
  * (summarize one with `npx tsx bench/profile-summary.ts bench/results/P.cpuprofile`).
  */
@@ -320,7 +321,7 @@ async function main(): Promise<number> {
   const topic = `bench-payments-${run}`;
   // S and SK call a 20 ms provider per message: a topic of their own, smaller than the others'.
   const stepTopic = `bench-steps-${run}`;
-  const stepEvents = positiveInt('BENCH_STEP_EVENTS', 6_000);
+  const stepEvents = positiveInt('BENCH_STEP_EVENTS', 12_000);
   log(`oncely bench · run ${run} · ${events.toLocaleString('en-US')} events · ${variants.join(', ')}`);
 
   const services = await startDevServices({ logger: pino({ level: 'warn' }, pino.destination(2)) });
