@@ -90,12 +90,6 @@ export interface StepRunnerOptions {
    * step completed in an earlier attempt can still be undone if the last attempt never reached it.
    */
   readonly previous?: StepRunner;
-  /**
-   * Every step row of the owner, already read after the owner was claimed in this attempt (a
-   * commit group reads its members' at once): the runner then sends no read of its own. Default:
-   * read on the first step.
-   */
-  readonly recorded?: ReadonlyMap<string, StoredStep>;
 }
 
 export interface CompensateOptions {
@@ -191,6 +185,19 @@ export function createStepRunner(options: StepRunnerOptions): StepRunner {
   return new Runner(options);
 }
 
+/**
+ * A step runner given every step row of its owner, already read after the owner was claimed in
+ * this attempt's transaction (a commit group reads its members' at once): it sends no read of its
+ * own. oncely's only: a map read at any other moment could be stale, and a stale map runs a
+ * completed step again.
+ */
+export function stepRunnerWithRecorded(
+  options: StepRunnerOptions,
+  recorded: ReadonlyMap<string, StoredStep>,
+): StepRunner {
+  return new Runner(options, recorded);
+}
+
 class Runner implements StepRunner {
   readonly scope: string;
   readonly ownerId: string;
@@ -204,7 +211,7 @@ class Runner implements StepRunner {
   private recorded: Promise<Map<string, StoredStep>> | undefined;
   private compensating = false;
 
-  constructor(options: StepRunnerOptions) {
+  constructor(options: StepRunnerOptions, recorded?: ReadonlyMap<string, StoredStep>) {
     if (typeof options.scope !== 'string' || options.scope.length === 0) {
       throw configError('scope', 'give the step scope (consumer group or HTTP key scope) as a non-empty string');
     }
@@ -226,7 +233,7 @@ class Runner implements StepRunner {
     this.signal = options.signal;
     this.compensations = new Map(options.previous instanceof Runner ? options.previous.compensations : []);
     this.step = (name, fn, stepOptions) => this.run(name, fn, stepOptions);
-    if (options.recorded !== undefined) this.recorded = Promise.resolve(this.noteRecorded(new Map(options.recorded)));
+    if (recorded !== undefined) this.recorded = Promise.resolve(this.noteRecorded(new Map(recorded)));
   }
 
   /** Notes whether compensation of the owner has begun (its marker row is among its steps). */

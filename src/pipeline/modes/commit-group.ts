@@ -210,9 +210,10 @@ async function runGroup(
         current = i;
         const started = performance.now();
         const messageId = p.messageId;
+        const recorded = recordedSteps?.(messageId);
         const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId, {
           handler,
-          ...(recordedSteps === undefined ? {} : { recorded: recordedSteps(messageId) }),
+          ...(recorded === undefined ? {} : { recorded }),
         });
         currentSteps = steps;
         const applied = await applyRecord(pipeline, handler, p, t, control, {
@@ -252,6 +253,9 @@ async function runGroup(
       });
     });
   } catch (error) {
+    // The failing record's attempt may not have taken the rows read with this (rolled back)
+    // claim: its next attempt, alone, in another transaction, must read them afresh.
+    currentSteps?.forgetRecorded();
     const attempted = reached + (current === undefined ? 0 : 1);
     return { kind: 'failed', at: current, attempted, error, steps: current === undefined ? undefined : currentSteps };
   }

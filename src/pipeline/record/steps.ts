@@ -5,7 +5,13 @@
 import type pg from 'pg';
 
 import type { StoredError } from '../../inbox/dead-letters.js';
-import { type CompensationReport, createStepRunner, type StepFunction, type StepRunner } from '../../steps/runner.js';
+import {
+  type CompensationReport,
+  createStepRunner,
+  type StepFunction,
+  type StepRunner,
+  stepRunnerWithRecorded,
+} from '../../steps/runner.js';
 import { loadMessageSteps, type StoredStep } from '../../steps/store.js';
 
 import { locate } from './announce.js';
@@ -45,6 +51,14 @@ export class MessageSteps {
     this.handler = options.handler;
   }
 
+  /**
+   * Forgets the rows read with the group's claim: called when the group failed before this
+   * message's attempt took them, so that its next attempt, in another transaction, reads afresh.
+   */
+  forgetRecorded(): void {
+    this.recorded = undefined;
+  }
+
   attempt(signal: () => AbortSignal): AttemptSteps<StepFunction> {
     let runner: StepRunner | undefined;
     // Read after this attempt's claim, so current for it; a later attempt reads afresh.
@@ -53,14 +67,9 @@ export class MessageSteps {
     const current = (): StepRunner => {
       if (runner !== undefined) return runner;
       if (this.handler !== undefined) handlersWithSteps.add(this.handler);
-      runner = this.last = createStepRunner({
-        pool: this.pool,
-        scope: this.scope,
-        ownerId: this.ownerId,
-        signal,
-        previous: this.last,
-        ...(recorded === undefined ? {} : { recorded }),
-      });
+      const options = { pool: this.pool, scope: this.scope, ownerId: this.ownerId, signal, previous: this.last };
+      runner = this.last =
+        recorded === undefined ? createStepRunner(options) : stepRunnerWithRecorded(options, recorded);
       return runner;
     };
     return {
@@ -87,19 +96,23 @@ const handlersWithSteps = new WeakSet<object>();
 const NO_STEPS: ReadonlyMap<string, StoredStep> = new Map();
 
 /**
- * The step rows of a commit group's claimed members, by message id (every id present, most with
- * none), when the group's handler uses steps; undefined otherwise. Runs in the group's
- * transaction, after its claim (see loadMessageSteps for why that order makes the read current).
+ * The step rows of a commit group's claimed members, when the group's handler uses steps: for each
+ * id read, its rows (most have none); undefined for any other id, and in place of the whole read
+ * when it cannot be current (see loadMessageSteps). Runs in the group's transaction, after its
+ * claim, which is what makes the read current.
  */
 export async function readGroupSteps(
   pipeline: PipelineContext,
   handler: object,
   client: pg.ClientBase,
   messageIds: readonly string[],
-): Promise<((messageId: string) => ReadonlyMap<string, StoredStep>) | undefined> {
+): Promise<((messageId: string) => ReadonlyMap<string, StoredStep> | undefined) | undefined> {
   if (messageIds.length === 0 || !handlersWithSteps.has(handler)) return undefined;
   const steps = await loadMessageSteps(client, pipeline.inboxScope, messageIds);
-  return (messageId) => steps.get(messageId) ?? NO_STEPS;
+  if (steps === undefined) return undefined;
+  const read = new Set(messageIds);
+  // An id the claim did not take (a duplicate) was not read: its map would be empty, not current.
+  return (messageId) => (read.has(messageId) ? (steps.get(messageId) ?? NO_STEPS) : undefined);
 }
 
 /** The steps of a message handled outside a partition's loop (a dead letter retried by hand). */
