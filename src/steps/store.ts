@@ -59,17 +59,18 @@ export async function loadSteps(
  * connection — a commit group reads in its own transaction, right after its claim: a claim that
  * waited for an earlier owner of an id to end has seen that owner's steps committed, and this read,
  * a statement of its own under READ COMMITTED, takes a snapshot that sees them too. Undefined when
- * the transaction is not READ COMMITTED (a database whose default isolation is higher): its
- * snapshot was taken before the claim waited, so rows recorded meanwhile would be missed.
+ * the connection's transactions are not READ COMMITTED (a database whose default isolation is
+ * higher): their snapshot is taken before the claim waits, so rows recorded meanwhile would be
+ * missed.
  */
 export async function loadMessageSteps(
   client: pg.ClientBase,
   scope: string,
   messageIds: readonly string[],
 ): Promise<Map<string, Map<string, StoredStep>> | undefined> {
+  if (!(await readsCommitted(client))) return undefined;
   const { rows } = await client.query<{
-    isolation: string;
-    owner_id: string | null;
+    owner_id: string;
     name: string;
     result: unknown;
     status: 'completed' | 'failed';
@@ -78,26 +79,18 @@ export async function loadMessageSteps(
   }>({
     // One primary-key lookup per id, whatever the table's statistics say: `owner_id = ANY(…)`
     // was planned, on a table never analysed, as a scan of the scope's every row filtered by id.
-    // Unnamed, so planned on each call rather than kept from a time the table was empty. The
-    // one-row left join answers the isolation level even when no id has a step.
-    text: `SELECT current_setting('transaction_isolation') AS isolation,
-                  s.owner_id, s.name, s.result, s.status, s.compensable, s.seq
-             FROM (VALUES (1)) AS one(n)
-             LEFT JOIN (
-               SELECT i.owner_id, i.name, i.result, i.status, i.compensable, i.seq
-                 FROM unnest($2::text[]) AS wanted(owner_id)
-                 CROSS JOIN LATERAL (
-                   SELECT * FROM oncely.steps st
-                    WHERE st.scope = $1 AND st.owner_id = wanted.owner_id AND st.generation = 0 OFFSET 0
-                 ) i
-             ) s ON true
+    // Unnamed, so planned on each call rather than kept from a time the table was empty.
+    text: `SELECT s.owner_id, s.name, s.result, s.status, s.compensable, s.seq
+             FROM unnest($2::text[]) AS wanted(owner_id)
+             CROSS JOIN LATERAL (
+               SELECT * FROM oncely.steps i
+                WHERE i.scope = $1 AND i.owner_id = wanted.owner_id AND i.generation = 0 OFFSET 0
+             ) s
             ORDER BY s.seq`,
     values: [scope, textArrayLiteral(messageIds)],
   });
-  if (rows[0]?.isolation !== 'read committed') return undefined;
   const byOwner = new Map<string, Map<string, StoredStep>>();
-  for (const { isolation: _isolation, owner_id: ownerId, seq, ...step } of rows) {
-    if (ownerId === null) continue;
+  for (const { owner_id: ownerId, seq, ...step } of rows) {
     let steps = byOwner.get(ownerId);
     if (steps === undefined) {
       steps = new Map<string, StoredStep>();
@@ -106,6 +99,20 @@ export async function loadMessageSteps(
     steps.set(step.name, { ...step, seq: BigInt(seq) });
   }
   return byOwner;
+}
+
+/** Whether each connection's transactions run READ COMMITTED: asked once per connection. */
+const readCommitted = new WeakMap<pg.ClientBase, boolean>();
+
+async function readsCommitted(client: pg.ClientBase): Promise<boolean> {
+  let known = readCommitted.get(client);
+  if (known === undefined) {
+    // Inside oncely's transaction, begun without a level: the connection's default.
+    const { rows } = await client.query<{ transaction_isolation: string }>('SHOW transaction_isolation');
+    known = rows[0]?.transaction_isolation === 'read committed';
+    readCommitted.set(client, known);
+  }
+  return known;
 }
 
 export interface StepRecord {
