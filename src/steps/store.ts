@@ -22,6 +22,19 @@ export interface StoredStep {
   readonly seq: bigint;
 }
 
+/** A row of `oncely.steps` as read back (`seq` as text: a bigint). */
+interface StepRow {
+  readonly name: string;
+  readonly result: unknown;
+  readonly status: 'completed' | 'failed';
+  readonly compensable: boolean;
+  readonly seq: string;
+}
+
+function storedStep({ seq, ...row }: StepRow): StoredStep {
+  return { ...row, seq: BigInt(seq) };
+}
+
 /**
  * Every step row of one owner's generation (0 for a message), in completion order: one round trip
  * per handler attempt.
@@ -37,20 +50,14 @@ export async function loadSteps(
     connections.acquireTimeoutMs,
     `reading the steps of ${ownerId}`,
     (client) =>
-      client.query<{
-        name: string;
-        result: unknown;
-        status: 'completed' | 'failed';
-        compensable: boolean;
-        seq: string;
-      }>({
+      client.query<StepRow>({
         name: 'oncely-steps-load-v2',
         text: `SELECT name, result, status, compensable, seq FROM oncely.steps
             WHERE scope = $1 AND owner_id = $2 AND generation = $3 ORDER BY seq`,
         values: [scope, ownerId, generation.toString()],
       }),
   );
-  return new Map(rows.map((r) => [r.name, { ...r, seq: BigInt(r.seq) }]));
+  return new Map(rows.map((r) => [r.name, storedStep(r)]));
 }
 
 /**
@@ -69,14 +76,7 @@ export async function loadMessageSteps(
   messageIds: readonly string[],
 ): Promise<Map<string, Map<string, StoredStep>> | undefined> {
   if (!(await readsCommitted(client))) return undefined;
-  const { rows } = await client.query<{
-    owner_id: string;
-    name: string;
-    result: unknown;
-    status: 'completed' | 'failed';
-    compensable: boolean;
-    seq: string;
-  }>({
+  const { rows } = await client.query<StepRow & { readonly owner_id: string }>({
     // One primary-key lookup per id, whatever the table's statistics say: `owner_id = ANY(…)`
     // was planned, on a table never analysed, as a scan of the scope's every row filtered by id.
     // Unnamed, so planned on each call rather than kept from a time the table was empty.
@@ -90,13 +90,13 @@ export async function loadMessageSteps(
     values: [scope, textArrayLiteral(messageIds)],
   });
   const byOwner = new Map<string, Map<string, StoredStep>>();
-  for (const { owner_id: ownerId, seq, ...step } of rows) {
+  for (const { owner_id: ownerId, ...row } of rows) {
     let steps = byOwner.get(ownerId);
     if (steps === undefined) {
       steps = new Map<string, StoredStep>();
       byOwner.set(ownerId, steps);
     }
-    steps.set(step.name, { ...step, seq: BigInt(seq) });
+    steps.set(row.name, storedStep(row));
   }
   return byOwner;
 }

@@ -210,11 +210,13 @@ async function runGroup(
         current = i;
         const started = performance.now();
         const messageId = p.messageId;
-        const recorded = recordedSteps?.(messageId);
-        const steps = new MessageSteps(pipeline.pool, pipeline.inboxScope, messageId, {
+        const steps = new MessageSteps(
+          pipeline.pool,
+          pipeline.inboxScope,
+          messageId,
           handler,
-          ...(recorded === undefined ? {} : { recorded }),
-        });
+          recordedSteps?.(messageId),
+        );
         currentSteps = steps;
         const applied = await applyRecord(pipeline, handler, p, t, control, {
           messageId,

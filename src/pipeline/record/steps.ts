@@ -41,14 +41,16 @@ export class MessageSteps {
   /** The handler the steps run in: once it calls a step, its commit groups read steps ahead. */
   private readonly handler: object | undefined;
 
+  /** `handler` and `recorded`: a commit group's member (see readGroupSteps); neither elsewhere. */
   constructor(
     private readonly pool: pg.Pool,
     readonly scope: string,
     readonly ownerId: string,
-    options: { readonly recorded?: ReadonlyMap<string, StoredStep>; readonly handler?: object } = {},
+    handler?: object,
+    recorded?: ReadonlyMap<string, StoredStep>,
   ) {
-    this.recorded = options.recorded;
-    this.handler = options.handler;
+    this.handler = handler;
+    this.recorded = recorded;
   }
 
   /**

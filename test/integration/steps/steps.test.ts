@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm';
+import pg from 'pg';
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -17,6 +18,7 @@ import { recordOutcomes, useTestEnvironment, waitFor } from '../../support/integ
 import { callProvider, type PaymentProvider, startPaymentProvider } from '../../support/payment-provider.js';
 import { type Charge, chargeHandler, twoChargesThenFail } from './charge-handler.js';
 import { compensationIdempotencyKey, stepIdempotencyKey } from '../../../src/steps/runner.js';
+import { loadMessageSteps } from '../../../src/steps/store.js';
 
 const env = useTestEnvironment();
 const fastRetry = { initialDelayMs: 10, maxDelayMs: 50, jitter: 0 };
@@ -196,6 +198,31 @@ describe('steps (ctx.step)', () => {
     const x = applied.find((r) => r.messageId === 'order-x');
     expect((x?.payload as { charge?: Charge } | undefined)?.charge?.id).toBe('ch_earlier');
     expect(applied.map((r) => r.messageId)).toEqual(['order-v', 'order-w', 'order-x', 'order-y']);
+  });
+
+  it('G9: a group reads its members’ steps ahead only on a READ COMMITTED connection: under a higher default isolation its snapshot would predate the claim’s wait', async () => {
+    const groupId = env.groupId('steps-isolation');
+    await env.pool.query(
+      `INSERT INTO oncely.steps (scope, owner_id, name, result) VALUES ($1, 'order-i', 'charge', '{}')`,
+      [groupId],
+    );
+    const read: Record<string, number | undefined> = {};
+    for (const level of ['read committed', 'repeatable read']) {
+      const client = new pg.Client({
+        connectionString: env.databaseUrl,
+        options: `-c default_transaction_isolation=${level.replace(' ', '\\ ')}`,
+      });
+      await client.connect();
+      try {
+        await client.query('BEGIN');
+        read[level] = (await loadMessageSteps(client, groupId, ['order-i', 'order-j']))?.size;
+        await client.query('ROLLBACK');
+      } finally {
+        await client.end();
+      }
+    }
+    // Read committed: order-i's step, read. Repeatable read: no read, each member reads alone.
+    expect(read).toEqual({ 'read committed': 1, 'repeatable read': undefined });
   });
 
   it('G9: a message dead-lettered after its charge is refunded once, a failing refund retried', async () => {
