@@ -29,6 +29,8 @@ export interface Measurement {
   readonly deliveryLatencyMs: LatencySummary | undefined;
   /** user + system CPU between the first delivery and the last commit. */
   readonly cpuSeconds: number;
+  /** The system (kernel) part of `cpuSeconds`: socket writes and reads, mostly. */
+  readonly cpuSystemSeconds: number;
   /** user + system CPU of the whole process, start-up and shutdown included. */
   readonly cpuSecondsTotal: number;
   readonly peakRssMb: number;
@@ -145,6 +147,7 @@ export class Meter {
       workLatencyMs: summarize(this.work),
       deliveryLatencyMs: summarize(this.delivery),
       cpuSeconds: (cpuEnd.user + cpuEnd.system - cpuStart.user - cpuStart.system) / 1e6,
+      cpuSystemSeconds: (cpuEnd.system - cpuStart.system) / 1e6,
       cpuSecondsTotal: (total.user + total.system) / 1e6,
       // maxRSS is in kilobytes.
       peakRssMb: process.resourceUsage().maxRSS / 1024,

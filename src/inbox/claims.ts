@@ -548,6 +548,158 @@ export async function findInboxEntries(
   return entries;
 }
 
+/**
+ * A chunk's ids looked up one primary-key lookup each, answered as one row: per id one character
+ * of `codes` (`.` free, `r` held by the record itself and processed, `d` the same dead-lettered,
+ * `o` held by another row) and, for each id the record itself holds, its processed time in epoch
+ * milliseconds (comma-separated, in order). "The record itself" is a row with the record's topic,
+ * partition, offset and payload fingerprint: a redelivery, all a replay holds.
+ */
+export const CHUNK_HOLDERS_SQL = `
+SELECT string_agg(CASE WHEN h.payload_hash IS NULL THEN '.'
+                       WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
+                        AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
+                       THEN CASE h.status WHEN 'processed' THEN 'r' ELSE 'd' END
+                       ELSE 'o' END, '' ORDER BY wanted.ord) AS codes,
+       string_agg(CASE WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
+                        AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
+                       THEN ((extract(epoch FROM h.processed_at) * 1000)::float8)::text END, ',' ORDER BY wanted.ord) AS processed_ms
+  FROM unnest($2::text[], $6::bigint[]) WITH ORDINALITY AS wanted(message_id, "offset", ord)
+  LEFT JOIN LATERAL (
+    SELECT topic, partition, "offset", payload_hash, status, processed_at FROM oncely.inbox i
+     WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id
+     LIMIT 1
+  ) h ON true`;
+
+/** One partition's records, in order, whose ids {@link findChunkHolders} looks up. */
+export interface ChunkIds {
+  readonly topic: string;
+  readonly partition: number;
+  readonly messageIds: readonly string[];
+  readonly offsets: readonly string[];
+  /** Their payload fingerprints, 32 bytes each, in the same order. */
+  readonly payloadHashes: Buffer;
+}
+
+/** What {@link findChunkHolders} found, id by id in the chunk's order. */
+export interface ChunkHolders {
+  /** The row holding each id; undefined where the id is free. */
+  readonly holders: readonly (InboxEntry | undefined)[];
+  /** Whether each id's holder is the record itself (same topic, partition, offset and fingerprint). */
+  readonly itself: Uint8Array;
+  /** Whether any id is held. */
+  readonly anyHeld: boolean;
+}
+
+/**
+ * The holders of a chunk's ids, read with a fresh snapshot like {@link findInboxEntries}. A replay
+ * reads one holder per record, and each holder is the record itself: those come back as one
+ * character and one number each in a single row, not as a row each, and their entries are made
+ * from what the caller already holds. Only holders elsewhere (a republish, a key reuse) are read
+ * in full, by a second statement sent only when there are some.
+ */
+export async function findChunkHolders(
+  client: pg.ClientBase,
+  inboxScope: string,
+  chunk: ChunkIds,
+): Promise<ChunkHolders> {
+  const { messageIds, offsets, topic, partition, payloadHashes } = chunk;
+  const { rows } = await client.query<{ codes: string | null; processed_ms: string | null }>(CHUNK_HOLDERS_SQL, [
+    inboxScope,
+    textArrayLiteral(messageIds),
+    payloadHashes,
+    topic,
+    partition,
+    `{${offsets.join(',')}}`,
+  ]);
+  const codes = rows[0]?.codes ?? '';
+  if (codes.length !== messageIds.length) {
+    throw new Error(`internal error: ${codes.length} holder codes for ${messageIds.length} message ids`);
+  }
+  const times = rows[0]?.processed_ms?.split(',') ?? [];
+  const holders = new Array<InboxEntry | undefined>(messageIds.length);
+  const itself = new Uint8Array(messageIds.length);
+  let elsewhere: number[] | undefined;
+  let anyHeld = false;
+  for (let i = 0, time = 0; i < codes.length; i++) {
+    const code = codes.charCodeAt(i);
+    if (code === FREE) continue;
+    anyHeld = true;
+    if (code === ELSEWHERE) {
+      (elsewhere ??= []).push(i);
+      continue;
+    }
+    itself[i] = 1;
+    holders[i] = new RecordsOwnRow(
+      topic,
+      partition,
+      offsets[i] ?? '',
+      payloadHashes,
+      i,
+      code === PROCESSED_ITSELF ? 'processed' : 'dead_lettered',
+      Number(times[time++]),
+    );
+  }
+  if (elsewhere !== undefined) {
+    const ids = elsewhere.map((i) => messageIds[i] ?? '');
+    const entries = await findInboxEntries(
+      client,
+      inboxScope,
+      ids,
+      Buffer.concat(elsewhere.map((i) => payloadHashes.subarray(i * 32, i * 32 + 32))),
+    );
+    // An entry missing here was deleted between the two reads (a retention purge): the id stays
+    // undefined, i.e. free, and the claim that follows inserts it.
+    for (const i of elsewhere) holders[i] = entries.get(messageIds[i] ?? '');
+  }
+  return { holders, itself, anyHeld };
+}
+
+const FREE = '.'.charCodeAt(0);
+const ELSEWHERE = 'o'.charCodeAt(0);
+const PROCESSED_ITSELF = 'r'.charCodeAt(0);
+
+/**
+ * The inbox row of the very record being looked up, made from what the caller sent: its
+ * fingerprint and time are turned into a Buffer and a Date only when read (a replay's duplicate
+ * events read the time; nothing reads the fingerprint).
+ */
+class RecordsOwnRow implements InboxEntry {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly status: InboxStatus;
+  readonly #hashes: Buffer;
+  readonly #index: number;
+  readonly #processedMs: number;
+
+  constructor(
+    topic: string,
+    partition: number,
+    offset: string,
+    hashes: Buffer,
+    index: number,
+    status: InboxStatus,
+    processedMs: number,
+  ) {
+    this.topic = topic;
+    this.partition = partition;
+    this.offset = offset;
+    this.status = status;
+    this.#hashes = hashes;
+    this.#index = index;
+    this.#processedMs = processedMs;
+  }
+
+  get payloadHash(): Buffer {
+    return this.#hashes.subarray(this.#index * 32, this.#index * 32 + 32);
+  }
+
+  get processedAt(): Date {
+    return new Date(this.#processedMs);
+  }
+}
+
 /** Per topic, the consumer groups that have recorded a resume point for it. */
 export async function groupsByTopic(pool: pg.Pool, topics: readonly string[]): Promise<Map<string, string[]>> {
   const { rows } = await pool.query<{ topic: string; groups: string[] }>(

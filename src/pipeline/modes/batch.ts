@@ -3,6 +3,8 @@ import { performance } from 'node:perf_hooks';
 import {
   claimChunk,
   type ChunkClaimRequest,
+  type ClaimResult,
+  findChunkHolders,
   findInboxEntries,
   type InboxEntry,
   insertChunkClaims,
@@ -14,7 +16,7 @@ import type { StoredError } from '../../inbox/dead-letters.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
 import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import { afterClaim, claimAmong, invalidIdError, type Reclassified } from '../record/after-claim.js';
+import { afterClaim, CLAIMED, invalidIdError, type Reclassified } from '../record/after-claim.js';
 import { announce, announceAll } from '../record/announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
 import { recordDeadLetter } from '../record/dead-letter.js';
@@ -235,7 +237,7 @@ async function chunkTransaction(
   const first = chunk[0];
   const last = chunk.at(-1);
   if (first === undefined || last === undefined) return { outcomes: [], conflicted: false };
-  const { conflicts, holders, resumePointPending } = await claimIds(pipeline, t, chunk, attempt, mode);
+  const { holders, itself, anyHeld, resumePointPending } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
   // Outcomes are read-only: every record of the chunk with the same one shares one object.
@@ -245,7 +247,8 @@ async function chunkTransaction(
   const stepRecords = new Map<string, PreparedRecord>();
   // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
   const reclassified: Reclassified = { deadLettered: [], skipped: [] };
-  for (const p of chunk) {
+  for (let i = 0; i < chunk.length; i++) {
+    const p = chunk[i]!;
     const { record, messageId } = p;
     if (messageId === null) {
       const error = invalidIdError(p);
@@ -263,15 +266,20 @@ async function chunkTransaction(
       );
       continue;
     }
-    const claimed = claimAmong(p, messageId, conflicts, holders);
-    if (!claimed.claimed) {
-      // A redelivery or republish, decided here without a promise: a replay is nothing else.
-      const duplicate = duplicateOf(record, p.payloadHash, claimed.existing);
+    const existing = holders[i];
+    if (existing !== undefined) {
+      // A redelivery or republish, decided here without a promise: a replay is nothing else. The
+      // holder read already compared the record itself (place and fingerprint) with its row.
+      const duplicate =
+        itself[i] === 1
+          ? { kind: 'duplicate' as const, duplicateClass: 'redelivery' as const, original: existing }
+          : duplicateOf(record, p.payloadHash, existing);
       if (duplicate !== undefined) {
         outcomes.push(duplicate);
         continue;
       }
     }
+    const claimed: ClaimResult = existing === undefined ? CLAIMED : { claimed: false, existing };
     // Every id was claimed with this attempt's count, a skipped tombstone's too: corrected by id.
     const after = await afterClaim(pipeline, t, p, messageId, claimed, reclassified, {
       locate: messageId,
@@ -316,7 +324,7 @@ async function chunkTransaction(
     }
     timing.handlerMs = performance.now() - handlerStarted;
   }
-  return { outcomes, conflicted: conflicts.size > 0 };
+  return { outcomes, conflicted: anyHeld };
 }
 
 /**
@@ -380,21 +388,23 @@ function claimModesOf(pipeline: PipelineContext): Map<string, ClaimMode> {
 
 /** What a chunk's claim found: see {@link claimIds}. */
 interface ClaimedIds {
-  /** The offsets whose id was not claimed (another row holds it). */
-  readonly conflicts: ReadonlySet<string>;
-  /** The rows holding those ids. */
-  readonly holders: ReadonlyMap<string, InboxEntry>;
+  /** By position in the chunk: the row holding the record's id, where it was not claimed. */
+  readonly holders: readonly (InboxEntry | undefined)[];
+  /** By position: 1 where the holder is the record itself (a redelivery, checked by the database). */
+  readonly itself: Uint8Array;
+  /** Whether any id was held. */
+  readonly anyHeld: boolean;
   /** No statement moved the partition's resume point yet: nothing was claimed. */
   readonly resumePointPending?: boolean;
 }
 
-const NO_HOLDERS: ReadonlyMap<string, InboxEntry> = new Map();
-const NO_CONFLICTS: ReadonlySet<string> = new Set();
+const NONE_HELD: readonly (InboxEntry | undefined)[] = [];
+const NOT_ITSELF = new Uint8Array(0);
 
 /**
  * Claims the chunk's ids in `mode`, records the partition's next offset past the chunk and turns
- * synchronous_commit on for this transaction. Returns the offsets whose id was not claimed, and
- * the rows holding those ids.
+ * synchronous_commit on for this transaction. Returns, by position in the chunk, the rows holding
+ * the ids that were not claimed.
  */
 async function claimIds(
   pipeline: PipelineContext,
@@ -405,12 +415,16 @@ async function claimIds(
 ): Promise<ClaimedIds> {
   const first = chunk[0];
   const last = chunk.at(-1);
-  if (first === undefined || last === undefined) return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+  if (first === undefined || last === undefined) return { holders: NONE_HELD, itself: NOT_ITSELF, anyHeld: false };
+  // The records with an id, and where each sits in the chunk.
   const claimable: PreparedRecord[] = [];
+  const positions: number[] = [];
   const messageIds: string[] = [];
-  for (const p of chunk) {
+  for (let i = 0; i < chunk.length; i++) {
+    const p = chunk[i]!;
     if (p.messageId === null) continue;
     claimable.push(p);
+    positions.push(i);
     messageIds.push(p.messageId);
   }
   const claimOf = (records: readonly PreparedRecord[], ids: readonly string[]): ChunkClaimRequest => ({
@@ -428,56 +442,80 @@ async function claimIds(
     firstSeenAt: first.firstSeenAt,
   });
 
-  if (mode === 'on-conflict') {
-    const { conflicts } = await claimChunk(t.client, claimOf(claimable, messageIds));
-    // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
-    // statement inserted for an id that occurs twice in the chunk.
-    const holders =
-      conflicts.size === 0
-        ? NO_HOLDERS
-        : await findInboxEntries(
-            t.client,
-            pipeline.inboxScope,
-            claimable.filter((p) => conflicts.has(p.record.offset)).map((p) => p.messageId ?? ''),
-          );
-    return { conflicts, holders };
-  }
-
   if (mode === 'insert') {
     await insertOrRace(t, claimOf(claimable, messageIds));
-    return { conflicts: NO_CONFLICTS, holders: NO_HOLDERS };
+    return { holders: NONE_HELD, itself: NOT_ITSELF, anyHeld: false };
+  }
+
+  const holders = new Array<InboxEntry | undefined>(chunk.length);
+  const itself = new Uint8Array(chunk.length);
+  if (mode === 'on-conflict') {
+    const { conflicts } = await claimChunk(t.client, claimOf(claimable, messageIds));
+    if (conflicts.size === 0) return { holders, itself, anyHeld: false };
+    // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
+    // statement inserted for an id that occurs twice in the chunk.
+    const conflicted = positions.filter((i) => conflicts.has(chunk[i]!.record.offset));
+    const found = await findInboxEntries(
+      t.client,
+      pipeline.inboxScope,
+      conflicted.map((i) => chunk[i]!.messageId ?? ''),
+    );
+    for (const i of conflicted) holders[i] = holderOf(found, chunk[i]!.messageId ?? '');
+    return { holders, itself, anyHeld: true };
   }
 
   // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
   // chunk conflicts with the first, like any duplicate).
-  const holders = new Map(await findInboxEntries(t.client, pipeline.inboxScope, messageIds, concatDigests(claimable)));
-  const conflicts = new Set<string>();
+  const read = await findChunkHolders(t.client, pipeline.inboxScope, {
+    topic: first.record.topic,
+    partition: first.record.partition,
+    messageIds,
+    offsets: claimable.map((p) => p.record.offset),
+    payloadHashes: concatDigests(claimable),
+  });
   const free: PreparedRecord[] = [];
   const freeIds: string[] = [];
   const seen = new Set<string>();
-  const repeated: string[] = [];
-  for (const p of claimable) {
-    const id = p.messageId ?? '';
-    if (holders.has(id)) {
-      conflicts.add(p.record.offset);
+  const repeated: number[] = [];
+  for (let k = 0; k < claimable.length; k++) {
+    const i = positions[k]!;
+    const id = messageIds[k]!;
+    const holder = read.holders[k];
+    if (holder !== undefined) {
+      holders[i] = holder;
+      itself[i] = read.itself[k]!;
     } else if (seen.has(id)) {
-      conflicts.add(p.record.offset);
-      repeated.push(id);
+      repeated.push(i);
     } else {
       seen.add(id);
-      free.push(p);
+      free.push(claimable[k]!);
       freeIds.push(id);
     }
   }
   // Every id is held (a replay): nothing to insert, and the resume point is left to the end of the
   // chunk's transaction, which knows whether anything but duplicates was recorded.
-  if (free.length === 0) return { conflicts, holders, resumePointPending: true };
+  if (free.length === 0) return { holders, itself, anyHeld: true, resumePointPending: true };
   await insertOrRace(t, claimOf(free, freeIds));
   // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
   if (repeated.length > 0) {
-    for (const [id, entry] of await findInboxEntries(t.client, pipeline.inboxScope, repeated)) holders.set(id, entry);
+    const found = await findInboxEntries(
+      t.client,
+      pipeline.inboxScope,
+      repeated.map((i) => chunk[i]!.messageId ?? ''),
+    );
+    for (const i of repeated) holders[i] = holderOf(found, chunk[i]!.messageId ?? '');
   }
-  return { conflicts, holders };
+  return { holders, itself, anyHeld: read.anyHeld || repeated.length > 0 };
+}
+
+/** The holder of an id that conflicted; it must exist. */
+function holderOf(found: ReadonlyMap<string, InboxEntry>, messageId: string): InboxEntry {
+  const existing = found.get(messageId);
+  // Deleted between the conflict and the read (a retention purge): rare and harmless, the
+  // transaction rolls back and runs again.
+  if (existing === undefined)
+    throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
+  return existing;
 }
 
 async function insertOrRace(t: OpenTransaction, request: ChunkClaimRequest): Promise<void> {

@@ -75,7 +75,8 @@ export async function afterClaim(
 
 const SKIPPED: Outcome = { kind: 'skipped' };
 
-const CLAIMED: ClaimResult = { claimed: true, row: null };
+/** Claimed by a statement that claimed many ids, which does not send back where its rows went. */
+export const CLAIMED: ClaimResult = { claimed: true, row: null };
 
 /**
  * A record's claim as made by a statement that claimed many ids (a chunk's, a commit group's):

@@ -160,6 +160,56 @@ describe('batch mode', () => {
     );
   });
 
+  it('G6: a replayed chunk tells each holder apart: the record itself, a dead letter, a republish, a key reuse', async () => {
+    const topic = await env.createTopic('batch-holders');
+    const groupId = env.groupId('holders');
+    await env.produce(topic, [
+      jsonMessage('x', { n: 1 }),
+      { value: 'not json', headers: { 'message-id': 'y' } }, // dead-lettered (invalid_payload)
+    ]);
+    const first = env.consumer({ groupId, handlers: [batchEffects(topic)] });
+    const firstOutcomes = recordOutcomes(first);
+    await first.start();
+    await waitFor('two outcomes', () => firstOutcomes.total === 2);
+    await first.stop();
+    await env.produce(topic, [
+      jsonMessage('x', { n: 1 }), // republished: same bytes, another offset
+      { value: JSON.stringify({ n: 2 }), headers: { 'message-id': 'x' } }, // key reuse
+      jsonMessage('z', { n: 3 }),
+    ]);
+
+    // A consumer's first chunk is claimed by a plain INSERT, which meets the held ids and is claimed
+    // again reading the holders first: the path every replay takes.
+    await env.rewind(groupId, topic);
+    const replay = env.consumer({ groupId, handlers: [batchEffects(topic)] });
+    const originals: Record<string, { offset: string; processedAt: Date | null }> = {};
+    replay.on('message:duplicate', (e) => {
+      originals[e.offset] = { offset: e.original.offset, processedAt: e.original.processedAt };
+    });
+    const replayed = recordOutcomes(replay);
+    await replay.start();
+    await waitFor('five outcomes', () => replayed.total === 5);
+    await replay.stop();
+
+    expect(replayed.duplicates.map((d) => [d.offset, d.messageId, d.duplicateClass])).toEqual([
+      ['0', 'x', 'redelivery'],
+      ['1', 'y', 'redelivery'],
+      ['2', 'x', 'republish'],
+    ]);
+    expect(replayed.deadLettered.map((d) => [d.offset, d.reason])).toEqual([['3', 'key_reuse']]);
+    expect(replayed.processed.map((p) => [p.offset, p.messageId])).toEqual([['4', 'z']]);
+    const { rows } = await env.pool.query<{ message_id: string; processed_at: Date }>(
+      'SELECT message_id, processed_at FROM oncely.inbox WHERE consumer_group = $1 ORDER BY message_id',
+      [groupId],
+    );
+    const processedAt = new Map(rows.map((r) => [r.message_id, r.processed_at.getTime()]));
+    // Each duplicate names its holder, with the time its outcome was recorded.
+    expect(originals['0']).toEqual({ offset: '0', processedAt: new Date(processedAt.get('x') ?? 0) });
+    expect(originals['1']).toEqual({ offset: '1', processedAt: new Date(processedAt.get('y') ?? 0) });
+    expect(originals['2']).toEqual({ offset: '0', processedAt: new Date(processedAt.get('x') ?? 0) });
+    expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['x', 'z']);
+  });
+
   it('claims a chunk larger than any VALUES list could hold (PostgreSQL allows 65,535 parameters)', async () => {
     const topic = await env.createTopic('batch-huge');
     const count = 8_000; // × 10 columns = 80,000 parameters as a VALUES list
