@@ -554,31 +554,55 @@ export async function findInboxEntries(
  * `o` held by another row) and, for each id the record itself holds, its processed time in epoch
  * milliseconds (comma-separated, in order). "The record itself" is a row with the record's topic,
  * partition, offset and payload fingerprint: a redelivery, all a replay holds.
+ *
+ * The same statement moves the partition's resume point past the chunk, as a chunk's claim does:
+ * a replayed chunk (every id held by its record) then needs no other statement. Its commit waits
+ * for the WAL flush unless every id is held by its record and every record had an id ($11): such
+ * a chunk records nothing but its resume point, as every record is a duplicate whose outcome was
+ * durable long before. Losing that commit in a crash leaves the resume point before records that
+ * are all duplicates: they are read again and found again, and Kafka's later committed offset wins
+ * at start-up. Anything else the chunk records (a claim, a dead letter) is then made durable too.
  */
 export const CHUNK_HOLDERS_SQL = `
-SELECT string_agg(CASE WHEN h.payload_hash IS NULL THEN '.'
-                       WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
-                        AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
-                       THEN CASE h.status WHEN 'processed' THEN 'r' ELSE 'd' END
-                       ELSE 'o' END, '' ORDER BY wanted.ord) AS codes,
-       string_agg(CASE WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
-                        AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
-                       THEN ((extract(epoch FROM h.processed_at) * 1000)::float8)::text END, ',' ORDER BY wanted.ord) AS processed_ms
-  FROM unnest($2::text[], $6::bigint[]) WITH ORDINALITY AS wanted(message_id, "offset", ord)
-  LEFT JOIN LATERAL (
-    SELECT topic, partition, "offset", payload_hash, status, processed_at FROM oncely.inbox i
-     WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id
-     LIMIT 1
-  ) h ON true`;
+WITH ${moveResumePoint('$7', '$4', '$5', '$8', '$9', '$10')},
+held AS (
+  SELECT string_agg(CASE WHEN h.payload_hash IS NULL THEN '.'
+                         WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
+                          AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
+                         THEN CASE h.status WHEN 'processed' THEN 'r' ELSE 'd' END
+                         ELSE 'o' END, '' ORDER BY wanted.ord) AS codes,
+         string_agg(CASE WHEN h.topic = $4 AND h.partition = $5 AND h."offset" = wanted."offset"
+                          AND h.payload_hash = substring($3::bytea FROM (wanted.ord::int - 1) * 32 + 1 FOR 32)
+                         THEN ((extract(epoch FROM h.processed_at) * 1000)::float8)::text END, ',' ORDER BY wanted.ord) AS processed_ms
+    FROM unnest($2::text[], $6::bigint[]) WITH ORDINALITY AS wanted(message_id, "offset", ord)
+    LEFT JOIN LATERAL (
+      SELECT topic, partition, "offset", payload_hash, status, processed_at FROM oncely.inbox i
+       WHERE i.consumer_group = $1 AND i.message_id = wanted.message_id
+       LIMIT 1
+    ) h ON true
+)
+SELECT codes, processed_ms,
+       set_config('synchronous_commit',
+                  CASE WHEN $11::boolean AND coalesce(codes, '') !~ '[.o]' THEN 'off' ELSE 'on' END, true) AS sync
+  FROM held`;
 
-/** One partition's records, in order, whose ids {@link findChunkHolders} looks up. */
+/**
+ * One partition's records with an id, in order, whose ids {@link findChunkHolders} looks up, and
+ * the resume point it moves past their chunk.
+ */
 export interface ChunkIds {
+  readonly groupId: string;
   readonly topic: string;
   readonly partition: number;
   readonly messageIds: readonly string[];
   readonly offsets: readonly string[];
   /** Their payload fingerprints, 32 bytes each, in the same order. */
   readonly payloadHashes: Buffer;
+  /** The partition's next offset past the chunk, and the record before it. */
+  readonly nextOffset: string;
+  readonly last: ResumeMark;
+  /** Whether every record of the chunk had an id (one without is dead-lettered: a durable commit). */
+  readonly everyRecordHasId: boolean;
 }
 
 /** What {@link findChunkHolders} found, id by id in the chunk's order. */
@@ -592,7 +616,8 @@ export interface ChunkHolders {
 }
 
 /**
- * The holders of a chunk's ids, read with a fresh snapshot like {@link findInboxEntries}. A replay
+ * The holders of a chunk's ids, read with a fresh snapshot like {@link findInboxEntries}, and the
+ * partition's resume point moved past the chunk (see {@link CHUNK_HOLDERS_SQL}). A replay
  * reads one holder per record, and each holder is the record itself: those come back as one
  * character and one number each in a single row, not as a row each, and their entries are made
  * from what the caller already holds. Only holders elsewhere (a republish, a key reuse) are read
@@ -611,6 +636,11 @@ export async function findChunkHolders(
     topic,
     partition,
     `{${offsets.join(',')}}`,
+    chunk.groupId,
+    chunk.nextOffset,
+    chunk.last.payloadHash,
+    chunk.last.timestamp,
+    chunk.everyRecordHasId,
   ]);
   const codes = rows[0]?.codes ?? '';
   if (codes.length !== messageIds.length) {

@@ -10,7 +10,6 @@ import {
   insertChunkClaims,
   isClaimRace,
   reclassifyChunkClaims,
-  recordOffset,
 } from '../../inbox/claims.js';
 import type { StoredError } from '../../inbox/dead-letters.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
@@ -237,7 +236,7 @@ async function chunkTransaction(
   const first = chunk[0];
   const last = chunk.at(-1);
   if (first === undefined || last === undefined) return { outcomes: [], conflicted: false };
-  const { holders, itself, anyHeld, resumePointPending } = await claimIds(pipeline, t, chunk, attempt, mode);
+  const { holders, itself, anyHeld } = await claimIds(pipeline, t, chunk, attempt, mode);
 
   const outcomes: Outcome[] = [];
   // Outcomes are read-only: every record of the chunk with the same one shares one object.
@@ -298,7 +297,6 @@ async function chunkTransaction(
     }
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
-  if (resumePointPending === true) await moveResumePastUnclaimed(pipeline, t, last, outcomes);
 
   if (events.length > 0) {
     const handlerStarted = performance.now();
@@ -325,31 +323,6 @@ async function chunkTransaction(
     timing.handlerMs = performance.now() - handlerStarted;
   }
   return { outcomes, conflicted: anyHeld };
-}
-
-/**
- * Moves the resume point past a chunk of which nothing was claimed: no statement has done it yet.
- * A chunk of duplicates only (a replay) recorded nothing else, so its commit need not wait for the
- * WAL flush (recordOffset says why that is safe). Anything else it recorded — a dead letter for a
- * key reuse or an invalid id — makes the commit durable as usual.
- */
-async function moveResumePastUnclaimed(
-  pipeline: PipelineContext,
-  t: OpenTransaction,
-  last: PreparedRecord,
-  outcomes: readonly Outcome[],
-): Promise<void> {
-  await recordOffset(
-    t.client,
-    {
-      groupId: pipeline.groupId,
-      topic: last.record.topic,
-      partition: last.record.partition,
-      nextOffset: last.nextOffset,
-      previous: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
-    },
-    { durable: !outcomes.every((o) => o.kind === 'duplicate') },
-  );
 }
 
 /**
@@ -394,8 +367,6 @@ interface ClaimedIds {
   readonly itself: Uint8Array;
   /** Whether any id was held. */
   readonly anyHeld: boolean;
-  /** No statement moved the partition's resume point yet: nothing was claimed. */
-  readonly resumePointPending?: boolean;
 }
 
 const NONE_HELD: readonly (InboxEntry | undefined)[] = [];
@@ -466,12 +437,17 @@ async function claimIds(
 
   // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
   // chunk conflicts with the first, like any duplicate).
+  // The holders, read with the resume point's move: a replayed chunk sends nothing else.
   const read = await findChunkHolders(t.client, pipeline.inboxScope, {
+    groupId: pipeline.groupId,
     topic: first.record.topic,
     partition: first.record.partition,
     messageIds,
     offsets: claimable.map((p) => p.record.offset),
     payloadHashes: concatDigests(claimable),
+    nextOffset: last.nextOffset,
+    last: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
+    everyRecordHasId: claimable.length === chunk.length,
   });
   const free: PreparedRecord[] = [];
   const freeIds: string[] = [];
@@ -492,9 +468,10 @@ async function claimIds(
       freeIds.push(id);
     }
   }
-  // Every id is held (a replay): nothing to insert, and the resume point is left to the end of the
-  // chunk's transaction, which knows whether anything but duplicates was recorded.
-  if (free.length === 0) return { holders, itself, anyHeld: true, resumePointPending: true };
+  // Every id is held (a replay): nothing to insert; the read moved the resume point.
+  if (free.length === 0) return { holders, itself, anyHeld: read.anyHeld };
+  // The free ids, claimed as in `insert` mode (the statement moves the resume point again, to the
+  // same place, and makes the commit durable).
   await insertOrRace(t, claimOf(free, freeIds));
   // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
   if (repeated.length > 0) {

@@ -10,6 +10,7 @@ import {
   type ChunkClaimRequest,
   type ClaimRequest,
   claimMessage,
+  findChunkHolders,
   findInboxEntries,
   HOLDERS_SQL,
   insertChunkClaims,
@@ -273,6 +274,77 @@ describe('chunk claims on PostgreSQL', () => {
         previous: { payloadHash: Buffer.alloc(32, 10), timestamp: '10' },
       });
     } finally {
+      client.release();
+    }
+  });
+
+  it('reads a chunk’s holders as one row, tells the record’s own rows apart, and moves the resume point, lazily only for a pure replay', async () => {
+    const group = `chunk-holders-${randomUUID()}`;
+    const client = await pool.connect();
+    const sync = async (): Promise<string | undefined> =>
+      (await client.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s")).rows[0]?.s;
+    // The ids of chunkRequest(group, ids, from) again, at the same offsets unless `offsets` says otherwise.
+    const chunkIds = (ids: string[], from: number, everyRecordHasId = true, offsets?: string[], hashes?: Buffer) => {
+      const claim = chunkRequest(group, ids, from);
+      return {
+        groupId: group,
+        topic: 't',
+        partition: 0,
+        messageIds: ids,
+        offsets: offsets ?? claim.offsets,
+        payloadHashes: hashes ?? claim.payloadHashes,
+        nextOffset: claim.nextOffset,
+        last: claim.last,
+        everyRecordHasId,
+      };
+    };
+    try {
+      const before = Date.now();
+      await inTx(client, () => claimChunk(client, chunkRequest(group, ['a', 'b'], 0)));
+
+      // The same records again: held by themselves, and the commit need not wait for the flush.
+      await client.query('BEGIN');
+      const replay = await findChunkHolders(client, group, chunkIds(['a', 'b'], 0));
+      expect(await sync()).toBe('off');
+      await client.query('COMMIT');
+      expect([...replay.itself]).toEqual([1, 1]);
+      expect(replay.anyHeld).toBe(true);
+      expect(replay.holders[0]).toMatchObject({ topic: 't', partition: 0, offset: '0', status: 'processed' });
+      expect(replay.holders[1]?.payloadHash.equals(Buffer.alloc(32, 1))).toBe(true);
+      const processedAt = replay.holders[0]?.processedAt?.getTime() ?? 0;
+      expect(processedAt).toBeGreaterThanOrEqual(before - 1000);
+      expect(processedAt).toBeLessThanOrEqual(Date.now() + 1000);
+      expect((await loadResumePoints(pool, group, 't')).get(0)?.nextOffset).toBe(2n);
+
+      // A record without an id in the chunk: its dead letter is recorded, so the commit is durable.
+      await client.query('BEGIN');
+      await findChunkHolders(client, group, chunkIds(['a'], 0, false));
+      expect(await sync()).toBe('on');
+      await client.query('ROLLBACK');
+
+      // `a` at another offset (a republish), `b` with other bytes (a key reuse), `c` free: each
+      // holder elsewhere is read in full; the commit is durable.
+      await client.query('BEGIN');
+      const mixed = await findChunkHolders(
+        client,
+        group,
+        chunkIds(
+          ['a', 'b', 'c'],
+          5,
+          true,
+          ['5', '6', '7'],
+          Buffer.concat([Buffer.alloc(32, 0), Buffer.alloc(32, 9), Buffer.alloc(32, 7)]),
+        ),
+      );
+      expect(await sync()).toBe('on');
+      await client.query('COMMIT');
+      expect([...mixed.itself]).toEqual([0, 0, 0]);
+      expect(mixed.holders[0]).toMatchObject({ offset: '0', status: 'processed' });
+      expect(mixed.holders[1]?.payloadHash.equals(Buffer.alloc(32, 1))).toBe(true);
+      expect(mixed.holders[2]).toBeUndefined();
+      expect((await loadResumePoints(pool, group, 't')).get(0)?.nextOffset).toBe(8n);
+    } finally {
+      await client.query('RESET synchronous_commit');
       client.release();
     }
   });
