@@ -278,6 +278,18 @@ async function chunkTransaction(
         continue;
       }
     }
+    if (existing === undefined) {
+      // Claimed: decoded now, without a promise when decoding needs none. A valid event (nearly
+      // every claimed record) goes to the handler here; the rest are settled by afterClaim.
+      const decided = p.decideNow();
+      const verdict = decided instanceof Promise ? await decided : decided;
+      if (verdict.kind === 'apply') {
+        events.push({ event: verdict.event, messageId, message: p.info });
+        stepRecords.set(messageId, p);
+        outcomes.push(processed);
+        continue;
+      }
+    }
     const claimed: ClaimResult = existing === undefined ? CLAIMED : { claimed: false, existing };
     // Every id was claimed with this attempt's count, a skipped tombstone's too: corrected by id.
     const after = await afterClaim(pipeline, t, p, messageId, claimed, reclassified, {

@@ -22,51 +22,93 @@ export function toMessageInfo(record: ConsumedRecord): MessageInfo {
 
 /**
  * Decodes (the handler's decoder, or strict UTF-8 JSON) and validates with the handler's schema.
- * Async on purpose: a decoder may return a promise and a schema may hold async refinements or
- * transforms. Every one of them is awaited here, so a rejection becomes this message's verdict —
- * never an unhandled rejection that ends the process (and ends it again on every restart).
+ * A decoder may return a promise and a schema may hold async refinements or transforms: every one
+ * of them is awaited here, so a rejection becomes this message's verdict — never an unhandled
+ * rejection that ends the process (and ends it again on every restart).
  */
 export async function decode(
   handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
   info: MessageInfo,
 ): Promise<Decoded> {
+  return decodeNow(handler, info);
+}
+
+/**
+ * {@link decode} without a promise where none is needed: the default JSON decoding with no schema,
+ * or with a schema made only of zod's own steps (sync-schema.ts). A chunk decodes its claimed
+ * messages one after another, and most of them never need to wait.
+ */
+export function decodeNow(
+  handler: Pick<AnyHandlerDefinition, 'decode' | 'schema'>,
+  info: MessageInfo,
+): Decoded | Promise<Decoded> {
+  if (handler.decode !== undefined) return decodeWith(handler.decode, handler.schema, info);
   let value: unknown;
   try {
-    value = handler.decode !== undefined ? await handler.decode(info.value, info) : decodeJson(info.value);
+    value = decodeJson(info.value);
   } catch (error) {
-    // A decoder that throws (or rejects) has judged the bytes: deterministic, never retried.
-    return {
-      ok: false,
-      error:
-        error instanceof Error
-          ? error
-          : new OncelyError('ONCELY_INVALID_PAYLOAD', 'The decoder threw a non-error value.', { cause: error }),
-    };
+    return { ok: false, error: decoderError(error) };
   }
-  const schema = handler.schema;
-  if (schema === undefined) return { ok: true, event: value };
+  return validate(handler.schema, value);
+}
+
+async function decodeWith(
+  decoder: NonNullable<AnyHandlerDefinition['decode']>,
+  schema: AnyHandlerDefinition['schema'],
+  info: MessageInfo,
+): Promise<Decoded> {
+  let value: unknown;
   try {
-    // safeParseAsync unless the schema is only zod's own steps (sync-schema.ts): a synchronous parse
-    // of a schema with an async refine drops the refine's promise (zod throws "use parseAsync"
-    // instead), and that promise's rejection would then go unhandled.
-    const parsed =
-      typeof schema.safeParseAsync === 'function' && !parsesSynchronously(schema)
-        ? await schema.safeParseAsync(value)
-        : schema.safeParse(value);
-    return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
+    value = await decoder(info.value, info);
   } catch (error) {
-    // A transform or refine that throws or rejects (`z.string().transform(BigInt)` on "abc"):
-    // the schema's verdict on this payload, as deterministic as a failed check. Never an outage.
-    return {
-      ok: false,
-      error: new OncelyError(
-        'ONCELY_INVALID_PAYLOAD',
-        `The handler's schema threw while validating the message (${errorName(error)}): a transform or refine that throws ` +
-          'rejects the payload. Return z.NEVER after ctx.addIssue() in the transform to report it as a validation issue instead.',
-        { cause: error },
-      ),
-    };
+    return { ok: false, error: decoderError(error) };
   }
+  return validate(schema, value);
+}
+
+// A decoder that throws (or rejects) has judged the bytes: deterministic, never retried.
+function decoderError(error: unknown): Error {
+  return error instanceof Error
+    ? error
+    : new OncelyError('ONCELY_INVALID_PAYLOAD', 'The decoder threw a non-error value.', { cause: error });
+}
+
+type Schema = NonNullable<AnyHandlerDefinition['schema']>;
+
+function validate(schema: AnyHandlerDefinition['schema'], value: unknown): Decoded | Promise<Decoded> {
+  if (schema === undefined) return { ok: true, event: value };
+  // safeParseAsync unless the schema is only zod's own steps (sync-schema.ts): a synchronous parse
+  // of a schema with an async refine drops the refine's promise (zod throws "use parseAsync"
+  // instead), and that promise's rejection would then go unhandled.
+  if (typeof schema.safeParseAsync === 'function' && !parsesSynchronously(schema)) return validateAsync(schema, value);
+  try {
+    return parsedOf(schema.safeParse(value));
+  } catch (error) {
+    return { ok: false, error: schemaError(error) };
+  }
+}
+
+async function validateAsync(schema: Schema, value: unknown): Promise<Decoded> {
+  try {
+    return parsedOf(await schema.safeParseAsync(value));
+  } catch (error) {
+    return { ok: false, error: schemaError(error) };
+  }
+}
+
+function parsedOf(parsed: { success: boolean; data?: unknown; error?: unknown }): Decoded {
+  return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: parsed.error };
+}
+
+// A transform or refine that throws or rejects (`z.string().transform(BigInt)` on "abc"): the
+// schema's verdict on this payload, as deterministic as a failed check. Never an outage.
+function schemaError(error: unknown): OncelyError {
+  return new OncelyError(
+    'ONCELY_INVALID_PAYLOAD',
+    `The handler's schema threw while validating the message (${errorName(error)}): a transform or refine that throws ` +
+      'rejects the payload. Return z.NEVER after ctx.addIssue() in the transform to report it as a validation issue instead.',
+    { cause: error },
+  );
 }
 
 /**

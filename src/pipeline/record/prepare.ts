@@ -4,7 +4,7 @@ import { deriveMessageId, type MessageIdSource, payloadFingerprintLatin1 } from 
 import type { ConsumedRecord } from '../../kafka/runner.js';
 
 import type { PipelineContext } from '../context.js';
-import { type Decoded, decode, decodeForId, toMessageInfo } from './decode.js';
+import { type Decoded, decodeForId, decodeNow, toMessageInfo } from './decode.js';
 import { describeError } from './error-record.js';
 import type { MessageCoordinates } from '../../events/index.js';
 import type { AnyHandlerDefinition, MessageInfo } from '../handler.js';
@@ -40,6 +40,8 @@ export interface PreparedRecord {
   readonly verdict: Verdict;
   /** Decodes and validates (awaiting the user's async code) on first call; call it only once the message is claimed. */
   decide(): Promise<Verdict>;
+  /** {@link decide}, without a promise when the verdict is known or decoding needs none. */
+  decideNow(): Verdict | Promise<Verdict>;
 }
 
 /**
@@ -169,13 +171,22 @@ class Prepared implements PreparedRecord {
   }
 
   decide(): Promise<Verdict> {
-    if (this.#verdict !== undefined) return Promise.resolve(this.#verdict);
-    return (this.#deciding ??= this.#decodeNow());
+    const verdict = this.decideNow();
+    return verdict instanceof Promise ? verdict : Promise.resolve(verdict);
   }
 
-  // One async frame decodes, validates and keeps the verdict: this runs for every claimed message.
-  async #decodeNow(): Promise<Verdict> {
-    const verdict = verdictOf(await decode(this.#handler, this.info));
+  // Runs for every claimed message: without a promise when the decoding needs none (the default
+  // JSON decoding, and a schema of zod's own steps), in one promise otherwise.
+  decideNow(): Verdict | Promise<Verdict> {
+    if (this.#verdict !== undefined) return this.#verdict;
+    if (this.#deciding !== undefined) return this.#deciding;
+    const decoded = decodeNow(this.#handler, this.info);
+    if (decoded instanceof Promise) return (this.#deciding = decoded.then((d) => this.#keep(d)));
+    return this.#keep(decoded);
+  }
+
+  #keep(decoded: Decoded): Verdict {
+    const verdict = verdictOf(decoded);
     this.#verdict = verdict;
     return verdict;
   }

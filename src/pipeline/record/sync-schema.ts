@@ -92,7 +92,12 @@ export function parsesSynchronously(schema: unknown): boolean {
   if (typeof schema !== 'object' || schema === null) return false;
   let answer = known.get(schema);
   if (answer === undefined) {
-    answer = walk(schema, new Set());
+    try {
+      answer = walk(schema, new Set());
+    } catch {
+      // A getter of the schema's own (a recursive shape) threw: not something to bet on.
+      answer = false;
+    }
     known.set(schema, answer);
   }
   return answer;
