@@ -243,7 +243,8 @@ async function chunkTransaction(
   const processed: Outcome = { kind: 'processed', attempts: attempt };
   const skipped: Outcome = { kind: 'skipped' };
   const events: BatchEvent<unknown>[] = [];
-  const stepRecords = new Map<string, PreparedRecord>();
+  // The record of each event, in the same order: ctx.step finds an event's record among them.
+  const eventRecords: PreparedRecord[] = [];
   // Claimed rows whose message turns out invalid or a skipped tombstone, by id.
   const reclassified: Reclassified = { deadLettered: [], skipped: [] };
   for (let i = 0; i < chunk.length; i++) {
@@ -285,7 +286,7 @@ async function chunkTransaction(
       const verdict = decided instanceof Promise ? await decided : decided;
       if (verdict.kind === 'apply') {
         events.push({ event: verdict.event, messageId, message: p.info });
-        stepRecords.set(messageId, p);
+        eventRecords.push(p);
         outcomes.push(processed);
         continue;
       }
@@ -300,7 +301,7 @@ async function chunkTransaction(
       outcomes.push(after.outcome);
     } else if (after.verdict.kind === 'apply') {
       events.push({ event: after.verdict.event, messageId, message: p.info });
-      stepRecords.set(messageId, p);
+      eventRecords.push(p);
       outcomes.push(processed);
     } else {
       // A tombstone for the handler's function: batch handlers take events only (handler.ts
@@ -321,7 +322,7 @@ async function chunkTransaction(
           cancel: pipeline.cancelBackend,
         },
         async (lease) => {
-          const steps = batchAttemptSteps(pipeline, stepRecords, lease.signal);
+          const steps = batchAttemptSteps(pipeline, eventRecords, lease.signal);
           await handler.handleBatch(
             events,
             batchContext(t, first.where, pipeline.inboxScope, attempt, pipeline.logger, lease, steps.step),

@@ -142,20 +142,23 @@ export function stepsOfRecord(pipeline: PipelineContext, record: object, message
 
 /**
  * `ctx.step(event, name, fn)` for one attempt of a batch handler: steps belong to the event's
- * message. `records` maps the attempt's message ids to their records.
+ * message. `records` are the attempt's events' records.
  */
 export function batchAttemptSteps(
   pipeline: PipelineContext,
-  records: ReadonlyMap<string, object>,
+  records: readonly { readonly messageId: string | null }[],
   signal: () => AbortSignal,
 ): AttemptSteps<BatchStepFunction> {
   const attempts = new Map<string, AttemptSteps<StepFunction>>();
+  // By id, made at the first ctx.step: most batch handlers never call it.
+  let byId: Map<string | null, object> | undefined;
   return {
     step: (event, name, fn, options) => {
       const messageId = event.messageId;
       let steps = attempts.get(messageId);
       if (steps === undefined) {
-        const record = records.get(messageId);
+        byId ??= new Map(records.map((r) => [r.messageId, r]));
+        const record = byId.get(messageId);
         if (record === undefined) {
           throw new TypeError(`ctx.step: message ${messageId} is not one of this batch's events; pass an event of it`);
         }
