@@ -206,25 +206,16 @@ export interface OffsetRecord {
 }
 
 /**
- * Records a partition's next offset without claiming an id: for records that have no valid id to
- * claim (reason `invalid_message_id`). Sets `synchronous_commit = on` like the claim does.
- *
- * `durable: false` is for a transaction that recorded nothing but this: every record it passed
- * over was a duplicate, whose outcome was durable long before. Its commit then does not wait for
- * the WAL flush (`synchronous_commit = off`, for this transaction only). Losing it in a crash
- * leaves the resume point where it was, before records that are all duplicates: they are read
- * again and found again, and Kafka's later committed offset wins at start-up anyway.
+ * Records a partition's next offset without claiming an id: past a record that has no valid id
+ * to claim (reason `invalid_message_id`), past a commit group, or at a lane's watermark. Sets
+ * `synchronous_commit = on` like the claim does.
  */
-export async function recordOffset(
-  client: pg.ClientBase,
-  record: OffsetRecord,
-  options: { readonly durable: boolean } = { durable: true },
-): Promise<void> {
+export async function recordOffset(client: pg.ClientBase, record: OffsetRecord): Promise<void> {
   await client.query({
-    name: options.durable ? 'oncely_record_offset_v2' : 'oncely_record_offset_lazily_v1',
+    name: 'oncely_record_offset_v2',
     text: `
 WITH ${moveResumePoint('$1', '$2', '$3', '$4', '$5', '$6')}
-SELECT set_config('synchronous_commit', '${options.durable ? 'on' : 'off'}', true)`,
+SELECT set_config('synchronous_commit', 'on', true)`,
     values: [
       record.groupId,
       record.topic,
