@@ -651,15 +651,16 @@ export async function findChunkHolders(
       continue;
     }
     itself[i] = 1;
-    holders[i] = new RecordsOwnRow(
+    // Made from what the caller sent: the row is the record's own (a plain object, so a spread or
+    // a copy keeps every field).
+    holders[i] = {
       topic,
       partition,
-      offsets[i] ?? '',
-      payloadHashes,
-      i,
-      code === PROCESSED_ITSELF ? 'processed' : 'dead_lettered',
-      Number(times[time++]),
-    );
+      offset: offsets[i] ?? '',
+      payloadHash: payloadHashes.subarray(i * 32, i * 32 + 32),
+      status: code === PROCESSED_ITSELF ? 'processed' : 'dead_lettered',
+      processedAt: new Date(Number(times[time++])),
+    };
   }
   if (elsewhere !== undefined) {
     const ids = elsewhere.map((i) => messageIds[i] ?? '');
@@ -679,47 +680,6 @@ export async function findChunkHolders(
 const FREE = '.'.charCodeAt(0);
 const ELSEWHERE = 'o'.charCodeAt(0);
 const PROCESSED_ITSELF = 'r'.charCodeAt(0);
-
-/**
- * The inbox row of the very record being looked up, made from what the caller sent: its
- * fingerprint and time are turned into a Buffer and a Date only when read (a replay's duplicate
- * events read the time; nothing reads the fingerprint).
- */
-class RecordsOwnRow implements InboxEntry {
-  readonly topic: string;
-  readonly partition: number;
-  readonly offset: string;
-  readonly status: InboxStatus;
-  readonly #hashes: Buffer;
-  readonly #index: number;
-  readonly #processedMs: number;
-
-  constructor(
-    topic: string,
-    partition: number,
-    offset: string,
-    hashes: Buffer,
-    index: number,
-    status: InboxStatus,
-    processedMs: number,
-  ) {
-    this.topic = topic;
-    this.partition = partition;
-    this.offset = offset;
-    this.status = status;
-    this.#hashes = hashes;
-    this.#index = index;
-    this.#processedMs = processedMs;
-  }
-
-  get payloadHash(): Buffer {
-    return this.#hashes.subarray(this.#index * 32, this.#index * 32 + 32);
-  }
-
-  get processedAt(): Date {
-    return new Date(this.#processedMs);
-  }
-}
 
 /** Per topic, the consumer groups that have recorded a resume point for it. */
 export async function groupsByTopic(pool: pg.Pool, topics: readonly string[]): Promise<Map<string, string[]>> {

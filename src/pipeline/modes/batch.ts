@@ -484,7 +484,9 @@ async function claimIds(
   // Every id is held (a replay): nothing to insert; the read moved the resume point.
   if (free.length === 0) return { holders, itself, anyHeld: read.anyHeld };
   // The free ids, claimed as in `insert` mode (the statement moves the resume point again, to the
-  // same place, and makes the commit durable).
+  // same place, and makes the commit durable). The read already holds the resume point's row: a
+  // second owner of the partition during a rebalance overlap, claiming the other way round, can
+  // deadlock with this transaction; PostgreSQL aborts one (40P01), retried as contention.
   await insertOrRace(t, claimOf(free, freeIds));
   // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
   if (repeated.length > 0) {
