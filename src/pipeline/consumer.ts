@@ -150,6 +150,9 @@ class Consumer implements InboxConsumer {
 
   async #startOnce(): Promise<void> {
     const config = this.#config;
+    // Before the first query: from it on the pool holds idle connections, and one lost while the
+    // consumer is still starting (a restart during a failover) must not end the process either.
+    config.pool.on('error', this.#onIdleConnectionError);
     await withDatabaseRetries(config, 'checking the schema', () => assertMigrated(config));
     await withDatabaseRetries(config, 'checking for a renamed group', () => warnAboutRenamedGroup(config));
     await withDatabaseRetries(config, 'recording the inbox scope', () => recordInboxScope(config));
@@ -169,7 +172,6 @@ class Consumer implements InboxConsumer {
     const runner = this.#createRunner();
     this.#runner = runner;
     if (config.handleSignals) this.#removeSignalHandlers = installSignalHandlers(this.stop);
-    config.pool.on('error', this.#onIdleConnectionError);
     // A stop() while the broker is still unreachable ends the retrying.
     await runner.start(() => this.#stopping === undefined);
     this.#metrics?.start();

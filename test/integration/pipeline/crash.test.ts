@@ -217,6 +217,48 @@ describe('G1, G3, G5: crashes leave no partial effect and nothing applied twice'
     expect((await env.effectsOf(topic)).map((r) => r.messageId)).toEqual(['before', 'stuck', 'after']);
   });
 
+  it('G5: survives its idle pooled connections being terminated while it is still starting', async () => {
+    const topic = await env.createTopic('crash-idle-start');
+    // No pool.on('error') here either: the consumer's own listener must be there from its first query.
+    const pool = new pg.Pool({ connectionString: env.databaseUrl, max: 4, application_name: 'oncely-start-victim' });
+    const { drizzle } = await import('drizzle-orm/node-postgres');
+    const consumer = env.consumer({
+      groupId: env.groupId('idle-start'),
+      db: drizzle(pool),
+      handlers: [effectHandler(topic)],
+    });
+    // Holds start() at the step that records the group's inbox scope, after its first checks.
+    const lock = await env.pool.connect();
+    try {
+      await env.produce(topic, [jsonMessage('one', {})]);
+      await lock.query('BEGIN');
+      await lock.query('LOCK TABLE oncely.group_scopes IN ACCESS EXCLUSIVE MODE');
+      // Idle connections in the pool, as a consumer restarted in a running process has.
+      await Promise.all([1, 2, 3].map(() => pool.query('SELECT pg_sleep(0.01)')));
+      const started = consumer.start();
+      await waitFor('start() to wait at the inbox scope', async () => {
+        const { rows } = await env.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'oncely-start-victim' AND wait_event_type = 'Lock'",
+        );
+        return rows[0]?.n === 1;
+      });
+      // A failover while it starts: its idle connections die.
+      const { rowCount } = await env.pool.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'oncely-start-victim' AND state = 'idle'",
+      );
+      expect(rowCount).toBeGreaterThan(0);
+      await waitFor('the pool to drop them', () => pool.totalCount === 1);
+      await lock.query('COMMIT');
+      await started;
+      await waitFor('the effect', async () => (await env.effectsOf(topic)).length === 1);
+    } finally {
+      lock.release();
+      await consumer.stop();
+      pool.on('error', () => undefined);
+      await pool.end();
+    }
+  });
+
   it('G5: keeps consuming when its idle pooled connections are terminated (a database failover)', async () => {
     const topic = await env.createTopic('crash-idle');
     // Deliberately no pool.on('error'): many applications have none, and pg re-emits an idle
