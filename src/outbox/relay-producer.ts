@@ -72,7 +72,11 @@ export class RelayProducer {
     // opened after the first disconnect is closed too (in the background: it may take kafkajs'
     // retries against an unreachable broker).
     if (this.#inFlight.size > 0 && p !== undefined) {
-      const again = Promise.all([...this.#inFlight]).then(disconnect);
+      // A failed second disconnect is nobody's concern (the clients are dropped either way), and
+      // must not surface as an unhandled rejection of the promise below.
+      const again = Promise.all([...this.#inFlight])
+        .then(disconnect)
+        .catch(() => undefined);
       this.#lingering.add(again);
       void again.finally(() => this.#lingering.delete(again));
     }
