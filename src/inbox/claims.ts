@@ -577,25 +577,6 @@ SELECT codes, processed_ms,
                   CASE WHEN $11::boolean AND coalesce(codes, '') !~ '[.o]' THEN 'off' ELSE 'on' END, true) AS sync
   FROM held`;
 
-/**
- * One partition's records with an id, in order, whose ids {@link findChunkHolders} looks up, and
- * the resume point it moves past their chunk.
- */
-export interface ChunkIds {
-  readonly groupId: string;
-  readonly topic: string;
-  readonly partition: number;
-  readonly messageIds: readonly string[];
-  readonly offsets: readonly string[];
-  /** Their payload fingerprints, 32 bytes each, in the same order. */
-  readonly payloadHashes: Buffer;
-  /** The partition's next offset past the chunk, and the record before it. */
-  readonly nextOffset: string;
-  readonly last: ResumeMark;
-  /** Whether every record of the chunk had an id (one without is dead-lettered: a durable commit). */
-  readonly everyRecordHasId: boolean;
-}
-
 /** What {@link findChunkHolders} found, id by id in the chunk's order. */
 export interface ChunkHolders {
   /** The row holding each id; undefined where the id is free. */
@@ -616,10 +597,10 @@ export interface ChunkHolders {
  */
 export async function findChunkHolders(
   client: pg.ClientBase,
-  inboxScope: string,
-  chunk: ChunkIds,
+  chunk: ChunkClaimRequest,
+  options: { readonly everyRecordHasId: boolean },
 ): Promise<ChunkHolders> {
-  const { messageIds, offsets, topic, partition, payloadHashes } = chunk;
+  const { inboxScope, messageIds, offsets, topic, partition, payloadHashes } = chunk;
   const { rows } = await client.query<{ codes: string | null; processed_ms: string | null }>(CHUNK_HOLDERS_SQL, [
     inboxScope,
     textArrayLiteral(messageIds),
@@ -631,7 +612,8 @@ export async function findChunkHolders(
     chunk.nextOffset,
     chunk.last.payloadHash,
     chunk.last.timestamp,
-    chunk.everyRecordHasId,
+    // Whether every record of the chunk had an id (one without is dead-lettered: a durable commit).
+    options.everyRecordHasId,
   ]);
   const codes = rows[0]?.codes ?? '';
   if (codes.length !== messageIds.length) {

@@ -15,7 +15,7 @@ import type { StoredError } from '../../inbox/dead-letters.js';
 import type { OpenTransaction } from '../../inbox/transaction.js';
 import type { ConsumedRecord } from '../../kafka/runner.js';
 
-import { afterClaim, CLAIMED, invalidIdError, type Reclassified } from '../record/after-claim.js';
+import { afterClaim, CLAIMED, holderOf, invalidIdError, type Reclassified } from '../record/after-claim.js';
 import { announce, announceAll } from '../record/announce.js';
 import type { Outcome, PartitionControl, PipelineContext } from '../context.js';
 import { recordDeadLetter } from '../record/dead-letter.js';
@@ -297,17 +297,10 @@ async function chunkTransaction(
       locate: messageId,
       skipClaimed: true,
     });
-    if (after.kind === 'settled') {
-      outcomes.push(after.outcome);
-    } else if (after.verdict.kind === 'apply') {
-      events.push({ event: after.verdict.event, messageId, message: p.info });
-      eventRecords.push(p);
-      outcomes.push(processed);
-    } else {
-      // A tombstone for the handler's function: batch handlers take events only (handler.ts
-      // refuses a tombstone function in batch mode), so this cannot happen; recorded as skipped.
-      outcomes.push(skipped);
-    }
+    // A valid claimed event went to the handler above: what is left is settled here, or a tombstone
+    // for the handler's function, which batch handlers cannot have (handler.ts refuses one in batch
+    // mode), recorded as skipped.
+    outcomes.push(after.kind === 'settled' ? after.outcome : skipped);
   }
   await reclassifyChunkClaims(t.client, pipeline.inboxScope, reclassified);
 
@@ -433,33 +426,24 @@ async function claimIds(
 
   const holders = new Array<InboxEntry | undefined>(chunk.length);
   const itself = new Uint8Array(chunk.length);
+  // The holders of the ids at these positions, whose claim conflicted, read with a fresh snapshot:
+  // it sees holders committed concurrently and the rows just inserted for an id twice in the chunk.
+  const readHoldersAt = async (conflicted: readonly number[]): Promise<void> => {
+    const idAt = (i: number): string => chunk[i]?.messageId ?? '';
+    const found = await findInboxEntries(t.client, pipeline.inboxScope, conflicted.map(idAt));
+    for (const i of conflicted) holders[i] = holderOf(found, idAt(i));
+  };
   if (mode === 'on-conflict') {
     const { conflicts } = await claimChunk(t.client, claimOf(claimable, messageIds));
     if (conflicts.size === 0) return { holders, itself, anyHeld: false };
-    // Read with a fresh snapshot: it sees holders committed concurrently and the rows this
-    // statement inserted for an id that occurs twice in the chunk.
-    const conflicted = positions.filter((i) => conflicts.has(chunk[i]!.record.offset));
-    const found = await findInboxEntries(
-      t.client,
-      pipeline.inboxScope,
-      conflicted.map((i) => chunk[i]!.messageId ?? ''),
-    );
-    for (const i of conflicted) holders[i] = holderOf(found, chunk[i]!.messageId ?? '');
+    await readHoldersAt(positions.filter((i) => conflicts.has(chunk[i]!.record.offset)));
     return { holders, itself, anyHeld: true };
   }
 
-  // read-first: the holders, then the free ids (each once: a later occurrence of an id in the
-  // chunk conflicts with the first, like any duplicate).
-  // The holders, read with the resume point's move: a replayed chunk sends nothing else.
-  const read = await findChunkHolders(t.client, pipeline.inboxScope, {
-    groupId: pipeline.groupId,
-    topic: first.record.topic,
-    partition: first.record.partition,
-    messageIds,
-    offsets: claimable.map((p) => p.record.offset),
-    payloadHashes: concatDigests(claimable),
-    nextOffset: last.nextOffset,
-    last: { payloadHash: last.payloadHash, timestamp: last.record.timestamp },
+  // read-first: the holders, read with the resume point's move (a replayed chunk sends nothing
+  // else), then the free ids (each once: a later occurrence of an id in the chunk conflicts with the
+  // first, like any duplicate).
+  const read = await findChunkHolders(t.client, claimOf(claimable, messageIds), {
     everyRecordHasId: claimable.length === chunk.length,
   });
   const free: PreparedRecord[] = [];
@@ -489,25 +473,8 @@ async function claimIds(
   // deadlock with this transaction; PostgreSQL aborts one (40P01), retried as contention.
   await insertOrRace(t, claimOf(free, freeIds));
   // An id twice in the chunk: its holder is the row just inserted for its first occurrence.
-  if (repeated.length > 0) {
-    const found = await findInboxEntries(
-      t.client,
-      pipeline.inboxScope,
-      repeated.map((i) => chunk[i]!.messageId ?? ''),
-    );
-    for (const i of repeated) holders[i] = holderOf(found, chunk[i]!.messageId ?? '');
-  }
+  if (repeated.length > 0) await readHoldersAt(repeated);
   return { holders, itself, anyHeld: read.anyHeld || repeated.length > 0 };
-}
-
-/** The holder of an id that conflicted; it must exist. */
-function holderOf(found: ReadonlyMap<string, InboxEntry>, messageId: string): InboxEntry {
-  const existing = found.get(messageId);
-  // Deleted between the conflict and the read (a retention purge): rare and harmless, the
-  // transaction rolls back and runs again.
-  if (existing === undefined)
-    throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
-  return existing;
 }
 
 async function insertOrRace(t: OpenTransaction, request: ChunkClaimRequest): Promise<void> {

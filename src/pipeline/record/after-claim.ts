@@ -90,12 +90,17 @@ export function claimAmong(
   holders: ReadonlyMap<string, InboxEntry>,
 ): ClaimResult {
   if (!conflicts.has(prepared.record.offset)) return CLAIMED;
+  return { claimed: false, existing: holderOf(holders, messageId) };
+}
+
+/** The holder of an id whose claim conflicted, as read after the claim: it must exist. */
+export function holderOf(holders: ReadonlyMap<string, InboxEntry>, messageId: string): InboxEntry {
   const existing = holders.get(messageId);
   // Deleted between the conflict and the read (a retention purge): rare and harmless, the
   // transaction rolls back and runs again.
   if (existing === undefined)
     throw new Error(`message id ${messageId} conflicted but its inbox row vanished; retrying`);
-  return { claimed: false, existing };
+  return existing;
 }
 
 /** Why a record without a usable id is dead-lettered (`invalid_message_id`). */

@@ -283,28 +283,13 @@ describe('chunk claims on PostgreSQL', () => {
     const client = await pool.connect();
     const sync = async (): Promise<string | undefined> =>
       (await client.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s")).rows[0]?.s;
-    // The ids of chunkRequest(group, ids, from) again, at the same offsets unless `offsets` says otherwise.
-    const chunkIds = (ids: string[], from: number, everyRecordHasId = true, offsets?: string[], hashes?: Buffer) => {
-      const claim = chunkRequest(group, ids, from);
-      return {
-        groupId: group,
-        topic: 't',
-        partition: 0,
-        messageIds: ids,
-        offsets: offsets ?? claim.offsets,
-        payloadHashes: hashes ?? claim.payloadHashes,
-        nextOffset: claim.nextOffset,
-        last: claim.last,
-        everyRecordHasId,
-      };
-    };
     try {
       const before = Date.now();
       await inTx(client, () => claimChunk(client, chunkRequest(group, ['a', 'b'], 0)));
 
       // The same records again: held by themselves, and the commit need not wait for the flush.
       await client.query('BEGIN');
-      const replay = await findChunkHolders(client, group, chunkIds(['a', 'b'], 0));
+      const replay = await findChunkHolders(client, chunkRequest(group, ['a', 'b'], 0), { everyRecordHasId: true });
       expect(await sync()).toBe('off');
       await client.query('COMMIT');
       expect([...replay.itself]).toEqual([1, 1]);
@@ -318,7 +303,7 @@ describe('chunk claims on PostgreSQL', () => {
 
       // A record without an id in the chunk: its dead letter is recorded, so the commit is durable.
       await client.query('BEGIN');
-      await findChunkHolders(client, group, chunkIds(['a'], 0, false));
+      await findChunkHolders(client, chunkRequest(group, ['a'], 0), { everyRecordHasId: false });
       expect(await sync()).toBe('on');
       await client.query('ROLLBACK');
 
@@ -327,14 +312,11 @@ describe('chunk claims on PostgreSQL', () => {
       await client.query('BEGIN');
       const mixed = await findChunkHolders(
         client,
-        group,
-        chunkIds(
-          ['a', 'b', 'c'],
-          5,
-          true,
-          ['5', '6', '7'],
-          Buffer.concat([Buffer.alloc(32, 0), Buffer.alloc(32, 9), Buffer.alloc(32, 7)]),
-        ),
+        {
+          ...chunkRequest(group, ['a', 'b', 'c'], 5),
+          payloadHashes: Buffer.concat([Buffer.alloc(32, 0), Buffer.alloc(32, 9), Buffer.alloc(32, 7)]),
+        },
+        { everyRecordHasId: true },
       );
       expect(await sync()).toBe('on');
       await client.query('COMMIT');
